@@ -1,0 +1,26 @@
+"""User-facing errors.
+
+A ``WorkbenchError`` carries one paragraph that names the file, key or path at fault and the fix.
+The CLI prints it and exits with code 2; the app shows it in a notification. Anything else that
+escapes is a bug and keeps its traceback.
+"""
+
+
+class WorkbenchError(Exception):
+    """An error caused by the user's input or environment, with a message that says how to fix it."""
+
+
+class PresetError(WorkbenchError):
+    """A preset file or a preset value is invalid."""
+
+
+class DataError(WorkbenchError):
+    """A dataset is missing, incomplete or holds images of the wrong size."""
+
+
+class WeightsError(WorkbenchError):
+    """A weight or checkpoint file is missing, corrupt or does not fit the model."""
+
+
+class JobStopped(Exception):
+    """Raised inside a trainer when its stop flag is set; jobs catch it and finish cleanly."""

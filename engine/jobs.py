@@ -1,0 +1,82 @@
+"""The engine API shared by the CLI and the app: run a job with a preset and an event callback.
+
+A job is a function ``(JobRequest, Emit, StopFlag) -> Finished``. ``run_job`` turns a user error
+into a ``Failed`` event with a one-paragraph message, an early stop into ``Finished(stopped=True)``,
+and always emits exactly one ``Finished`` or ``Failed`` as its last event.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from engine.errors import JobStopped, WorkbenchError
+from engine.events import Emit, Failed, Finished
+from engine.presets import Preset
+
+# kind -> "module:function"; imported on first use so that the CLI starts fast.
+JOBS: dict[str, str] = {
+    "train-dsr": "engine.trainers.dsr:run_train_dsr",
+    "finetune": "engine.trainers.finetune:run_finetune",
+    "evaluate": "engine.evaluation.evaluate:run_evaluate",
+    "pipeline": "engine.pipeline:run_pipeline",
+}
+
+
+class StopFlag:
+    """Cooperative stop: the UI or a signal handler sets it, trainers call ``check()`` every step."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise JobStopped()
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    kind: str
+    preset: Preset
+    data: str | None = None               # dataset root overriding preset.data.root
+    options: dict[str, Any] = field(default_factory=dict)  # per-job: epochs, run_dir, resume, dsr, edgeface, ...
+
+
+JobFn = Callable[[JobRequest, Emit, StopFlag], Finished]
+
+
+def job_function(kind: str) -> JobFn:
+    if kind not in JOBS:
+        raise WorkbenchError(f"unknown job '{kind}'. Jobs: {', '.join(JOBS)}.")
+    module, name = JOBS[kind].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def run_job(request: JobRequest, emit: Emit, stop: StopFlag | None = None) -> Finished | Failed:
+    """Run a job to its end; never raises for user errors or stops."""
+    stop = stop or StopFlag()
+    try:
+        result: Finished | Failed = job_function(request.kind)(request, emit, stop)
+    except WorkbenchError as exc:
+        result = Failed(job=request.kind, error=str(exc))
+    except JobStopped:
+        result = Finished(job=request.kind, run_dir=None, stopped=True)
+    except MemoryError:
+        result = Failed(job=request.kind, error="out of memory: lower dsr.batch_size or finetune.batch_size.")
+    except Exception as exc:  # noqa: BLE001 - a bug or an unexpected runtime error: keep the traceback
+        if "out of memory" in str(exc).lower():
+            result = Failed(job=request.kind, error=f"out of memory ({exc}). Lower dsr.batch_size (the guide: 12) "
+                                                     "or finetune.batch_size (the guide: 24).")
+        else:
+            result = Failed(job=request.kind, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+    emit(result)
+    return result

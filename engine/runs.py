@@ -1,0 +1,105 @@
+"""Run directories: ``runs/<time>-<preset>-<job>/`` with the exact preset, metrics and results.
+
+Contents: ``preset.toml`` (the preset used), ``metrics.jsonl`` (one JSON object a line with
+``job``, ``stage``, ``epoch``, ``step``, ``split`` and metric values), checkpoints (``*.pt``),
+sample strips (``samples/*.png``), ``summary.json`` and, for evaluation, ``eval.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import tomli_w
+
+from engine import atomic
+from engine.errors import WorkbenchError
+from engine.events import Metrics
+from engine.presets import Preset
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, runs_dir: str | Path, preset: Preset, job: str) -> "RunDir":
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = Path(runs_dir) / f"{stamp}-{preset.name}-{job}"
+        path, n = base, 1
+        while path.exists():
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
+        path.mkdir(parents=True)
+        run = cls(path)
+        run.write_preset(preset)
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        path = Path(path)
+        if not (path / "preset.toml").is_file():
+            raise WorkbenchError(f"{path} is not a run directory (it has no preset.toml). Give a directory "
+                                 "made by train-dsr, finetune, evaluate or pipeline, e.g. runs/<time>-<preset>-<job>.")
+        return cls(path)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    def write_preset(self, preset: Preset) -> None:
+        atomic.write_text(self.path / "preset.toml", tomli_w.dumps(preset.to_mapping()))
+
+    def log_metrics(self, event: Metrics) -> None:
+        """Append one line to metrics.jsonl (non-finite values are written as null)."""
+        record = {"job": event.job, "stage": event.stage, "epoch": event.epoch, "step": event.step,
+                  "split": event.split, "time": round(time.time(), 3)}
+        record.update({k: (float(v) if math.isfinite(float(v)) else None) for k, v in event.values.items()})
+        with open(self.metrics_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic.write_json(self.summary_path, summary)
+
+    def read_summary(self) -> dict[str, Any]:
+        return json.loads(self.summary_path.read_text()) if self.summary_path.is_file() else {}
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Records of metrics.jsonl; a truncated last line (a run still writing) is skipped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def iter_runs(runs_dir: str | Path) -> Iterator[Path]:
+    """Run directories under ``runs_dir``, newest first."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return iter(())
+    return iter(sorted((p for p in root.iterdir() if (p / "preset.toml").is_file()), key=lambda p: p.name,
+                       reverse=True))
+
+
+def latest_run(runs_dir: str | Path, preset_name: str, job: str, *, require: str | None = None) -> Path | None:
+    """The newest run of ``job`` for ``preset_name`` (holding file ``require`` when given)."""
+    for path in iter_runs(runs_dir):
+        if path.name.endswith(f"-{preset_name}-{job}") or f"-{preset_name}-{job}-" in path.name:
+            if require is None or (path / require).exists():
+                return path
+    return None

@@ -1,0 +1,98 @@
+"""Run an engine job in the foreground with rich progress; Ctrl-C stops it cleanly.
+
+The first Ctrl-C sets the job's stop flag (the trainer saves a resumable checkpoint and ends);
+a second one aborts at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from engine import events as ev
+from engine.jobs import JobRequest, StopFlag, run_job
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(seconds)
+    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def summary_table(title: str, summary: dict) -> Table:
+    table = Table(title=title, show_header=False)
+    for key, value in summary.items():
+        if not isinstance(value, (dict, list)):
+            table.add_row(key, _fmt(value))
+    return table
+
+
+def run_in_foreground(request: JobRequest) -> int:
+    """Run ``request`` with a progress bar; exit code 0 done, 2 user error, 1 bug, 130 stopped."""
+    stop = StopFlag()
+    progress = Progress(TextColumn("[bold]{task.fields[stage]}[/] {task.description}"), BarColumn(),
+                        TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[info]}"),
+                        TimeElapsedColumn(), console=console, transient=False)
+    tasks: dict[str, int] = {}
+
+    def emit(event: ev.Event) -> None:
+        if isinstance(event, ev.Progress):
+            key = f"{event.stage}:{event.epoch}"
+            info = f"loss {_fmt(event.loss) if event.loss is not None else '-'}  " \
+                   f"{event.images_per_second:.1f} img/s  ETA {_eta(event.eta_seconds)}"
+            desc = f"epoch {event.epoch}/{event.epochs}" if event.epochs else "step"
+            if key not in tasks:
+                tasks[key] = progress.add_task(desc, total=event.steps, stage=event.stage, info=info)
+            progress.update(tasks[key], completed=event.step, info=info)
+        elif isinstance(event, ev.Metrics) and event.split != "train":
+            shown = "  ".join(f"{k} {_fmt(v)}" for k, v in event.values.items())
+            progress.console.print(f"[cyan]{event.stage} epoch {event.epoch} {event.split}[/]: {shown}")
+        elif isinstance(event, ev.Log):
+            style = {"warning": "yellow", "error": "red"}.get(event.level, "dim")
+            progress.console.print(f"[{style}]{escape(event.message)}[/]")
+        elif isinstance(event, ev.Samples):
+            progress.console.print(f"[dim]samples: {event.path}[/]")
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def on_sigint(signum, frame):
+            if stop.is_set():
+                raise KeyboardInterrupt
+            stop.set()
+            err_console.print("[yellow]stopping after this step (Ctrl-C again to abort)...[/]")
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with progress:
+            result = run_job(request, emit, stop)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if isinstance(result, ev.Failed):
+        err_console.print(f"[bold red]error:[/] {escape(result.error)}")
+        if result.traceback:
+            err_console.print(result.traceback, markup=False)
+            return 1
+        return 2
+    if result.summary:
+        console.print(summary_table(f"{request.kind} summary", result.summary))
+    if result.run_dir:
+        console.print(f"run directory: {result.run_dir}")
+    if result.stopped:
+        console.print("[yellow]stopped early; resume with --resume RUN_DIR[/]")
+        return 130
+    return 0

@@ -1,0 +1,57 @@
+"""Entry point of ``vlr-workbench``: no arguments opens the app, subcommands run headless."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rich.console import Console
+from rich.markup import escape
+
+from engine.errors import WorkbenchError
+
+# Each module defines ``register(subparsers)`` adding its commands with ``set_defaults(func=...)``;
+# a command function takes the parsed args and returns an exit code.
+COMMAND_MODULES = [
+    "workbench.cli.presets_cmd",
+]
+
+err_console = Console(stderr=True, highlight=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vlr-workbench",
+        description="Train and evaluate very-low-resolution face recognition: DSR super-resolution, "
+                    "EdgeFace fine-tuning and rank-1 evaluation. With no command, opens the workbench app.")
+    parser.add_argument("--preset", help="preset name or path to open the app on (default: last used, else cpu-demo)")
+    parser.add_argument("--data", help="dataset root to open the app on (default: the preset's, else demo faces)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command is None:
+            from workbench.app.launch import launch_app
+            return launch_app(preset=args.preset, data=args.data)
+        return int(args.func(args) or 0)
+    except WorkbenchError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
