@@ -21,6 +21,7 @@ from engine.presets import Preset
 JOBS: dict[str, str] = {
     "train-dsr": "engine.trainers.dsr:run_train_dsr",
     "finetune": "engine.trainers.finetune:run_finetune",
+    "pretrain": "engine.trainers.finetune:run_pretrain",
     "evaluate": "engine.evaluation.evaluate:run_evaluate",
     "pipeline": "engine.pipeline:run_pipeline",
 }

@@ -66,6 +66,14 @@ class RunDir:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
 
+    def log_error(self, job: str, stage: str, epoch: int, error: str) -> None:
+        """Append ``{"split": "error", "error": ...}`` to metrics.jsonl (e.g. an OOM, read by engine.tips)."""
+        record = {"job": job, "stage": stage, "epoch": epoch, "split": "error", "error": str(error),
+                  "time": round(time.time(), 3)}
+        with open(self.metrics_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic.write_json(self.summary_path, summary)
 

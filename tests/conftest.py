@@ -25,3 +25,24 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared is absent (a fresh clone has none)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """A tiny demo dataset (12 identities x 6 images, VLR 16x16, HR 128) in the layout, made once per session.
+
+    test: 3 unseen identities (18 images); val: 1 held-out image of each of the 9 training identities.
+    """
+    from engine.data.demo import generate_demo_dataset
+
+    return generate_demo_dataset(tmp_path_factory.mktemp("demo16") / "data", identities=12, per_identity=6,
+                                 seed=0, vlr_size=(16, 16), hr_size=128)
+
+
+@pytest.fixture(scope="session")
+def demo_root_32(tmp_path_factory) -> Path:
+    """The same tiny demo dataset as ``demo_root`` with 32x32 VLR images."""
+    from engine.data.demo import generate_demo_dataset
+
+    return generate_demo_dataset(tmp_path_factory.mktemp("demo32") / "data", identities=12, per_identity=6,
+                                 seed=0, vlr_size=(32, 32), hr_size=128)

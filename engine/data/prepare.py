@@ -1,0 +1,179 @@
+"""`prepare`: turn a folder of face photos into the layout (HR 128x128 + antialiased VLR), split by subject.
+
+Subjects come from the folder structure:
+
+* a sub-folder per subject (``SRC/s1/1.pgm``, AT&T/ORL style; images may sit deeper inside it);
+* or, for files directly in ``SRC``, the file name up to the first ``_`` or ``.``
+  (``subject01.glasses`` -> ``subject01``, Yale style; ``001_01_crop.png`` -> ``001``).
+
+Any file Pillow can read counts, with or without an extension (greyscale, palette and 16-bit
+images become RGB); other files (a README, say) are skipped and listed in the manifest. HR is a
+centre square crop (side = the shorter edge; fine for portrait photos and Yale's heads on a plain
+background, and a no-op for face crops that are already square) resized with Pillow's LANCZOS
+filter; VLR is made from HR by :data:`engine.data.writer.VLR_METHOD`. Splits follow
+:data:`engine.data.splitting.SPLIT_RULE` with ``split = (train, val, test)``: ``test`` is the
+fraction of subjects held out whole, ``val`` the fraction of each remaining subject's images.
+"""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from engine import atomic
+from engine.data.layout import MANIFEST, SPLITS
+from engine.data.pairs import IMAGE_SUFFIXES
+from engine.data.splitting import SPLIT_RULE, split_by_subject
+from engine.data.writer import VLR_METHOD, check_destination, make_split_dirs, staged_dir, write_pair
+from engine.errors import DataError
+
+ProgressFn = Callable[[int, int], None]
+
+HR_METHOD = ("centre square crop (side = the shorter edge), then Pillow resize to HR with the LANCZOS filter; "
+             "greyscale/palette/16-bit images converted to RGB; EXIF orientation applied")
+_SOURCE_SUFFIXES = IMAGE_SUFFIXES | {".gif", ".pgm", ".ppm", ".pbm", ".pnm", ".jp2", ".tga"}
+
+
+def parse_split(text: str) -> tuple[float, float, float]:
+    """``"80/10/10"`` (percent) or ``"0.8/0.1/0.1"`` -> fractions (train, val, test); ValueError otherwise."""
+    parts = text.replace(",", "/").split("/")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 3 or any(v < 0 for v in values) or sum(values) <= 0:
+        raise ValueError(f"expected TRAIN/VAL/TEST such as 80/10/10, got {text!r}")
+    total = sum(values)
+    if abs(total - 100) > 0.5 and abs(total - 1) > 0.005:
+        raise ValueError(f"TRAIN/VAL/TEST must add up to 100 (or 1), got {text!r} (sum {total:g})")
+    return tuple(v / total for v in values)  # type: ignore[return-value]
+
+
+def _safe(text: str, keep: str = "") -> str:
+    """A file-name-safe token; without underscores (the layout's subject separator) unless ``keep="_"``."""
+    return re.sub(rf"[^A-Za-z0-9.{keep}-]+", "-", text).strip("-.") or "x"
+
+
+def _is_image(path: Path) -> bool:
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        if path.suffix.lower() in _SOURCE_SUFFIXES:
+            raise DataError(f"{path}: cannot read this image (unreadable or corrupt). Delete or replace it, "
+                            f"then run `vlr-workbench prepare` again.") from None
+        return False
+
+
+def collect_images(src: Path) -> tuple[dict[str, list[tuple[Path, str]]], list[str]]:
+    """``({subject: [(path, output name)]}, skipped file names)`` from ``src`` (see the module doc)."""
+    found: dict[str, list[tuple[Path, str]]] = {}
+    owner: dict[str, str] = {}
+    skipped: list[str] = []
+
+    def add(subject_raw: str, path: Path, rest: str) -> None:
+        subject = _safe(subject_raw)
+        if owner.setdefault(subject, subject_raw) != subject_raw:
+            raise DataError(f"Subjects '{owner[subject]}' and '{subject_raw}' in {src} both become '{subject}' "
+                            f"in the layout (subject ids may not contain '_' or spaces). Rename one of them.")
+        found.setdefault(subject, []).append((path, rest))
+
+    for entry in sorted(src.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            for path in sorted(p for p in entry.rglob("*") if p.is_file() and not p.name.startswith(".")):
+                if _is_image(path):
+                    parts = path.relative_to(entry).with_suffix("").parts
+                    add(entry.name, path, "-".join(_safe(part, "_") for part in parts))
+                else:
+                    skipped.append(str(path.relative_to(src)))
+        elif entry.is_file():
+            if not _is_image(entry):
+                skipped.append(entry.name)
+                continue
+            stem = entry.stem if entry.suffix.lower() in _SOURCE_SUFFIXES else entry.name
+            subject_raw, _sep, rest = re.match(r"([^_.]*)([_.]?)(.*)$", stem).groups()
+            add(subject_raw or stem, entry, _safe(rest, "_") if rest else "img")
+    return found, skipped
+
+
+def load_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+            arr = np.asarray(image, dtype=np.float64)
+            top = 65535.0 if arr.max() > 255 else 255.0
+            image = Image.fromarray(np.clip(arr * (255.0 / top) + 0.5, 0, 255).astype(np.uint8))
+        return image.convert("RGB")
+
+
+def to_hr(image: Image.Image, hr_size: int) -> Image.Image:
+    """Centre square crop, then LANCZOS resize to ``hr_size`` x ``hr_size``."""
+    w, h = image.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return image.crop((left, top, left + side, top + side)).resize((hr_size, hr_size), Image.LANCZOS)
+
+
+def prepare_dataset(src: Path | str, dst: Path | str, *, vlr_size: tuple[int, int],
+                    split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0, hr_size: int = 128,
+                    progress: ProgressFn | None = None) -> dict:
+    """Write the layout for the photos in ``src`` to the new folder ``dst``; returns the manifest."""
+    src, dst = Path(src).expanduser(), Path(dst).expanduser()
+    if not src.is_dir():
+        raise DataError(f"Source folder {src} does not exist or is not a folder. Give a folder of face photos: "
+                        f"one sub-folder per subject, or files named SUBJECT_rest.ext / SUBJECT.rest.")
+    check_destination(dst)
+    vlr_size = (int(vlr_size[0]), int(vlr_size[1]))
+    _train, val_fraction, test_fraction = split
+    subjects, skipped = collect_images(src)
+    plan = split_by_subject(subjects, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
+    if not plan["train"] or (test_fraction > 0 and not plan["test"]):
+        raise DataError(f"{src} holds {len(subjects)} subject(s) with {sum(map(len, subjects.values()))} readable "
+                        f"image(s): a split needs at least two subjects with two or more images each (one for "
+                        f"training, one unseen for testing). Check the folder structure (one sub-folder per "
+                        f"subject, or a SUBJECT_ / SUBJECT. file-name prefix).")
+    jobs = []
+    for name_split in SPLITS:
+        used: set[str] = set()
+        for subject, (path, rest) in plan[name_split]:
+            name = f"{subject}_{rest}.png"
+            n = 1
+            while name in used:
+                n += 1
+                name = f"{subject}_{rest}-{n}.png"
+            used.add(name)
+            jobs.append((name_split, name, path))
+
+    with staged_dir(dst) as tmp:
+        make_split_dirs(tmp)
+
+        def convert(job) -> None:
+            name_split, name, path = job
+            try:
+                image = load_rgb(path)
+            except (OSError, ValueError, SyntaxError) as exc:
+                raise DataError(f"{path}: cannot read this image ({exc}). Delete or replace it, then run "
+                                f"`vlr-workbench prepare` again.") from exc
+            write_pair(tmp, name_split, name, to_hr(image, hr_size), vlr_size)
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for done, _ in enumerate(pool.map(convert, jobs), start=1):
+                if progress is not None:
+                    progress(done, len(jobs))
+        manifest = {
+            "source": str(src.resolve()), "seed": seed,
+            "split": {"train": split[0], "val": val_fraction, "test": test_fraction}, "split_rule": SPLIT_RULE,
+            "hr_size": [hr_size, hr_size], "vlr_size": list(vlr_size),
+            "hr_method": HR_METHOD, "vlr_method": VLR_METHOD,
+            "splits": {s: {"images": len(plan[s]), "subjects": len({sub for sub, _ in plan[s]})} for s in SPLITS},
+            "skipped": skipped,
+        }
+        atomic.write_json(tmp / MANIFEST, manifest)
+    return manifest

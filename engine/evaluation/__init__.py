@@ -1,0 +1,1 @@
+"""Evaluation: recognition metrics, the gallery/probe protocol, and the evaluate job."""

@@ -1,0 +1,1 @@
+"""DSR loss terms, one small module each, combined with the preset's weights in ``combined``."""

@@ -1,0 +1,1 @@
+"""Networks: EdgeFace (timm), the ArcFace margin head and the DSR super-resolution network."""

@@ -1,0 +1,57 @@
+"""Tuning tips: (metric history, preset) -> tips with preset patches, and the guide's targets.
+
+``propose_tips`` runs the rules in a fixed order (out of memory, instability, overfitting, low
+accuracy); ``tips_for_run`` reads a run directory. The thresholds are in ``engine.tips.thresholds``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from engine.errors import WorkbenchError
+from engine.presets import Preset, load
+from engine.runs import RunDir, read_metrics
+from engine.tips import rules
+from engine.tips.model import Tip, apply_tip, tip_changes
+from engine.tips.targets import Target, check_targets
+from engine.tips.thresholds import THRESHOLDS, Thresholds, target_set_name
+
+__all__ = ["Tip", "Target", "Thresholds", "THRESHOLDS", "propose_tips", "apply_tip", "tip_changes",
+           "check_targets", "tips_for_run", "read_evaluation", "target_set_name"]
+
+
+def propose_tips(history: list[dict[str, Any]], preset: Preset, *, evaluation: dict | None = None,
+                 oom: bool = False, thresholds: Thresholds = THRESHOLDS) -> list[Tip]:
+    """Tips whose rule fires on ``history`` and whose patch changes ``preset``, most urgent first."""
+    found = [rules.out_of_memory(history, preset, oom, thresholds),
+             rules.instability(history, preset, thresholds),
+             rules.overfitting(history, preset, thresholds),
+             rules.low_accuracy(history, preset, evaluation, thresholds)]
+    return [tip for tip in found if tip is not None]
+
+
+def read_evaluation(run_dir: str | Path) -> dict | None:
+    """The run's eval.json (rank-1 per row: dsr, bicubic, hr), or None when it has none."""
+    path = Path(run_dir) / "eval.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WorkbenchError(f"{path}: cannot read the evaluation results ({exc}). Delete the file or run "
+                             "`vlr-workbench evaluate` again to rewrite it.") from None
+    if not isinstance(data, dict):
+        raise WorkbenchError(f"{path}: expected a JSON object with rows dsr/bicubic/hr, got "
+                             f"{type(data).__name__}. Run `vlr-workbench evaluate` again to rewrite it.")
+    return data
+
+
+def tips_for_run(run_dir: str | Path) -> tuple[Preset, list[Tip], list[Target]]:
+    """The preset, tips and targets of a run directory (preset.toml, metrics.jsonl, eval.json)."""
+    run = RunDir.open(run_dir)
+    preset = load(run.path / "preset.toml")
+    history = read_metrics(run.path)
+    evaluation = read_evaluation(run.path)
+    return preset, propose_tips(history, preset, evaluation=evaluation), check_targets(history, preset, evaluation)

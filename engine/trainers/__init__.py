@@ -1,0 +1,1 @@
+"""Training loops: DSR super-resolution and EdgeFace fine-tuning."""

@@ -1,0 +1,40 @@
+"""Shared helpers of the app tests (a module, not fixtures, so each test file stays explicit)."""
+
+from __future__ import annotations
+
+import time
+
+from engine.presets import load
+from workbench.app.app import WorkbenchApp
+from workbench.app.vram_probe import NO_GPU
+
+
+class NoGpuProbe:
+    """A probe that always reads "no GPU" (deterministic screens on any machine)."""
+
+    def read(self):
+        return NO_GPU
+
+    def close(self):
+        pass
+
+
+def make_app(preset: str = "cpu-demo", data: str | None = None, **kwargs) -> WorkbenchApp:
+    kwargs.setdefault("probe_factory", NoGpuProbe)
+    kwargs.setdefault("cursor_blink", False)
+    return WorkbenchApp(load(preset), data=data, **kwargs)
+
+
+async def wait_for(pilot, predicate, timeout: float = 30.0, what: str = "condition") -> None:
+    """Let the app run until ``predicate()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def use_fake_job(monkeypatch, kind: str, function: str) -> None:
+    import engine.jobs
+
+    monkeypatch.setitem(engine.jobs.JOBS, kind, f"app_fake_jobs:{function}")

@@ -1,0 +1,209 @@
+"""Pilot tests of the job flows with fake engine jobs: progress and charts, stop, quit, evaluate,
+errors, tips, run history."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from textual.widgets import DataTable, RichLog, Static, TabbedContent
+
+import workbench.app.job_control as job_control
+from workbench.app.widgets.charts import ChartsPanel, MetricChart
+from workbench.app.widgets.dialogs import TipDiffDialog
+from workbench.app.widgets.eval_table import EvalTable
+from workbench.app.widgets.job_panel import JobPanel
+from workbench.app.widgets.run_history import RunHistory
+from workbench.app.widgets.tips_panel import TipsPanel
+
+from app_fake_jobs import write_eval_run
+from app_helpers import make_app, use_fake_job, wait_for
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def plain(chart: MetricChart) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", chart.plt.build())
+
+
+async def log_text(pilot) -> str:
+    """The log panel's text (RichLog renders only once visible: show its tab, then go back)."""
+    tabs = pilot.app.query_one(TabbedContent)
+    before, tabs.active = tabs.active, "tab-log"
+    await pilot.pause(0.1)
+    text = "\n".join(line.text for line in pilot.app.query_one("#log", RichLog).lines)
+    tabs.active = before
+    await pilot.pause()
+    return text
+
+
+async def test_train_job_updates_progress_charts_log_and_tips(monkeypatch, tmp_path):
+    use_fake_job(monkeypatch, "train-dsr", "quick_train")
+    app = make_app(remember=False)
+    messages = []
+    async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
+        await pilot.press("t")
+        assert app.query_one(TabbedContent).active == "tab-charts"
+        await wait_for(pilot, lambda: not app.job_running, what="the job to end")
+        panel = app.query_one(JobPanel)
+        assert panel.state == "finished"
+        assert panel.last is not None and panel.last.step == 4 and panel.last.epoch == 3
+        assert "ETA 0:00:00" in str(app.query_one("#job-detail", Static).render()) or panel.last.eta_seconds == 0
+        names = {type(m).__name__ for m in messages}
+        assert {"JobProgress", "JobMetrics", "JobLog", "JobFinished"} <= names
+        assert [y for _, y in app.buffers.series("dsr", "val", "psnr")] == [21.0, 22.0, 23.0]
+        assert len(app.buffers.series("dsr", "train", "loss")) == 2  # the NaN epoch is not plotted
+        charts = app.query_one(ChartsPanel)
+        await wait_for(pilot, lambda: app.query_one("#chart-psnr", MetricChart).draws > 0, what="a redraw")
+        draws = {c.id: c.draws for c in charts.query(MetricChart)}
+        await pilot.pause(0.8)  # no new data: the timer skips every chart
+        assert {c.id: c.draws for c in charts.query(MetricChart)} == draws
+        assert "bicubic 21.00" in app.query_one("#chart-psnr", MetricChart).title_text
+        await pilot.press("l")
+        await wait_for(pilot, lambda: app.query_one("#chart-dsr-val", MetricChart).draws > draws["chart-dsr-val"],
+                       what="a log-y redraw")
+        assert app.query_one("#chart-dsr-val", MetricChart).title_text.endswith("· log")
+        assert "fake training started" in (await log_text(pilot)) and "finished" in (await log_text(pilot))
+        # hidden charts do not redraw
+        app.query_one(TabbedContent).active = "tab-log"
+        await pilot.pause()
+        hidden = app.query_one("#chart-dsr-train", MetricChart).draws
+        await pilot.press("s")
+        await pilot.pause(0.8)
+        assert app.query_one("#chart-dsr-train", MetricChart).draws == hidden
+        # the NaN train loss makes the instability tip: y shows the diff, y applies it unsaved
+        assert app.query_one(TipsPanel).tips and app.query_one(TipsPanel).tips[0].rule == "instability"
+        await pilot.press("y")
+        await pilot.pause()
+        assert isinstance(app.screen, TipDiffDialog)
+        assert ("dsr.learning_rate", 1e-3, 1e-4) in app.screen.changes
+        await pilot.press("y")
+        await pilot.pause()
+        assert app.preset.dsr.learning_rate == pytest.approx(1e-4) and app.dirty
+
+
+async def test_stop_with_confirmation_leaves_a_resumable_checkpoint_and_allows_a_new_job(monkeypatch):
+    use_fake_job(monkeypatch, "train-dsr", "until_stopped")
+    app = make_app(remember=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert app.check_action("stop", ()) is None
+        await pilot.press("t")
+        await wait_for(pilot, lambda: app.query_one(JobPanel).last is not None, what="progress")
+        assert app.check_action("train", ()) is None and app.check_action("evaluate", ()) is None
+        assert "x stops it" in str(app.query_one("#statusline", Static).render())
+        await pilot.press("x")
+        await pilot.press("n")  # cancelled: still running
+        await pilot.pause(0.2)
+        assert app.job_running
+        await pilot.press("x", "y")
+        await wait_for(pilot, lambda: not app.job_running, what="the job to stop")
+        assert app.query_one(JobPanel).state == "stopped"
+        assert "resumable checkpoint" in (await log_text(pilot)) and "last.pt" in (await log_text(pilot))
+        runs = app.query_one(RunHistory).query_one(DataTable)
+        assert runs.row_count == 1 and "last.pt" in str(runs.get_row_at(0)[3])
+        assert app.check_action("train", ()) is True
+
+
+async def test_quit_while_running_confirms_stops_cleanly_and_exits(monkeypatch, tmp_path):
+    use_fake_job(monkeypatch, "train-dsr", "until_stopped")
+    app = make_app(remember=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("t")
+        await wait_for(pilot, lambda: app.query_one(JobPanel).last is not None, what="progress")
+        await pilot.press("q")
+        await pilot.pause()
+        assert app.is_running and app.job_running
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not app.is_running, what="the app to quit")
+    assert app.return_code == 0
+    assert list((tmp_path / "runs").glob("*/last.pt"))
+
+
+async def test_evaluate_with_one_key_shows_the_table_with_bicubic_baseline(monkeypatch):
+    use_fake_job(monkeypatch, "evaluate", "evaluate")
+    app = make_app(remember=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("e")
+        await wait_for(pilot, lambda: not app.job_running, what="evaluation")
+        assert app.query_one(TabbedContent).active == "tab-results"
+        table = app.query_one(EvalTable)
+        assert table.cell("rank1", "bicubic") == "50.0%"
+        assert table.cell("rank1", "dsr") == "-"  # no DSR checkpoint yet: the bicubic baseline
+        assert table.cell("psnr", "hr") == "-" and table.cell("psnr", "bicubic") == "22.25 dB"
+        assert "bicubic baseline" in str(app.query_one("#eval-source", Static).render())
+        assert "bicubic baseline" in (await log_text(pilot))
+
+
+async def test_pipeline_shows_the_results_of_its_evaluate_stage(monkeypatch):
+    use_fake_job(monkeypatch, "pipeline", "pipeline")
+    app = make_app(remember=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("p")
+        await wait_for(pilot, lambda: not app.job_running, what="the pipeline")
+        assert app.query_one(TabbedContent).active == "tab-results"
+        assert app.query_one(EvalTable).cell("rank1", "dsr") == "62.5%"
+        assert app.buffers.series("stage2", "val", "top1") == [(1.0, 0.5)]
+
+
+async def test_opening_a_past_run_shows_its_table_and_overlays_its_curves(tmp_path):
+    from engine.presets import load
+
+    path = write_eval_run(tmp_path / "runs", load("cpu-demo"))
+    app = make_app(remember=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.query_one(TabbedContent).active = "tab-runs"
+        runs = app.query_one(RunHistory).query_one(DataTable)
+        await pilot.pause()
+        assert runs.row_count == 1
+        runs.focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.query_one(TabbedContent).active == "tab-results", what="results")
+        assert app.query_one(EvalTable).cell("rank1", "dsr") == "62.5%"
+        overlay = app.query_one(ChartsPanel).overlay
+        assert overlay is not None and overlay.series("dsr", "val", "psnr") == [(1.0, 23.0)]
+        app.query_one(TabbedContent).active = "tab-charts"
+        await wait_for(pilot, lambda: "past DSR" in plain(app.query_one("#chart-psnr", MetricChart)),
+                       what="the overlay drawn")
+    assert json.loads((path / "eval.json").read_text())["dsr"]["rank1"] == 0.625
+
+
+async def test_a_failing_job_is_shown_and_the_app_keeps_running(monkeypatch):
+    use_fake_job(monkeypatch, "train-dsr", "failing")
+    app = make_app(remember=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("t")
+        await wait_for(pilot, lambda: not app.job_running, what="the failure")
+        assert app.query_one(JobPanel).state == "failed"
+        assert "boom: the fake job failed" in (await log_text(pilot))
+        assert "Traceback" in (await log_text(pilot))
+        assert app.is_running and app.check_action("train", ()) is True
+        await pilot.press("2")  # still responsive
+        await wait_for(pilot, lambda: app.preset.name != "cpu-demo", what="a preset switch")
+
+
+async def test_an_error_escaping_the_worker_is_shown_once(monkeypatch):
+    def broken_run_job(request, emit, stop):
+        raise OSError("disk vanished")
+
+    monkeypatch.setattr(job_control, "run_job", broken_run_job)
+    app = make_app(remember=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("t")
+        await wait_for(pilot, lambda: not app.job_running, what="the worker error")
+        assert app.query_one(JobPanel).state == "failed"
+        assert (await log_text(pilot)).count("disk vanished") == 1
+        assert app.is_running
+
+
+async def test_leaving_the_app_any_other_way_stops_the_job_with_a_checkpoint(monkeypatch, tmp_path):
+    use_fake_job(monkeypatch, "train-dsr", "until_stopped")
+    app = make_app(remember=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("t")
+        await wait_for(pilot, lambda: app.query_one(JobPanel).last is not None, what="progress")
+    # run_test's exit is like ctrl+q or a closed browser tab: no dialog, yet the job saved last.pt
+    assert list((tmp_path / "runs").glob("*/last.pt"))

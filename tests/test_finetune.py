@@ -1,0 +1,277 @@
+"""Fine-tuning and pre-training of EdgeFace: stages, learning, checkpoints, recogniser lookup, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import tomli_w
+import torch
+
+from engine import atomic
+from engine.data import PairedSplit, load_split
+from engine.errors import WeightsError, WorkbenchError
+from engine.events import Finished, Log, Metrics, Progress
+from engine.jobs import JobRequest, StopFlag, run_job
+from engine.models.dsr import DSRNet
+from engine.models.edgeface import build_edgeface, edgeface_checkpoint, load_edgeface
+from engine.presets import store
+from engine.runs import RunDir, read_metrics
+from engine.trainers.finetune import closed_set, prediction_entropy, recogniser_weights
+from engine.trainers.finetune_augment import FinetuneAugment
+from workbench.cli.main import main
+
+
+@pytest.fixture
+def preset(tmp_path, demo_root):
+    """cpu-demo on the tiny demo set; hue jitter off (torchvision's HSV round trip is slow on CPU)."""
+    return store.load("cpu-demo").with_changes({
+        "data.root": str(demo_root), "runtime.runs_dir": str(tmp_path / "runs"), "runtime.device": "cpu",
+        "finetune.jitter_hue": 0.0, "finetune.batch_size": 16})
+
+
+@pytest.fixture(scope="module")
+def mini_root(tmp_path_factory) -> Path:
+    """3 training identities x 2 images (+1 val image each): for the tests of mechanics, not of learning."""
+    from engine.data.demo import generate_demo_dataset
+
+    return generate_demo_dataset(tmp_path_factory.mktemp("mini") / "data", identities=4, per_identity=3, seed=0,
+                                 vlr_size=(16, 16), hr_size=128)
+
+
+@pytest.fixture
+def mini(preset, mini_root):
+    return preset.with_changes({"data.root": str(mini_root), "finetune.batch_size": 4})
+
+
+@pytest.fixture(scope="module")
+def start_weights(tmp_path_factory) -> Path:
+    """A randomly initialised edgeface_xxs saved as a project checkpoint (the tests' 'pretrained' file)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "xxs_init.pt"
+    return atomic.torch_save(path, edgeface_checkpoint(build_edgeface("edgeface_xxs")))
+
+
+def _run(preset, options, events=None, stop=None):
+    events = events if events is not None else []
+    result = run_job(JobRequest("finetune", preset, options=options), events.append, stop)
+    assert isinstance(result, Finished), getattr(result, "error", result)
+    return result, events
+
+
+def _params(state_dict) -> dict[str, torch.Tensor]:
+    reference = build_edgeface("edgeface_xxs")
+    names = {n for n, _ in reference.named_parameters()}
+    return {k: v for k, v in state_dict.items() if k in names}
+
+
+def test_stage1_leaves_the_backbone_unchanged_and_stage2_changes_every_parameter(mini, start_weights, tmp_path):
+    initial = _params(torch.load(start_weights, weights_only=False)["state_dict"])
+    result, _ = _run(mini, {"edgeface": str(start_weights), "stage1_epochs": 1, "stage2_epochs": 0,
+                              "run_dir": str(tmp_path / "s1")})
+    after_stage1 = _params(torch.load(result.run_dir / "last.pt", weights_only=False)["state_dict"])
+    assert after_stage1.keys() == initial.keys()
+    assert all(torch.equal(after_stage1[k], initial[k]) for k in initial)
+    assert result.summary["stage1_best_top1"] is not None and result.summary["stage2_best_top1"] is None
+
+    result, events = _run(mini, {"edgeface": str(start_weights), "stage1_epochs": 0, "stage2_epochs": 1,
+                                   "run_dir": str(tmp_path / "s2")})
+    after_stage2 = _params(torch.load(result.run_dir / "last.pt", weights_only=False)["state_dict"])
+    changed = [k for k in initial if not torch.equal(after_stage2[k], initial[k])]
+    # a few scalars (XCA temperatures behind a 1e-6 layer scale) may move by less than float32 resolves
+    assert len(changed) >= 0.95 * len(initial)
+    assert sum(initial[k].numel() for k in changed) >= 0.99 * sum(v.numel() for v in initial.values())
+    assert {k.split(".")[2] for k in changed if k.startswith("model.stages.")} == {"0", "1", "2", "3"}
+    assert any(isinstance(e, Log) and "bicubic" in e.message for e in events)
+    assert result.summary["input"] == "bicubic"
+    assert result.summary["stage2_best_top1"] is not None and result.summary["stage1_best_top1"] is None
+
+
+def test_tiny_finetune_run_learns_well_above_chance(preset, start_weights):
+    result, events = _run(preset, {"edgeface": str(start_weights), "stage1_epochs": 10, "stage2_epochs": 0})
+    summary = result.summary
+    chance = 1.0 / summary["identities"]
+    assert summary["best_val_top1"] >= 3 * chance
+    val = [e.values for e in events if isinstance(e, Metrics) and e.split == "val"]
+    train = [e.values for e in events if isinstance(e, Metrics) and e.split == "train"]
+    assert len(val) == len(train) == 10
+    assert max(v["top1"] for v in val) > val[0]["top1"]
+    assert train[-1]["loss"] < train[0]["loss"]
+    assert all(0.0 <= v["entropy"] <= 1.0 for v in val)
+    # the run directory: metrics, summary, checkpoints that load back strictly
+    records = read_metrics(result.run_dir)
+    assert {(r["stage"], r["split"]) for r in records} == {("stage1", "train"), ("stage1", "val")}
+    assert [r["epoch"] for r in records if r["split"] == "val"] == list(range(1, 11))
+    on_disk = json.loads((result.run_dir / "summary.json").read_text())
+    for key in ("stage1_best_top1", "best_val_top1", "best_epoch", "epochs_run",
+                "images_per_second", "parameters"):
+        assert on_disk[key] is not None, key
+    assert on_disk["epochs_run"] == 10 and on_disk["images_per_second"] > 0
+    best = torch.load(result.run_dir / "best.pt", weights_only=False)
+    assert best["kind"] == "edgeface" and best["variant"] == "edgeface_xxs"
+    assert best["val"]["top1"] == pytest.approx(summary["best_val_top1"])
+    assert len(best["classes"]) == summary["identities"] and best["head"]["weight"].shape[0] == summary["identities"]
+    assert load_edgeface(result.run_dir / "best.pt").variant == "edgeface_xxs"
+    assert "optimizer" in torch.load(result.run_dir / "last.pt", weights_only=False)
+
+
+def test_cli_finetune_with_a_dsr_checkpoint(mini, start_weights, tmp_path, capsys):
+    preset_file = tmp_path / "p.toml"
+    preset_file.write_text(tomli_w.dumps(mini.to_mapping()))
+    torch.manual_seed(0)
+    dsr = DSRNet(mini.vlr_size, mini.data.hr_size, base_channels=8, residual_blocks=1)
+    dsr_file = atomic.torch_save(tmp_path / "dsr.pt", {"kind": "dsr", "config": dsr.config,
+                                                       "state_dict": dsr.state_dict(), "epoch": 1})
+    run_dir = tmp_path / "cli-run"
+    code = main(["finetune", "--preset", str(preset_file), "--dsr", str(dsr_file), "--edgeface", str(start_weights),
+                 "--stage1-epochs", "1", "--stage2-epochs", "0", "--run-dir", str(run_dir)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["input"] == "dsr" and summary["dsr"] == str(dsr_file)
+    assert "finetune summary" in out and "stage1" in out
+    code = main(["finetune", "--preset", str(preset_file), "--edgeface", str(tmp_path / "missing.pt")])
+    assert code == 2
+    assert "missing.pt not" in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_stop_request_saves_last_and_reports_stopped(mini, start_weights, tmp_path):
+    stop = StopFlag()
+    events: list = []
+
+    def emit(event):
+        events.append(event)
+        if isinstance(event, Progress) and event.stage == "stage2":
+            stop.set()
+
+    result = run_job(JobRequest("finetune", mini, options={"edgeface": str(start_weights), "stage1_epochs": 0,
+                                                            "stage2_epochs": 3, "run_dir": str(tmp_path / "r")}),
+                     emit, stop)
+    assert isinstance(result, Finished) and result.stopped
+    assert (tmp_path / "r" / "last.pt").is_file()
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["stopped"] is True
+
+
+# ----------------------------------------------------------------------------- the recogniser's weights
+
+
+def test_recogniser_weights_prefers_the_preset_file_then_a_pretrain_run(preset, start_weights, tmp_path, demo_root):
+    stop = StopFlag()
+    assert recogniser_weights(preset.with_changes({"runtime.edgeface_weights": str(start_weights)}), demo_root,
+                              lambda e: None, stop) == start_weights
+    with pytest.raises(WeightsError, match=r"nope\.pt does not exist"):
+        recogniser_weights(preset.with_changes({"runtime.edgeface_weights": str(tmp_path / "nope.pt")}), demo_root,
+                           lambda e: None, stop)
+    no_pretrain = preset.with_changes({"finetune.pretrain_epochs": 0})
+    with pytest.raises(WeightsError, match=r"runtime\.edgeface_weights.*finetune\.pretrain_epochs > 0"):
+        recogniser_weights(no_pretrain, demo_root, lambda e: None, stop)
+    earlier = RunDir.create(preset.runtime.runs_dir, preset, "pretrain")
+    atomic.torch_save(earlier.path / "best.pt", torch.load(start_weights, weights_only=False))
+    assert recogniser_weights(no_pretrain, demo_root, lambda e: None, stop) == earlier.path / "best.pt"
+
+
+def test_recogniser_weights_pretrains_on_hr_when_nothing_exists(mini, mini_root):
+    events: list = []
+    path = recogniser_weights(mini.with_changes({"finetune.pretrain_epochs": 1}), mini_root, events.append,
+                              StopFlag())
+    assert path.name == "best.pt" and path.parent.name.endswith("-cpu-demo-pretrain")
+    assert load_edgeface(path).variant == "edgeface_xxs"
+    summary = json.loads((path.parent / "summary.json").read_text())
+    assert summary["input"] == "hr" and summary["epochs_run"] == 1 and summary["pretrain_best_top1"] is not None
+    assert {e.stage for e in events if isinstance(e, Metrics)} == {"pretrain"}
+
+
+def test_missing_data_root_and_zero_epochs_are_user_errors(preset, tmp_path):
+    result = run_job(JobRequest("pretrain", preset, data=str(tmp_path / "no-data")), lambda e: None)
+    assert not isinstance(result, Finished)
+    assert "no-data" in result.error and result.traceback is None
+    result = run_job(JobRequest("finetune", preset, options={"stage1_epochs": 0, "stage2_epochs": 0}), lambda e: None)
+    assert "nothing to train" in result.error and "--stage2-epochs" in result.error
+    result = run_job(JobRequest("pretrain", preset.with_changes({"finetune.pretrain_epochs": 0})), lambda e: None)
+    assert "nothing to train" in result.error and "--epochs" in result.error
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def test_closed_set_uses_val_images_of_training_identities(demo_root):
+    train = load_split(demo_root, "train", (16, 16), 128)
+    val = load_split(demo_root, "val", (16, 16), 128)
+    tr, va, note = closed_set(train, val, "vlr")
+    assert len(tr) == len(train) and len(va) == len(val)
+    assert [train.classes[i] for i in va.labels.tolist()] == val.subjects
+    # a val split of other identities: one image per training identity is held out instead
+    foreign = PairedSplit("val", val.root, val.names, [f"x{s}" for s in val.subjects], [f"x{c}" for c in val.classes],
+                          val.labels, val.hr, val.vlr)
+    tr, va, note = closed_set(train, foreign, "hr")
+    assert "holding out" in note
+    assert len(tr) + len(va) == len(train) and len(va) == len(train.classes)
+    assert sorted(va.labels.tolist()) == list(range(len(train.classes)))
+    with pytest.raises(WorkbenchError, match="no validation images"):
+        single = PairedSplit("train", train.root, train.names[:2], ["a", "b"], ["a", "b"], torch.tensor([0, 1]),
+                             train.hr[:2], train.vlr[:2])
+        closed_set(single, foreign, "hr")
+
+
+def test_prediction_entropy_shows_collapse():
+    assert prediction_entropy(torch.zeros(20, dtype=torch.long), 5) == 0.0
+    assert prediction_entropy(torch.arange(20) % 5, 5) == pytest.approx(1.0)
+    assert 0.0 < prediction_entropy(torch.tensor([0, 0, 0, 1]), 5) < 0.5
+
+
+def test_augmentation_is_per_sample_and_stays_in_range():
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(64, 3, 32, 32)
+    flipped = FinetuneAugment(flip_p=0.5)(images, g)
+    is_flipped = [torch.equal(a, b.flip(-1)) for a, b in zip(flipped, images)]
+    assert 10 < sum(is_flipped) < 54 and all(f or torch.equal(a, b) for f, a, b in zip(is_flipped, flipped, images))
+    assert torch.equal(FinetuneAugment()(images, g), images)
+    full = FinetuneAugment(0.5, 0.07, 0.07, 0.05, 0.02, 5.0)(images, g)
+    assert full.shape == images.shape and full.min() >= 0.0 and full.max() <= 1.0
+    brightness = FinetuneAugment(brightness=0.3)(torch.full((32, 3, 4, 4), 0.5), g)
+    means = brightness.mean(dim=(1, 2, 3))
+    assert means.std() > 0.02 and means.min() >= 0.5 * 0.7 - 1e-6 and means.max() <= 0.5 * 1.3 + 1e-6
+
+
+def test_cli_parses_the_guides_finetune_command_and_pretrain():
+    from workbench.cli.finetune_cmd import finetune_command, pretrain_command
+    from workbench.cli.main import build_parser
+
+    args = build_parser().parse_args(["finetune", "--preset", "vlr-32x32", "--stage2-epochs", "25"])
+    assert args.func is finetune_command and args.stage2_epochs == 25 and args.stage1_epochs is None
+    args = build_parser().parse_args(["pretrain", "--epochs", "3", "--data", "d"])
+    assert args.func is pretrain_command and args.epochs == 3 and args.data == "d"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["pretrain", "--epochs", "0"])
+
+
+def test_early_stopping_follows_the_patience(preset, demo_root, monkeypatch, tmp_path):
+    from engine.models.dsr import upscale_bicubic
+    from engine.runtime import resolve
+    from engine.trainers import finetune as ft
+
+    train, val = (load_split(demo_root, s, (16, 16), 128) for s in ("train", "val"))
+    session = ft.Session.create("finetune", preset, resolve(preset), build_edgeface("edgeface_xxs"), train, val,
+                                "vlr", lambda v: upscale_bicubic(v.float() / 255, 128), torch.Generator(),
+                                RunDir.create(tmp_path, preset, "finetune"), lambda e: None, StopFlag())
+    scores = iter([0.2, 0.5, 0.4, 0.5, 0.3, 0.9, 0.9])
+    monkeypatch.setattr(session, "validate", lambda: {"loss": 1.0, "top1": next(scores), "entropy": 1.0})
+    monkeypatch.setattr(session, "_train_epoch", lambda *a, **k: {"loss": 1.0, "top1": 0.0, "lr": 0.1})
+    result = session.run_stage("stage2", 7, train_backbone=True, patience=3)
+    assert result.early_stopped and result.epochs_run == 5 and result.best_epoch == 2
+    assert session.best_top1 == 0.5 and (session.run.path / "best.pt").is_file()
+
+
+def test_pretraining_from_scratch_on_hr_learns_above_chance(preset):
+    events: list = []
+    no_early_stop = preset.with_changes({"finetune.early_stop_patience": 0})
+    result = run_job(JobRequest("pretrain", no_early_stop, options={"epochs": 20}), events.append)
+    assert isinstance(result, Finished), getattr(result, "error", result)
+    val = [e.values["top1"] for e in events if isinstance(e, Metrics) and e.split == "val"]
+    train = [e.values["loss"] for e in events if isinstance(e, Metrics) and e.split == "train"]
+    chance = 1.0 / result.summary["identities"]
+    assert len(val) == 20 and result.summary["input"] == "hr"
+    assert result.summary["best_val_top1"] >= 3 * chance and max(val) > val[0]
+    assert sum(train[-3:]) < sum(train[:3])
+    assert result.run_dir.name.endswith("-cpu-demo-pretrain") and (result.run_dir / "best.pt").is_file()

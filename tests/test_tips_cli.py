@@ -1,0 +1,82 @@
+"""``vlr-workbench tips RUN_DIR``: printed tips and targets, ``--apply N --save-as NAME``, user errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.events import Metrics
+from engine.presets import load, user_dir
+from engine.runs import RunDir
+from workbench.cli.main import main
+
+
+def flat(text: str) -> str:
+    """Output with rich's line wrapping (80 columns under capture) undone."""
+    return " ".join(text.split())
+
+
+@pytest.fixture
+def nan_run(tmp_path) -> RunDir:
+    """A DSR run of vlr-32x32 whose train loss became NaN at epoch 3."""
+    run = RunDir.create(tmp_path / "runs", load("vlr-32x32"), "train-dsr")
+    for epoch, loss in enumerate([0.50, 0.40, float("nan"), 0.35], 1):
+        run.log_metrics(Metrics("train-dsr", "dsr", epoch, epoch * 20, "train", {"loss": loss, "l1": 0.06}))
+        run.log_metrics(Metrics("train-dsr", "dsr", epoch, epoch * 20, "val",
+                                {"loss": 0.45, "psnr": 26.0 + epoch, "identity": 0.10, "l1": 0.05}))
+    return run
+
+
+def test_nan_loss_run_prints_the_instability_fix_and_targets(nan_run, capsys):
+    assert main(["tips", str(nan_run.path)]) == 0
+    out = capsys.readouterr().out
+    assert "1. Unstable training" in out and "2." not in out.split("Validation targets")[0]
+    assert "loss (train) of stage dsr at epoch 3" in flat(out)
+    assert "dsr.grad_clip: 1.0 -> 0.5" in out
+    assert "dsr.learning_rate: 1.3e-4 -> 1e-4" in out and "dsr.warmup_epochs: 5 -> 8" in out
+    assert "Validation targets (32x32 set)" in out
+    assert "30.00 dB" in out and "not met" in out and "no data" in out
+
+
+def test_apply_saves_the_patched_preset(nan_run, capsys):
+    assert main(["tips", str(nan_run.path), "--apply", "1", "--save-as", "steady"]) == 0
+    out = capsys.readouterr().out
+    assert "dsr.grad_clip: 1.0 -> 0.5" in out and "steady.toml" in out
+    saved = load(user_dir() / "steady.toml")
+    assert (saved.name, saved.derived_from) == ("steady", "vlr-32x32")
+    assert (saved.dsr.grad_clip, saved.dsr.learning_rate, saved.dsr.warmup_epochs) == (0.5, 1.0e-4, 8)
+    assert saved.dsr.batch_size == 14  # untouched values stay
+    assert main(["tips", str(nan_run.path), "--apply", "1", "--save-as", "steady"]) == 2
+    assert "already exists" in flat(capsys.readouterr().err)
+    assert main(["tips", str(nan_run.path), "--apply", "1", "--save-as", "steady", "--force"]) == 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--apply", "1", "--save-as", "vlr-32x32"], "built-in"),
+    (["--apply", "4", "--save-as", "mine"], "has 1 tip(s)"),
+    (["--apply", "1"], "go together"),
+])
+def test_bad_apply_requests_are_user_errors(nan_run, capsys, extra, message):
+    assert main(["tips", str(nan_run.path), *extra]) == 2
+    assert message in flat(capsys.readouterr().err)
+    assert not (user_dir() / "mine.toml").exists()
+
+
+def test_oom_record_and_healthy_runs(tmp_path, capsys):
+    run = RunDir.create(tmp_path, load("vlr-14x16"), "finetune")
+    run.log_error("finetune", "stage2", 1, "CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert json.loads(run.metrics_path.read_text())["split"] == "error"
+    assert main(["tips", str(run.path)]) == 0
+    out = capsys.readouterr().out
+    assert "finetune.batch_size: 32 -> 24" in out and "(14x16 set)" in out
+    quiet = RunDir.create(tmp_path, load("cpu-demo"), "train-dsr")
+    assert main(["tips", str(quiet.path)]) == 0
+    assert "No tips" in capsys.readouterr().out
+    assert main(["tips", str(quiet.path), "--apply", "1", "--save-as", "x"]) == 2
+    assert "has no tips to apply" in flat(capsys.readouterr().err)
+
+
+def test_not_a_run_directory(tmp_path, capsys):
+    assert main(["tips", str(tmp_path)]) == 2
+    assert "is not a run directory (it has no preset.toml)" in flat(capsys.readouterr().err)

@@ -1,0 +1,1 @@
+"""The Textual workbench: presets, jobs, live charts, results. Never does tensor maths."""

@@ -1,0 +1,347 @@
+"""The workbench app: layout, keys, presets, results, tips, run history and the command palette.
+
+Jobs (thread worker, events, stop, quit) are in ``workbench.app.job_control``; each panel is a
+widget in ``workbench.app.widgets``. The UI thread never does tensor work.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from rich.text import Text
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, RichLog, Static, TabbedContent, TabPane
+
+from engine.errors import WorkbenchError
+from engine.presets import Preset, builtin_names, derive, load, save
+from engine.runs import read_metrics
+from engine.tips import apply_tip, tip_changes
+from workbench.app import messages as msg
+from workbench.app.app_state import write_last_preset
+from workbench.app.eval_results import load_evaluation
+from workbench.app.job_control import JobControl
+from workbench.app.job_plans import JOB_KINDS
+from workbench.app.metric_buffers import MetricBuffers
+from workbench.app.preset_reference import base_preset
+from workbench.app.vram_probe import VramProbe
+from workbench.app.widgets.charts import ChartsPanel
+from workbench.app.widgets.dialogs import HelpDialog, SaveAsDialog, TipDiffDialog
+from workbench.app.widgets.eval_table import EvalTable
+from workbench.app.widgets.job_panel import JobPanel
+from workbench.app.widgets.preset_editor import PresetEditor
+from workbench.app.widgets.preset_list import PresetList
+from workbench.app.widgets.run_history import RunHistory
+from workbench.app.widgets.tips_panel import TipsPanel
+from workbench.app.widgets.vram_gauge import VramGauge
+
+TABS = ("tab-presets", "tab-charts", "tab-results", "tab-runs", "tab-tips", "tab-log")
+HELP_NOTES = (
+    "Presets tab: arrows pick a field, Enter edits it (validated as you type), Esc goes back. "
+    "● marks unsaved changes, bold values differ from the built-in. [ and ] switch tabs; "
+    "ctrl+p opens the command palette. Runs tab: Enter overlays a past run on the charts. "
+    'In a browser: textual serve "vlr-workbench" (a job dies with its tab; runs stay on disk).')
+
+
+class WorkbenchApp(JobControl, App[int]):
+    TITLE = "vlr-workbench"
+    CSS_PATH = "app.tcss"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    BINDINGS = [
+        Binding("t", "train", "Train", id="job.train", tooltip="train DSR super-resolution"),
+        Binding("f", "finetune", "Tune", id="job.finetune", tooltip="fine-tune EdgeFace on DSR outputs"),
+        Binding("e", "evaluate", "Eval", id="job.evaluate", tooltip="evaluate the latest checkpoints"),
+        Binding("p", "pipeline", "Pipe", id="job.pipeline", tooltip="DSR -> fine-tune -> evaluate"),
+        Binding("x", "stop", "Stop", id="job.stop", tooltip="stop the job (asks first; leaves a resumable checkpoint)"),
+        Binding("ctrl+s", "save", "Save", id="preset.save", tooltip="save the preset (your presets only)"),
+        Binding("a", "save_as", "Save as", id="preset.save_as", tooltip="save the preset under a new name"),
+        Binding("y", "apply_tip", "Apply tip", show=False, id="tips.apply"),
+        Binding("l", "toggle_log_y", "Log-y charts", show=False, id="charts.log_y"),
+        Binding("s", "smoothing", "Chart smoothing", show=False, id="charts.smoothing"),
+        Binding("o", "clear_overlay", "Clear overlay", show=False, id="charts.clear_overlay"),
+        Binding("right_square_bracket", "next_tab(1)", "Next tab", show=False, key_display="]", id="tabs.next"),
+        Binding("left_square_bracket", "next_tab(-1)", "Previous tab", show=False, key_display="[",
+                id="tabs.previous"),
+        Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
+        Binding("q", "quit", "Quit", id="app.quit", tooltip="quit (asks first while a job runs)"),
+        *(Binding(str(n), f"select_preset({n})", f"Preset {n}", show=False, id=f"preset.select_{n}")
+          for n in range(1, 10)),
+    ]
+
+    def __init__(self, preset: Preset, data: str | None = None, *,
+                 probe_factory: Callable[[], VramProbe] = VramProbe, cursor_blink: bool = True,
+                 remember: bool = True) -> None:
+        super().__init__()
+        self.saved = preset
+        self.preset = preset
+        self.data = data
+        self.probe_factory = probe_factory
+        self.cursor_blink = cursor_blink
+        self.remember = remember
+        self.drafts: dict[str, Preset] = {}
+        self.buffers = MetricBuffers()
+        self.records: deque[dict[str, Any]] = deque(maxlen=20000)
+        self.evaluation: dict | None = None
+
+    # ----------------------------------------------------------------- layout
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="body"):
+            with TabbedContent(id="main", initial="tab-presets"):
+                with TabPane("Presets", id="tab-presets"):
+                    with Horizontal():
+                        yield PresetList(id="presets")
+                        yield PresetEditor(id="editor")
+                with TabPane("Charts", id="tab-charts"):
+                    yield ChartsPanel(self.buffers, id="charts")
+                with TabPane("Results", id="tab-results"):
+                    yield EvalTable(id="results")
+                with TabPane("Runs", id="tab-runs"):
+                    yield RunHistory(id="runs")
+                with TabPane("Tips", id="tab-tips"):
+                    yield TipsPanel(id="tips")
+                with TabPane("Log", id="tab-log"):
+                    yield RichLog(id="log", wrap=True, markup=False, highlight=False, max_lines=5000)
+            with Vertical(id="sidebar"):
+                yield JobPanel(id="job")
+                yield VramGauge(self.probe_factory, id="vram")
+        yield Static("", id="statusline")
+        yield Footer(compact=True)
+
+    async def on_mount(self) -> None:
+        self.main_widget("#field-input").cursor_blink = self.cursor_blink
+        await self._show_preset(self.preset, self.saved)
+        self.main_widget(PresetList).focus()
+        self.set_interval(1.0, self._update_status)
+        self.start_job_timers()
+
+    async def _show_preset(self, preset: Preset, saved: Preset) -> None:
+        self.preset, self.saved = preset, saved
+        base, label = base_preset(saved)
+        self.sub_title = preset.name
+        self.main_widget(PresetEditor).show(preset, saved, base, label)
+        await self.main_widget(PresetList).reload(preset.name)
+        self.main_widget(RunHistory).reload(preset.runtime.runs_dir)
+        self._update_tips()
+        self._refresh_state()
+
+    def main_widget(self, selector, expect_type=None):
+        """A widget of the main screen, found also while a dialog is on top of it."""
+        screen = self.screen_stack[0] if self.screen_stack else self.screen
+        return screen.query_one(selector, expect_type) if expect_type else screen.query_one(selector)
+
+    # ------------------------------------------------------------ state & hints
+    @property
+    def dirty(self) -> bool:
+        return self.preset != self.saved
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.preset.name in builtin_names()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return None if self.why_disabled(action) else True
+
+    def why_disabled(self, action: str) -> str:
+        """Why ``action`` cannot run now ('' when it can)."""
+        if action in JOB_KINDS and self.job_running:
+            return f"{self.job_kind} is running: wait for it or stop it with x"
+        if action == "stop" and not self.job_running:
+            return "no job is running"
+        if action == "stop" and self.stop_flag is not None and self.stop_flag.is_set():
+            return "the job is already stopping"
+        if action == "save" and self.is_builtin:
+            return "built-in presets are read-only: a saves a copy"
+        if action == "save" and not self.dirty:
+            return "no unsaved changes"
+        if action == "apply_tip" and (not self.is_mounted or self.main_widget(TipsPanel).selected is None):
+            return "no tip to apply (see the Tips tab)"
+        return ""
+
+    def _hint(self) -> str:
+        hints = []
+        if self.job_running:
+            hints.append("t f e p wait for this job · x stops it")
+        elif self.is_builtin:
+            hints.append("built-in: ctrl+s off, a = save as")
+        elif self.dirty:
+            hints.append("unsaved changes: ctrl+s saves")
+        return " · ".join(hints)
+
+    def _update_status(self) -> None:
+        parts = [self.main_widget(JobPanel).status_line(), self.main_widget(VramGauge).status_text(), self._hint()]
+        self.main_widget("#statusline", Static).update(" · ".join(p for p in parts if p))
+
+    def _refresh_state(self) -> None:
+        self.sub_title = self.preset.name + (" (unsaved)" if self.dirty else "")
+        self.refresh_bindings()
+        self._update_status()
+
+    def _log(self, text: str, style: str = "") -> None:
+        self.main_widget("#log", RichLog).write(Text(text, style=style))
+
+    # ----------------------------------------------------------------- presets
+    def action_select_preset(self, number: int) -> None:
+        presets = self.main_widget(PresetList)
+        if number - 1 >= len(presets.names):
+            self.notify(f"there is no preset {number} (the list has {len(presets.names)})", severity="warning")
+            return
+        presets.index = number - 1
+
+    async def on_preset_chosen(self, message: msg.PresetChosen) -> None:
+        if message.name == self.preset.name:
+            return
+        try:
+            saved = load(message.name)
+        except WorkbenchError as exc:
+            self.notify(str(exc), title="cannot open the preset", severity="error", timeout=10)
+            return
+        if self.dirty:
+            self.drafts[self.preset.name] = self.preset
+        await self._show_preset(self.drafts.pop(message.name, saved), saved)
+        if self.remember:
+            write_last_preset(message.name)
+
+    def on_preset_edited(self, message: msg.PresetEdited) -> None:
+        self.preset = message.preset
+        self._refresh_state()
+
+    def action_save(self) -> None:
+        try:
+            path = save(self.preset, self.preset.name, overwrite=True)
+        except WorkbenchError as exc:
+            self.notify(str(exc), title="not saved", severity="error", timeout=10)
+            return
+        self.saved = self.preset = load(self.preset.name)
+        base, label = base_preset(self.saved)
+        self.main_widget(PresetEditor).show(self.preset, self.saved, base, label)
+        self.notify(f"saved {path}")
+        self._refresh_state()
+
+    def action_save_as(self) -> None:
+        name = self.preset.name
+        suggestion = f"my-{name}" if self.is_builtin else f"{name}-copy"
+        self.push_screen(SaveAsDialog(suggestion, self._save_copy, self.cursor_blink), self._saved_as)
+
+    def _save_copy(self, name: str) -> str | None:
+        """Save the current preset as ``name``; the error message, or None when saved."""
+        try:
+            save(derive(self.preset, name), name)
+        except WorkbenchError as exc:
+            return str(exc)
+        return None
+
+    async def _saved_as(self, name: str | None) -> None:
+        if not name:
+            return
+        self.drafts.pop(self.preset.name, None)
+        saved = load(name)
+        await self._show_preset(saved, saved)
+        if self.remember:
+            write_last_preset(name)
+        self.notify(f"saved as {name} ({saved.source})")
+
+    # ----------------------------------------------------------------- results
+    def _show_evaluation(self, run_dir: Path) -> bool:
+        try:
+            evaluation = load_evaluation(run_dir)
+        except WorkbenchError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return False
+        if evaluation is None:
+            return False
+        self.evaluation = evaluation
+        self.main_widget(EvalTable).show(evaluation, f"{Path(run_dir).name}/eval.json")
+        self.main_widget(TabbedContent).active = "tab-results"
+        return True
+
+    def on_run_opened(self, message: msg.RunOpened) -> None:
+        overlay = MetricBuffers()
+        overlay.add_records(read_metrics(message.path))
+        self.main_widget(ChartsPanel).set_overlay(overlay if overlay else None)
+        shown_eval = self._show_evaluation(message.path)
+        if overlay and not shown_eval:
+            self.main_widget(TabbedContent).active = "tab-charts"
+        self._log(f"opened run {message.path} ({'curves overlaid' if overlay else 'no metrics'})")
+
+    def action_clear_overlay(self) -> None:
+        self.main_widget(ChartsPanel).set_overlay(None)
+
+    def action_toggle_log_y(self) -> None:
+        on_ = self.main_widget(ChartsPanel).toggle_log_y()
+        self.notify(f"log-y {'on' if on_ else 'off'} (loss charts)")
+
+    def action_smoothing(self) -> None:
+        weight = self.main_widget(ChartsPanel).cycle_smoothing()
+        self.notify(f"smoothing {weight:g}" if weight else "smoothing off")
+
+    # -------------------------------------------------------------------- tips
+    def _update_tips(self) -> None:
+        try:
+            self.main_widget(TipsPanel).update_tips(list(self.records), self.preset, self.evaluation)
+        except WorkbenchError as exc:
+            self._log(f"tips unavailable: {exc}", "yellow")
+        self.refresh_bindings()
+
+    def action_apply_tip(self) -> None:
+        tip = self.main_widget(TipsPanel).selected
+        if tip is not None:
+            self._offer_tip(tip)
+
+    def on_tip_chosen(self, message: msg.TipChosen) -> None:
+        self._offer_tip(message.tip)
+
+    def _offer_tip(self, tip: Any) -> None:
+        try:
+            changes = tip_changes(self.preset, tip)
+        except WorkbenchError as exc:
+            self.notify(str(exc), title="cannot apply the tip", severity="error", timeout=10)
+            return
+        if not changes:
+            self.notify("the preset already has this tip's values")
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.preset = apply_tip(self.preset, tip)
+                base, label = base_preset(self.saved)
+                self.main_widget(PresetEditor).show(self.preset, self.saved, base, label)
+                self.notify(f"tip applied: {len(changes)} change(s), unsaved (ctrl+s or a to save)")
+                self._refresh_state()
+        self.push_screen(TipDiffDialog(tip.title, changes), answer)
+
+    # --------------------------------------------------------- navigation, help
+    def action_next_tab(self, step: int) -> None:
+        tabs = self.main_widget(TabbedContent)
+        tabs.active = TABS[(TABS.index(tabs.active) + step) % len(TABS)]
+
+    def action_help(self) -> None:
+        rows = [(b.key_display or b.key, b.tooltip or b.description) for b in self.BINDINGS
+                if isinstance(b, Binding) and not b.key.isdigit()]
+        rows.insert(0, ("1-9", "switch to preset 1-9 of the list (arrows also switch)"))
+        self.push_screen(HelpDialog(rows, HELP_NOTES))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for binding in self.BINDINGS:
+            if isinstance(binding, Binding) and binding.id and not binding.key.isdigit():
+                key = binding.key_display or binding.key
+                title = f"{binding.description} ({key})" + (f": {binding.tooltip}" if binding.tooltip else "")
+                yield SystemCommand(title, f"key {key}",
+                                    partial(self._palette_action, binding.action))
+        for tab in TABS:
+            yield SystemCommand(f"Show {tab.removeprefix('tab-')}", "switch tab",
+                                partial(setattr, self.main_widget(TabbedContent), "active", tab))
+
+    async def _palette_action(self, action: str) -> None:
+        name = action.split("(", 1)[0]
+        reason = self.why_disabled(name)
+        if reason:
+            self.notify(reason, severity="warning")
+            return
+        await self.run_action(action)

@@ -1,0 +1,200 @@
+"""Job control for the app: start a job in a thread worker, show its events, stop it, quit safely.
+
+``run_job`` runs in a Textual thread worker (``exit_on_error=False``); its events come back as
+messages (``workbench.app.messages``), progress is shown on a timer, and one ``Worker.StateChanged``
+handler sees the worker end (errors included) and re-enables the job keys. Stopping is
+cooperative through the job's ``StopFlag``; a new job can start only once the old thread has ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+from textual import work
+from textual.widgets import TabbedContent
+from textual.worker import Worker, WorkerState
+
+from engine.events import Event, Progress
+from engine.jobs import JobRequest, StopFlag, run_job
+from workbench.app import messages as msg
+from workbench.app.job_plans import plan_job
+from workbench.app.metric_buffers import LIVE_SPLIT
+from workbench.app.widgets.dialogs import ConfirmDialog
+from workbench.app.widgets.job_panel import JobPanel
+from workbench.app.widgets.run_history import RunHistory
+
+PROGRESS_HZ = 4.0       # how often the job panel shows the latest progress
+UNMOUNT_WAIT_S = 120.0  # how long a closing app waits for the stopped job to save its checkpoint
+
+
+class JobControl:
+    """Mixed into ``WorkbenchApp``; the app provides the widgets, ``_log``, ``_refresh_state``, ``why_disabled``."""
+
+    job_running = False
+    job_kind = ""
+    stop_flag: StopFlag | None = None
+    job_done: threading.Event | None = None   # set by the job's thread when it has ended
+    pending_progress: Progress | None = None
+    quit_when_idle = False
+
+    def start_job_timers(self) -> None:
+        self.set_interval(1 / PROGRESS_HZ, self._show_pending_progress)
+
+    def action_train(self) -> None:
+        self._start_job("train")
+
+    def action_finetune(self) -> None:
+        self._start_job("finetune")
+
+    def action_evaluate(self) -> None:
+        self._start_job("evaluate")
+
+    def action_pipeline(self) -> None:
+        self._start_job("pipeline")
+
+    def _start_job(self, key: str) -> None:
+        if self.job_running:
+            self.notify(self.why_disabled(key), severity="warning")
+            return
+        plan = plan_job(key, self.preset)
+        self.stop_flag = StopFlag()
+        self.pending_progress = None
+        self.job_running, self.job_kind = True, plan.kind
+        self.buffers.clear()
+        self.records.clear()
+        self.main_widget(JobPanel).set_state("running", plan.kind, "starting…")
+        self._log(f"▶ {plan.kind} with preset {self.preset.name}" + (" (unsaved changes)" if self.dirty else ""),
+                  "bold")
+        if plan.note:
+            self._log(plan.note, "dim")
+        if plan.kind != "evaluate":
+            self.main_widget(TabbedContent).active = "tab-charts"
+        self.job_done = threading.Event()
+        self._run_job(JobRequest(plan.kind, self.preset, self.data, plan.options), self.stop_flag, self.job_done)
+        self._refresh_state()
+
+    @work(thread=True, exit_on_error=False, group="job", name="job")
+    def _run_job(self, request: JobRequest, stop: StopFlag, done: threading.Event) -> None:
+        try:
+            run_job(request, self._emit, stop)
+        finally:
+            done.set()
+
+    def _emit(self, event: Event) -> None:
+        """Called in the job's thread: hand the event to the UI thread."""
+        self.post_message(msg.message_for(event))
+
+    def action_stop(self) -> None:
+        question = f"Stop {self.job_kind}? It ends after the current step and saves a resumable checkpoint."
+        self.push_screen(ConfirmDialog(question, "Stop"), self._stop_confirmed)
+
+    def _stop_confirmed(self, yes: bool | None) -> None:
+        if yes:
+            self._request_stop()
+
+    def _request_stop(self) -> None:
+        if self.stop_flag is not None and self.job_running:
+            self.stop_flag.set()
+            self.main_widget(JobPanel).set_state("stopping")
+            self._log("stop requested: the job saves a checkpoint and ends", "yellow")
+            self._refresh_state()
+
+    def on_job_progress(self, message: msg.JobProgress) -> None:
+        """Keep the latest progress; the panel shows it on a timer (a job may report many steps a second)."""
+        event = message.event
+        self.pending_progress = event
+        if event.loss is not None and event.steps:
+            self.buffers.add(event.stage, LIVE_SPLIT, max(event.epoch, 1) - 1 + event.step / event.steps,
+                             {"loss": event.loss})
+
+    def on_job_metrics(self, message: msg.JobMetrics) -> None:
+        event = message.event
+        self.buffers.add(event.stage, event.split, event.epoch, event.values)
+        self.records.append({"job": event.job, "stage": event.stage, "epoch": event.epoch, "step": event.step,
+                             "split": event.split, **event.values})
+        if event.split != "train":
+            shown = "  ".join(f"{k} {v:.4g}" for k, v in event.values.items() if isinstance(v, (int, float)))
+            self._log(f"{event.stage} epoch {event.epoch} {event.split}: {shown}", "cyan")
+
+    def on_job_log(self, message: msg.JobLog) -> None:
+        event = message.event
+        self._log(f"[{event.job}] {event.message}", {"warning": "yellow", "error": "red"}.get(event.level, ""))
+
+    def on_job_samples(self, message: msg.JobSamples) -> None:
+        self._log(f"samples of epoch {message.event.epoch}: {message.event.path}", "dim")
+
+    def on_job_finished(self, message: msg.JobFinished) -> None:
+        self._show_pending_progress()
+        event = message.event
+        state = "stopped" if event.stopped else "finished"
+        summary = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in event.summary.items() if not isinstance(v, (dict, list)))
+        self.main_widget(JobPanel).set_state(state, detail=(f"run: {event.run_dir.name}" if event.run_dir else ""))
+        self._log(f"■ {event.job} {state}" + (f": {summary}" if summary else ""), "bold green")
+        if event.stopped:
+            where = event.run_dir / "last.pt" if event.run_dir else "its run directory"
+            self._log(f"resumable checkpoint: {where}", "yellow")
+        if event.run_dir is not None:
+            self.main_widget(RunHistory).reload(self.preset.runtime.runs_dir)
+            # a pipeline links the eval.json of its evaluate stage from its summary
+            eval_json = event.summary.get("eval_json")
+            self._show_evaluation(Path(eval_json).parent if eval_json else Path(event.run_dir))
+        self.notify(f"{event.job} {state}", severity="warning" if event.stopped else "information")
+        self._update_tips()
+
+    def on_job_failed(self, message: msg.JobFailed) -> None:
+        self._show_pending_progress()
+        self._show_failure(message.event.job, message.event.error, message.event.traceback)
+
+    def _show_failure(self, job: str, error: str, trace: str | None = None) -> None:
+        self.main_widget(JobPanel).set_state("failed", detail=error.splitlines()[0][:200] if error else "")
+        self._log(f"✗ {job} failed: {error}", "bold red")
+        if trace:
+            self._log(trace, "dim")
+        self.notify(error, title=f"{job} failed", severity="error", timeout=15)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place that sees the job worker end: errors, and the gate for the next job."""
+        if event.worker.group != "job":
+            return
+        if event.state == WorkerState.ERROR:
+            self._show_failure(self.job_kind, f"{type(event.worker.error).__name__}: {event.worker.error}")
+        if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+            self.job_running = False
+            self.stop_flag = None
+            self._refresh_state()
+            if self.quit_when_idle:
+                self.exit(0)
+
+    def _show_pending_progress(self) -> None:
+        if self.pending_progress is not None:
+            self.main_widget(JobPanel).update_progress(self.pending_progress)
+            self.pending_progress = None
+            self._update_status()
+
+    async def action_quit(self) -> None:
+        if not self.job_running:
+            self.exit(0)
+            return
+        question = f"{self.job_kind} is running. Stop it (it saves a resumable checkpoint) and quit?"
+        self.push_screen(ConfirmDialog(question, "Stop and quit"), self._quit_confirmed)
+
+    async def on_unmount(self) -> None:
+        """However the app ends (ctrl+q, a closed browser tab, a test), a running job gets its stop
+        flag and is waited for (up to ``UNMOUNT_WAIT_S``): it saves a resumable checkpoint first."""
+        if self.stop_flag is None or self.job_done is None:
+            return
+        self.stop_flag.set()
+        deadline = time.monotonic() + UNMOUNT_WAIT_S
+        while not self.job_done.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    def _quit_confirmed(self, yes: bool | None) -> None:
+        if yes:
+            self.quit_when_idle = True
+            self._request_stop()
+            self.notify("quitting once the job has saved its checkpoint")
+

@@ -1,0 +1,35 @@
+"""Evaluation results: dsr / bicubic / hr side by side, from a run's eval.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+from workbench.app.eval_results import table_rows
+
+
+class EvalTable(Vertical):
+    BORDER_TITLE = "Evaluation"
+
+    def compose(self) -> ComposeResult:
+        yield Static("no evaluation yet: press e (uses the latest checkpoints of this preset)", id="eval-source")
+        table = DataTable(id="eval-rows", cursor_type="row", zebra_stripes=True)
+        table.add_column("metric", key="metric")
+        table.add_column("DSR", key="dsr")
+        table.add_column("bicubic", key="bicubic")
+        table.add_column("HR", key="hr")
+        yield table
+
+    def show(self, evaluation: dict[str, Any], source: str) -> None:
+        table = self.query_one("#eval-rows", DataTable)
+        table.clear()
+        for row in table_rows(evaluation):
+            table.add_row(*row, key=row[0])
+        note = "" if evaluation.get("dsr") else " (no DSR checkpoint: bicubic baseline only)"
+        self.query_one("#eval-source", Static).update(f"{source}{note}")
+
+    def cell(self, metric: str, column: str) -> str:
+        return str(self.query_one("#eval-rows", DataTable).get_cell(metric, column))

@@ -1,0 +1,83 @@
+"""The job panel: state, stage, progress bar, ETA, images/s and the running loss of the current job."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import ProgressBar, Static
+
+from engine.events import Progress
+
+STATE_STYLES = {"idle": "dim", "running": "bold green", "stopping": "bold yellow", "finished": "green",
+                "stopped": "yellow", "failed": "bold red"}
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def progress_fraction(event: Progress) -> float:
+    """How far the current stage is, 0..1."""
+    if event.epochs and event.steps:
+        return min(1.0, ((max(event.epoch, 1) - 1) * event.steps + event.step) / (event.epochs * event.steps))
+    return min(1.0, event.step / event.steps) if event.steps else 0.0
+
+
+def progress_text(event: Progress) -> str:
+    where = f"{event.stage} · epoch {event.epoch}/{event.epochs} · step {event.step}/{event.steps}" \
+        if event.epochs else f"{event.stage} · step {event.step}/{event.steps}"
+    loss = f" · loss {event.loss:.4g}" if event.loss is not None else ""
+    return f"{where}\nETA {format_eta(event.eta_seconds)} · {event.images_per_second:.1f} img/s{loss}"
+
+
+class JobPanel(Vertical):
+    BORDER_TITLE = "Job"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.state = "idle"
+        self.job = ""
+        self.last: Progress | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="job-state")
+        yield ProgressBar(total=1.0, show_eta=False, id="job-progress")
+        yield Static("no job yet: t train DSR · f fine-tune · e evaluate · p pipeline", id="job-detail")
+
+    def on_mount(self) -> None:
+        self._show_state()
+
+    def set_state(self, state: str, job: str | None = None, detail: str | None = None) -> None:
+        self.state = state
+        if job is not None:
+            self.job = job
+        if state == "running" and job is not None:
+            self.last = None
+            self.query_one("#job-progress", ProgressBar).update(total=1.0, progress=0.0)
+        if detail is not None:
+            self.query_one("#job-detail", Static).update(detail)
+        self._show_state()
+
+    def _show_state(self) -> None:
+        label = Text(self.state, style=STATE_STYLES.get(self.state, ""))
+        if self.job:
+            label.append(f"  {self.job}")
+        self.query_one("#job-state", Static).update(label)
+
+    def update_progress(self, event: Progress) -> None:
+        self.last = event
+        self.query_one("#job-progress", ProgressBar).update(total=1.0, progress=progress_fraction(event))
+        self.query_one("#job-detail", Static).update(progress_text(event))
+
+    def status_line(self) -> str:
+        """One line for narrow terminals, where this panel is hidden."""
+        text = f"{self.state} {self.job}".strip()
+        if self.last is not None and self.state in ("running", "stopping"):
+            event = self.last
+            text += f" · {event.stage} {event.epoch}/{event.epochs} · {progress_fraction(event):.0%} · " \
+                    f"ETA {format_eta(event.eta_seconds)} · {event.images_per_second:.1f} img/s"
+        return text

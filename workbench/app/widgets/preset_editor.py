@@ -1,0 +1,131 @@
+"""The preset editor: every field grouped by section, with its description, range and built-in value.
+
+A row shows ``●`` when the value differs from the saved preset and the value in bold when it
+differs from the built-in it derives from. Typing in the field input validates at once
+(``Preset.with_changes``); a valid value is applied and announced with ``PresetEdited``, an invalid
+one shows the ``PresetError`` message under the input and changes nothing.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import DataTable, Input, Static
+
+from engine.errors import PresetError
+from engine.presets import FIELDS, SECTIONS, Preset, show_value
+from workbench.app.field_values import edit_text, parse_value
+from workbench.app.messages import PresetEdited
+
+SECTION_ROW = "section:"
+
+
+class PresetEditor(Vertical):
+    BORDER_TITLE = "Preset"
+    BINDINGS = [Binding("escape", "back_to_table", "Back to fields", show=False, id="editor.back")]
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.preset: Preset | None = None
+        self.saved: Preset | None = None
+        self.base: Preset | None = None
+        self.base_label = "built-in"
+        self.selected_key: str | None = None
+
+    def compose(self) -> ComposeResult:
+        table = DataTable(id="fields", cursor_type="row", zebra_stripes=True)
+        table.add_column(" ", key="mark", width=1)
+        table.add_column("field", key="key")
+        table.add_column("value", key="value")
+        table.add_column("built-in", key="base")
+        yield table
+        with Vertical(id="field-detail"):
+            yield Static("", id="field-help")
+            yield Input(id="field-input", compact=True, placeholder="select a field, then type its value")
+            yield Static("", id="field-error")
+
+    def show(self, preset: Preset, saved: Preset, base: Preset, base_label: str) -> None:
+        """Fill the table with ``preset``; marks compare with ``saved`` and ``base``."""
+        self.preset, self.saved, self.base, self.base_label = preset, saved, base, base_label
+        self.border_title = f"Preset {preset.name}" + (f" ← {preset.derived_from}" if preset.derived_from else "")
+        table = self.query_one("#fields", DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        table.columns["base"].label = Text(base_label)
+        for section in SECTIONS:
+            table.add_row("", Text(f"[{section}]", style="bold"), "", "", key=SECTION_ROW + section)
+            for key, info in FIELDS.items():
+                if info.section == section:
+                    table.add_row(*self._cells(key), key=key)
+        if cursor:
+            table.move_cursor(row=min(cursor, table.row_count - 1))
+        self._show_detail(self.selected_key)
+
+    def _cells(self, key: str) -> tuple[Text, Text, Text, Text]:
+        value, saved, base = self.preset.get(key), self.saved.get(key), self.base.get(key)
+        mark = Text("●", style="bold yellow") if value != saved else Text("")
+        shown = Text(show_value(value), style="bold" if value != base else "")
+        return mark, Text(key.split(".", 1)[1]), shown, Text(show_value(base), style="dim")
+
+    def _refresh_row(self, key: str) -> None:
+        table = self.query_one("#fields", DataTable)
+        for column, cell in zip(("mark", "key", "value", "base"), self._cells(key)):
+            table.update_cell(key, column, cell, update_width=column == "value")
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        key = event.row_key.value
+        self._show_detail(None if key is None or key.startswith(SECTION_ROW) else key)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if self.selected_key:
+            self.query_one("#field-input", Input).focus()
+
+    def _show_detail(self, key: str | None) -> None:
+        self.selected_key = key
+        field_input = self.query_one("#field-input", Input)
+        self.query_one("#field-error", Static).update("")
+        field_input.remove_class("-invalid")
+        if key is None or self.preset is None:
+            self.query_one("#field-help", Static).update("Enter edits the highlighted field; Esc comes back.")
+            field_input.disabled = True
+            with field_input.prevent(Input.Changed):
+                field_input.value = ""
+            return
+        info = FIELDS[key]
+        help_text = Text.assemble((key, "bold"), f": {info.help}\n", ("range ", "dim"), info.range_text(),
+                                  ("  ·  built-in ", "dim"), show_value(self.base.get(key)),
+                                  ("  ·  saved ", "dim"), show_value(self.saved.get(key)))
+        self.query_one("#field-help", Static).update(help_text)
+        field_input.disabled = False
+        with field_input.prevent(Input.Changed):
+            field_input.value = edit_text(self.preset.get(key))
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        key, preset = self.selected_key, self.preset
+        if key is None or preset is None:
+            return
+        error = self.query_one("#field-error", Static)
+        try:
+            changed = preset.with_changes({key: parse_value(event.value)}, source="editor")
+        except PresetError as exc:
+            error.update(Text(str(exc), style="red"))
+            event.input.add_class("-invalid")
+            return
+        error.update("")
+        event.input.remove_class("-invalid")
+        if changed != preset:
+            self.preset = changed
+            self._refresh_row(key)
+            self.post_message(PresetEdited(changed))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_back_to_table()
+
+    def action_back_to_table(self) -> None:
+        self.query_one("#fields", DataTable).focus()
