@@ -1,7 +1,7 @@
 """Run the whole cpu-demo pipeline (recogniser pre-training, DSR, fine-tuning, evaluation) and print
 per-stage wall time and the rank-1 figures of DSR, bicubic and HR probes.
 
-    python benchmarks/bench_pipeline.py [--preset cpu-demo] [--data DIR] [--runs DIR] [--threads N]
+    python benchmarks/bench_pipeline.py [--preset cpu-demo] [--data DIR] [--runs DIR] [--threads N] [--seed S]
 
 Runs go to a temporary directory unless --runs is given. The demo data (data.root = "") is
 generated in the cache on first use; that time is part of the recogniser stage.
@@ -31,12 +31,15 @@ def main() -> int:
     parser.add_argument("--data")
     parser.add_argument("--runs", help="runs directory (default: a temporary one)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = the preset's)")
+    parser.add_argument("--seed", type=int, help="runtime.seed (default: the preset's)")
     args = parser.parse_args()
 
     runs = Path(args.runs) if args.runs else Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     changes = {"runtime.runs_dir": str(runs)}
     if args.threads:
         changes["runtime.num_threads"] = args.threads
+    if args.seed is not None:
+        changes["runtime.seed"] = args.seed
     preset = P.load(args.preset).with_changes(changes)
     started = time.perf_counter()
     cpu_marks: list[tuple[str, float]] = []   # (stage, process CPU time when it was announced)

@@ -22,6 +22,7 @@ from engine.runs import RunDir
 
 JOB = "pipeline"
 STAGES = ("recogniser", "train-dsr", "finetune", "evaluate")
+SHORT_KEYS = ("status", "total_seconds", "stages", "stopped_run", "eval_json")
 HEADLINE_KEYS = ("rank1", "rank5", "auc", "eer", "open_set_accuracy", "psnr", "ssim")
 
 
@@ -92,7 +93,9 @@ def run_pipeline(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
         if stopped:
             emit(Log(JOB, f"pipeline stopped during {stage}; finished stages: {', '.join(summary.data['stages'])}",
                      level="warning"))
-        return Finished(job=JOB, run_dir=run.path, summary=dict(summary.data), stopped=stopped)
+        # the event carries the short version (the CLI prints it); summary.json keeps everything
+        short = {k: v for k, v in summary.data.items() if k in SHORT_KEYS or k.endswith("_rank1")}
+        return Finished(job=JOB, run_dir=run.path, summary=short, stopped=stopped)
 
     try:
         announce(stage)

@@ -62,14 +62,14 @@ class RunDir:
         record = {"job": event.job, "stage": event.stage, "epoch": event.epoch, "step": event.step,
                   "split": event.split, "time": round(time.time(), 3)}
         record.update({k: (float(v) if math.isfinite(float(v)) else None) for k, v in event.values.items()})
-        with open(self.metrics_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
+        self._append(record)
 
     def log_error(self, job: str, stage: str, epoch: int, error: str) -> None:
         """Append ``{"split": "error", "error": ...}`` to metrics.jsonl (e.g. an OOM, read by engine.tips)."""
-        record = {"job": job, "stage": stage, "epoch": epoch, "split": "error", "error": str(error),
-                  "time": round(time.time(), 3)}
+        self._append({"job": job, "stage": stage, "epoch": epoch, "split": "error", "error": str(error),
+                      "time": round(time.time(), 3)})
+
+    def _append(self, record: dict[str, Any]) -> None:
         with open(self.metrics_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
             handle.flush()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -203,3 +204,25 @@ def test_non_finite_validation_is_reported_as_divergence(tiny_root, tiny_preset,
     result = run_job(JobRequest("train-dsr", tiny_preset, str(tiny_root), {"epochs": 2}), lambda e: None)
     assert isinstance(result, Failed) and result.traceback is None
     assert "diverged at epoch 1" in result.error and "dsr.learning_rate" in result.error
+
+
+def test_out_of_memory_is_recorded_and_the_tips_propose_the_guides_batch(tiny_root, tiny_preset, monkeypatch):
+    """A CUDA OOM (simulated) ends the job with the fix, and `tips` reads it back from metrics.jsonl."""
+    from engine.models.dsr import DSRNet
+    from engine.tips import tips_for_run
+
+    def exhausted(self, x):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(DSRNet, "forward", exhausted)
+    preset = tiny_preset.with_changes({"dsr.batch_size": 14})
+    events, emit = _collect()
+    result = run_job(JobRequest("train-dsr", preset, str(tiny_root)), emit)
+    assert isinstance(result, Failed) and result.traceback is None
+    assert "dsr.batch_size = 14" in result.error and "12" in result.error
+    (run_dir,) = Path(preset.runtime.runs_dir).iterdir()
+    errors = [r for r in read_metrics(run_dir) if r["split"] == "error"]
+    assert len(errors) == 1 and "out of memory" in errors[0]["error"] and errors[0]["stage"] == "dsr"
+    _, tips, _ = tips_for_run(run_dir)
+    oom = [t for t in tips if t.rule == "out_of_memory"]
+    assert oom and oom[0].patch["dsr.batch_size"] == 12

@@ -27,6 +27,7 @@ from engine import atomic
 from engine.augment import PairedAugment
 from engine.data import PairedSplit, load_split, to_float
 from engine.errors import JobStopped, WeightsError, WorkbenchError
+from engine.trainers.oom import out_of_memory
 from engine.events import Emit, Finished, Log, Metrics, Progress, Samples
 from engine.jobs import JobRequest, StopFlag
 from engine.losses.combined import DSRCriterion, LossWeights, build_criterion
@@ -163,6 +164,8 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
                 emit(Log(JOB, f"early stop: no better val PSNR for {progress.stale_epochs} epochs "
                               f"(dsr.early_stop_patience = {cfg.early_stop_patience})"))
                 break
+    except torch.OutOfMemoryError as exc:
+        raise out_of_memory(run, JOB, STAGE, progress.epoch + 1, "dsr.batch_size", cfg.batch_size, exc) from None
     except JobStopped:
         _save_last(run, parts, preset, epochs, progress, recogniser_path)
         emit(Log(JOB, f"stopped during epoch {progress.epoch + 1}; last.pt resumes at epoch {progress.epoch + 1}",

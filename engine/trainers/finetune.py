@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from engine import atomic
 from engine.data import PairedSplit, load_split, to_float
 from engine.errors import JobStopped, WeightsError, WorkbenchError
+from engine.trainers.oom import out_of_memory
 from engine.events import Emit, Finished, Log, Metrics, Progress
 from engine.jobs import JobRequest, StopFlag
 from engine.models.arcface import ArcFaceHead, arcface_loss
@@ -303,6 +304,9 @@ class Session:
         for epoch in range(1, epochs + 1):
             try:
                 train_values = self._train_epoch(stage, epoch, epochs, optimizer, scheduler, scaler, train_backbone)
+            except torch.OutOfMemoryError as exc:
+                raise out_of_memory(self.run, self.job, stage, epoch, "finetune.batch_size",
+                                    self.preset.finetune.batch_size, exc) from None
             except JobStopped:
                 self._save_last(stage, epoch - 1, optimizer, scheduler)
                 self.emit(Log(self.job, f"stopped during {stage} epoch {epoch}", "warning"))

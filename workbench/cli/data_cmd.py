@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Make ROOT/{train,val,test}_processed/{hr_images,vlr_images}/SUBJECT_rest.png from SRC: one "
                     "sub-folder per subject (s1/, s2/, ...) or files named SUBJECT_rest.ext / SUBJECT.rest (Yale). "
                     "HR = centre square crop resized to 128x128 (LANCZOS); VLR = antialiased bicubic downsample "
-                    "of HR. Split by subject: TEST%% of the subjects are held out whole (unseen identities), VAL%% "
+                    "of HR. Split by subject: TEST% of the subjects are held out whole (unseen identities), VAL% "
                     "of each remaining subject's images are held out (closed-set validation), TRAIN is the rest.")
     p.add_argument("src", type=Path, metavar="SRC", help="folder of face photos (any format Pillow reads)")
     p.add_argument("dst", type=Path, metavar="DST", help="new dataset folder (must not exist or be empty)")
@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo-data", help="write procedurally drawn demo faces in the dataset layout",
         description="Draw distinct synthetic identities (fine-detail cues: eyes, brows, nose, mouth, marks) with "
                     "per-image pose, expression, lighting and noise. Deterministic in --seed. A quarter of the "
-                    "identities are test-only; 20%% of each other identity's images form val.")
+                    "identities are test-only; 20% of each other identity's images form val.")
     p.add_argument("dst", type=Path, metavar="DST", help="new dataset folder (must not exist or be empty)")
     p.add_argument("--identities", type=int, default=40, help="number of identities (default 40)")
     p.add_argument("--per-identity", type=int, default=10, help="images per identity (default 10)")

@@ -15,11 +15,12 @@ from engine.errors import WorkbenchError
 # a command function takes the parsed args and returns an exit code.
 COMMAND_MODULES = [
     "workbench.cli.presets_cmd",
-    "workbench.cli.tips_cmd",
-    "workbench.cli.evaluate_cmd",
+    "workbench.cli.data_cmd",
     "workbench.cli.train_cmd",
     "workbench.cli.finetune_cmd",
-    "workbench.cli.data_cmd",
+    "workbench.cli.evaluate_cmd",
+    "workbench.cli.tips_cmd",
+    "workbench.cli.serve_cmd",
 ]
 
 err_console = Console(stderr=True, highlight=False)
