@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2.functional import rgb_to_grayscale
+from torchvision.transforms.v2.functional import adjust_hue, rgb_to_grayscale
 
 
 def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
@@ -55,7 +55,7 @@ def jitter(images: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tenso
     return _blend(out, rgb_to_grayscale(out), saturation)
 
 
-def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+def uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
     return low + (high - low) * torch.rand(n, generator=generator)
 
 
@@ -81,12 +81,52 @@ class PairedAugment:
         """Augment a batch of pairs (float in [0, 1]); each pair gets its own draw, shared by VLR and HR."""
         n = vlr.shape[0]
         if self.rotation_p > 0 and self.rotation_degrees > 0:
-            angles = _uniform(n, -self.rotation_degrees, self.rotation_degrees, generator)
+            angles = uniform(n, -self.rotation_degrees, self.rotation_degrees, generator)
             angles = torch.where(torch.rand(n, generator=generator) < self.rotation_p, angles, 0.0)
             vlr, hr = rotate(vlr, angles), rotate(hr, angles)
         if self.color_jitter_p > 0:
             apply = torch.rand(n, generator=generator) < self.color_jitter_p
-            factors = [torch.where(apply, _uniform(n, lo, hi, generator), 1.0).to(vlr.device)
+            factors = [torch.where(apply, uniform(n, lo, hi, generator), 1.0).to(vlr.device)
                        for lo, hi in (self.brightness, self.contrast, self.saturation)]
             vlr, hr = jitter(vlr, *factors), jitter(hr, *factors)
         return vlr, hr
+
+
+@dataclass(frozen=True)
+class FinetuneAugment:
+    """The guide's fine-tuning augmentation, torchvision's ``RandomHorizontalFlip(0.5)``, ``ColorJitter(brightness, contrast, saturation, hue)``
+    and ``RandomRotation(degrees)``, applied to a float [0, 1] batch: flip, brightness, contrast,
+    saturation and rotation get one random draw per sample; the hue shift
+    draws one factor per batch (torchvision's ``adjust_hue`` takes a single factor, and a per-sample
+    HSV round trip is not worth its cost for a +-0.02 shift).
+    """
+
+    flip_p: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+    rotation_degrees: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg) -> "FinetuneAugment":
+        """From a preset's ``[finetune]`` section."""
+        return cls(cfg.flip_p, cfg.jitter_brightness, cfg.jitter_contrast, cfg.jitter_saturation, cfg.jitter_hue,
+                   cfg.rotation_degrees)
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Augment a float [0, 1] batch ``[N,3,H,W]``; random numbers come from ``generator`` (CPU)."""
+        n, device = images.shape[0], images.device
+        if self.flip_p > 0:
+            flip = (torch.rand(n, generator=generator) < self.flip_p).to(device).view(-1, 1, 1, 1)
+            images = torch.where(flip, images.flip(-1), images)
+        if self.brightness or self.contrast or self.saturation:
+            factors = [uniform(n, max(0.0, 1 - r), 1 + r, generator).to(device)
+                       for r in (self.brightness, self.contrast, self.saturation)]
+            images = jitter(images, *factors)
+        if self.hue > 0:
+            shift = float(uniform(1, -self.hue, self.hue, generator))
+            images = adjust_hue(images, shift)
+        if self.rotation_degrees > 0:
+            images = rotate(images, uniform(n, -self.rotation_degrees, self.rotation_degrees, generator))
+        return images

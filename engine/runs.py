@@ -39,6 +39,23 @@ class RunDir:
         return run
 
     @classmethod
+    def for_job(cls, preset: Preset, job: str, path: str | Path | None = None) -> "RunDir":
+        """Exactly ``path`` when given (e.g. a pipeline's stage folder), else a new one under runs_dir.
+
+        A given ``path`` that already holds a run (``last.pt``) is refused, so no run is overwritten.
+        """
+        if not path:
+            return cls.create(preset.runtime.runs_dir, preset, job)
+        path = Path(path).expanduser()
+        if (path / "last.pt").exists():
+            raise WorkbenchError(f"{path} already holds a run (last.pt). Give a new --run-dir, leave it out to get "
+                                 "runs/<time>-<preset>-<job>, or continue a train-dsr run with --resume.")
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path)
+        run.write_preset(preset)
+        return run
+
+    @classmethod
     def open(cls, path: str | Path) -> "RunDir":
         path = Path(path)
         if not (path / "preset.toml").is_file():

@@ -80,7 +80,7 @@ async def test_train_job_updates_progress_charts_log_and_tips(monkeypatch, tmp_p
         await pilot.press("y")
         await pilot.pause()
         assert isinstance(app.screen, TipDiffDialog)
-        assert ("dsr.learning_rate", 1e-3, 1e-4) in app.screen.changes
+        assert ("dsr.learning_rate", app.preset.dsr.learning_rate, 1e-4) in app.screen.changes
         await pilot.press("y")
         await pilot.pause()
         assert app.preset.dsr.learning_rate == pytest.approx(1e-4) and app.dirty

@@ -56,20 +56,20 @@ async def test_edit_valid_value_marks_field_and_invalid_value_shows_error():
     app = make_app("cpu-demo", remember=False)
     async with app.run_test(size=(120, 40)) as pilot:
         field_input = await select_field(pilot, "dsr.learning_rate")
-        assert field_input.value == "0.001"
-        await type_value(pilot, field_input, "2e-3")
-        assert app.preset.dsr.learning_rate == pytest.approx(0.002)
+        assert float(field_input.value) == load("cpu-demo").dsr.learning_rate
+        await type_value(pilot, field_input, "3e-3")
+        assert app.preset.dsr.learning_rate == pytest.approx(0.003)
         assert app.dirty and "(unsaved)" in app.sub_title
         table = app.query_one("#fields", DataTable)
         assert str(table.get_cell("dsr.learning_rate", "mark")) == "●"
-        assert str(table.get_cell("dsr.learning_rate", "value")) == "0.002"
+        assert str(table.get_cell("dsr.learning_rate", "value")) == "0.003"
         assert str(table.get_cell("dsr.batch_size", "mark")) == ""
 
         await type_value(pilot, field_input, "-1")
         error = str(app.query_one("#field-error", Static).render())
         assert "dsr.learning_rate" in error and "out of range" in error
         assert field_input.has_class("-invalid")
-        assert app.preset.dsr.learning_rate == pytest.approx(0.002)  # the invalid value changed nothing
+        assert app.preset.dsr.learning_rate == pytest.approx(0.003)  # the invalid value changed nothing
 
         await type_value(pilot, field_input, "fast")
         assert "must be a number" in str(app.query_one("#field-error", Static).render())

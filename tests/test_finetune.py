@@ -19,7 +19,7 @@ from engine.models.edgeface import build_edgeface, edgeface_checkpoint, load_edg
 from engine.presets import store
 from engine.runs import RunDir, read_metrics
 from engine.trainers.finetune import closed_set, prediction_entropy, recogniser_weights
-from engine.trainers.finetune_augment import FinetuneAugment
+from engine.augment import FinetuneAugment
 from workbench.cli.main import main
 
 

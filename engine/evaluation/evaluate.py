@@ -185,10 +185,7 @@ def run_evaluate(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
         raise DataError(f"{data_root}: the test split has no probe images (every subject has a single image, "
                         "which can only enrol). Give each test subject at least two images, or lower "
                         "eval.gallery_per_subject.")
-    run = RunDir(Path(request.options["run_dir"])) if request.options.get("run_dir") else \
-        RunDir.create(preset.runtime.runs_dir, preset, JOB)
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.write_preset(preset)
+    run = RunDir.for_job(preset, JOB, request.options.get("run_dir"))
 
     recogniser = _Recogniser(recogniser_file, runtime)
     emit(Log(JOB, f"recogniser: {recogniser_file} ({recogniser_source})"))

@@ -96,7 +96,7 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
         emit(Log(JOB, f"resuming {run.path} at epoch {progress.epoch + 1}/{epochs} with its own preset "
                       f"{preset.name!r} (preset.toml of the run)"))
     else:
-        run = _make_run_dir(preset, opts.get("run_dir"))
+        run = RunDir.for_job(preset, JOB, opts.get("run_dir"))
     parameters = count_parameters(model)
     emit(Log(JOB, f"DSR {preset.vlr_size[0]}x{preset.vlr_size[1]} -> {preset.data.hr_size}: {parameters:,} "
                   f"parameters, x{model.factor} pixel shuffle; {len(train)} train / {len(val)} val images on "
@@ -369,20 +369,6 @@ def _read_resume(run_path: Path) -> Resumed:
         raise WorkbenchError(f"{last} is not a resumable train-dsr checkpoint (no optimiser state). Give the "
                              "run directory of a train-dsr run.")
     return Resumed(preset, state)
-
-
-def _make_run_dir(preset: Preset, run_dir: str | None) -> RunDir:
-    """``run_dir`` given: exactly that directory (the pipeline's stage folder); else a new one under runs_dir."""
-    if not run_dir:
-        return RunDir.create(preset.runtime.runs_dir, preset, JOB)
-    path = Path(run_dir).expanduser()
-    if (path / "last.pt").exists():
-        raise WorkbenchError(f"{path} already holds a train-dsr run (last.pt). Continue it with --resume {path}, "
-                             "or give a new --run-dir.")
-    path.mkdir(parents=True, exist_ok=True)
-    run = RunDir(path)
-    run.write_preset(preset)
-    return run
 
 
 def _data_root(preset: Preset, request: JobRequest, emit: Emit) -> Path:

@@ -38,7 +38,7 @@ from engine.models.edgeface import (EMBEDDING_DIM, OBTAIN_WEIGHTS, EdgeFace, bui
 from engine.presets import Preset
 from engine.runs import RunDir, latest_run
 from engine.runtime import Runtime, resolve, seed_everything
-from engine.trainers.finetune_augment import FinetuneAugment
+from engine.augment import FinetuneAugment
 from engine.trainers.schedule import warmup_cosine
 
 FINETUNE = "finetune"
@@ -76,7 +76,7 @@ def run_finetune(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     inputs, input_kind = _vlr_inputs(opts.get("dsr"), preset, runtime, emit)
 
     session = Session.create(FINETUNE, preset, runtime, model, train, val, "vlr", inputs, generator,
-                             _make_run_dir(preset, opts.get("run_dir"), FINETUNE), emit, stop)
+                             RunDir.for_job(preset, FINETUNE, opts.get("run_dir")), emit, stop)
     session.extra = {"input": input_kind, "edgeface_weights": str(weights), "dsr": str(opts.get("dsr") or "")}
     try:
         session.run_stage("stage1", stage1, train_backbone=False, patience=0)
@@ -93,7 +93,7 @@ def run_pretrain(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     epochs = int(_option(request.options, "epochs", preset.finetune.pretrain_epochs))
     if epochs <= 0:
         raise WorkbenchError(f"nothing to train: finetune.pretrain_epochs is 0 in preset {preset.name}. Pass "
-                             "--epochs N or set finetune.pretrain_epochs (cpu-demo uses 8).")
+                             "--epochs N or set finetune.pretrain_epochs (cpu-demo sets 40).")
     session = _pretrain_session(preset, data_root, request.options.get("run_dir"), emit, stop)
     try:
         session.run_stage("pretrain", epochs, train_backbone=True, patience=preset.finetune.early_stop_patience)
@@ -149,7 +149,7 @@ def _pretrain_session(preset: Preset, data_root: Path, run_dir: str | None, emit
     train, val = _load_splits(data_root, preset, runtime, emit, PRETRAIN)
     model = build_edgeface(preset.runtime.edgeface_variant).to(runtime.device)
     session = Session.create(PRETRAIN, preset, runtime, model, train, val, "hr", to_float, generator,
-                             _make_run_dir(preset, run_dir, PRETRAIN), emit, stop)
+                             RunDir.for_job(preset, PRETRAIN, run_dir), emit, stop)
     session.extra = {"input": "hr", "data_root": str(data_root)}
     return session
 
@@ -477,20 +477,6 @@ def prediction_entropy(predicted: torch.Tensor, num_classes: int) -> float:
 def _option(options: dict[str, Any], key: str, default: Any) -> Any:
     value = options.get(key)
     return default if value is None else value
-
-
-def _make_run_dir(preset: Preset, run_dir: str | None, job: str) -> RunDir:
-    """``run_dir`` given: exactly that directory (the pipeline's stage folder); else a new one under runs_dir."""
-    if not run_dir:
-        return RunDir.create(preset.runtime.runs_dir, preset, job)
-    path = Path(run_dir).expanduser()
-    if (path / "last.pt").exists():
-        raise WorkbenchError(f"{path} already holds a finished or stopped run (last.pt). Give a new --run-dir, "
-                             "or leave it out to get runs/<time>-<preset>-<job>.")
-    path.mkdir(parents=True, exist_ok=True)
-    run = RunDir(path)
-    run.write_preset(preset)
-    return run
 
 
 def _data_root(preset: Preset, override: str | None, emit: Emit, job: str) -> Path:
