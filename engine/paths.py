@@ -1,11 +1,9 @@
-"""Per-user directories: configuration (presets, app state) and cache (generated demo data)."""
+"""The per-user cache directory (generated demo data); the config directory is engine.presets.config_dir."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-from engine.presets.store import config_dir  # noqa: F401 - re-exported
 
 CACHE_ENV = "VLR_WORKBENCH_CACHE_DIR"
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine.errors import JobStopped, WorkbenchError
-from engine.events import Emit, Event, Failed, Finished, Log, Progress
+from engine.events import Emit, Event, Failed, Finished, Log
 from engine.jobs import JobRequest, StopFlag, job_function
 from engine.runs import RunDir
 
@@ -59,13 +59,8 @@ def _headline(eval_json: Path) -> dict[str, Any]:
             for key in HEADLINE_KEYS}
 
 
-def _data_progress(emit: Emit) -> Callable[[int, int], None]:
-    """Progress of generating the demo faces on first use (stage "data")."""
-    return lambda done, total: emit(Progress(job=JOB, stage="data", epoch=0, epochs=0, step=done, steps=total))
-
-
 def run_pipeline(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
-    from engine.data.resolve import resolve_data_root
+    from engine.data.resolve import job_data_root
     from engine.trainers.finetune import recogniser_weights
 
     preset = request.preset
@@ -100,7 +95,7 @@ def run_pipeline(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     try:
         announce(stage)
         t0 = time.perf_counter()
-        data_root = resolve_data_root(preset, request.data, _data_progress(emit))
+        data_root = job_data_root(preset, request.data, emit, JOB)
         given = request.options.get("edgeface")
         recogniser = Path(given) if given else Path(recogniser_weights(preset, data_root, forward, stop))
         summary.data["recogniser"] = str(recogniser)

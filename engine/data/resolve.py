@@ -56,3 +56,20 @@ def resolve_data_root(preset, override: str | Path | None = None, progress: Prog
     d = preset.data
     return ensure_demo_dataset(d.demo_identities, d.demo_per_identity, d.demo_seed, (d.vlr_width, d.vlr_height),
                                d.hr_size, progress)
+
+
+def job_data_root(preset, override: str | Path | None, emit, job: str) -> Path:
+    """``resolve_data_root`` for a job: generating demo faces shows as ``Progress`` of stage "data"
+    (about 20 updates), and a ``Log`` line says which data the job uses."""
+    from engine.events import Log, Progress
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 20) == 0:
+            emit(Progress(job, "data", 0, 0, done, total))
+
+    root = resolve_data_root(preset, override, progress)
+    if override or preset.data.root:
+        emit(Log(job, f"data: {root}"))
+    else:
+        emit(Log(job, f"data: built-in demo faces at {root} (set data.root or pass --data for a real dataset)"))
+    return root

@@ -161,19 +161,14 @@ def eval_document(results: dict[str, dict | None], protocol: dict[str, Any]) -> 
     return doc
 
 
-def _data_progress(emit: Emit) -> Callable[[int, int], None]:
-    """Progress of generating the demo faces on first use (stage "data")."""
-    return lambda done, total: emit(Progress(job=JOB, stage="data", epoch=0, epochs=0, step=done, steps=total))
-
-
 def run_evaluate(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     from engine.data import load_split, to_float
-    from engine.data.resolve import resolve_data_root
+    from engine.data.resolve import job_data_root
 
     preset = request.preset
     runtime = resolve(preset)
     seed_everything(preset.runtime.seed)
-    data_root = Path(resolve_data_root(preset, request.data, _data_progress(emit)))
+    data_root = job_data_root(preset, request.data, emit, JOB)
     recogniser_file, recogniser_source = _recogniser_path(request, data_root, emit, stop)
     dsr_file, dsr_source = _dsr_path(request)
     split = load_split(data_root, "test", preset.vlr_size, preset.data.hr_size)

@@ -26,6 +26,7 @@ from torchvision.utils import make_grid
 from engine import atomic
 from engine.augment import PairedAugment
 from engine.data import PairedSplit, load_split, to_float
+from engine.data.resolve import job_data_root
 from engine.errors import JobStopped, WeightsError, WorkbenchError
 from engine.trainers.oom import out_of_memory
 from engine.events import Emit, Finished, Log, Metrics, Progress, Samples
@@ -64,7 +65,7 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed image sizes: let cuDNN pick the fastest kernels
     generator = seed_everything(preset.runtime.seed)
-    data_root = _data_root(preset, request, emit)
+    data_root = job_data_root(preset, request.data, emit, JOB)
     train, val = (_load(data_root, split, preset, emit) for split in ("train", "val"))
     if preset.data.cache_on_device:
         train, val = train.to(device), val.to(device)
@@ -369,16 +370,6 @@ def _read_resume(run_path: Path) -> Resumed:
         raise WorkbenchError(f"{last} is not a resumable train-dsr checkpoint (no optimiser state). Give the "
                              "run directory of a train-dsr run.")
     return Resumed(preset, state)
-
-
-def _data_root(preset: Preset, request: JobRequest, emit: Emit) -> Path:
-    from engine.data.resolve import resolve_data_root
-
-    def progress(done: int, total: int) -> None:  # only called while demo faces are being generated
-        if done == total or done % max(1, total // PROGRESS_UPDATES) == 0:
-            emit(Progress(JOB, "data", 0, 0, done, total))
-
-    return resolve_data_root(preset, request.data, progress)
 
 
 def _load(root: Path, split: str, preset: Preset, emit: Emit) -> PairedSplit:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from engine import atomic
 from engine.data import PairedSplit, load_split, to_float
+from engine.data.resolve import job_data_root
 from engine.errors import JobStopped, WeightsError, WorkbenchError
 from engine.trainers.oom import out_of_memory
 from engine.events import Emit, Finished, Log, Metrics, Progress
@@ -64,7 +65,7 @@ def run_finetune(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
                              "Give at least one epoch (the guide: 5 and 25).")
     runtime = resolve(preset)
     generator = seed_everything(preset.runtime.seed)
-    data_root = _data_root(preset, request.data, emit, FINETUNE)
+    data_root = job_data_root(preset, request.data, emit, FINETUNE)
     train, val = _load_splits(data_root, preset, runtime, emit, FINETUNE)
 
     weights = opts.get("edgeface") or recogniser_weights(preset, data_root, emit, stop)
@@ -89,7 +90,7 @@ def run_finetune(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
 def run_pretrain(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     """Train a recogniser from scratch on the HR training images (head and whole model together)."""
     preset = request.preset
-    data_root = _data_root(preset, request.data, emit, PRETRAIN)
+    data_root = job_data_root(preset, request.data, emit, PRETRAIN)
     epochs = int(_option(request.options, "epochs", preset.finetune.pretrain_epochs))
     if epochs <= 0:
         raise WorkbenchError(f"nothing to train: finetune.pretrain_epochs is 0 in preset {preset.name}. Pass "
@@ -477,15 +478,6 @@ def prediction_entropy(predicted: torch.Tensor, num_classes: int) -> float:
 def _option(options: dict[str, Any], key: str, default: Any) -> Any:
     value = options.get(key)
     return default if value is None else value
-
-
-def _data_root(preset: Preset, override: str | None, emit: Emit, job: str) -> Path:
-    from engine.data.resolve import resolve_data_root
-
-    root = resolve_data_root(preset, override)
-    if not (override or preset.data.root):
-        emit(Log(job, f"data: built-in demo faces at {root} (set data.root or pass --data for a real dataset)"))
-    return root
 
 
 def _load_splits(root: Path, preset: Preset, runtime: Runtime, emit: Emit,

@@ -53,8 +53,10 @@ def run_in_foreground(request: JobRequest) -> int:
     def emit(event: ev.Event) -> None:
         if isinstance(event, ev.Progress):
             key = f"{event.stage}:{event.epoch}"
-            info = f"loss {_fmt(event.loss) if event.loss is not None else '-'}  " \
-                   f"{event.images_per_second:.1f} img/s  ETA {_eta(event.eta_seconds)}"
+            parts = [f"loss {_fmt(event.loss)}" if event.loss is not None else "",
+                     f"{event.images_per_second:.1f} img/s" if event.images_per_second else "",
+                     f"ETA {_eta(event.eta_seconds)}" if event.eta_seconds is not None else ""]
+            info = "  ".join(p for p in parts if p)
             desc = f"epoch {event.epoch}/{event.epochs}" if event.epochs else "step"
             if key not in tasks:
                 tasks[key] = progress.add_task(desc, total=event.steps, stage=event.stage, info=info)
