@@ -80,3 +80,21 @@ def test_oom_record_and_healthy_runs(tmp_path, capsys):
 def test_not_a_run_directory(tmp_path, capsys):
     assert main(["tips", str(tmp_path)]) == 2
     assert "is not a run directory (it has no preset.toml)" in flat(capsys.readouterr().err)
+
+
+def test_pipeline_run_reads_its_stage_runs(tmp_path, capsys):
+    """A pipeline run dir holds only summary.json: tips read the stages' metrics and eval.json it names."""
+    preset = load("vlr-32x32").with_changes({"runtime.runs_dir": str(tmp_path)})
+    pipeline = RunDir.create(tmp_path, preset, "pipeline")
+    dsr = RunDir.create(tmp_path, preset, "train-dsr")
+    evaluate = RunDir.create(tmp_path, preset, "evaluate")
+    for epoch, loss in enumerate([0.3, 0.2, float("nan")], 1):
+        dsr.log_metrics(Metrics("train-dsr", "dsr", epoch, epoch * 10, "train", {"loss": loss}))
+    (evaluate.path / "eval.json").write_text(json.dumps({"dsr": {"rank1": 0.4}, "bicubic": {"rank1": 0.3}}))
+    pipeline.write_summary({"status": "done", "stages": {"train-dsr": str(dsr.path),
+                                                          "evaluate": evaluate.path.name, "finetune": None}})
+    assert main(["tips", str(pipeline.path)]) == 0
+    out = flat(capsys.readouterr().out)
+    assert "dsr.grad_clip: 1.0 -> 0.5" in out          # from the train-dsr stage's NaN loss
+    assert "Rank-1 of DSR + EdgeFace on the test identities is 40.0%" in out  # from the evaluate stage
+    assert "lambda_identity: 0.6 -> 0.7" in out

@@ -49,9 +49,28 @@ def read_evaluation(run_dir: str | Path) -> dict | None:
 
 
 def tips_for_run(run_dir: str | Path) -> tuple[Preset, list[Tip], list[Target]]:
-    """The preset, tips and targets of a run directory (preset.toml, metrics.jsonl, eval.json)."""
+    """The preset, tips and targets of a run directory (preset.toml, metrics.jsonl, eval.json).
+
+    A pipeline run directory holds no metrics itself: its summary.json names the stage run
+    directories, whose metrics and eval.json are read together.
+    """
     run = RunDir.open(run_dir)
     preset = load(run.path / "preset.toml")
-    history = read_metrics(run.path)
-    evaluation = read_evaluation(run.path)
+    dirs = [run.path, *_stage_dirs(run)]
+    history = [record for path in dirs for record in read_metrics(path)]
+    evaluation = next((found for found in map(read_evaluation, dirs) if found is not None), None)
     return preset, propose_tips(history, preset, evaluation=evaluation), check_targets(history, preset, evaluation)
+
+
+def _stage_dirs(run: RunDir) -> list[Path]:
+    """The stage run directories a pipeline summary names (stored relative to where it ran, or absolute)."""
+    stages = run.read_summary().get("stages")
+    found = []
+    for stored in (stages.values() if isinstance(stages, dict) else ()):
+        if not stored:
+            continue
+        for candidate in (Path(stored), run.path.parent / Path(stored).name):
+            if (candidate / "preset.toml").is_file():
+                found.append(candidate)
+                break
+    return found
