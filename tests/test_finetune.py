@@ -12,7 +12,7 @@ import torch
 from engine import atomic
 from engine.data import PairedSplit, load_split
 from engine.errors import WeightsError, WorkbenchError
-from engine.events import Finished, Log, Metrics, Progress
+from engine.events import Failed, Finished, Log, Metrics, Progress
 from engine.jobs import JobRequest, StopFlag, run_job
 from engine.models.dsr import DSRNet
 from engine.models.edgeface import build_edgeface, edgeface_checkpoint, load_edgeface
@@ -275,3 +275,15 @@ def test_pretraining_from_scratch_on_hr_learns_above_chance(preset):
     assert result.summary["best_val_top1"] >= 3 * chance and max(val) > val[0]
     assert sum(train[-3:]) < sum(train[:3])
     assert result.run_dir.name.endswith("-cpu-demo-pretrain") and (result.run_dir / "best.pt").is_file()
+
+
+def test_a_non_finite_loss_fails_the_run_with_the_fix(mini, start_weights, tmp_path, monkeypatch):
+    import engine.trainers.finetune as finetune
+
+    real_loss = finetune.arcface_loss
+    monkeypatch.setattr(finetune, "arcface_loss", lambda *a, **k: real_loss(*a, **k) * float("nan"))
+    result = run_job(JobRequest("finetune", mini, options={"edgeface": str(start_weights), "stage1_epochs": 1,
+                                                           "stage2_epochs": 0, "run_dir": str(tmp_path / "nan")}),
+                     lambda event: None)
+    assert isinstance(result, Failed) and result.traceback is None
+    assert "stage1 diverged in epoch 1" in result.error and "finetune.head_lr" in result.error

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from engine.augment import PairedAugment
 from engine.data import PairedSplit, load_split, to_float
 from engine.data.resolve import job_data_root
 from engine.errors import JobStopped, WeightsError, WorkbenchError
-from engine.trainers.oom import out_of_memory
 from engine.events import Emit, Finished, Log, Metrics, Progress, Samples
 from engine.jobs import JobRequest, StopFlag
 from engine.losses.combined import DSRCriterion, LossWeights, build_criterion
@@ -36,8 +34,10 @@ from engine.losses.perceptual import load_vgg19
 from engine.metrics.image import psnr, ssim
 from engine.models.dsr import DSRNet, count_parameters, upscale_bicubic
 from engine.presets import Preset
+from engine.presets import load as load_preset
 from engine.runs import RunDir
 from engine.runtime import Runtime, resolve, seed_everything
+from engine.trainers.oom import out_of_memory
 from engine.trainers.schedule import warmup_cosine
 
 JOB = "train-dsr"
@@ -104,6 +104,7 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
                   f"{device} (AMP {runtime.amp_dtype or 'off'})"))
 
     eval_model = parts.eval_model
+    reference = bicubic_reference(val, device, cfg.batch_size)
     session = Throughput()
     early_stopped = False
     try:
@@ -140,7 +141,7 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
             train_values.update(lr=scheduler.get_last_lr()[0], images_per_second=session.rate)
             _report(emit, run, epoch, progress.global_step, "train", train_values)
 
-            val_values = validate(eval_model, val, criterion, runtime, cfg.batch_size)
+            val_values = {**validate(eval_model, val, criterion, runtime, cfg.batch_size), **reference}
             _report(emit, run, epoch, progress.global_step, "val", val_values)
             if not (math.isfinite(val_values["loss"]) and math.isfinite(val_values["psnr"])):
                 # an fp16 step with an overflowing loss is skipped by the GradScaler; weights that give a
@@ -186,26 +187,36 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
 @torch.no_grad()
 def validate(model: torch.nn.Module, split: PairedSplit, criterion: DSRCriterion, runtime: Runtime,
              batch_size: int) -> dict[str, float]:
-    """Mean loss terms, PSNR and SSIM of ``model`` on a split, with the bicubic figures of the same images."""
+    """Mean loss terms, PSNR and SSIM of ``model`` on a split."""
     was_training = model.training
     model.eval()
     sums = TermSums()
-    quality = {"psnr": [], "ssim": [], "bicubic_psnr": [], "bicubic_ssim": []}
+    quality = {"psnr": [], "ssim": []}
     for index in torch.arange(len(split)).split(batch_size):
         vlr, hr = _batch(split, index, runtime.device)
         with runtime.autocast():
             sr = model(vlr)
             loss, terms = criterion(sr, hr)
         sums.add(loss, terms, len(index))
-        sr, bicubic = sr.float().clamp(0, 1), upscale_bicubic(vlr, hr.shape[-1])
+        sr = sr.float().clamp(0, 1)
         quality["psnr"].append(psnr(sr, hr))
         quality["ssim"].append(ssim(sr, hr))
-        quality["bicubic_psnr"].append(psnr(bicubic, hr))
-        quality["bicubic_ssim"].append(ssim(bicubic, hr))
     model.train(was_training)
     values = sums.means()
     values.update({name: torch.cat(parts).mean().item() for name, parts in quality.items()})
     return values
+
+
+@torch.no_grad()
+def bicubic_reference(split: PairedSplit, device: torch.device, batch_size: int) -> dict[str, float]:
+    """PSNR and SSIM of bicubic upscaling on a split: the reference line, the same every epoch."""
+    psnrs, ssims = [], []
+    for index in torch.arange(len(split)).split(batch_size):
+        vlr, hr = _batch(split, index, device)
+        bicubic = upscale_bicubic(vlr, hr.shape[-1])
+        psnrs.append(psnr(bicubic, hr))
+        ssims.append(ssim(bicubic, hr))
+    return {"bicubic_psnr": torch.cat(psnrs).mean().item(), "bicubic_ssim": torch.cat(ssims).mean().item()}
 
 
 @torch.no_grad()
@@ -359,8 +370,7 @@ def _read_resume(run_path: Path) -> Resumed:
     if not last.is_file():
         raise WorkbenchError(f"cannot resume {run.path}: it has no last.pt (the run ended before its first "
                              "checkpoint). Start a new run instead: `vlr-workbench train-dsr --preset P`.")
-    preset_file = run.path / "preset.toml"
-    preset = Preset.from_mapping(tomllib.loads(preset_file.read_text(encoding="utf-8")), source=str(preset_file))
+    preset = load_preset(run.path / "preset.toml")
     try:
         state = torch.load(last, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001

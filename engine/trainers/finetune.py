@@ -355,12 +355,6 @@ class Session:
                 embeddings = self.model(prepare_input(images))
             cos = self.head.cosine(embeddings)
             loss = arcface_loss(self.head.margin_logits(cos, labels), labels, cfg.label_smoothing)
-            if not torch.isfinite(loss):
-                raise WorkbenchError(
-                    f"{self.job} {stage} diverged at epoch {epoch} step {step} (loss {loss.item()}). Lower the "
-                    "learning rate of this stage (finetune.head_lr, backbone_lr, head_lr_stage2 or pretrain_lr), "
-                    "or finetune.arcface_scale / arcface_margin (e.g. scale 32, margin 0.35); with fp16 set "
-                    "runtime.amp = \"bf16\" or \"off\".")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -377,6 +371,11 @@ class Session:
                 left = (epochs - epoch) * len(self.train) + max(0, len(self.train) - step * cfg.batch_size)
                 self.emit(Progress(self.job, stage, epoch, epochs, step, steps, self.images_per_second,
                                    left / self.images_per_second if self.images_per_second else None, loss.item()))
+        if not torch.isfinite(loss_sum):  # checked once an epoch: a per-step check would sync the GPU every step
+            raise WorkbenchError(
+                f"{self.job} {stage} diverged in epoch {epoch} (non-finite loss). Lower the learning rate of this "
+                "stage (finetune.head_lr, backbone_lr, head_lr_stage2 or pretrain_lr), or finetune.arcface_scale / "
+                "arcface_margin (e.g. scale 32, margin 0.35); with fp16 set runtime.amp = \"bf16\" or \"off\".")
         return {"loss": (loss_sum / len(self.train)).item(), "top1": (correct / len(self.train)).item(),
                 "lr": optimizer.param_groups[0]["lr"], "images_per_second": self.images_per_second}
 

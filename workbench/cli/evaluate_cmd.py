@@ -11,7 +11,6 @@ from rich.table import Table
 
 from engine import presets as P
 from engine.jobs import JobRequest
-from engine.runs import latest_run
 
 console = Console(highlight=False)
 
@@ -84,33 +83,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_pipeline)
 
 
-def _print_eval(eval_json: Path) -> None:
-    if eval_json.is_file():
-        console.print(results_table(json.loads(eval_json.read_text())))
+def _print_eval(result) -> None:
+    """The results table of the eval.json a finished evaluate or pipeline job names in its summary."""
+    eval_json = result.summary.get("eval_json")
+    if eval_json and Path(eval_json).is_file():
+        console.print(results_table(json.loads(Path(eval_json).read_text())))
         console.print(f"results: {eval_json}")
 
 
 def cmd_evaluate(args) -> int:
     from workbench.cli.job_runner import run_in_foreground
 
-    preset = P.load(args.preset)
     options = {k: v for k, v in (("dsr", args.dsr), ("edgeface", args.edgeface)) if v}
-    code = run_in_foreground(JobRequest(kind="evaluate", preset=preset, data=args.data, options=options))
-    run = latest_run(preset.runtime.runs_dir, preset.name, "evaluate", require="eval.json")
-    if code == 0 and run is not None:
-        _print_eval(run / "eval.json")
-    return code
+    return run_in_foreground(JobRequest(kind="evaluate", preset=P.load(args.preset), data=args.data,
+                                        options=options), on_done=_print_eval)
 
 
 def cmd_pipeline(args) -> int:
     from workbench.cli.job_runner import run_in_foreground
 
-    preset = P.load(args.preset)
-    code = run_in_foreground(JobRequest(kind="pipeline", preset=preset, data=args.data))
-    run = latest_run(preset.runtime.runs_dir, preset.name, "pipeline", require="summary.json")
-    if code == 0 and run is not None:
-        summary = json.loads((run / "summary.json").read_text())
-        if summary.get("eval_json"):
-            _print_eval(Path(summary["eval_json"]))
-        console.print(f"pipeline summary: {run / 'summary.json'}")
-    return code
+    def report(result) -> None:
+        _print_eval(result)
+        console.print(f"pipeline summary: {result.run_dir / 'summary.json'}")
+
+    return run_in_foreground(JobRequest(kind="pipeline", preset=P.load(args.preset), data=args.data),
+                             on_done=report)

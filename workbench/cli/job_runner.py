@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from typing import Callable
 
 from rich.console import Console
 from rich.markup import escape
@@ -42,8 +43,11 @@ def summary_table(title: str, summary: dict) -> Table:
     return table
 
 
-def run_in_foreground(request: JobRequest) -> int:
-    """Run ``request`` with a progress bar; exit code 0 done, 2 user error, 1 bug, 130 stopped."""
+def run_in_foreground(request: JobRequest, on_done: Callable[[ev.Finished], None] | None = None) -> int:
+    """Run ``request`` with a progress bar; exit code 0 done, 2 user error, 1 bug, 130 stopped.
+
+    ``on_done`` gets the ``Finished`` event of a job that ran to its end (e.g. to print its results).
+    """
     stop = StopFlag()
     progress = Progress(TextColumn("[bold]{task.fields[stage]}[/] {task.description}"), BarColumn(),
                         TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[info]}"),
@@ -97,4 +101,6 @@ def run_in_foreground(request: JobRequest) -> int:
     if result.stopped:
         console.print("[yellow]stopped early; resume with --resume RUN_DIR[/]")
         return 130
+    if on_done is not None:
+        on_done(result)
     return 0
