@@ -28,7 +28,7 @@ from engine.errors import WeightsError  # noqa: E402
 from engine.losses.combined import DSRCriterion, LossWeights  # noqa: E402
 from engine.losses.critic import FrozenRecogniser  # noqa: E402
 from engine.losses.perceptual import VGGPerceptualLoss, load_vgg19  # noqa: E402
-from engine.models.dsr import DSRNet, count_parameters  # noqa: E402
+from engine.models.dsr import DSRNet, count_trainable_parameters  # noqa: E402
 from engine.models.edgeface import build_edgeface  # noqa: E402
 from engine.runtime import resolve  # noqa: E402
 
@@ -59,7 +59,7 @@ def bench(preset_name: str, steps: int, batch: int | None, device_name: str | No
     device, cfg = runtime.device, preset.dsr
     batch = batch or cfg.batch_size
     model = DSRNet(preset.vlr_size, preset.data.hr_size, cfg.base_channels, cfg.residual_blocks).to(device)
-    params = count_parameters(model)
+    params = count_trainable_parameters(model)
     criterion, loss_note = build_criterion(preset, losses, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     from timm.utils import ModelEmaV3

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.models.arcface import ArcFaceHead, arcface_loss  # noqa: E402
-from engine.models.edgeface import VARIANTS, build_edgeface, count_parameters  # noqa: E402
+from engine.models.edgeface import VARIANTS, build_edgeface, count_all_parameters  # noqa: E402
 from engine.augment import FinetuneAugment  # noqa: E402
 
 
@@ -70,7 +70,7 @@ def bench_variant(variant: str, batch: int, repeats: int, device: torch.device, 
         with torch.no_grad(), autocast(device, amp):
             model.eval().features(x)
 
-    return {"variant": variant, "params": count_parameters(model),
+    return {"variant": variant, "params": count_all_parameters(model),
             "forward": batch / timed(forward, repeats, device),
             "features": batch / timed(features, repeats, device),
             "train": batch / timed(train_step, repeats, device)}

@@ -1,29 +1,102 @@
 """Atomic file writes: write a temporary file in the target directory, fsync, then rename.
 
-A crash or a full disk leaves either the old file or the new one, never half of either.
+A crash or a full disk leaves either the old file or the new one, never half of either. A full,
+read-only or unwritable disk becomes a :class:`StorageError` naming the path and the fix (the
+temporary file is removed, an earlier file at the path is untouched). A writer killed mid-write
+leaves its ``.NAME.XXXX.tmp`` file behind; :func:`remove_stale_temps` clears them.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from engine.errors import StorageError
+
+# errno values that mean "this place cannot take the file", not a bug.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+PATH_ERRNOS = {errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP, errno.EISDIR}
+_TORCH_WRITE_FAILURE = ("inline_container", "PytorchStreamWriter", "file write failed")
+TEMP_PATTERN = re.compile(r"^\..+\.[A-Za-z0-9_]{6,}\.tmp$")  # tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")
+WHERE_TO_WRITE = ("Free space on that disk, or write elsewhere: runtime.runs_dir (or --run-dir) for runs, "
+                  "$VLR_WORKBENCH_CONFIG_DIR for presets, $VLR_WORKBENCH_CACHE_DIR for the demo-data cache.")
+
+
+def storage_error(exc: BaseException, path: Path | str) -> StorageError | None:
+    """The user-facing error for a failed write of ``path``, or None when ``exc`` is not a storage fault.
+
+    Covers OSError ENOSPC/EDQUOT/EROFS/EACCES/EPERM/EFBIG and torch.save's RuntimeError
+    ("[enforce fail at inline_container.cc] ..." / "PytorchStreamWriter failed writing file").
+    """
+    path = Path(path)
+    if isinstance(exc, OSError) and exc.errno in PATH_ERRNOS:
+        return StorageError(f"cannot write {path}: {os.strerror(exc.errno).lower()}"
+                            f"{f' ({exc.filename})' if exc.filename and str(exc.filename) != str(path) else ''}. "
+                            "Choose another file or directory name (a file may stand where a directory is "
+                            "needed).")
+    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+        what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
+                errno.EFBIG: "the file is too large for that file system",
+                errno.EROFS: "the file system is read-only"}.get(exc.errno, "permission denied")
+        return StorageError(f"cannot write {path}: {what} ({os.strerror(exc.errno)}). {WHERE_TO_WRITE}")
+    if isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_WRITE_FAILURE):
+        free = _free_bytes(path.parent)
+        what = "the disk is full" if free is not None and free < 16 << 20 else "the write failed"
+        return StorageError(f"cannot write {path}: {what} (torch.save could not write the file; "
+                            f"{_mb(free)} free). {WHERE_TO_WRITE}")
+    return None
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _mb(free: int | None) -> str:
+    return "unknown space" if free is None else f"{free / 2**20:.1f} MiB"
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file stands where a directory is needed
+        raise StorageError(f"cannot write {path}: {path.parent} (or a folder above it) is a file, not a "
+                           "directory. Choose another location or move that file.") from None
+    except OSError as exc:
+        user_error = storage_error(exc, path)
+        if user_error is None:
+            raise
+        raise user_error from None
+
 
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp_name = None
+    _make_parent(path)
     try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp_name is not None:
+            try:
+                Path(tmp_name).unlink(missing_ok=True)
+            except OSError:
+                pass
+        user_error = storage_error(exc, path) if isinstance(exc, Exception) else None
+        if user_error is not None:
+            raise user_error from None
         raise
     return path
 
@@ -50,3 +123,64 @@ def save_image(path: Path, image) -> Path:
     """Save a PIL image atomically (format from the suffix)."""
     fmt = Path(path).suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG"
     return _atomic_write(path, lambda h: image.save(h, format=fmt), "wb")
+
+
+def create_exclusive(path: Path, data: bytes) -> Path:
+    """Write ``path`` only if it does not exist yet; ``FileExistsError`` if it does (also under a race).
+
+    The content is first written to a temporary file and then hard-linked to ``path`` (``link`` fails
+    when the name exists), so exactly one of several concurrent writers succeeds and a reader never
+    sees a half-written file. Where hard links are not supported, an ``O_EXCL`` placeholder claims
+    the name before the atomic replace.
+    """
+    path = Path(path)
+    tmp_name = None
+    _make_parent(path)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp_name, path)
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))  # claim the name
+            os.replace(tmp_name, path)
+            tmp_name = None
+    except FileExistsError:
+        raise
+    except Exception as exc:
+        user_error = storage_error(exc, path)
+        if user_error is not None:
+            raise user_error from None
+        raise
+    finally:
+        if tmp_name is not None:
+            Path(tmp_name).unlink(missing_ok=True)
+    return path
+
+
+def remove_stale_temps(folder: Path | str) -> list[Path]:
+    """Delete the ``.NAME.XXXXXXXX.tmp`` files of this module left in ``folder`` by killed writers.
+
+    Call it only while no other process writes into ``folder`` (a run directory owned by this
+    process). Returns the removed paths; a missing folder or an undeletable file is ignored.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if TEMP_PATTERN.match(entry.name) and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                pass
+    return removed

@@ -22,5 +22,9 @@ class WeightsError(WorkbenchError):
     """A weight or checkpoint file is missing, corrupt or does not fit the model."""
 
 
+class StorageError(WorkbenchError):
+    """A file could not be written: the disk is full or read-only, or the directory is not writable."""
+
+
 class JobStopped(Exception):
     """Raised inside a trainer when its stop flag is set; jobs catch it and finish cleanly."""

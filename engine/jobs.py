@@ -7,12 +7,14 @@ and always emits exactly one ``Finished`` or ``Failed`` as its last event.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import threading
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
+from engine import atomic, job_options
 from engine.errors import JobStopped, WorkbenchError
 from engine.events import Emit, Failed, Finished
 from engine.presets import Preset
@@ -21,7 +23,7 @@ from engine.presets import Preset
 JOBS: dict[str, str] = {
     "train-dsr": "engine.trainers.dsr:run_train_dsr",
     "finetune": "engine.trainers.finetune:run_finetune",
-    "pretrain": "engine.trainers.finetune:run_pretrain",
+    "pretrain": "engine.trainers.pretrain:run_pretrain",
     "evaluate": "engine.evaluation.evaluate:run_evaluate",
     "pipeline": "engine.pipeline:run_pipeline",
 }
@@ -44,12 +46,29 @@ class StopFlag:
             raise JobStopped()
 
 
+# kind -> its typed options (engine.job_options); a job without one takes a plain dict.
+OPTION_TYPES: dict[str, type] = {"train-dsr": job_options.DSROptions, "finetune": job_options.FinetuneOptions,
+                                 "pretrain": job_options.PretrainOptions, "pipeline": job_options.PipelineOptions}
+
+
 @dataclass(frozen=True)
 class JobRequest:
     kind: str
     preset: Preset
     data: str | None = None               # dataset root overriding preset.data.root
-    options: dict[str, Any] = field(default_factory=dict)  # per-job: epochs, run_dir, resume, dsr, edgeface, ...
+    options: Any = None                   # the job's options (OPTION_TYPES); a dict of their fields is converted
+
+    def __post_init__(self) -> None:
+        kind_options = OPTION_TYPES.get(self.kind)
+        options = self.options if self.options is not None else {}
+        if kind_options is not None and isinstance(options, dict):
+            fields = {f.name for f in dataclasses.fields(kind_options)}
+            unknown = sorted(set(options) - fields)
+            if unknown:
+                raise WorkbenchError(f"job {self.kind} has no option {', '.join(unknown)}; its options are "
+                                     f"{', '.join(sorted(fields))}.")
+            options = kind_options(**{k: v for k, v in options.items() if v is not None})
+        object.__setattr__(self, "options", options)
 
 
 JobFn = Callable[[JobRequest, Emit, StopFlag], Finished]
@@ -71,6 +90,10 @@ def run_job(request: JobRequest, emit: Emit, stop: StopFlag | None = None) -> Fi
         result = Failed(job=request.kind, error=str(exc))
     except JobStopped:
         result = Finished(job=request.kind, run_dir=None, stopped=True)
+    except OSError as exc:   # a full or read-only disk while a run appends its metrics or log
+        error = atomic.storage_error(exc, exc.filename or "the run directory")
+        result = (Failed(job=request.kind, error=str(error)) if error is not None else
+                  Failed(job=request.kind, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()))
     except MemoryError:
         result = Failed(job=request.kind, error="out of memory: lower dsr.batch_size or finetune.batch_size.")
     except Exception as exc:  # noqa: BLE001 - a bug or an unexpected runtime error: keep the traceback

@@ -17,8 +17,11 @@ import tomli_w
 
 from engine import atomic
 from engine.errors import WorkbenchError
-from engine.events import Metrics
+from engine.events import Log, Metrics
 from engine.presets import Preset
+
+
+LOG_FILE = "log.jsonl"
 
 
 class RunDir:
@@ -71,8 +74,13 @@ class RunDir:
     def summary_path(self) -> Path:
         return self.path / "summary.json"
 
+    tensorboard = None   # engine.tensorboard_log.LiveLog when the preset has runtime.tensorboard = true
+
     def write_preset(self, preset: Preset) -> None:
         atomic.write_text(self.path / "preset.toml", tomli_w.dumps(preset.to_mapping()))
+        if preset.runtime.tensorboard and self.tensorboard is None:
+            from engine.tensorboard_log import LiveLog   # lazy: torch.utils.tensorboard only when asked for
+            self.tensorboard = LiveLog(self.path)
 
     def log_metrics(self, event: Metrics) -> None:
         """Append one line to metrics.jsonl (non-finite values are written as null)."""
@@ -80,16 +88,35 @@ class RunDir:
                   "split": event.split, "time": round(time.time(), 3)}
         record.update({k: (float(v) if math.isfinite(float(v)) else None) for k, v in event.values.items()})
         self._append(record)
+        if self.tensorboard is not None:
+            self.tensorboard.log_record(record)
 
     def log_error(self, job: str, stage: str, epoch: int, error: str) -> None:
         """Append ``{"split": "error", "error": ...}`` to metrics.jsonl (e.g. an OOM, read by engine.tips)."""
         self._append({"job": job, "stage": stage, "epoch": epoch, "split": "error", "error": str(error),
                       "time": round(time.time(), 3)})
 
-    def _append(self, record: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a", encoding="utf-8") as handle:
+    def log_line(self, event: Log) -> None:
+        """Append a Log event to log.jsonl (what ``attach`` shows of a run started elsewhere)."""
+        self._append({"job": event.job, "level": event.level, "message": event.message,
+                      "time": round(time.time(), 3)}, self.path / LOG_FILE)
+
+    def _append(self, record: dict[str, Any], path: Path | None = None) -> None:
+        with open(path or self.metrics_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
+
+    def truncate_metrics(self, last_step: int) -> int:
+        """Drop records logged after global step ``last_step`` (a resumed run re-logs them); returns how many.
+
+        A run killed between logging an epoch and saving last.pt would otherwise list that epoch twice.
+        """
+        records = read_metrics(self.path)
+        keep = [r for r in records if r.get("split") == "error" or int(r.get("step") or 0) <= last_step]
+        if len(keep) != len(records) or (self.metrics_path.is_file() and not self.metrics_path.read_bytes()
+                                         .endswith(b"\n") and self.metrics_path.stat().st_size):
+            atomic.write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
+        return len(records) - len(keep)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic.write_json(self.summary_path, summary)
@@ -124,7 +151,12 @@ def iter_runs(runs_dir: str | Path) -> Iterator[Path]:
 def latest_run(runs_dir: str | Path, preset_name: str, job: str, *, require: str | None = None) -> Path | None:
     """The newest run of ``job`` for ``preset_name`` (holding file ``require`` when given)."""
     for path in iter_runs(runs_dir):
-        if path.name.endswith(f"-{preset_name}-{job}") or f"-{preset_name}-{job}-" in path.name:
+        if run_matches(path, preset_name, job):
             if require is None or (path / require).exists():
                 return path
     return None
+
+
+def run_matches(path: Path, preset_name: str, job: str) -> bool:
+    """Whether a run directory's name says it is a ``job`` run of ``preset_name`` (<time>-<preset>-<job>[-N])."""
+    return path.name.endswith(f"-{preset_name}-{job}") or f"-{preset_name}-{job}-" in path.name

@@ -6,7 +6,7 @@ import time
 
 from engine.presets import load
 from workbench.app.app import WorkbenchApp
-from workbench.app.vram_probe import NO_GPU
+from workbench.app.gpu_probe import NO_GPU
 
 
 class NoGpuProbe:

@@ -104,7 +104,7 @@ async def test_stop_with_confirmation_leaves_a_resumable_checkpoint_and_allows_a
         assert app.query_one(JobPanel).state == "stopped"
         assert "resumable checkpoint" in (await log_text(pilot)) and "last.pt" in (await log_text(pilot))
         runs = app.query_one(RunHistory).query_one(DataTable)
-        assert runs.row_count == 1 and "last.pt" in str(runs.get_row_at(0)[3])
+        assert runs.row_count == 1 and "last.pt" in str(runs.get_cell_at((0, runs.get_column_index("ckpt"))))
         assert app.check_action("train", ()) is True
 
 
@@ -163,11 +163,11 @@ async def test_opening_a_past_run_shows_its_table_and_overlays_its_curves(tmp_pa
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.query_one(TabbedContent).active == "tab-results", what="results")
         assert app.query_one(EvalTable).cell("rank1", "dsr") == "62.5%"
-        overlay = app.query_one(ChartsPanel).overlay
-        assert overlay is not None and overlay.series("dsr", "val", "psnr") == [(1.0, 23.0)]
+        [(label, overlay)] = app.query_one(ChartsPanel).overlays
+        assert overlay.series("dsr", "val", "psnr") == [(1.0, 23.0)]
         app.query_one(TabbedContent).active = "tab-charts"
-        await wait_for(pilot, lambda: "past DSR" in plain(app.query_one("#chart-psnr", MetricChart)),
-                       what="the overlay drawn")
+        await wait_for(pilot, lambda: (label, "gray") in app.query_one("#chart-psnr", MetricChart).legend,
+                       what="the overlay drawn and named in the legend")
     assert json.loads((path / "eval.json").read_text())["dsr"]["rank1"] == 0.625
 
 

@@ -106,7 +106,7 @@ async def test_save_as_then_edit_and_save_a_user_preset():
         assert (user_dir() / "mine.toml").is_file()
         assert saved.dsr.epochs == 3 and saved.derived_from == "cpu-demo"
         assert "mine" in app.query_one(PresetList).names and not app.dirty
-        assert app.query_one("#fields", DataTable).columns["base"].label.plain == "from cpu-demo"
+        assert app.query_one("#fields", DataTable).columns["base"].label.plain == "cpu-demo"   # the parent preset (the border names it too)
         assert app.check_action("save", ()) is None  # nothing to save yet
 
         field_input = await select_field(pilot, "dsr.epochs")

@@ -42,7 +42,7 @@ async def test_real_train_dsr_updates_progress_and_charts_then_stops_resumably(d
         await wait_for(pilot, lambda: "bicubic" in app.query_one("#chart-psnr", MetricChart).title_text,
                        what="the PSNR chart with its bicubic line")
         runs = app.query_one(RunHistory).query_one(DataTable)
-        assert runs.row_count == 1 and "best.pt" in str(runs.get_row_at(0)[3])
+        assert runs.row_count == 1 and "best.pt" in str(runs.get_cell_at((0, runs.get_column_index("ckpt"))))
 
         # a longer run, stopped after its first progress: the trainer leaves a resumable last.pt
         app.preset = app.preset.with_changes({"dsr.epochs": 500})

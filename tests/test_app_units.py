@@ -1,25 +1,22 @@
-"""Unit tests of the app's pure parts: buffers, chart maths, VRAM probe, values, state, plans, launch."""
+"""Unit tests of the app's pure parts: buffers, chart maths, values, state, plans, launch."""
 
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 
 from engine.errors import PresetError
 from engine.presets import Preset, derive, load, save
 from engine.runs import RunDir
-from workbench.app import app_state, launch, vram_probe
+from workbench.app import app_state, launch
 from workbench.app.preset_reference import base_preset
 from workbench.app.eval_results import format_metric, table_rows
 from workbench.app.field_values import edit_text, parse_value
 from workbench.app.job_plans import plan_job
 from workbench.app.metric_buffers import MetricBuffers, downsample, smooth
-from workbench.app.vram_probe import VramProbe, pci_bus_id
 from workbench.app.widgets.charts import log_ticks
 from workbench.app.widgets.job_panel import format_eta, progress_fraction
-from workbench.app.widgets.vram_gauge import describe
 from engine.events import Progress
 
 
@@ -71,86 +68,6 @@ def test_parse_value_reads_toml_and_bare_text():
     assert parse_value("[0.9, 1.1]") == [0.9, 1.1] and parse_value("cuda:1") == "cuda:1"
     assert parse_value('"cpu"') == "cpu" and parse_value("") == ""
     assert edit_text("cpu") == "cpu" and edit_text((0.9, 1.1)) == "[0.9, 1.1]" and edit_text(False) == "false"
-
-
-class FakeNvml:
-    def __init__(self, fail_init=False, fail_memory=False):
-        self.fail_init, self.fail_memory = fail_init, fail_memory
-        self.calls = []
-
-    def nvmlInit(self):
-        if self.fail_init:
-            raise RuntimeError("NVML Shared Library Not Found")
-
-    def nvmlShutdown(self):
-        self.calls.append(("shutdown",))
-
-    def nvmlDeviceGetHandleByPciBusId(self, bus):
-        self.calls.append(("bus", bus))
-        return "handle-bus"
-
-    def nvmlDeviceGetHandleByUUID(self, uuid):
-        self.calls.append(("uuid", uuid))
-        return "handle-uuid"
-
-    def nvmlDeviceGetHandleByIndex(self, index):
-        self.calls.append(("index", index))
-        return "handle-index"
-
-    def nvmlDeviceGetCount(self):
-        return 2
-
-    def nvmlDeviceGetMemoryInfo(self, handle):
-        if self.fail_memory:
-            raise RuntimeError("Not Supported")
-        return SimpleNamespace(used=3 * 1024 ** 3, total=80 * 1024 ** 3)
-
-    def nvmlDeviceGetName(self, handle):
-        return b"NVIDIA H100"
-
-
-def fake_cuda(bus=0x3B):
-    props = SimpleNamespace(pci_domain_id=0, pci_bus_id=bus, pci_device_id=0)
-    return SimpleNamespace(current_device=lambda: 1, get_device_properties=lambda i: props,
-                           memory_allocated=lambda: 512 * 1024 ** 2, memory_reserved=lambda: 1024 ** 3)
-
-
-def test_vram_probe_without_nvml_or_cuda_reads_no_gpu(monkeypatch):
-    monkeypatch.setattr(vram_probe, "_torch_cuda", lambda: None)
-    reading = VramProbe(FakeNvml(fail_init=True)).read()
-    assert not reading.available and reading.reason == "no GPU"
-    assert describe(reading).plain.startswith("no GPU")
-
-
-def test_vram_probe_maps_the_torch_device_by_pci_bus_id(monkeypatch):
-    monkeypatch.setattr(vram_probe, "_torch_cuda", lambda: fake_cuda(0x3B))
-    nvml = FakeNvml()
-    probe = VramProbe(nvml)
-    reading = probe.read()
-    assert ("bus", "00000000:3B:00.0") in nvml.calls
-    assert reading.available and reading.name == "NVIDIA H100"
-    assert reading.used_mib == 3 * 1024 and reading.used_fraction == pytest.approx(3 / 80)
-    assert reading.allocated_mib == 512 and reading.reserved_mib == 1024
-    assert "3.0/80.0 GiB" in describe(reading).plain and "0.50 GiB alloc" in describe(reading).plain
-    probe.close()
-    assert ("shutdown",) in nvml.calls
-    assert pci_bus_id(1, 0x81, 0x1F) == "00000001:81:1F.0"
-
-
-def test_vram_probe_uses_visible_uuid_before_cuda_starts_and_survives_nvml_errors(monkeypatch):
-    monkeypatch.setattr(vram_probe, "_torch_cuda", lambda: None)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-1234,GPU-5678")
-    nvml = FakeNvml()
-    assert VramProbe(nvml).read().used_mib == 3 * 1024 and ("uuid", "GPU-1234") in nvml.calls
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
-    nvml = FakeNvml()
-    VramProbe(nvml).read()
-    assert ("index", 1) in nvml.calls
-    assert not VramProbe(FakeNvml(fail_memory=True)).read().available
-    monkeypatch.setattr(vram_probe, "_torch_cuda", lambda: fake_cuda())
-    torch_only = VramProbe(FakeNvml(fail_memory=True)).read()  # NVML fails, torch numbers still shown
-    assert torch_only.available and torch_only.used_mib is None and torch_only.allocated_mib == 512
-    assert "n/a" in describe(torch_only).plain
 
 
 def test_last_preset_state_round_trip_and_corrupt_file():

@@ -10,7 +10,7 @@ import torch
 from engine import atomic
 from engine.errors import DataError, WeightsError
 from engine.metrics.image import psnr
-from engine.models.dsr import DSRNet, count_parameters, load_dsr, upscale_bicubic, upscale_factor
+from engine.models.dsr import DSRNet, count_trainable_parameters, load_dsr, upscale_bicubic, upscale_factor
 
 
 def _conv(cin: int, cout: int) -> int:
@@ -28,14 +28,14 @@ def test_every_vlr_size_reaches_the_hr_square(vlr_size, factor):
     assert model.factor == factor
     out = model(torch.rand(2, 3, vlr_size[1], vlr_size[0]))
     assert out.shape == (2, 3, 128, 128)
-    assert count_parameters(model) == expected_parameters(vlr_size, 128, 8, 2)
+    assert count_trainable_parameters(model) == expected_parameters(vlr_size, 128, 8, 2)
 
 
 def test_guide_sizes_report_their_true_parameter_count():
     # the guide says "~2.3M -> 2.6M" for 128 channels x 16 blocks; the blocks alone hold ~4.7M
     big = DSRNet((32, 32), 128, base_channels=128, residual_blocks=16)
-    assert count_parameters(big) == expected_parameters((32, 32), 128, 128, 16)
-    assert count_parameters(big) > 16 * 2 * _conv(128, 128) > 2_600_000
+    assert count_trainable_parameters(big) == expected_parameters((32, 32), 128, 128, 16)
+    assert count_trainable_parameters(big) > 16 * 2 * _conv(128, 128) > 2_600_000
 
 
 def test_untrained_network_starts_near_bicubic():

@@ -17,8 +17,10 @@ from engine.jobs import JobRequest, StopFlag, run_job
 from engine.models.dsr import DSRNet
 from engine.models.edgeface import build_edgeface, edgeface_checkpoint, load_edgeface
 from engine.presets import store
+from engine.run_status import StatusWriter
 from engine.runs import RunDir, read_metrics
-from engine.trainers.finetune import closed_set, prediction_entropy, recogniser_weights
+from engine.recogniser import recogniser_weights
+from engine.trainers.recognition import closed_set, prediction_entropy
 from engine.augment import FinetuneAugment
 from workbench.cli.main import main
 
@@ -167,8 +169,18 @@ def test_recogniser_weights_prefers_the_preset_file_then_a_pretrain_run(preset, 
     with pytest.raises(WeightsError, match=r"runtime\.edgeface_weights.*finetune\.pretrain_epochs > 0"):
         recogniser_weights(no_pretrain, demo_root, lambda e: None, stop)
     earlier = RunDir.create(preset.runtime.runs_dir, preset, "pretrain")
-    atomic.torch_save(earlier.path / "best.pt", torch.load(start_weights, weights_only=False))
+    atomic.torch_save(earlier.path / "best.pt", torch.load(start_weights, weights_only=True))
+    StatusWriter(earlier.path, "pretrain").end("finished")
     assert recogniser_weights(no_pretrain, demo_root, lambda e: None, stop) == earlier.path / "best.pt"
+    # a newer pretrain run that was stopped (1 of 4 epochs) is never taken as the recogniser
+    stopped = RunDir(earlier.path.with_name(earlier.path.name + "-2"))
+    stopped.path.mkdir()
+    stopped.write_preset(preset)
+    atomic.torch_save(stopped.path / "best.pt", torch.load(start_weights, weights_only=True))
+    StatusWriter(stopped.path, "pretrain").end("stopped")
+    events: list = []
+    assert recogniser_weights(no_pretrain, demo_root, events.append, stop) == earlier.path / "best.pt"
+    assert any("not reusing unfinished" in e.message and "(stopped)" in e.message for e in events)
 
 
 def test_recogniser_weights_pretrains_on_hr_when_nothing_exists(mini, mini_root):
@@ -247,20 +259,24 @@ def test_cli_parses_the_guides_finetune_command_and_pretrain():
 
 
 def test_early_stopping_follows_the_patience(preset, demo_root, monkeypatch, tmp_path):
+    from engine import distributed
     from engine.models.dsr import upscale_bicubic
     from engine.runtime import resolve
-    from engine.trainers import finetune as ft
+    from engine.trainers.bookkeeping import Bookkeeper
+    from engine.trainers.recognition import ArcFaceTrainer
 
     train, val = (load_split(demo_root, s, (16, 16), 128) for s in ("train", "val"))
-    session = ft.Session.create("finetune", preset, resolve(preset), build_edgeface("edgeface_xxs"), train, val,
-                                "vlr", lambda v: upscale_bicubic(v.float() / 255, 128), torch.Generator(),
-                                RunDir.create(tmp_path, preset, "finetune"), lambda e: None, StopFlag())
+    runtime = resolve(preset)
+    book = Bookkeeper.open("finetune", preset, lambda e: None, StopFlag(), distributed.SINGLE, runtime.device,
+                           run_dir=tmp_path / "run")
+    trainer = ArcFaceTrainer(book, preset, runtime, build_edgeface("edgeface_xxs"), train, val, "vlr",
+                             lambda v: upscale_bicubic(v.float() / 255, 128), torch.Generator())
     scores = iter([0.2, 0.5, 0.4, 0.5, 0.3, 0.9, 0.9])
-    monkeypatch.setattr(session, "validate", lambda: {"loss": 1.0, "top1": next(scores), "entropy": 1.0})
-    monkeypatch.setattr(session, "_train_epoch", lambda *a, **k: {"loss": 1.0, "top1": 0.0, "lr": 0.1})
-    result = session.run_stage("stage2", 7, train_backbone=True, patience=3)
+    monkeypatch.setattr(trainer, "validate", lambda: {"loss": 1.0, "top1": next(scores), "entropy": 1.0})
+    result = trainer.run_stage("stage2", 7, train_backbone=True, patience=3)
     assert result.early_stopped and result.epochs_run == 5 and result.best_epoch == 2
-    assert session.best_top1 == 0.5 and (session.run.path / "best.pt").is_file()
+    assert book.state.best_score == 0.5 and (book.run.path / "best.pt").is_file()
+    assert [r["epoch"] for r in read_metrics(book.run.path) if r["split"] == "val"] == [1, 2, 3, 4, 5]
 
 
 def test_pretraining_from_scratch_on_hr_learns_above_chance(preset):
@@ -278,12 +294,15 @@ def test_pretraining_from_scratch_on_hr_learns_above_chance(preset):
 
 
 def test_a_non_finite_loss_fails_the_run_with_the_fix(mini, start_weights, tmp_path, monkeypatch):
-    import engine.trainers.finetune as finetune
+    import engine.trainers.recognition as recognition
 
-    real_loss = finetune.arcface_loss
-    monkeypatch.setattr(finetune, "arcface_loss", lambda *a, **k: real_loss(*a, **k) * float("nan"))
+    real_loss = recognition.arcface_loss
+    monkeypatch.setattr(recognition, "arcface_loss", lambda *a, **k: real_loss(*a, **k) * float("nan"))
     result = run_job(JobRequest("finetune", mini, options={"edgeface": str(start_weights), "stage1_epochs": 1,
                                                            "stage2_epochs": 0, "run_dir": str(tmp_path / "nan")}),
                      lambda event: None)
     assert isinstance(result, Failed) and result.traceback is None
-    assert "stage1 diverged in epoch 1" in result.error and "finetune.head_lr" in result.error
+    assert "unstable" in result.error and "finetune.head_lr" in result.error
+    last = torch.load(tmp_path / "nan" / "last.pt", weights_only=True) if (tmp_path / "nan" / "last.pt").exists() else None
+    assert last is None or all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+    assert json.loads((tmp_path / "nan" / "status.json").read_text())["state"] == "failed"

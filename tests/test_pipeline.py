@@ -40,7 +40,7 @@ def test_pipeline_links_every_stage_and_writes_headline_numbers(tmp_path, demo_r
     assert isinstance(result, Finished) and not result.stopped, getattr(result, "error", "")
     summary = json.loads((result.run_dir / "summary.json").read_text())
     assert summary["status"] == "done"
-    assert set(summary["stages"]) == {"recogniser", "train-dsr", "finetune", "evaluate"}
+    assert set(summary["stages"]) == {"recogniser", "pretrain", "train-dsr", "finetune", "evaluate"}
     assert Path(summary["recogniser"]).is_file()
     for stage in ("train-dsr", "finetune"):
         assert (Path(summary["stages"][stage]) / "best.pt").is_file()

@@ -274,7 +274,7 @@ def test_every_patch_gives_a_valid_preset(presets, name):
 
 def test_target_set_follows_the_vlr_size(presets):
     assert target_set_name(32, 32) == "32x32" and target_set_name(14, 16) == "14x16"
-    assert target_set_name(16, 16) == "14x16" and target_set_name(24, 28) == "32x32"
+    assert target_set_name(16, 16) == "16x16" and target_set_name(24, 28) == "32x32"
     history = [rec("dsr", 1, "val", psnr=27.0, identity=0.13, feature_match=0.09, l1=0.045)]
     by_name = {n: {t.name: t for t in check_targets(history, presets[n])} for n in PRESETS}
     big, small = by_name["vlr-32x32"], by_name["vlr-14x16"]

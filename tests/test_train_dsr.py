@@ -99,7 +99,7 @@ def test_resume_continues_at_the_next_epoch_with_the_same_state(tiny_root, tiny_
     assert {e.epoch for e in events if isinstance(e, Progress)} == {2}
 
     a, b = _state(tmp_path / "straight"), _state(tmp_path / "split")
-    assert b["epoch"] == 2 and b["progress"]["global_step"] == a["progress"]["global_step"]
+    assert b["epoch"] == 2 and b["loop"]["global_step"] == a["loop"]["global_step"]
     for key in ("model", "state_dict"):  # raw weights and EMA weights
         for name in a[key]:
             assert torch.allclose(a[key][name], b[key][name], atol=1e-6), (key, name)
@@ -124,7 +124,7 @@ def test_stop_flag_saves_a_resumable_checkpoint(tiny_root, tiny_preset, tmp_path
     result = run_job(JobRequest("train-dsr", tiny_preset, str(tiny_root), {"epochs": 3}), emit, stop)
     assert isinstance(result, Finished) and result.stopped
     last = _state(result.run_dir)
-    assert last["epoch"] == 0 and last["progress"]["global_step"] >= 1
+    assert last["epoch"] == 0 and last["loop"]["global_step"] >= 1
     assert json.loads((result.run_dir / "summary.json").read_text())["stopped"] is True
     assert not (result.run_dir / "best.pt").exists()
     resumed = run_job(JobRequest("train-dsr", tiny_preset, str(tiny_root), {"epochs": 1, "resume": str(result.run_dir)}),

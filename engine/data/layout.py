@@ -14,6 +14,7 @@ HR_DIR = "hr_images"
 VLR_DIR = "vlr_images"
 IMAGE_SUFFIX = ".png"
 MANIFEST = "manifest.json"
+MAX_SIDE = 4096  # pixels: a size on the command line or in a manifest beyond this is a typo
 
 
 def split_dir(root: Path | str, split: str) -> Path:
@@ -30,6 +31,8 @@ def subject_of(filename: str | Path) -> str:
 def parse_size(text: str) -> tuple[int, int]:
     """``"32x32"`` or ``"14x16"`` (width x height) -> ``(width, height)``; ValueError otherwise."""
     parts = text.lower().replace(" ", "").split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(f"expected WIDTHxHEIGHT such as 32x32 or 14x16, got {text!r}")
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() and len(p) <= 4 and 0 < int(p) <= MAX_SIDE
+                                  for p in parts):
+        shown = text if len(text) <= 50 else text[:50] + "…"
+        raise ValueError(f"expected WIDTHxHEIGHT such as 32x32 or 14x16 (each 1 to {MAX_SIDE}), got {shown!r}")
     return int(parts[0]), int(parts[1])

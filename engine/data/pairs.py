@@ -1,18 +1,19 @@
 """Load one split of the layout into compact uint8 tensors, checking pairing, sizes and decoding.
 
-A split is decoded once (PIL in a thread pool) into ``hr`` ``uint8 [N,3,H,H]`` and ``vlr``
-``uint8 [N,3,h,w]``; training epochs then index these tensors (on the CPU or moved to the GPU
-with :meth:`PairedSplit.to`) and do no file I/O or per-image Python work. A second
-:func:`load_split` in the same process returns the cached tensors while no file in the split
-changed (name, size and modification time of every file are compared).
+A split is decoded once per dataset (PIL in a thread pool) into ``hr`` ``uint8 [N,3,H,H]`` and
+``vlr`` ``uint8 [N,3,h,w]``, kept memory-mapped on disk by :mod:`engine.data.disk_cache` for later
+runs; training epochs then index these tensors (on the CPU or moved to the GPU with
+:meth:`PairedSplit.to`) and do no file I/O or per-image Python work. A second :func:`load_split` in
+the same process returns the cached tensors while no file in the split changed (name, size and
+modification time of every file are compared).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -21,7 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from engine.data import disk_cache
 from engine.data.layout import HR_DIR, SPLITS, VLR_DIR, split_dir, subject_of
+from engine.data.pixels import to_rgb8
 from engine.errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
@@ -89,13 +92,15 @@ def clear_cache() -> None:
 
 
 def load_split(root: Path | str, split: str, vlr_size: tuple[int, int], hr_size: int = 128,
-               progress: ProgressFn | None = None) -> PairedSplit:
+               progress: ProgressFn | None = None, log: Callable[[str], None] | None = None) -> PairedSplit:
     """Load ``ROOT/<split>_processed`` as a :class:`PairedSplit`.
 
     ``vlr_size`` is (width, height), like PIL's ``Image.size``. Raises :class:`DataError` naming the
     file and the fix for a missing split directory, an image without its partner, an image of the
     wrong size, or a file that cannot be decoded. ``progress(done, total)`` counts decoded files
-    (HR then VLR: ``total`` is twice the number of pairs).
+    (HR then VLR: ``total`` is twice the number of pairs). Decoded pixels come from, or go to, the
+    on-disk cache of :mod:`engine.data.disk_cache` (memory-mapped); ``log`` hears about its building
+    and about a fallback to decoding in memory.
     """
     if split not in SPLITS:
         raise DataError(f"Unknown split '{split}'; the layout's splits are {', '.join(SPLITS)}.")
@@ -116,10 +121,8 @@ def load_split(root: Path | str, split: str, vlr_size: tuple[int, int], hr_size:
         return replace(cached)
 
     names = _paired_names(hr_dir, vlr_dir)
-    hr = _decode_all([hr_dir / n for n in names], (hr_size, hr_size), "HR", progress, offset=0,
-                     total=2 * len(names))
-    vlr = _decode_all([vlr_dir / n for n in names], vlr_size, "VLR", progress, offset=len(names),
-                      total=2 * len(names))
+    files = disk_cache.SplitFiles(root, split, hr_dir, vlr_dir, names, vlr_size, int(hr_size))
+    hr, vlr = disk_cache.load_or_build(files, _decode, progress, log)
     subjects = [subject_of(n) for n in names]
     classes = sorted(set(subjects))
     index = {s: i for i, s in enumerate(classes)}
@@ -136,18 +139,56 @@ def load_split(root: Path | str, split: str, vlr_size: tuple[int, int], hr_size:
 
 
 def _fingerprint(folder: Path) -> int:
-    """Hash of (name, size, mtime) of every file: a replaced or rewritten image invalidates the cache."""
+    """Hash of (name, size, mtime) of every file: a replaced or rewritten image invalidates the cache.
+
+    A broken symbolic link counts with its own (link) times; :func:`_image_files` reports it.
+    """
     entries = []
     with os.scandir(folder) as it:
         for entry in it:
-            st = entry.stat()
+            try:
+                st = entry.stat()
+            except OSError:  # dangling link or a loop of links
+                st = entry.stat(follow_symlinks=False)
             entries.append((entry.name, st.st_size, st.st_mtime_ns))
     return hash(tuple(sorted(entries)))
 
 
 def _image_files(folder: Path) -> set[str]:
-    return {p.name for p in folder.iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES}
+    """Names of the images in ``folder`` (hidden files and other suffixes ignored).
+
+    A symbolic link that leads nowhere (missing target, or a loop of links) under an image name is
+    refused with a ``DataError`` naming it, rather than skipped: a silently smaller dataset gives
+    wrong numbers. A sub-folder with an image suffix is refused the same way.
+    """
+    names = set()
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        if entry.name.startswith(".") or Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        path = folder / entry.name
+        try:
+            os.stat(path)
+        except OSError as exc:
+            kind = "a loop of symbolic links" if exc.errno == errno.ELOOP else (
+                f"a symbolic link to a missing file ({_link_target(path)})" if entry.is_symlink()
+                else f"unreadable ({exc.strerror})")
+            raise DataError(f"{path} is {kind}. Fix the link so that it points at the image, or delete it "
+                            f"(with its partner in the other folder). {_FIX_LAYOUT}") from None
+        if entry.is_dir():
+            raise DataError(f"{path} is a folder, not an image. Move it out of {folder}. {_FIX_LAYOUT}")
+        if entry.is_file():
+            names.add(entry.name)
+    return names
+
+
+def _link_target(path: Path) -> str:
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return "target unknown"
+    return target if len(target) <= 200 else target[:200] + "…"
 
 
 def _paired_names(hr_dir: Path, vlr_dir: Path) -> list[str]:
@@ -164,7 +205,7 @@ def _paired_names(hr_dir: Path, vlr_dir: Path) -> list[str]:
 
 
 def _decode(path: Path, size: tuple[int, int], kind: str) -> np.ndarray:
-    """One image as ``uint8 [h, w, 3]``; greyscale and palette images are converted to RGB."""
+    """One image as ``uint8 [h, w, 3]``; greyscale, palette and 16-bit images are converted to 8-bit RGB."""
     try:
         with Image.open(path) as image:
             if image.size != size:
@@ -173,23 +214,10 @@ def _decode(path: Path, size: tuple[int, int], kind: str) -> np.ndarray:
                                 f"(data.vlr_width, data.vlr_height, data.hr_size) or re-create the dataset with "
                                 f"`vlr-workbench prepare`.")
             image.load()
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+            return np.asarray(to_rgb8(image), dtype=np.uint8)
     except DataError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, MemoryError) as exc:
         raise DataError(f"{path}: cannot read this {kind} image ({exc}); the file is unreadable or truncated. "
                         f"Replace or delete it (with its partner), or re-create the dataset with "
                         f"`vlr-workbench prepare`.") from exc
-
-
-def _decode_all(paths: list[Path], size: tuple[int, int], kind: str, progress: ProgressFn | None,
-                offset: int, total: int) -> torch.Tensor:
-    out = np.empty((len(paths), size[1], size[0], 3), dtype=np.uint8)
-    workers = max(1, min(8, os.cpu_count() or 1))
-    step = max(1, len(paths) // 100)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i, array in enumerate(pool.map(lambda p: _decode(p, size, kind), paths)):
-            out[i] = array
-            if progress is not None and ((i + 1) % step == 0 or i + 1 == len(paths)):
-                progress(offset + i + 1, total)
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()

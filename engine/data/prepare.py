@@ -17,17 +17,18 @@ fraction of subjects held out whole, ``val`` the fraction of each remaining subj
 
 from __future__ import annotations
 
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from engine import atomic
 from engine.data.layout import MANIFEST, SPLITS
 from engine.data.pairs import IMAGE_SUFFIXES
+from engine.data.pixels import to_rgb8
 from engine.data.splitting import SPLIT_RULE, split_by_subject
 from engine.data.writer import VLR_METHOD, check_destination, make_split_dirs, staged_dir, write_pair
 from engine.errors import DataError
@@ -60,6 +61,8 @@ def _safe(text: str, keep: str = "") -> str:
 
 
 def _is_image(path: Path) -> bool:
+    if _broken_link(path):
+        return False
     try:
         with Image.open(path):
             return True
@@ -70,8 +73,21 @@ def _is_image(path: Path) -> bool:
         return False
 
 
+def _broken_link(path: Path) -> bool:
+    """A symbolic link to a missing file or a loop of links (skipped and listed, like a non-image)."""
+    try:
+        os.stat(path)
+        return False
+    except OSError:
+        return os.path.islink(path)
+
+
 def collect_images(src: Path) -> tuple[dict[str, list[tuple[Path, str]]], list[str]]:
-    """``({subject: [(path, output name)]}, skipped file names)`` from ``src`` (see the module doc)."""
+    """``({subject: [(path, output name)]}, skipped file names)`` from ``src`` (see the module doc).
+
+    Broken symbolic links (missing target or a loop) are skipped and listed like non-image files;
+    links to folders are not followed inside a subject's folder (a loop could recurse forever).
+    """
     found: dict[str, list[tuple[Path, str]]] = {}
     owner: dict[str, str] = {}
     skipped: list[str] = []
@@ -86,9 +102,15 @@ def collect_images(src: Path) -> tuple[dict[str, list[tuple[Path, str]]], list[s
     for entry in sorted(src.iterdir()):
         if entry.name.startswith("."):
             continue
+        if _broken_link(entry):
+            skipped.append(f"{entry.name} (broken symbolic link)")
+            continue
         if entry.is_dir():
-            for path in sorted(p for p in entry.rglob("*") if p.is_file() and not p.name.startswith(".")):
-                if _is_image(path):
+            for path in sorted(p for p in entry.rglob("*") if not p.name.startswith(".")
+                               and (p.is_file() or _broken_link(p))):
+                if _broken_link(path):
+                    skipped.append(f"{path.relative_to(src)} (broken symbolic link)")
+                elif _is_image(path):
                     parts = path.relative_to(entry).with_suffix("").parts
                     add(entry.name, path, "-".join(_safe(part, "_") for part in parts))
                 else:
@@ -104,13 +126,9 @@ def collect_images(src: Path) -> tuple[dict[str, list[tuple[Path, str]]], list[s
 
 
 def load_rgb(path: Path) -> Image.Image:
+    """The photo at ``path`` as 8-bit RGB, EXIF orientation applied (16-bit greyscale scaled, not clipped)."""
     with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-            arr = np.asarray(image, dtype=np.float64)
-            top = 65535.0 if arr.max() > 255 else 255.0
-            image = Image.fromarray(np.clip(arr * (255.0 / top) + 0.5, 0, 255).astype(np.uint8))
-        return image.convert("RGB")
+        return to_rgb8(ImageOps.exif_transpose(image))
 
 
 def to_hr(image: Image.Image, hr_size: int) -> Image.Image:
@@ -123,8 +141,12 @@ def to_hr(image: Image.Image, hr_size: int) -> Image.Image:
 
 def prepare_dataset(src: Path | str, dst: Path | str, *, vlr_size: tuple[int, int],
                     split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0, hr_size: int = 128,
-                    progress: ProgressFn | None = None) -> dict:
-    """Write the layout for the photos in ``src`` to the new folder ``dst``; returns the manifest."""
+                    progress: ProgressFn | None = None, degrade=None) -> dict:
+    """Write the layout for the photos in ``src`` to the new folder ``dst``; returns the manifest.
+
+    ``degrade`` (an :class:`engine.data.degrade.Degradation`) makes camera-like VLR images, seeded
+    per image by ``seed``; the ranges and each image's drawn values go to the manifest.
+    """
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
     if not src.is_dir():
         raise DataError(f"Source folder {src} does not exist or is not a folder. Give a folder of face photos: "
@@ -151,6 +173,14 @@ def prepare_dataset(src: Path | str, dst: Path | str, *, vlr_size: tuple[int, in
             used.add(name)
             jobs.append((name_split, name, path))
 
+    drawn: dict[str, dict] = {}   # degraded VLR: image -> the values drawn for it
+    if isinstance(degrade, str):
+        from engine.data.degrade import parse_degradation
+
+        try:
+            degrade = parse_degradation(degrade)
+        except ValueError as exc:
+            raise DataError(f"--degrade {degrade}: {exc}.") from None
     with staged_dir(dst) as tmp:
         make_split_dirs(tmp)
 
@@ -161,7 +191,12 @@ def prepare_dataset(src: Path | str, dst: Path | str, *, vlr_size: tuple[int, in
             except (OSError, ValueError, SyntaxError) as exc:
                 raise DataError(f"{path}: cannot read this image ({exc}). Delete or replace it, then run "
                                 f"`vlr-workbench prepare` again.") from exc
-            write_pair(tmp, name_split, name, to_hr(image, hr_size), vlr_size)
+            if degrade is None:
+                write_pair(tmp, name_split, name, to_hr(image, hr_size), vlr_size)
+            else:
+                from engine.data.degrade import write_degraded_pair
+                drawn[f"{name_split}/{name}"] = write_degraded_pair(tmp, name_split, name, to_hr(image, hr_size),
+                                                                    vlr_size, degrade, seed)
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             for done, _ in enumerate(pool.map(convert, jobs), start=1):
@@ -174,6 +209,13 @@ def prepare_dataset(src: Path | str, dst: Path | str, *, vlr_size: tuple[int, in
             "hr_method": HR_METHOD, "vlr_method": VLR_METHOD,
             "splits": {s: {"images": len(plan[s]), "subjects": len({sub for sub, _ in plan[s]})} for s in SPLITS},
             "skipped": skipped,
+            **({} if degrade is None else {"degrade": _degrade_manifest(degrade, drawn)}),
         }
         atomic.write_json(tmp / MANIFEST, manifest)
     return manifest
+
+
+def _degrade_manifest(degrade, drawn: dict[str, dict]) -> dict:
+    from engine.data.degrade import METHOD
+
+    return {**degrade.to_json(), "method": METHOD, "images": dict(sorted(drawn.items()))}

@@ -48,7 +48,8 @@ def resolve_data_root(preset, override: str | Path | None = None, progress: Prog
         if not root.is_dir():
             origin = "--data" if override else f"data.root of preset '{preset.name}'"
             size = f"{preset.data.vlr_width}x{preset.data.vlr_height}"
-            raise DataError(f"Dataset root {root} ({origin}) does not exist. Create it with "
+            state = "is a file, not a folder" if root.exists() else "does not exist"
+            raise DataError(f"Dataset root {root} ({origin}) {state}. Create it with "
                             f"`vlr-workbench prepare SRC {root} --vlr {size}` from a folder of face photos, or "
                             f"`vlr-workbench demo-data {root} --vlr {size}` for demo faces; or leave data.root "
                             f"empty to use the built-in demo faces.")

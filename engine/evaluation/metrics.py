@@ -57,6 +57,8 @@ def probe_ranks(sim: torch.Tensor, probe_labels, gallery_labels) -> torch.Tensor
     probe_labels = torch.as_tensor(probe_labels)
     gallery_labels = torch.as_tensor(gallery_labels)
     _check_gallery(sim, probe_labels, gallery_labels)
+    if not bool(torch.isfinite(sim).all()):   # NaN compares false: every probe would rank first
+        raise ValueError("the similarity matrix holds NaN or inf: non-finite embeddings cannot be ranked")
     is_own = probe_labels[:, None] == gallery_labels[None, :]
     enrolled = is_own.any(dim=1)
     own_score = torch.where(is_own, sim, torch.full_like(sim, -torch.inf)).max(dim=1).values

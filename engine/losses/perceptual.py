@@ -42,11 +42,13 @@ def load_vgg19(setting: str = "") -> nn.Module:
     import torchvision
 
     path = vgg19_weights_path(setting)
-    fix = (f"Download {VGG19_URL} on a machine with internet and copy it to {path}"
-           f"{'' if setting else ' (torchvision cache), or set dsr.vgg19_weights to its path'}; or set "
+    where = ("set dsr.vgg19_weights to the downloaded file's path" if setting else
+             f"copy it to {path} (torchvision cache), or set dsr.vgg19_weights to its path")
+    fix = (f"Download {VGG19_URL} on a machine with internet and {where}; or set "
            "dsr.perceptual_network = \"edgeface\" (uses the recogniser instead), or dsr.lambda_perceptual = 0.")
     if not path.is_file():
-        raise WeightsError(f"the VGG19 perceptual loss needs ImageNet weights at {path}, which does not exist. {fix}")
+        state = "is a directory" if path.is_dir() else "does not exist"
+        raise WeightsError(f"the VGG19 perceptual loss needs ImageNet weights at {path}, which {state}. {fix}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model = torchvision.models.vgg19(weights=None)

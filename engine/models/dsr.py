@@ -99,31 +99,52 @@ class DSRNet(nn.Module):
         return base + residual
 
 
-def count_parameters(model: nn.Module) -> int:
+def count_trainable_parameters(model: nn.Module) -> int:
     """Trainable parameter count (the true figure; the guide's "~2.3M -> 2.6M" is not it)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def load_dsr(path: str | Path, device: torch.device | str = "cpu") -> tuple[DSRNet, dict[str, Any]]:
     """Rebuild a DSR network from a ``best.pt``/``last.pt`` checkpoint; returns (model in eval mode, checkpoint)."""
+    from engine.checkpoint_io import load_checkpoint
+
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise WeightsError(f"DSR checkpoint {path} not found. Train one with `vlr-workbench train-dsr --preset P` "
                            "(it writes runs/<time>-<preset>-train-dsr/best.pt) and pass that file.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise WeightsError(f"cannot read DSR checkpoint {path} ({type(exc).__name__}: {exc}). The file is "
-                           "corrupt or not a torch checkpoint; use best.pt or last.pt of a train-dsr run.") from None
+    checkpoint = load_checkpoint(path, what="DSR checkpoint")
     if not isinstance(checkpoint, dict) or checkpoint.get("kind") != "dsr" or "config" not in checkpoint:
         raise WeightsError(f"{path} is not a DSR checkpoint (expected a dict with kind 'dsr', config and "
                            "state_dict). Use best.pt or last.pt of a train-dsr run.")
-    config = checkpoint["config"]
+    config = _checked_config(checkpoint["config"], path)
     try:
         model = DSRNet(tuple(config["vlr_size"]), config["hr_size"], config["base_channels"],
                        config["residual_blocks"])
         model.load_state_dict(checkpoint["state_dict"])
-    except (KeyError, RuntimeError, TypeError) as exc:
-        raise WeightsError(f"DSR checkpoint {path} does not fit its recorded config {config} ({exc}). "
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        reason = " ".join(str(exc).split())
+        reason = reason if len(reason) <= 300 else reason[:300] + "…"
+        raise WeightsError(f"DSR checkpoint {path} does not fit its recorded config {config} ({reason}). "
                            "The file was edited or is damaged; retrain or use another run's best.pt.") from None
     return model.to(device).eval(), checkpoint
+
+
+# Bounds of a checkpoint's config: beyond them a damaged file would build a network too large to allocate.
+_CONFIG_LIMITS = {"hr_size": 4096, "base_channels": 4096, "residual_blocks": 1024}
+
+
+def _checked_config(config: Any, path: Path) -> dict[str, Any]:
+    """The checkpoint's ``config`` when it holds sane sizes, else a WeightsError naming the file."""
+    def whole(value: Any, high: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= high
+
+    ok = (isinstance(config, dict) and isinstance(config.get("vlr_size"), (list, tuple))
+          and len(config["vlr_size"]) == 2 and all(whole(v, 4096) for v in config["vlr_size"])
+          and all(whole(config.get(k), high) for k, high in _CONFIG_LIMITS.items()))
+    if not ok:
+        shown = repr(config)
+        shown = shown if len(shown) <= 300 else shown[:300] + "…"
+        raise WeightsError(f"DSR checkpoint {path} has a damaged config {shown}: expected vlr_size [w, h], hr_size, "
+                           "base_channels and residual_blocks as positive whole numbers. The file was edited or "
+                           "is damaged; retrain or use another run's best.pt.")
+    return config

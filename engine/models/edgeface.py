@@ -15,7 +15,6 @@ files run for inference only through :func:`load_recogniser`.
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine import checkpoint_io
 from engine.errors import WeightsError
 
 EMBEDDING_DIM = 512
@@ -135,7 +135,8 @@ def embed(model: nn.Module, img01: torch.Tensor) -> torch.Tensor:
     return F.normalize(model(prepare_input(img01)).float(), dim=-1)
 
 
-def count_parameters(model: nn.Module) -> int:
+def count_all_parameters(model: nn.Module) -> int:
+    """Every parameter, trainable or frozen (a recogniser's size)."""
     return sum(p.numel() for p in model.parameters())
 
 
@@ -144,10 +145,7 @@ def count_parameters(model: nn.Module) -> int:
 
 def is_torchscript(path: Path) -> bool:
     """True for a ``torch.jit.save`` archive (a zip holding ``constants.pkl`` / ``code/``)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
+    return checkpoint_io.is_torchscript(path)
 
 
 def dequantize_state_dict(sd: dict[str, Any]) -> dict[str, Any]:
@@ -197,16 +195,18 @@ def infer_variant(sd: dict[str, Any]) -> str:
 
 
 def _read(path: Path, map_location: Any) -> Any:
+    # Weights-only: the authors' float and int8 _q state dicts load without running code from the file.
     try:
-        # The authors' _q files hold packed int8 parameter tuples; they need the full unpickler.
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise WeightsError(f"cannot read EdgeFace weights {path} ({type(exc).__name__}: {exc}). The file is "
-                           f"corrupt or not a torch file. {OBTAIN_WEIGHTS}") from None
+        return checkpoint_io.load_checkpoint(path, what="EdgeFace weights", map_location=map_location)
+    except WeightsError as exc:
+        raise WeightsError(f"{exc} {OBTAIN_WEIGHTS}") from None
 
 
 def _check_path(path: str | Path) -> Path:
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise WeightsError(f"EdgeFace weights {path} is a directory, not a weights file. Give the .pt file inside "
+                           "it (runtime.edgeface_weights or --edgeface).")
     if not path.is_file():
         raise WeightsError(f"EdgeFace weights {path} not found. {OBTAIN_WEIGHTS} Then set "
                            "runtime.edgeface_weights (or pass --edgeface) to the file's path.")
@@ -294,10 +294,10 @@ def load_recogniser(path: str | Path, variant: str | None = None,
     path = _check_path(path)
     if is_torchscript(path):
         try:
-            return ScriptedEdgeFace(torch.jit.load(str(path), map_location=map_location), path).eval()
-        except Exception as exc:  # noqa: BLE001
-            raise WeightsError(f"cannot load TorchScript file {path} ({type(exc).__name__}: {exc}). "
-                               f"{OBTAIN_WEIGHTS}") from None
+            module = checkpoint_io.load_torchscript(path, what="EdgeFace TorchScript file", map_location=map_location)
+        except WeightsError as exc:
+            raise WeightsError(f"{exc} {OBTAIN_WEIGHTS}") from None
+        return ScriptedEdgeFace(module, path).eval()
     return load_edgeface(path, variant, map_location)
 
 

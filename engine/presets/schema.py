@@ -24,6 +24,7 @@ def spec(default: Any, help: str, *, min: float | None = None, max: float | None
     return field(default=default, metadata=meta)
 
 
+SEED_MAX = 2**32 - 1  # what every seeded generator (torch, numpy, random) accepts
 PROB = {"min": 0.0, "max": 1.0}
 POS = {"min": 0.0, "min_exclusive": True}
 NONNEG = {"min": 0.0}
@@ -39,7 +40,7 @@ class DataConfig:
     cache_on_device: bool = spec(True, "keep the decoded uint8 dataset on the training device")
     demo_identities: int = spec(60, "demo data: number of identities generated", min=4, max=10000)
     demo_per_identity: int = spec(12, "demo data: images per identity", min=3, max=1000)
-    demo_seed: int = spec(0, "demo data: generator seed", min=0)
+    demo_seed: int = spec(0, "demo data: generator seed", min=0, max=SEED_MAX)
 
 
 @dataclass(frozen=True)
@@ -110,15 +111,22 @@ class EvalConfig:
 @dataclass(frozen=True)
 class RuntimeConfig:
     device: str = spec("auto", "torch device: auto, cpu, cuda or cuda:N")
-    amp: str = spec("auto", "mixed precision on CUDA", choices=("auto", "bf16", "fp16", "off"))
-    seed: int = spec(42, "random seed", min=0)
+    amp: str = spec("auto", "mixed precision: auto/fp16/bf16 on CUDA; only bf16 also on the CPU",
+                    choices=("auto", "bf16", "fp16", "off"))
+    seed: int = spec(42, "random seed", min=0, max=SEED_MAX)
     edgeface_variant: str = spec("edgeface_xs_gamma_06", "EdgeFace variant",
                                  choices=("edgeface_xxs", "edgeface_xs", "edgeface_xs_gamma_06",
                                           "edgeface_s_gamma_05", "edgeface_base"))
     edgeface_weights: str = spec("", "EdgeFace weights (state dict, int8 _q state dict or checkpoint); "
                                      "empty = pre-train on HR (finetune.pretrain_epochs)")
     runs_dir: str = spec("runs", "directory that receives run directories")
+    tensorboard: bool = spec(False, "also write every metric and sample strip as TensorBoard events in "
+                                    "RUN_DIR/tensorboard (tensorboard --logdir runs)")
     num_threads: int = spec(0, "CPU threads for torch (0 = torch's default)", min=0, max=1024)
+    channels_last: bool = spec(False, "channels_last memory format for the networks (faster convolutions on "
+                                      "CUDA; measure with benchmarks/bench_train.py on the CPU)")
+    compile: bool = spec(False, "torch.compile the DSR network and the frozen recogniser (falls back to eager "
+                                "with a logged reason when it cannot compile)")
 
 
 SECTIONS: dict[str, type] = {
@@ -164,7 +172,8 @@ class FieldInfo:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:g}"
+    """0 -> "0", 1000.0 -> "1000", 4294967295 -> "4294967295", 1e-5 -> "1e-05"."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e16 else f"{value:g}"
 
 
 _TYPE_NAMES = {int: "int", float: "float", bool: "bool", str: "str"}

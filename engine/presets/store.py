@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +20,7 @@ import tomli_w
 
 from engine import atomic
 from engine.errors import PresetError
-from engine.presets.preset import Preset
+from engine.presets.preset import Preset, check_name, quote, safe_name
 
 CONFIG_ENV = "VLR_WORKBENCH_CONFIG_DIR"
 _ENGINE_DIR = Path(__file__).resolve().parent.parent
@@ -81,37 +83,154 @@ def resolve(ref: str) -> PresetEntry:
                       f"`vlr-workbench presets list` or a path to a .toml file.")
 
 
+MAX_PRESET_BYTES = 1 << 20  # a preset is a few kB; anything over 1 MiB is not one
+
+
 def load(ref: str | Path) -> Preset:
-    """Read and validate a preset by name or path; raise ``PresetError`` with file, key and fix."""
+    """Read and validate a preset by name or path; raise ``PresetError`` with file, key and fix.
+
+    A UTF-8 byte-order mark at the start is accepted (Windows editors write one).
+    """
+    if "\x00" in str(ref):
+        raise PresetError(f"preset reference {quote(str(ref))} contains a NUL character. Give a preset name or "
+                          "the path of a .toml file.")
     entry = resolve(str(ref))
     path = entry.path
-    if not path.is_file():
-        raise PresetError(f"{path}: preset file not found. Check the path, or list the known presets with "
-                          "`vlr-workbench presets list`.")
+    _check_preset_path(path)
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_PRESET_BYTES + 1)
+        if len(data) > MAX_PRESET_BYTES:
+            raise PresetError(f"{path}: the file is over {MAX_PRESET_BYTES >> 20} MiB, far more than any preset "
+                              "(a few kB). Give the right file.")
+        text = data.decode("utf-8-sig")
+    except OSError as exc:
+        raise PresetError(f"{path}: cannot read the preset ({exc.strerror or exc}). Check the file's "
+                          "permissions.") from None
+    except UnicodeDecodeError as exc:
+        raise PresetError(f"{path}: the file is not UTF-8 text (byte {exc.start} cannot be decoded). Save it as "
+                          "UTF-8.") from None
+    try:
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise PresetError(f"{path}: invalid TOML: {exc}. Fix the syntax at that line and column "
-                          "(strings need quotes, tables are written [section]).") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PresetError(f"{path}: cannot read the preset ({exc}). Check the file's permissions and "
-                          "that it is UTF-8 text.") from None
+        raise PresetError(f"{path}: invalid TOML: {explain_toml_error(text, exc)}") from None
+    except RecursionError:
+        raise PresetError(f"{path}: invalid preset: arrays or tables are nested too deeply to read. A preset "
+                          "holds plain values and pairs like [0.93, 1.07]; fix the value with many '['.") from None
+    except ValueError as exc:  # an integer of more than 4300 digits (Python's int conversion limit)
+        what = "a number has more than 4300 digits" if "digits" in str(exc) else quote(str(exc), 120)
+        raise PresetError(f"{path}: invalid preset: {what}. Numbers of a preset are small; fix the very long "
+                          "number.") from None
     source = f"built-in preset {entry.name} ({path})" if entry.builtin else str(path)
     return Preset.from_mapping(doc, source=source, default_name=entry.name)
 
 
+def _check_preset_path(path: Path) -> None:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PresetError(f"{path}: this path is a loop of symbolic links. Point the link at a real "
+                              ".toml file.") from None
+        if os.path.islink(path):
+            raise PresetError(f"{path}: this symbolic link points at a missing file "
+                              f"({quote(os.readlink(path))}). Fix or remove the link.") from None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise PresetError(f"{path}: preset file not found. Check the path, or list the known presets with "
+                              "`vlr-workbench presets list`.") from None
+        raise PresetError(f"{path}: cannot read the preset ({exc.strerror or exc}). Check the path and its "
+                          "permissions.") from None
+    except ValueError as exc:
+        raise PresetError(f"{quote(str(path))}: not a usable path ({exc}).") from None
+    if path.is_dir():
+        raise PresetError(f"{path} is a directory, not a preset file. Give the path of a .toml file in it.")
+    if not path.is_file():
+        raise PresetError(f"{path} is not a regular file (a device or a pipe?). Give the path of a .toml file.")
+
+
+_AT = re.compile(r"\(at line (\d+), column (\d+)\)|\(at end of document\)")
+_KEY_LINE = re.compile(r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
+_TABLE_LINE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]")
+
+
+def explain_toml_error(text: str, exc: tomllib.TOMLDecodeError) -> str:
+    """tomllib's message plus the offending line and, for a duplicate, the key or table named."""
+    message = str(exc)
+    at = _AT.search(message)
+    line_no = int(at.group(1)) if at and at.group(1) else None
+    detail = ""
+    if message.startswith("Cannot overwrite a value") or "twice" in message:
+        duplicate = _first_duplicate(text)
+        if duplicate:
+            key, first, second = duplicate
+            return (f"{key} appears twice (lines {first} and {second}). Keep one of them "
+                    f"({_AT.sub('', message).strip()}).")
+    if line_no is not None:
+        lines = text.splitlines()
+        if 1 <= line_no <= len(lines):
+            detail = f" Line {line_no}: {quote(lines[line_no - 1], 120)}."
+    if line_no == 1 and message.startswith("Invalid statement") and text[:1] == "\ufeff":
+        detail += " (The file starts with a byte-order mark.)"
+    return (f"{quote(message, 300)[1:-1]}.{detail} Fix the syntax there (strings need quotes, tables are "
+            "written [section], each key once).")
+
+
+def _first_duplicate(text: str) -> tuple[str, int, int] | None:
+    """(``key 'section.name'`` or ``table [section]``, first line, second line) of the first repeat."""
+    seen: dict[str, int] = {}
+    table = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.lstrip().startswith("[["):
+            table = ""
+            continue
+        match = _TABLE_LINE.match(line)
+        if match:
+            table = re.sub(r"\s*\.\s*", ".", match.group(1))
+            name = f"table [{table}]"
+        else:
+            match = _KEY_LINE.match(line)
+            if not match:
+                continue
+            key = re.sub(r"\s*\.\s*", ".", match.group(1))
+            name = f"key '{table + '.' if table else ''}{key}'"
+        if name in seen:
+            return quote(name, 120) if len(name) > 120 else name, seen[name], number
+        seen[name] = number
+    return None
+
+
 def save(preset: Preset, dest: str | Path, *, overwrite: bool = False) -> Path:
-    """Write ``preset`` atomically as a user preset name or a path. Built-ins are never overwritten."""
+    """Write ``preset`` atomically as a user preset name or a path. Built-ins are never overwritten.
+
+    Without ``overwrite`` the file is created exclusively: of several concurrent saves of one
+    name exactly one succeeds, the others get "already exists".
+    """
     dest = str(dest)
-    path = Path(dest).expanduser() if is_path(dest) else user_dir() / f"{dest}.toml"
+    if "\x00" in dest:
+        raise PresetError(f"{quote(dest)}: a preset name or path cannot contain a NUL character.")
+    if is_path(dest):
+        path = Path(dest).expanduser()
+        name = safe_name(path.stem)
+    else:
+        name = check_name(dest, "the preset name")
+        path = user_dir() / f"{dest}.toml"
     if _is_builtin_path(path) or (not is_path(dest) and dest in builtin_names()):
         raise PresetError(f"'{dest}' is a built-in preset and built-ins are read-only. Save your changes "
                           f"under a new name instead: `vlr-workbench presets save-as {dest} my-{dest}` "
                           "(in the app: save as).")
-    if path.exists() and not overwrite:
-        raise PresetError(f"{path} already exists. Choose another name, or pass --force to replace it.")
-    named = replace(preset, name=path.stem)
-    atomic.write_text(path, tomli_w.dumps(named.to_mapping()))
+    if path.is_dir():
+        raise PresetError(f"{path} is a directory. Give a file path ending in .toml, or a preset name.")
+    exists = f"{path} already exists. Choose another name, or pass --force to replace it."
+    if os.path.lexists(path) and not overwrite:
+        raise PresetError(exists)
+    text = tomli_w.dumps(replace(preset, name=name).to_mapping())
+    if overwrite:
+        atomic.write_text(path, text)
+    else:
+        try:
+            atomic.create_exclusive(path, text.encode("utf-8"))
+        except FileExistsError:
+            raise PresetError(exists) from None
     return path
 
 
@@ -123,5 +242,5 @@ def derive(preset: Preset, new_name: str) -> Preset:
 def _is_builtin_path(path: Path) -> bool:
     try:
         return path.resolve().parent == builtin_dir().resolve()
-    except PresetError:
+    except (PresetError, OSError, RuntimeError, ValueError):  # a loop of links, a NUL: not a built-in
         return False

@@ -1,7 +1,7 @@
 """Tuning tips: (metric history, preset) -> tips with preset patches, and the guide's targets.
 
-``propose_tips`` runs the rules in a fixed order (out of memory, instability, overfitting, low
-accuracy); ``tips_for_run`` reads a run directory. The thresholds are in ``engine.tips.thresholds``.
+``propose_tips`` runs the rules in a fixed order (out of memory, instability, DSR against
+bicubic, overfitting, low accuracy); ``tips_for_run`` reads a run directory. The thresholds are in ``engine.tips.thresholds``.
 """
 
 from __future__ import annotations
@@ -25,10 +25,13 @@ __all__ = ["Tip", "Target", "Thresholds", "THRESHOLDS", "propose_tips", "apply_t
 def propose_tips(history: list[dict[str, Any]], preset: Preset, *, evaluation: dict | None = None,
                  oom: bool = False, thresholds: Thresholds = THRESHOLDS) -> list[Tip]:
     """Tips whose rule fires on ``history`` and whose patch changes ``preset``, most urgent first."""
+    dsr = rules.dsr_vs_bicubic(history, preset, thresholds)
     found = [rules.out_of_memory(history, preset, oom, thresholds),
              rules.instability(history, preset, thresholds),
+             dsr,
              rules.overfitting(history, preset, thresholds),
-             rules.low_accuracy(history, preset, evaluation, thresholds)]
+             # a DSR no better than bicubic is the cause to fix first, not the recogniser's capacity
+             None if dsr is not None else rules.low_accuracy(history, preset, evaluation, thresholds)]
     return [tip for tip in found if tip is not None]
 
 

@@ -132,6 +132,42 @@ def _oscillation(points: list[Point], th: Thresholds) -> tuple[int, int, float] 
     return None
 
 
+# -- DSR against bicubic -----------------------------------------------------------------------
+
+_GENTLER = (Change("dsr.learning_rate", 1.0e-4, "down"), Change("dsr.warmup_epochs", 8, "up"),
+            Change("dsr.grad_clip", 0.5, "clip"))
+
+
+def dsr_vs_bicubic(history: History, preset: Preset, th: Thresholds) -> Tip | None:
+    """The first thing to look at: a DSR whose val PSNR is under (or no better than) bicubic upscaling."""
+    psnr = [p for p in series(history, "dsr", "val", "psnr") if p.finite]
+    bicubic = [p for p in series(history, "dsr", "val", "bicubic_psnr") if p.finite]
+    if not psnr or not bicubic:
+        return None
+    best = max(psnr, key=lambda p: p.value)
+    reference = bicubic[-1].value
+    lr = _num(preset.dsr.learning_rate)
+    if best.value < reference - th.psnr_below_bicubic:
+        return _tip("dsr_below_bicubic", "DSR worse than bicubic: lower the learning rate",
+                    "If Training is Unstable",
+                    [f"The best DSR val PSNR is {best.value:.2f} dB (epoch {best.epoch}), {reference - best.value:.2f} "
+                     f"dB under the bicubic baseline {reference:.2f} dB, with dsr.learning_rate {lr}."],
+                    "A DSR that reconstructs worse than plain bicubic upscaling is not learning: the usual cause "
+                    "is a learning rate so high that the first updates wreck the weights. The guide's lower rate, "
+                    "a longer warm-up and a tighter clip keep the steps small.", preset, list(_GENTLER))
+    if len(psnr) >= th.min_epochs_to_judge and best.value - reference < th.min_psnr_gain:
+        return _tip("dsr_no_gain", "DSR no better than bicubic: gentler learning rate, train longer",
+                    "If Training is Unstable",
+                    [f"The best DSR val PSNR is {best.value:.2f} dB after {len(psnr)} val epochs, "
+                     f"{best.value - reference:+.2f} dB against the bicubic baseline {reference:.2f} dB "
+                     f"(at least {th.min_psnr_gain:g} dB above it is expected), with dsr.learning_rate {lr}."],
+                    "A DSR stuck at the bicubic PSNR has learned to pass its input through: steps too large "
+                    "keep it there, and too few epochs never leave it. A gentler rate and more epochs let the "
+                    "residual branch learn detail.", preset,
+                    [*_GENTLER, Change("dsr.epochs", max(2 * preset.dsr.epochs, 20), "up")])
+    return None
+
+
 # -- overfitting -------------------------------------------------------------------------------
 
 def overfitting(history: History, preset: Preset, th: Thresholds) -> Tip | None:

@@ -30,6 +30,11 @@ class Thresholds:
                                           # fine-tuning: top1) ...
     oscillation_min_flips: int = 4        # ... change direction at least 4 times (of at most 5) ...
     oscillation_min_swing: float = 0.02   # ... with a mean step of >= 2 % of their mean magnitude
+    # -- DSR against its bicubic baseline --------------------------------------------------
+    psnr_below_bicubic: float = 1.0       # best DSR val PSNR more than 1 dB under bicubic: the DSR is broken
+                                          # (typically a learning rate far too high), judged from 1 val epoch
+    min_psnr_gain: float = 0.5            # best DSR val PSNR less than 0.5 dB above bicubic after
+                                          # min_epochs_to_judge val epochs: the DSR adds nothing
     # -- out of memory --------------------------------------------------------------------
     oom_dsr_batch: int = 12               # the guide's "If OOM Occurs" DSR batch size
     oom_finetune_batch: int = 24          # the guide's "If OOM Occurs" fine-tuning batch size
@@ -49,10 +54,18 @@ TARGETS_14 = {"psnr": 26.0, "identity": 0.15, "feature_match": 0.10, "l1": 0.05,
               "stage1": 0.75, "stage2": 0.82, "final": 0.85}
 
 
+def large_vlr(vlr_width: int, vlr_height: int) -> bool:
+    return min(vlr_width, vlr_height) >= LARGE_VLR_MIN_SIDE
+
+
 def target_set_name(vlr_width: int, vlr_height: int) -> str:
-    """``"32x32"`` for VLR images of at least LARGE_VLR_MIN_SIDE on both sides, else ``"14x16"``."""
-    return "32x32" if min(vlr_width, vlr_height) >= LARGE_VLR_MIN_SIDE else "14x16"
+    """``"32x32"`` for VLR images of at least LARGE_VLR_MIN_SIDE on both sides; for smaller ones the
+    preset's own size (``"14x16"``, ``"16x16"``), naming the guide's small set when it is another size."""
+    if large_vlr(vlr_width, vlr_height):
+        return "32x32"
+    size = f"{vlr_width}x{vlr_height}"
+    return size if size in ("14x16", "16x16") else f"{size}, the guide's 14x16/16x16"
 
 
 def target_values(vlr_width: int, vlr_height: int) -> dict[str, float]:
-    return TARGETS_32 if target_set_name(vlr_width, vlr_height) == "32x32" else TARGETS_14
+    return TARGETS_32 if large_vlr(vlr_width, vlr_height) else TARGETS_14

@@ -16,11 +16,13 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, RichLog, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Header, RichLog, Static, TabbedContent, TabPane
 
 from engine.errors import WorkbenchError
 from engine.presets import Preset, builtin_names, derive, load, save
-from engine.runs import read_metrics
+from engine.run_index import stage_dirs
+from engine.run_status import run_state
+from engine.runs import latest_run, read_metrics
 from engine.tips import apply_tip, tip_changes
 from workbench.app import messages as msg
 from workbench.app.app_state import write_last_preset
@@ -29,14 +31,15 @@ from workbench.app.job_control import JobControl
 from workbench.app.job_plans import JOB_KINDS
 from workbench.app.metric_buffers import MetricBuffers
 from workbench.app.preset_reference import base_preset
-from workbench.app.vram_probe import VramProbe
+from workbench.app.gpu_probe import GpuProbe
 from workbench.app.widgets.charts import ChartsPanel
 from workbench.app.widgets.dialogs import HelpDialog, SaveAsDialog, TipDiffDialog
 from workbench.app.widgets.eval_table import EvalTable
 from workbench.app.widgets.job_panel import JobPanel
 from workbench.app.widgets.preset_editor import PresetEditor
 from workbench.app.widgets.preset_list import PresetList
-from workbench.app.widgets.run_history import RunHistory
+from workbench.app.widgets.run_history import RunHistory, run_label
+from workbench.app.widgets.samples_view import SamplesScreen
 from workbench.app.widgets.tips_panel import TipsPanel
 from workbench.app.widgets.vram_gauge import VramGauge
 
@@ -44,8 +47,10 @@ TABS = ("tab-presets", "tab-charts", "tab-results", "tab-runs", "tab-tips", "tab
 HELP_NOTES = (
     "Presets tab: arrows pick a field, Enter edits it (validated as you type), Esc goes back. "
     "● marks unsaved changes, bold values differ from the built-in. [ and ] switch tabs; "
-    "ctrl+p opens the command palette. Runs tab: Enter overlays a past run on the charts. "
-    'In a browser: textual serve "vlr-workbench" (a job dies with its tab; runs stay on disk).')
+    "ctrl+p opens the command palette. Runs tab: Enter opens a run (its curves and evaluation), space marks "
+    "runs, c overlays the marked runs, d compares two, w writes their metrics as CSV, S or a header click sorts; "
+    "v shows the sample faces of a run. In a browser: vlr-workbench serve (a job dies with its tab; runs stay "
+    "on disk).")
 
 
 class WorkbenchApp(JobControl, App[int]):
@@ -64,6 +69,8 @@ class WorkbenchApp(JobControl, App[int]):
         Binding("l", "toggle_log_y", "Log-y charts", show=False, id="charts.log_y"),
         Binding("s", "smoothing", "Chart smoothing", show=False, id="charts.smoothing"),
         Binding("o", "clear_overlay", "Clear overlay", show=False, id="charts.clear_overlay"),
+        Binding("v", "samples", "Samples", show=False, id="runs.samples",
+                tooltip="sample faces (VLR | bicubic | SR | HR) of the highlighted run, else the latest DSR run"),
         Binding("right_square_bracket", "next_tab(1)", "Next tab", show=False, key_display="]", id="tabs.next"),
         Binding("left_square_bracket", "next_tab(-1)", "Previous tab", show=False, key_display="[",
                 id="tabs.previous"),
@@ -74,7 +81,7 @@ class WorkbenchApp(JobControl, App[int]):
     ]
 
     def __init__(self, preset: Preset, data: str | None = None, *,
-                 probe_factory: Callable[[], VramProbe] = VramProbe, cursor_blink: bool = True,
+                 probe_factory: Callable[[], GpuProbe] = GpuProbe, cursor_blink: bool = True,
                  remember: bool = True) -> None:
         super().__init__()
         self.saved = preset
@@ -87,6 +94,7 @@ class WorkbenchApp(JobControl, App[int]):
         self.buffers = MetricBuffers()
         self.records: deque[dict[str, Any]] = deque(maxlen=20000)
         self.evaluation: dict | None = None
+        self.tips_run: Path | None = None     # tips of a run opened from the Runs tab (None: the current job)
 
     # ----------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
@@ -126,7 +134,8 @@ class WorkbenchApp(JobControl, App[int]):
         self.sub_title = preset.name
         self.main_widget(PresetEditor).show(preset, saved, base, label)
         await self.main_widget(PresetList).reload(preset.name)
-        self.main_widget(RunHistory).reload(preset.runtime.runs_dir)
+        self.main_widget(RunHistory).reload(preset.runtime.runs_dir, preset)
+        self._show_latest_evaluation(preset)
         self._update_tips()
         self._refresh_state()
 
@@ -247,7 +256,7 @@ class WorkbenchApp(JobControl, App[int]):
         self.notify(f"saved as {name} ({saved.source})")
 
     # ----------------------------------------------------------------- results
-    def _show_evaluation(self, run_dir: Path) -> bool:
+    def _show_evaluation(self, run_dir: Path, switch: bool = True) -> bool:
         try:
             evaluation = load_evaluation(run_dir)
         except WorkbenchError as exc:
@@ -257,20 +266,81 @@ class WorkbenchApp(JobControl, App[int]):
             return False
         self.evaluation = evaluation
         self.main_widget(EvalTable).show(evaluation, f"{Path(run_dir).name}/eval.json")
-        self.main_widget(TabbedContent).active = "tab-results"
+        if switch:
+            self.main_widget(TabbedContent).active = "tab-results"
         return True
+
+    def _show_latest_evaluation(self, preset: Preset) -> None:
+        """The Results tab after a start or a preset switch: the preset's newest eval.json, if any."""
+        run = latest_run(preset.runtime.runs_dir, preset.name, "evaluate", require="eval.json")
+        if run is not None and self._show_evaluation(run, switch=False):
+            return
+        self.evaluation = None
+        table = self.main_widget(EvalTable)
+        table.query_one("#eval-rows", DataTable).clear()
+        table.query_one("#eval-source", Static).update(
+            f"no evaluation of {preset.name} yet: press e (uses the latest checkpoints of this preset)")
+
+    @staticmethod
+    def _run_records(path: Path) -> list[dict[str, Any]]:
+        """metrics.jsonl of a run and, for a pipeline, of its stage runs."""
+        return [record for folder in (path, *stage_dirs(path)) for record in read_metrics(folder)]
 
     def on_run_opened(self, message: msg.RunOpened) -> None:
         overlay = MetricBuffers()
-        overlay.add_records(read_metrics(message.path))
-        self.main_widget(ChartsPanel).set_overlay(overlay if overlay else None)
-        shown_eval = self._show_evaluation(message.path)
+        records = self._run_records(message.path)
+        overlay.add_records(records)
+        row = self.main_widget(RunHistory).row_for(message.path)
+        label = run_label(row) if row else message.path.name
+        self.main_widget(ChartsPanel).set_overlays([(label, overlay)] if overlay else [])
+        shown_eval = any(self._show_evaluation(folder) for folder in (message.path, *stage_dirs(message.path))
+                         if (folder / "eval.json").is_file())
         if overlay and not shown_eval:
             self.main_widget(TabbedContent).active = "tab-charts"
-        self._log(f"opened run {message.path} ({'curves overlaid' if overlay else 'no metrics'})")
+        self.tips_run = message.path
+        self._update_tips()
+        self._log(f"opened run {message.path} ({'curves overlaid' if overlay else 'no metrics'}; its tips are in "
+                  "the Tips tab)")
+
+    def on_runs_compared(self, message: msg.RunsCompared) -> None:
+        overlays = []
+        for path, label in zip(message.paths, message.labels):
+            buffers = MetricBuffers()
+            buffers.add_records(self._run_records(path))
+            if buffers:
+                overlays.append((label, buffers))
+        if not overlays:
+            self.notify("the marked runs have no metrics to draw", severity="warning")
+            return
+        self.main_widget(ChartsPanel).set_overlays(overlays)
+        self.main_widget(TabbedContent).active = "tab-charts"
+        self.notify(f"overlaid {len(overlays)} run(s): {', '.join(label for label, _ in overlays)} (o clears)")
+
+    def samples_run(self) -> Path | None:
+        """The run whose samples ``v`` shows: the Runs tab's highlighted run, else the newest DSR run of the
+        preset with sample strips."""
+        if self.main_widget(TabbedContent).active == "tab-runs":
+            highlighted = self.main_widget(RunHistory).highlighted
+            if highlighted is not None:
+                return highlighted
+        runs_dir = self.preset.runtime.runs_dir
+        return latest_run(runs_dir, self.preset.name, "train-dsr", require="samples")
+
+    def action_samples(self) -> None:
+        run = self.samples_run()
+        if run is None:
+            self.notify(f"no run of {self.preset.name} with sample strips yet: train DSR (t), or pick a run in "
+                        "the Runs tab", severity="warning")
+            return
+        screen = SamplesScreen(run)
+        if not screen.strips:
+            self.notify(f"{run.name} has no sample strips (train-dsr writes samples/epoch_NNN.png)",
+                        severity="warning")
+            return
+        self.push_screen(screen)
 
     def action_clear_overlay(self) -> None:
-        self.main_widget(ChartsPanel).set_overlay(None)
+        self.main_widget(ChartsPanel).set_overlays([])
 
     def action_toggle_log_y(self) -> None:
         on_ = self.main_widget(ChartsPanel).toggle_log_y()
@@ -282,11 +352,37 @@ class WorkbenchApp(JobControl, App[int]):
 
     # -------------------------------------------------------------------- tips
     def _update_tips(self) -> None:
+        """Tips of the run opened in the Runs tab, else of the current (or last) job's metrics."""
+        history, preset, evaluation, source = list(self.records), self.preset, self.evaluation, "the last job"
+        if self.tips_run is not None:
+            try:
+                preset, tips_path = load(self.tips_run / "preset.toml"), self.tips_run
+                history = self._run_records(tips_path)
+                evaluation = next((found for found in (load_evaluation(d) for d in (tips_path, *stage_dirs(tips_path)))
+                                   if found is not None), None)
+                source = f"run {tips_path.name} ({run_state(tips_path)})"
+            except WorkbenchError as exc:
+                self._log(f"tips of {self.tips_run} unavailable: {exc}", "yellow")
         try:
-            self.main_widget(TipsPanel).update_tips(list(self.records), self.preset, self.evaluation)
+            self.main_widget(TipsPanel).update_tips(history, preset, evaluation, source)
         except WorkbenchError as exc:
             self._log(f"tips unavailable: {exc}", "yellow")
         self.refresh_bindings()
+
+    # ------------------------------------------------------ keys that cannot act
+    async def run_action(self, action, default_namespace=None, namespaces=None) -> bool:
+        """A key of the app that cannot act now says why (the footer shows it dimmed) instead of doing nothing."""
+        if isinstance(action, str) and (default_namespace is None or default_namespace is self):
+            reason = self.why_disabled(action.split("(", 1)[0])
+            if reason:
+                self.notify(reason, severity="warning")
+                return True
+        return await super().run_action(action, default_namespace, namespaces)
+
+    def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None,
+               markup: bool = False) -> None:
+        """Toasts show their text as it is: '[' and ']' in a message are not markup."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     def action_apply_tip(self) -> None:
         tip = self.main_widget(TipsPanel).selected

@@ -25,9 +25,19 @@ from workbench.app.metric_buffers import LIVE_SPLIT
 from workbench.app.widgets.dialogs import ConfirmDialog
 from workbench.app.widgets.job_panel import JobPanel
 from workbench.app.widgets.run_history import RunHistory
+from workbench.app.widgets.samples_view import SamplesScreen
 
+ERROR_DETAIL_CHARS = 600   # the job panel shows this much of an error (cut at a word), the log all of it
 PROGRESS_HZ = 4.0       # how often the job panel shows the latest progress
 UNMOUNT_WAIT_S = 120.0  # how long a closing app waits for the stopped job to save its checkpoint
+
+
+def error_detail(error: str) -> str:
+    """The error's first paragraph for the job panel, cut at a word boundary when very long."""
+    text = " ".join((error or "").strip().split("\n\n")[0].split())
+    if len(text) <= ERROR_DETAIL_CHARS:
+        return text
+    return text[:ERROR_DETAIL_CHARS].rsplit(" ", 1)[0] + " … (full text in the Log tab)"
 
 
 class JobControl:
@@ -65,6 +75,7 @@ class JobControl:
         self.job_running, self.job_kind = True, plan.kind
         self.buffers.clear()
         self.records.clear()
+        self.tips_run = None       # the Tips tab follows the new job
         self.main_widget(JobPanel).set_state("running", plan.kind, "starting…")
         self._log(f"▶ {plan.kind} with preset {self.preset.name}" + (" (unsaved changes)" if self.dirty else ""),
                   "bold")
@@ -125,6 +136,8 @@ class JobControl:
 
     def on_job_samples(self, message: msg.JobSamples) -> None:
         self._log(f"samples of epoch {message.event.epoch}: {message.event.path}", "dim")
+        if isinstance(self.screen, SamplesScreen) and Path(message.event.path).parent.parent == self.screen.run_dir:
+            self.screen.reload()
 
     def on_job_finished(self, message: msg.JobFinished) -> None:
         self._show_pending_progress()
@@ -142,15 +155,22 @@ class JobControl:
             # a pipeline links the eval.json of its evaluate stage from its summary
             eval_json = event.summary.get("eval_json")
             self._show_evaluation(Path(eval_json).parent if eval_json else Path(event.run_dir))
-        self.notify(f"{event.job} {state}", severity="warning" if event.stopped else "information")
+        if event.stopped:
+            where = event.run_dir / "last.pt" if event.run_dir else None
+            self.notify(f"{event.job} stopped: resumable checkpoint {where}" if where and where.exists() else
+                        f"{event.job} stopped" + (f" (run {event.run_dir})" if event.run_dir else ""),
+                        severity="warning", timeout=10)
+        else:
+            self.notify(f"{event.job} finished")
         self._update_tips()
 
     def on_job_failed(self, message: msg.JobFailed) -> None:
         self._show_pending_progress()
         self._show_failure(message.event.job, message.event.error, message.event.traceback)
+        self._update_tips()     # a diverged run's metrics call for tips too
 
     def _show_failure(self, job: str, error: str, trace: str | None = None) -> None:
-        self.main_widget(JobPanel).set_state("failed", detail=error.splitlines()[0][:200] if error else "")
+        self.main_widget(JobPanel).set_state("failed", detail=error_detail(error))
         self._log(f"✗ {job} failed: {error}", "bold red")
         if trace:
             self._log(trace, "dim")
@@ -177,7 +197,14 @@ class JobControl:
 
     async def action_quit(self) -> None:
         if not self.job_running:
-            self.exit(0)
+            unsaved = sorted({*self.drafts, *([self.preset.name] if self.dirty else [])})
+            if not unsaved:
+                self.exit(0)
+                return
+            question = (f"Unsaved changes to {', '.join(unsaved)} will be lost. Quit anyway? "
+                        "(n, then ctrl+s saves or a saves as)")
+            self.push_screen(ConfirmDialog(question, "Quit without saving"),
+                             lambda yes: self.exit(0) if yes else None)
             return
         question = f"{self.job_kind} is running. Stop it (it saves a resumable checkpoint) and quit?"
         self.push_screen(ConfirmDialog(question, "Stop and quit"), self._quit_confirmed)

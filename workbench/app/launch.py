@@ -1,6 +1,6 @@
 """``vlr-workbench`` with no command: open the app on a preset (the last used one, else cpu-demo).
 
-``textual serve "vlr-workbench"`` serves the same app in a browser (one process per tab).
+``vlr-workbench serve`` serves the same app in a browser (one process per tab).
 """
 
 from __future__ import annotations

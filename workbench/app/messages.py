@@ -75,6 +75,13 @@ class RunOpened(Message):
 
 
 @dataclass
+class RunsCompared(Message):
+    """The user asked to overlay the curves of several past runs (``labels`` name them in legends)."""
+    paths: list[Path]
+    labels: list[str]
+
+
+@dataclass
 class TipChosen(Message):
     """The user asked to apply a tip to the current preset."""
     tip: Any

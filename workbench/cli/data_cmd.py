@@ -29,6 +29,21 @@ def _size_arg(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _side_arg(text: str) -> int:
+    if not text.strip().isdigit() or not 0 < int(text) <= 4096:
+        raise argparse.ArgumentTypeError(f"expected a side in pixels from 1 to 4096, got {text[:50]!r}")
+    return int(text)
+
+
+def _degrade_arg(text: str):
+    from engine.data.degrade import parse_degradation
+
+    try:
+        return parse_degradation(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _split_arg(text: str) -> tuple[float, float, float]:
     try:
         return parse_split(text)
@@ -50,6 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", type=_split_arg, default=(0.8, 0.1, 0.1), metavar="TRAIN/VAL/TEST",
                    help="percentages (default 80/10/10): TEST of subjects, VAL of each train subject's images")
     p.add_argument("--seed", type=int, default=0, help="seed of the subject/image split (default 0)")
+    p.add_argument("--degrade", nargs="?", const="default", type=_degrade_arg, metavar="SPEC",
+                   help="camera-like VLR images: blur, sensor noise, JPEG, drawn per image from --seed "
+                        "(SPEC e.g. 'blur=0.3:1.5,noise=0:6,jpeg=40:90', the default; recorded in the manifest)")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser(
@@ -70,7 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("root", type=Path, metavar="ROOT", help="dataset root")
     p.add_argument("--vlr", type=_size_arg, default=None, metavar="WxH",
                    help="expected VLR size (default: the manifest's)")
-    p.add_argument("--hr-size", type=int, default=None, help="expected HR side (default: the manifest's, else 128)")
+    p.add_argument("--hr-size", type=_side_arg, default=None,
+                   help="expected HR side (default: the manifest's, else 128)")
     p.set_defaults(func=cmd_check_data)
 
 
@@ -96,7 +115,7 @@ def _counts_table(title: str, counts: dict) -> Table:
 def cmd_prepare(args: argparse.Namespace) -> int:
     with _progress_bar("preparing") as progress:
         manifest = prepare_dataset(args.src, args.dst, vlr_size=args.vlr, split=args.split, seed=args.seed,
-                                   progress=progress)
+                                   progress=progress, degrade=args.degrade)
     console.print(_counts_table(f"{escape(str(args.dst))}  (VLR {args.vlr[0]}x{args.vlr[1]})", manifest["splits"]))
     if manifest["skipped"]:
         console.print(f"skipped {len(manifest['skipped'])} file(s) that are not images (listed in {MANIFEST})")
@@ -112,15 +131,47 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_manifest(root: Path) -> dict:
+    """``root/manifest.json`` as a dict ({} when absent); a damaged one is a DataError naming it."""
+    path = root / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DataError(f"{path}: cannot read the dataset manifest ({type(exc).__name__}: {str(exc)[:200]}). "
+                        "Delete it and pass the sizes with --vlr WxH and --hr-size N, or re-create the dataset "
+                        "with `vlr-workbench prepare`.") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: the dataset manifest is not a JSON object. Delete it and pass --vlr WxH.")
+    return manifest
+
+
+def _manifest_size(manifest: dict, key: str, root: Path) -> tuple[int, int] | None:
+    """``manifest[key]`` as (width, height): a list of two whole numbers in 1..4096, else a DataError."""
+    if key not in manifest:
+        return None
+    value = manifest[key]
+    if (isinstance(value, list) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 4096 for v in value)):
+        return value[0], value[1]
+    shown = json.dumps(value)[:100]
+    raise DataError(f"{root / MANIFEST}: '{key}' is {shown}, expected [width, height] in pixels. Fix the file or "
+                    f"pass the size with {'--vlr WxH' if key == 'vlr_size' else '--hr-size N'}.")
+
+
 def cmd_check_data(args: argparse.Namespace) -> int:
-    manifest = {}
-    if (args.root / MANIFEST).is_file():
-        manifest = json.loads((args.root / MANIFEST).read_text(encoding="utf-8"))
-    vlr = args.vlr or (tuple(manifest["vlr_size"]) if "vlr_size" in manifest else None)
+    if not args.root.is_dir():
+        state = "is a file, not a folder" if args.root.exists() else "does not exist"
+        raise DataError(f"dataset root {args.root} {state}. Give the folder holding "
+                        "{train,val,test}_processed/{hr_images,vlr_images}.")
+    manifest = _read_manifest(args.root)
+    vlr = args.vlr or _manifest_size(manifest, "vlr_size", args.root)
     if vlr is None:
         raise DataError(f"{args.root} has no {MANIFEST} giving the VLR size: pass it with --vlr WxH "
                         f"(e.g. --vlr 32x32).")
-    hr = args.hr_size or (manifest["hr_size"][0] if "hr_size" in manifest else 128)
+    hr_pair = None if args.hr_size else _manifest_size(manifest, "hr_size", args.root)
+    hr = args.hr_size or (hr_pair[0] if hr_pair else 128)
     counts = {}
     for split in SPLITS:
         with _progress_bar(f"loading {split}") as progress:

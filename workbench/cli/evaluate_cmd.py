@@ -7,10 +7,15 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from engine import presets as P
+from engine.errors import WorkbenchError
+from engine.evaluation import wording
+from engine.job_options import PipelineOptions
 from engine.jobs import JobRequest
+from workbench.cli.run_flags import add_run_flags, launch_torchrun
 
 console = Console(highlight=False)
 
@@ -24,36 +29,74 @@ ROWS = (
     ("tar_at_far_1e-2", "TAR @ FAR 1e-2", "rate"), ("tar_at_far_1e-3", "TAR @ FAR 1e-3", "rate"),
     ("psnr", "PSNR (dB)", "db"), ("ssim", "SSIM", "score"),
 )
-COLUMNS = (("dsr", "DSR"), ("bicubic", "bicubic"), ("hr", "HR (upper bound)"))
+INTERVAL_KEYS = {"rank1", "rank5", "eer", "tar_at_far_1e-2", "tar_at_far_1e-3"}
 
 
-def _cell(value, kind: str) -> str:
+def _cell(value, kind: str, interval=None) -> str:
     if value is None:
         return "-"
     if kind == "rate":
-        return f"{100 * value:.1f}%"
+        return wording.rate_with_interval(value, interval)
     if kind == "db":
         return f"{value:.2f}"
     return f"{value:.3f}"
 
 
+def columns(doc: dict) -> list[tuple[str, str]]:
+    """(row key, column label) of every row an eval.json holds: dsr, bicubic, hr and any named extra."""
+    return [(key, wording.ROW_LABELS[key][0]) for key in wording.rows_present(doc)]
+
+
 def table_rows(doc: dict) -> list[list[str]]:
-    """[label, DSR, bicubic, HR] text per metric of an eval.json document (missing = "-")."""
-    return [[label, *(_cell((doc.get(variant) or {}).get(key), kind) for variant, _ in COLUMNS)]
-            for key, label, kind in ROWS]
+    """[label, one cell per row of :func:`columns`] per metric (missing = "-"); rates carry their
+    bootstrap interval when eval.json has one (``42.6% [31.0, 55.1]``)."""
+    out = []
+    for key, label, kind in ROWS:
+        cells = []
+        for variant, _ in columns(doc):
+            interval = wording.row_interval(doc, variant, key) if key in INTERVAL_KEYS else None
+            cells.append(_cell((doc.get(variant) or {}).get(key), kind, interval))
+        out.append([label, *cells])
+    return out
 
 
 def results_table(doc: dict) -> Table:
-    """eval.json as a table: one row per metric, one column per probe kind (missing = "-")."""
+    """eval.json as a table: one row per metric, one column per scored row (missing = "-")."""
     protocol = doc.get("protocol", {})
-    table = Table(title=f"test split: {protocol.get('subjects', '?')} subjects, {protocol.get('probes', '?')} probes, "
-                        f"threshold {protocol.get('threshold', '?')}")
+    title = (f"test split: {protocol.get('subjects', '?')} subjects, {protocol.get('probes', '?')} probes, "
+             f"threshold {protocol.get('threshold', '?')}")
+    intervals = doc.get("intervals")
+    if isinstance(intervals, dict):
+        title += (f"; [95% interval: bootstrap over subjects, {intervals.get('resamples')} resamples, "
+                  f"seed {intervals.get('seed')}]")
+    table = Table(title=escape(title))
     table.add_column("metric")
-    for _key, label in COLUMNS:
+    for _key, label in columns(doc):
         table.add_column(label, justify="right")
     for row in table_rows(doc):
-        table.add_row(*row)
+        table.add_row(*(cell.replace(" [", "\n[", 1) for cell in row))   # interval on its own line: fits 80 columns
     return table
+
+
+def comparison_table(doc: dict) -> Table | None:
+    """Paired rank-1 differences (same probes) with interval and McNemar, or None when absent."""
+    lines = wording.comparison_lines(doc)
+    if not lines:
+        return None
+    table = Table(title="paired rank-1 differences (same probes)")
+    table.add_column("comparison")
+    table.add_column("difference [95% interval], exact McNemar")
+    for label, text in lines:
+        table.add_row(escape(label), escape(text))
+    return table
+
+
+def recognisers_text(doc: dict) -> str:
+    """Which recogniser scored which row (the protocol's rows)."""
+    rows = (doc.get("protocol") or {}).get("rows") or {}
+    names = [n for n in wording.ROW_ORDER if n in rows] + [n for n in rows if n not in wording.ROW_ORDER]
+    return "; ".join(f"{wording.ROW_LABELS.get(name, (name,))[0]}: {rows[name].get('probes')} probes, "
+                     f"{rows[name].get('recogniser')} recogniser" for name in names if isinstance(rows[name], dict))
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -62,16 +105,27 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="rank-1/5, CMC, open set and verification of DSR vs bicubic vs HR probes",
+    p = sub.add_parser("evaluate", help="rank-1/5, CMC, open set and verification of DSR vs bicubic vs HR probes, "
+                                        "with intervals",
                        description="Evaluate on the test split: HR gallery (the first eval.gallery_per_subject "
                                    "sorted images of each subject, averaged), probes = every other image as "
-                                   "VLR -> DSR, VLR -> bicubic and HR, all through the same recogniser. "
-                                   "Writes eval.json in a new run directory.")
+                                   "VLR -> DSR, VLR -> bicubic and HR, each row scored by its own recogniser "
+                                   "(--edgeface for DSR and HR, --edgeface-bicubic for bicubic, --edgeface-base "
+                                   "for the dsr_base/bicubic_base rows), with 95% bootstrap intervals over "
+                                   "subjects and paired McNemar tests. Writes eval.json in a new run directory.")
     _add_common(p)
     p.add_argument("--dsr", help="DSR checkpoint (default: the latest train-dsr run's best.pt of this preset; "
                                  "none = bicubic and HR only)")
-    p.add_argument("--edgeface", help="recogniser weights (default: the latest finetune run's best.pt of this "
-                                      "preset, else the preset's base recogniser)")
+    p.add_argument("--edgeface", help="recogniser for the DSR and HR rows, normally fine-tuned on DSR outputs "
+                                      "(default: the latest finetune run's best.pt of this preset, else the "
+                                      "preset's base recogniser)")
+    p.add_argument("--edgeface-bicubic", metavar="PATH",
+                   help="recogniser fine-tuned on bicubic images: scores the bicubic row (default: the --edgeface one)")
+    p.add_argument("--edgeface-base", metavar="PATH",
+                   help="base recogniser (not fine-tuned) for the extra rows dsr_base and bicubic_base (default: "
+                        "runtime.edgeface_weights, else the latest pretrain run; none = no base rows)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="bootstrap resamples over test subjects for the 95%% intervals (default 1000; 0 = none)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("pipeline", help="train DSR, fine-tune EdgeFace and evaluate, in one go",
@@ -80,6 +134,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "finetune with that DSR -> evaluate with both. One run directory per stage "
                                    "plus a pipeline run directory whose summary.json links them.")
     _add_common(p)
+    p.add_argument("--edgeface", metavar="WEIGHTS", help="recogniser to start from (default: runtime.edgeface_weights, "
+                                                         "else the latest finished pretrain run, else pre-train one)")
+    add_run_flags(p, "pipeline", run_dir=False)
     p.set_defaults(func=cmd_pipeline)
 
 
@@ -87,14 +144,26 @@ def _print_eval(result) -> None:
     """The results table of the eval.json a finished evaluate or pipeline job names in its summary."""
     eval_json = result.summary.get("eval_json")
     if eval_json and Path(eval_json).is_file():
-        console.print(results_table(json.loads(Path(eval_json).read_text())))
-        console.print(f"results: {eval_json}")
+        doc = json.loads(Path(eval_json).read_text())
+        console.print(results_table(doc))
+        comparisons = comparison_table(doc)
+        if comparisons is not None:
+            console.print(comparisons)
+        if recognisers_text(doc):
+            console.print(f"rows: {escape(recognisers_text(doc))}")
+        console.print(f"results: {escape(str(eval_json))}")
 
 
 def cmd_evaluate(args) -> int:
     from workbench.cli.job_runner import run_in_foreground
 
-    options = {k: v for k, v in (("dsr", args.dsr), ("edgeface", args.edgeface)) if v}
+    if args.bootstrap < 0:
+        raise WorkbenchError(f"--bootstrap {args.bootstrap}: give a number of resamples >= 0 (1000 is usual, "
+                             "0 turns the intervals off).")
+    options = {k: v for k, v in (("dsr", args.dsr), ("edgeface", args.edgeface),
+                                 ("edgeface_bicubic", args.edgeface_bicubic),
+                                 ("edgeface_base", args.edgeface_base)) if v}
+    options["bootstrap"] = args.bootstrap
     return run_in_foreground(JobRequest(kind="evaluate", preset=P.load(args.preset), data=args.data,
                                         options=options), on_done=_print_eval)
 
@@ -106,5 +175,8 @@ def cmd_pipeline(args) -> int:
         _print_eval(result)
         console.print(f"pipeline summary: {result.run_dir / 'summary.json'}")
 
-    return run_in_foreground(JobRequest(kind="pipeline", preset=P.load(args.preset), data=args.data),
-                             on_done=report)
+    if args.nproc and args.nproc > 1:
+        return launch_torchrun(args.nproc)
+    options = PipelineOptions(edgeface=args.edgeface, resume=args.resume, allow_other_data=args.allow_other_data)
+    return run_in_foreground(JobRequest(kind="pipeline", preset=P.load(args.preset), data=args.data,
+                                        options=options), on_done=report)

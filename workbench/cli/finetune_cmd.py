@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 from engine import presets
+from engine.job_options import FinetuneOptions, PretrainOptions
 from engine.jobs import JobRequest
 from workbench.cli.job_runner import run_in_foreground
+from workbench.cli.run_flags import add_run_flags, launch_torchrun
 
 DEFAULT_PRESET = "cpu-demo"
 
@@ -26,8 +28,7 @@ def _epochs(minimum: int):
 def _common(parser: argparse.ArgumentParser, job: str) -> None:
     parser.add_argument("--preset", help=f"preset name or .toml path (default {DEFAULT_PRESET})")
     parser.add_argument("--data", help="dataset root (default: the preset's data.root, else the built-in demo faces)")
-    parser.add_argument("--run-dir", help=f"write the run into exactly this directory (default: a new "
-                                          f"<runtime.runs_dir>/<time>-<preset>-{job})")
+    add_run_flags(parser, job)
 
 
 def register(subparsers) -> None:
@@ -61,17 +62,19 @@ def register(subparsers) -> None:
     pretrain.set_defaults(func=pretrain_command)
 
 
-def _request(kind: str, args: argparse.Namespace, options: dict) -> JobRequest:
+def _run(kind: str, args: argparse.Namespace, options) -> int:
+    if args.nproc and args.nproc > 1:
+        return launch_torchrun(args.nproc)
     preset = presets.load(args.preset or DEFAULT_PRESET)
-    options = {"run_dir": args.run_dir, **options}
-    return JobRequest(kind, preset, data=args.data, options={k: v for k, v in options.items() if v is not None})
+    return run_in_foreground(JobRequest(kind, preset, data=args.data, options=options))
 
 
 def finetune_command(args: argparse.Namespace) -> int:
-    return run_in_foreground(_request("finetune", args, {
-        "dsr": args.dsr, "edgeface": args.edgeface,
-        "stage1_epochs": args.stage1_epochs, "stage2_epochs": args.stage2_epochs}))
+    return _run("finetune", args, FinetuneOptions(
+        dsr=args.dsr, edgeface=args.edgeface, stage1_epochs=args.stage1_epochs, stage2_epochs=args.stage2_epochs,
+        run_dir=args.run_dir, resume=args.resume, allow_other_data=args.allow_other_data))
 
 
 def pretrain_command(args: argparse.Namespace) -> int:
-    return run_in_foreground(_request("pretrain", args, {"epochs": args.epochs}))
+    return _run("pretrain", args, PretrainOptions(epochs=args.epochs, run_dir=args.run_dir, resume=args.resume,
+                                                  allow_other_data=args.allow_other_data))

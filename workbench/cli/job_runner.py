@@ -6,8 +6,10 @@ a second one aborts at once.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
+from pathlib import Path
 from typing import Callable
 
 from rich.console import Console
@@ -18,8 +20,11 @@ from rich.table import Table
 from engine import events as ev
 from engine.jobs import JobRequest, StopFlag, run_job
 
+# jobs that can be resumed -> the file a stopped run must hold for it
+RESUMABLE = {"train-dsr": "last.pt", "finetune": "last.pt", "pretrain": "last.pt", "pipeline": "summary.json"}
+
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # paths in errors stay unbroken
 
 
 def _fmt(value) -> str:
@@ -43,12 +48,8 @@ def summary_table(title: str, summary: dict) -> Table:
     return table
 
 
-def run_in_foreground(request: JobRequest, on_done: Callable[[ev.Finished], None] | None = None) -> int:
-    """Run ``request`` with a progress bar; exit code 0 done, 2 user error, 1 bug, 130 stopped.
-
-    ``on_done`` gets the ``Finished`` event of a job that ran to its end (e.g. to print its results).
-    """
-    stop = StopFlag()
+def console_progress() -> tuple[Progress, Callable[[ev.Event], None]]:
+    """A rich Progress and the ``emit`` that draws a job's events on it (also used by ``attach``)."""
     progress = Progress(TextColumn("[bold]{task.fields[stage]}[/] {task.description}"), BarColumn(),
                         TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[info]}"),
                         TimeElapsedColumn(), console=console, transient=False)
@@ -74,6 +75,17 @@ def run_in_foreground(request: JobRequest, on_done: Callable[[ev.Finished], None
         elif isinstance(event, ev.Samples):
             progress.console.print(f"[dim]samples: {event.path}[/]")
 
+    return progress, emit
+
+
+def run_in_foreground(request: JobRequest, on_done: Callable[[ev.Finished], None] | None = None) -> int:
+    """Run ``request`` with a progress bar; exit code 0 done, 2 user error, 1 bug, 130 stopped.
+
+    ``on_done`` gets the ``Finished`` event of a job that ran to its end (e.g. to print its results).
+    """
+    stop = StopFlag()
+    progress, emit = console_progress()
+
     previous = None
     if threading.current_thread() is threading.main_thread():
         def on_sigint(signum, frame):
@@ -94,13 +106,19 @@ def run_in_foreground(request: JobRequest, on_done: Callable[[ev.Finished], None
             err_console.print(result.traceback, markup=False)
             return 1
         return 2
+    if int(os.environ.get("RANK", "0")) != 0:   # under torchrun rank 0 reports for all
+        return 0
     if result.summary:
         console.print(summary_table(f"{request.kind} summary", result.summary))
     if result.run_dir:
         console.print(f"run directory: {result.run_dir}")
     if result.stopped:
-        console.print("[yellow]stopped early; resume with --resume RUN_DIR[/]")
-        return 130
+        resumable = result.run_dir is not None and (Path(result.run_dir) / RESUMABLE[request.kind]).is_file() \
+            if request.kind in RESUMABLE else False
+        hint = (f"; continue with `vlr-workbench {request.kind} --resume {result.run_dir}`" if resumable
+                else " (nothing resumable was saved)")
+        console.print(f"[yellow]stopped early{escape(hint)}[/]")
+        return 0 if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 130
     if on_done is not None:
         on_done(result)
     return 0

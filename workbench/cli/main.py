@@ -9,6 +9,7 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 
+from engine.atomic import storage_error
 from engine.errors import WorkbenchError
 
 # Each module defines ``register(subparsers)`` adding its commands with ``set_defaults(func=...)``;
@@ -20,10 +21,13 @@ COMMAND_MODULES = [
     "workbench.cli.finetune_cmd",
     "workbench.cli.evaluate_cmd",
     "workbench.cli.tips_cmd",
+    "workbench.cli.report_cmd",
+    "workbench.cli.runs_cmd",
     "workbench.cli.serve_cmd",
+    "workbench.cli.attach_cmd",
 ]
 
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # paths in errors stay unbroken
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,9 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        parser = build_parser()  # imports torch: Ctrl-C here is common and must not print a traceback
+        args = parser.parse_args(argv)
         if args.command is None:
             from workbench.app.launch import launch_app
             return launch_app(preset=args.preset, data=args.data)
@@ -50,13 +54,24 @@ def main(argv: list[str] | None = None) -> int:
     except WorkbenchError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         return 2
+    except OSError as exc:  # a full or read-only disk outside engine.atomic (the last line of defence)
+        user_error = storage_error(exc, exc.filename or "a file")
+        if user_error is None:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(str(user_error))}")
+        return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
 
 
 def run() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # a second Ctrl-C while the first is being handled
+        print("interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from engine.errors import PresetError, WorkbenchError
 from engine.presets.guide import SUMMARY_TABLE_KEYS, VLR_SIZE_KEYS
 
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # paths in errors stay unbroken
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -94,7 +94,7 @@ def cmd_validate(args) -> int:
     for path in args.paths:
         try:
             P.load(path if P.store.is_path(path) else path)
-        except PresetError as exc:
+        except WorkbenchError as exc:
             failures += 1
             err_console.print(f"[bold red]invalid:[/] {escape(str(exc))}")
         else:
@@ -126,12 +126,15 @@ def cmd_diff(args) -> int:
 def parse_assignment(text: str) -> tuple[str, object]:
     """``section.key=value`` with a TOML value; bare words are taken as text."""
     if "=" not in text:
-        raise PresetError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. --set dsr.lambda_identity=0.7.")
+        raise PresetError(f"--set {P.quote(text)}: expected SECTION.KEY=VALUE, e.g. --set dsr.lambda_identity=0.7.")
     key, raw = (part.strip() for part in text.split("=", 1))
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
+    except (RecursionError, ValueError):  # nested too deeply; an integer of more than 4300 digits
+        raise PresetError(f"--set {P.quote(key, 100)}: the value {P.quote(raw)} cannot be read as a setting (too "
+                          "deeply nested or too long a number). Give a plain value, e.g. 0.7.") from None
     return key, value
 
 

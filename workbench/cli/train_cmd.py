@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 from engine import presets
+from engine.job_options import DSROptions
 from engine.jobs import JobRequest
 from workbench.cli.job_runner import run_in_foreground
+from workbench.cli.run_flags import add_run_flags, launch_torchrun
 
 DEFAULT_PRESET = "cpu-demo"
 
@@ -21,10 +23,7 @@ def register(subparsers) -> None:
                                          "run's own preset.toml is used)")
     parser.add_argument("--data", help="dataset root (default: the preset's data.root, else the built-in demo faces)")
     parser.add_argument("--epochs", type=_positive_int, help="epochs to train (default: dsr.epochs of the preset)")
-    parser.add_argument("--run-dir", help="write the run into exactly this directory (default: a new "
-                                          "<runtime.runs_dir>/<time>-<preset>-train-dsr)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a train-dsr run at its next epoch, with its "
-                                                            "optimiser, schedule, EMA and random state")
+    add_run_flags(parser, "train-dsr")
     parser.add_argument("--edgeface", metavar="WEIGHTS", help="frozen recogniser for the identity and feature-"
                                                               "matching losses (default: runtime.edgeface_weights, "
                                                               "else one pre-trained on the HR images)")
@@ -42,7 +41,9 @@ def _positive_int(text: str) -> int:
 
 
 def train_dsr(args: argparse.Namespace) -> int:
+    if args.nproc and args.nproc > 1:
+        return launch_torchrun(args.nproc)
     preset = presets.load(args.preset or DEFAULT_PRESET)
-    options = {"epochs": args.epochs, "run_dir": args.run_dir, "resume": args.resume, "edgeface": args.edgeface}
-    request = JobRequest("train-dsr", preset, data=args.data, options={k: v for k, v in options.items() if v})
-    return run_in_foreground(request)
+    options = DSROptions(epochs=args.epochs, run_dir=args.run_dir, resume=args.resume, edgeface=args.edgeface,
+                         allow_other_data=args.allow_other_data)
+    return run_in_foreground(JobRequest("train-dsr", preset, data=args.data, options=options))

@@ -3,7 +3,10 @@
 Events only append to ``MetricBuffers``; a 3 Hz timer asks each chart to redraw, and a chart
 skips the work when it is hidden or when neither the data nor its options changed. Series are
 downsampled to about twice the plot's width. Log-y plots log10 of the values with our own tick
-labels (plotext's log scale breaks on repeated builds).
+labels (plotext's log scale breaks on repeated builds). Every axis gets short tick labels (3
+significant digits), titles are cut to the plot's width, and the legend is a line of text under the
+plot (plotext's own legend covers the data). Past runs are overlaid in their own colours, each
+named in the legend.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Grid
+from textual.containers import Grid, Vertical
+from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
 from workbench.app.metric_buffers import LIVE_SPLIT, MetricBuffers, downsample, smooth
@@ -20,6 +25,9 @@ from workbench.app.metric_buffers import LIVE_SPLIT, MetricBuffers, downsample, 
 REDRAW_HZ = 3.0
 SMOOTHING_STEPS = (0.0, 0.6, 0.9)
 COLORS = ("cyan", "orange", "green", "magenta", "blue", "red", "yellow")
+OVERLAY_COLORS = ("gray", "magenta", "yellow", "blue", "green", "orange")
+RICH_COLORS = {"orange": "dark_orange", "gray": "grey62"}   # plotext colour names that Rich spells otherwise
+Overlay = tuple[str, MetricBuffers]      # (run label, its metrics)
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,7 @@ class ChartSpec:
     lines: tuple[Line, ...]
     reference: Line | None = None     # drawn as a horizontal line at its last value
     loggable: bool = True
+    overlay: tuple[str, ...] = ()     # metric names drawn for past runs (empty: every line)
 
 
 DSR_TERMS = ("loss", "l1", "perceptual", "identity", "feature_match", "tv")
@@ -45,8 +54,9 @@ FT_STAGES = ("pretrain", "stage1", "stage2")
 CHARTS = (
     ChartSpec("chart-dsr-train", "DSR losses · train",
               (Line("dsr", LIVE_SPLIT, "loss", "loss (steps)"),
-               *(Line("dsr", "train", term, term) for term in DSR_TERMS))),
-    ChartSpec("chart-dsr-val", "DSR losses · val", tuple(Line("dsr", "val", term, term) for term in DSR_TERMS)),
+               *(Line("dsr", "train", term, term) for term in DSR_TERMS)), overlay=("loss",)),
+    ChartSpec("chart-dsr-val", "DSR losses · val", tuple(Line("dsr", "val", term, term) for term in DSR_TERMS),
+              overlay=("loss",)),
     ChartSpec("chart-psnr", "val PSNR dB", (Line("dsr", "val", "psnr", "DSR"),),
               reference=Line("dsr", "val", "bicubic_psnr", "bicubic"), loggable=False),
     ChartSpec("chart-ft-loss", "Fine-tuning loss · train",
@@ -65,6 +75,20 @@ def log_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
     return ticks, [f"{10 ** t:.3g}" for t in ticks]
 
 
+def linear_ticks(low: float, high: float, count: int = 4) -> tuple[list[float], list[str]]:
+    """``count`` evenly spaced ticks with short labels (3 significant digits, never 25)."""
+    if not high > low:
+        return [low], [f"{low:.3g}"]
+    ticks = [low + (high - low) * i / (count - 1) for i in range(count)]
+    return ticks, [f"{t:.3g}" for t in ticks]
+
+
+def fit_title(title: str, width: int) -> str:
+    """The title cut to ``width`` with an ellipsis (plotext drops a title wider than the plot)."""
+    width = max(4, width - 2)
+    return title if len(title) <= width else title[: width - 1].rstrip(" ·") + "…"
+
+
 class MetricChart(PlotextPlot):
     def __init__(self, spec: ChartSpec, **kwargs) -> None:
         super().__init__(id=spec.chart_id, **kwargs)
@@ -73,62 +97,98 @@ class MetricChart(PlotextPlot):
         self.smoothing = 0.0
         self.draws = 0
         self.title_text = ""
+        self.legend: list[tuple[str, str]] = []    # (label, plotext colour) of every drawn line
         self._drawn_key: tuple | None = None
 
-    def redraw(self, current: MetricBuffers, overlay: MetricBuffers | None) -> bool:
+    def redraw(self, current: MetricBuffers, overlays: list[Overlay]) -> bool:
         """Rebuild the plot if visible and changed; True when it drew."""
         if not self.is_mounted or not self.is_on_screen or self.size.area == 0:
             return False
-        key = (current.version, id(overlay), overlay.version if overlay else -1, self.log_y, self.smoothing,
-               self.size.width)
+        key = (current.version, tuple((label, id(b), b.version) for label, b in overlays), self.log_y,
+               self.smoothing, self.size.width)
         if key == self._drawn_key:
             return False
         self._drawn_key = key
-        self._build(current, overlay)
+        self._build(current, overlays)
         self.draws += 1
         self.refresh()
         return True
 
-    def _build(self, current: MetricBuffers, overlay: MetricBuffers | None) -> None:
+    def _sources(self, current: MetricBuffers, overlays: list[Overlay]):
+        """(buffers, line, label, colour) of every line to draw: the current run, then each past run."""
+        several = len(self.spec.lines) > 1
+        for index, line in enumerate(self.spec.lines):
+            yield current, line, line.label, COLORS[index % len(COLORS)]
+        for number, (run, buffers) in enumerate(overlays):
+            lines = [line for line in self.spec.lines if line.split != LIVE_SPLIT and
+                     (not self.spec.overlay or line.name in self.spec.overlay)]
+            for line in lines:
+                label = f"{run} {line.label}" if several and len(lines) > 1 else run
+                yield buffers, line, label, OVERLAY_COLORS[number % len(OVERLAY_COLORS)]
+
+    def _build(self, current: MetricBuffers, overlays: list[Overlay]) -> None:
         plt = self.plt
         plt.clear_figure()
         limit = max(8, 2 * self.size.width)
         log_y = self.log_y and self.spec.loggable
         drawn: list[float] = []
-        sources = [(current, "", None)] + ([(overlay, "past ", "gray")] if overlay else [])
-        for buffers, prefix, fixed_color in sources:
-            for index, line in enumerate(self.spec.lines):
-                points = downsample(buffers.series(line.stage, line.split, line.name), limit)
-                if log_y:
-                    points = [(x, y) for x, y in points if y > 0]
-                if not points:
-                    continue
-                xs = [x for x, _ in points]
-                ys = smooth([y for _, y in points], self.smoothing)
-                if log_y:
-                    ys = [math.log10(y) for y in ys]
-                drawn += ys
-                plt.plot(xs, ys, label=prefix + line.label, marker="braille",
-                         color=fixed_color or COLORS[index % len(COLORS)])
+        self.legend = []
+        for buffers, line, label, color in self._sources(current, overlays):
+            points = downsample(buffers.series(line.stage, line.split, line.name), limit)
+            if log_y:
+                points = [(x, y) for x, y in points if y > 0]
+            if not points:
+                continue
+            xs = [x for x, _ in points]
+            ys = smooth([y for _, y in points], self.smoothing)
+            if log_y:
+                ys = [math.log10(y) for y in ys]
+            drawn += ys
+            plt.plot(xs, ys, marker="braille", color=color)
+            self.legend.append((label, color))
         title = self.spec.title
         reference = self.spec.reference
         if reference is not None:
             value = current.last(reference.stage, reference.split, reference.name)
-            if value is None and overlay:
-                value = overlay.last(reference.stage, reference.split, reference.name)
+            for _, buffers in overlays:
+                if value is None:
+                    value = buffers.last(reference.stage, reference.split, reference.name)
             if value is not None:
                 plt.hline(value, color="red")
                 drawn.append(value)
-                title += f" · {reference.label} {value:.2f} (red)"
-        if log_y and drawn:
-            ticks, labels = log_ticks(min(drawn), max(drawn))
+                self.legend.append((reference.label, "red"))
+                title += f" · {reference.label} {value:.2f}"
+        if drawn:
+            ticks, labels = log_ticks(min(drawn), max(drawn)) if log_y else linear_ticks(min(drawn), max(drawn))
             plt.yticks(ticks, labels)
+        if log_y and drawn:
             title += " · log"
         if self.smoothing:
             title += f" · smooth {self.smoothing:g}"
         self.title_text = title if drawn else f"{title} · no data yet"
-        plt.title(self.title_text)
+        plt.title(fit_title(self.title_text, self.size.width))
         plt.xlabel("epoch")
+
+    def legend_text(self) -> Text:
+        text = Text(no_wrap=False)
+        for label, color in self.legend:
+            if text:
+                text.append("  ")
+            text.append("━ ", style=RICH_COLORS.get(color, color))
+            text.append(label)
+        return text
+
+
+class ChartBox(Vertical):
+    """A chart and its legend line."""
+
+    def __init__(self, spec: ChartSpec) -> None:
+        super().__init__(classes="chart-box")
+        self.spec = spec
+
+    def compose(self) -> ComposeResult:
+        yield MetricChart(self.spec)
+        yield Static("", classes="chart-legend")
 
 
 class ChartsPanel(Grid):
@@ -137,23 +197,30 @@ class ChartsPanel(Grid):
     def __init__(self, current: MetricBuffers, **kwargs) -> None:
         super().__init__(**kwargs)
         self.current = current
-        self.overlay: MetricBuffers | None = None
+        self.overlays: list[Overlay] = []
         self.log_y = False
         self.smoothing = 0.0
 
     def compose(self) -> ComposeResult:
         for spec in CHARTS:
-            yield MetricChart(spec)
+            yield ChartBox(spec)
 
     def on_mount(self) -> None:
         self.set_interval(1 / REDRAW_HZ, self.redraw)
 
     def redraw(self) -> int:
         """Redraw the charts that need it; returns how many drew."""
-        return sum(chart.redraw(self.current, self.overlay) for chart in self.query(MetricChart))
+        drew = 0
+        for box in self.query(ChartBox):
+            chart = box.query_one(MetricChart)
+            if chart.redraw(self.current, self.overlays):
+                drew += 1
+                box.query_one(".chart-legend", Static).update(chart.legend_text())
+        return drew
 
-    def set_overlay(self, overlay: MetricBuffers | None) -> None:
-        self.overlay = overlay
+    def set_overlays(self, overlays: list[Overlay]) -> None:
+        """Past runs drawn beside the current one, each named in the legends (an empty list clears)."""
+        self.overlays = list(overlays)
 
     def toggle_log_y(self) -> bool:
         self.log_y = not self.log_y

@@ -32,7 +32,7 @@ class ConfirmDialog(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(self.question, classes="dialog-text")
+            yield Static(self.question, classes="dialog-text", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button(f"{self.yes} (y)", variant="warning", id="yes")
                 yield Button("Cancel (n)", id="no")
@@ -110,6 +110,59 @@ class TipDiffDialog(ModalScreen[bool]):
         self.dismiss(answer)
 
 
+class RunDiffDialog(ModalScreen[None]):
+    """Two runs side by side: the preset keys they differ in, and their headline metrics with deltas."""
+
+    BINDINGS = [Binding("escape,q,d", "close", "Close", id="rundiff.close")]
+
+    def __init__(self, a: Any, b: Any, labels: tuple[str, str]) -> None:
+        from engine.run_index import metric_deltas, preset_diff
+
+        super().__init__()
+        self.labels = labels
+        self.changes = preset_diff(a, b)          # WorkbenchError when a preset cannot be read
+        self.deltas = metric_deltas(a, b)
+
+    def compose(self) -> ComposeResult:
+        a, b = self.labels
+        presets = Table(title="preset keys that differ", expand=True)
+        presets.add_column("key")
+        presets.add_column(a, overflow="fold")
+        presets.add_column(b, overflow="fold")
+        for key, old, new in self.changes:
+            presets.add_row(key, show_value(old), show_value(new))
+        if not self.changes:
+            presets.add_row("(same preset values)", "", "")
+        metrics = Table(title="metrics (change = right - left)", expand=True)
+        for column in ("metric", a, b, "change"):
+            metrics.add_column(column, justify="left" if column == "metric" else "right", overflow="fold")
+        for delta in self.deltas:
+            change = delta.change
+            style = "" if not change else ("green" if change > 0 else "red")
+            metrics.add_row(delta.metric, _number(delta.metric, delta.a), _number(delta.metric, delta.b),
+                            Text(_number(delta.metric, change, signed=True), style=style))
+        self.tables = (presets, metrics)
+        with VerticalScroll(classes="dialog help", id="rundiff"):
+            with Horizontal(id="rundiff-tables"):
+                yield Static(presets, id="rundiff-presets")
+                yield Static(metrics, id="rundiff-metrics")
+            yield Static("Esc closes.", classes="dialog-text")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+def _number(metric: str, value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    if metric.startswith("rank-1"):
+        value *= 100
+    text = f"{value:+.2f}" if signed else f"{value:.2f}"
+    if metric == "epochs":
+        text = f"{value:+.0f}" if signed else f"{value:.0f}"
+    return text + (" pt" if metric.startswith("rank-1") else "")
+
+
 class HelpDialog(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q", "close", "Close", id="help.close")]
 
@@ -124,10 +177,10 @@ class HelpDialog(ModalScreen[None]):
         table.add_column("key", style="bold")
         table.add_column("action")
         for key, description in self.rows:
-            table.add_row(key, description)
+            table.add_row(Text(key), Text(description))      # Text: '[' and ']' are keys, not markup
         with VerticalScroll(classes="dialog help"):
             yield Static(table)
-            yield Static(self.notes, classes="dialog-text")
+            yield Static(self.notes, classes="dialog-text", markup=False)
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from workbench.app.eval_results import table_rows
+from workbench.app.eval_results import columns, comparison_text, table_rows
 
 
 class EvalTable(Vertical):
@@ -22,10 +22,23 @@ class EvalTable(Vertical):
         table.add_column("bicubic", key="bicubic")
         table.add_column("HR", key="hr")
         yield table
+        comparisons = Static("", id="eval-comparisons")
+        comparisons.display = False
+        yield comparisons
 
     def show(self, evaluation: dict[str, Any], source: str) -> None:
         table = self.query_one("#eval-rows", DataTable)
+        wanted = columns(evaluation)
+        if [str(c.key.value) for c in table.columns.values()] != ["metric", *(key for key, _ in wanted)]:
+            table.clear(columns=True)
+            table.add_column("metric", key="metric")
+            for key, label in wanted:
+                table.add_column(label, key=key)
         table.clear()
+        comparisons = self.query_one("#eval-comparisons", Static)
+        text = comparison_text(evaluation)
+        comparisons.update(text)
+        comparisons.display = bool(text)
         for row in table_rows(evaluation):
             table.add_row(*row, key=row[0])
         note = "" if evaluation.get("dsr") else " (no DSR checkpoint: bicubic baseline only)"

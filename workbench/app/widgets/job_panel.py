@@ -27,11 +27,21 @@ def progress_fraction(event: Progress) -> float:
     return min(1.0, event.step / event.steps) if event.steps else 0.0
 
 
+def unit(event: Progress) -> str:
+    """Evaluation passes are passes, not epochs."""
+    return "pass" if event.stage == "eval" else "epoch"
+
+
+def stage_done(event: Progress) -> bool:
+    return bool(event.steps) and event.step >= event.steps and (not event.epochs or event.epoch >= event.epochs)
+
+
 def progress_text(event: Progress) -> str:
-    where = f"{event.stage} · epoch {event.epoch}/{event.epochs} · step {event.step}/{event.steps}" \
+    where = f"{event.stage} · {unit(event)} {event.epoch}/{event.epochs} · step {event.step}/{event.steps}" \
         if event.epochs else f"{event.stage} · step {event.step}/{event.steps}"
     loss = f" · loss {event.loss:.4g}" if event.loss is not None else ""
-    return f"{where}\nETA {format_eta(event.eta_seconds)} · {event.images_per_second:.1f} img/s{loss}"
+    eta = "done" if stage_done(event) else f"ETA {format_eta(event.eta_seconds)}"
+    return f"{where}\n{eta} · {event.images_per_second:.1f} img/s{loss}"
 
 
 class JobPanel(Vertical):
@@ -78,6 +88,7 @@ class JobPanel(Vertical):
         text = f"{self.state} {self.job}".strip()
         if self.last is not None and self.state in ("running", "stopping"):
             event = self.last
-            text += f" · {event.stage} {event.epoch}/{event.epochs} · {progress_fraction(event):.0%} · " \
-                    f"ETA {format_eta(event.eta_seconds)} · {event.images_per_second:.1f} img/s"
+            eta = "" if stage_done(event) else f" · ETA {format_eta(event.eta_seconds)}"
+            text += f" · {event.stage} {event.epoch}/{event.epochs} · {progress_fraction(event):.0%}{eta} · " \
+                    f"{event.images_per_second:.1f} img/s"
         return text

@@ -20,6 +20,7 @@ from workbench.app.field_values import edit_text, parse_value
 from workbench.app.messages import PresetEdited
 
 SECTION_ROW = "section:"
+MIN_VALUE_WIDTH = 10
 
 
 class PresetEditor(Vertical):
@@ -35,12 +36,7 @@ class PresetEditor(Vertical):
         self.selected_key: str | None = None
 
     def compose(self) -> ComposeResult:
-        table = DataTable(id="fields", cursor_type="row", zebra_stripes=True)
-        table.add_column(" ", key="mark", width=1)
-        table.add_column("field", key="key")
-        table.add_column("value", key="value")
-        table.add_column("built-in", key="base")
-        yield table
+        yield DataTable(id="fields", cursor_type="row", zebra_stripes=True)
         with Vertical(id="field-detail"):
             yield Static("", id="field-help")
             yield Input(id="field-input", compact=True, placeholder="select a field, then type its value")
@@ -52,8 +48,12 @@ class PresetEditor(Vertical):
         self.border_title = f"Preset {preset.name}" + (f" ← {preset.derived_from}" if preset.derived_from else "")
         table = self.query_one("#fields", DataTable)
         cursor = table.cursor_row
-        table.clear()
-        table.columns["base"].label = Text(base_label)
+        table.clear(columns=True)
+        key_width, value_width, base_width = self.column_widths(table.size.width)
+        table.add_column(" ", key="mark", width=1)
+        table.add_column("field", key="key", width=key_width)
+        table.add_column("value", key="value", width=value_width)
+        table.add_column(Text(base_label.removeprefix("from ")), key="base", width=base_width)
         for section in SECTIONS:
             table.add_row("", Text(f"[{section}]", style="bold"), "", "", key=SECTION_ROW + section)
             for key, info in FIELDS.items():
@@ -63,16 +63,38 @@ class PresetEditor(Vertical):
             table.move_cursor(row=min(cursor, table.row_count - 1))
         self._show_detail(self.selected_key)
 
+    def column_widths(self, width: int) -> tuple[int, int, int]:
+        """Widths of the field, value and reference columns for a table ``width`` cells wide.
+
+        Fixed widths that fit the table: a long value (a path) is cut with '…' in its own column
+        and never pushes the reference column out of sight; the reference column is as wide as its
+        widest value when there is room, so 1.3e-4 never reads as "1.3e".
+        """
+        key_width = max(len(key.split(".", 1)[1]) for key in FIELDS)
+        base_needed = max([len(self.base_label.removeprefix("from "))] + ([len(show_value(self.base.get(k))) for k in FIELDS]
+                                                    if self.base is not None else [8]))
+        padding = 2 * 4                      # one cell each side of the four columns
+        room = width - padding - 1 - key_width - 2   # the mark column and a vertical scrollbar
+        if room < 2 * MIN_VALUE_WIDTH:
+            return key_width, MIN_VALUE_WIDTH, MIN_VALUE_WIDTH      # too narrow: scroll sideways
+        base_width = min(base_needed, max(MIN_VALUE_WIDTH, room // 2))
+        return key_width, room - base_width, base_width
+
+    def on_resize(self) -> None:
+        if self.preset is not None:
+            self.call_after_refresh(self.show, self.preset, self.saved, self.base, self.base_label)
+
     def _cells(self, key: str) -> tuple[Text, Text, Text, Text]:
         value, saved, base = self.preset.get(key), self.saved.get(key), self.base.get(key)
         mark = Text("●", style="bold yellow") if value != saved else Text("")
-        shown = Text(show_value(value), style="bold" if value != base else "")
-        return mark, Text(key.split(".", 1)[1]), shown, Text(show_value(base), style="dim")
+        shown = Text(show_value(value), style="bold" if value != base else "", no_wrap=True, overflow="ellipsis")
+        return (mark, Text(key.split(".", 1)[1]), shown,
+                Text(show_value(base), style="dim", no_wrap=True, overflow="ellipsis"))
 
     def _refresh_row(self, key: str) -> None:
         table = self.query_one("#fields", DataTable)
         for column, cell in zip(("mark", "key", "value", "base"), self._cells(key)):
-            table.update_cell(key, column, cell, update_width=column == "value")
+            table.update_cell(key, column, cell)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()

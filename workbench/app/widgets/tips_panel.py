@@ -32,6 +32,7 @@ class TipsPanel(Vertical):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.tips: list[Tip] = []
+        self.source = "the last job"
 
     def compose(self) -> ComposeResult:
         yield OptionList(id="tips-list")
@@ -41,7 +42,11 @@ class TipsPanel(Vertical):
     def on_mount(self) -> None:
         self.border_subtitle = "y applies the highlighted tip (diff shown before saving)"
 
-    def update_tips(self, history: list[dict[str, Any]], preset: Preset, evaluation: dict | None) -> None:
+    def update_tips(self, history: list[dict[str, Any]], preset: Preset, evaluation: dict | None,
+                    source: str = "the last job") -> None:
+        """Tips for ``history`` (of ``source``: the last job, or a run opened in the Runs tab)."""
+        self.source = source
+        self.border_title = f"Tips · {source}"
         self.tips = propose_tips(history, preset, evaluation=evaluation)
         options = self.query_one("#tips-list", OptionList)
         options.clear_options()
@@ -49,7 +54,8 @@ class TipsPanel(Vertical):
             options.add_options([Option(Text(tip.title), id=str(i)) for i, tip in enumerate(self.tips)])
             options.highlighted = 0
         else:
-            note = "no tips: the rules found nothing to change" if history else "no metrics yet: run a job first"
+            note = "no tips: the rules found nothing to change" if history else \
+                "no metrics yet: run a job first, or open a run in the Runs tab (Enter)"
             options.add_option(Option(Text(note, style="dim"), id="none", disabled=True))
         self._show_detail(0 if self.tips else None)
         targets = check_targets(history, preset, evaluation)

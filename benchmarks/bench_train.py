@@ -1,0 +1,554 @@
+"""Training-step throughput: the engine's path against the straightforward baseline, in one run.
+
+    python benchmarks/bench_train.py [--preset P] [--steps N] [--warmup N] [--workers K]
+                                     [--set section.key=value ...] [--no-app] [--json]
+
+For a preset (default ``cpu-demo`` on the CPU, ``vlr-32x32`` on CUDA), on demo faces generated
+into a temporary directory (generation time not counted):
+
+- **DSR step** and **fine-tuning step** (stage 2: backbone and ArcFace head; inputs super-resolved
+  by a frozen DSR network), images/s of
+  - the *engine*: the decoded uint8 cache (:mod:`engine.data.disk_cache`, placed by
+    :mod:`engine.data.placement`), batch augmentation on the device, the preset's runtime levers
+    (``runtime.amp``, ``runtime.channels_last``, ``runtime.compile``) and AdamW per
+    ``engine.runtime.fused_adamw_kwargs``, the trainers' step otherwise;
+  - the *baseline*: a ``Dataset`` that opens the image files with PIL and applies per-sample
+    torchvision transforms, through a ``DataLoader`` (``--workers``), fp32, no channels_last, no
+    cache; the same networks, losses, clipping, EMA and schedule;
+  and their ratio, the peak memory of each (CUDA: ``max_memory_allocated``, the engine's measured
+  alone first and the baseline's less the engine's resident memory; CPU: the process's peak RSS,
+  reset per phase where Linux allows, both paths' networks resident), and the model FLOPs per image
+  (``torch.utils.flop_counter``; on CUDA also the fraction of the device's bf16 peak).
+- **App overhead**: the same short ``train-dsr`` job (1 epoch, the preset's networks and losses
+  with a random-init recogniser file) run headless (``engine.jobs.run_job``) and inside the
+  Textual app under Pilot; ``app_overhead_ratio`` = headless img/s over in-app img/s, best of 2.
+
+``--set`` changes the preset for both paths (e.g. ``--set runtime.amp=bf16 --set
+runtime.channels_last=true`` to measure the levers; the baseline always runs fp32 eager).
+``--json`` prints one object: ``{"dsr": {"engine_img_s", "baseline_img_s", "ratio", ...},
+"finetune": {...}, "app_overhead_ratio": x, ...}``. Figures on a shared machine are noisy:
+run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine import presets  # noqa: E402
+from engine.augment import FinetuneAugment, PairedAugment  # noqa: E402
+from engine.data import load_split, to_float  # noqa: E402
+from engine.data.demo import generate_demo_dataset  # noqa: E402
+from engine.data.placement import BatchFeeder, estimate_job_bytes, place_splits  # noqa: E402
+from engine.errors import WeightsError  # noqa: E402
+from engine.losses.combined import LossWeights, build_criterion  # noqa: E402
+from engine.models.arcface import ArcFaceHead, arcface_loss  # noqa: E402
+from engine.models.dsr import DSRNet  # noqa: E402
+from engine.models.edgeface import EMBEDDING_DIM, build_edgeface, prepare_input, resize_for_recogniser  # noqa: E402
+from engine.runtime import configure_backends, fused_adamw_kwargs, prepare_model, resolve  # noqa: E402
+from engine.trainers.schedule import warmup_cosine  # noqa: E402
+
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "RTX 4090": 165e12}
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (peak RSS) on Linux
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_of(step: Callable[[], int], warmup: int, device: torch.device) -> float:
+    """Peak memory (MB) while ``step`` runs its warm-up steps (steady state after the first)."""
+    _reset_peak(device)
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    return _peak_mb(device)
+
+
+def interleaved(steps: dict[str, Callable[[], int]], total: int, rounds: int,
+                device: torch.device) -> dict[str, float]:
+    """images/s of each step, timed in alternating chunks (A B A B ...) so that a shared machine's
+    changing load falls on every contender alike; ``total`` steps each, in ``rounds`` chunks."""
+    images = {name: 0 for name in steps}
+    seconds = {name: 0.0 for name in steps}
+    chunk = max(1, total // rounds)
+    for r in range(rounds):
+        for name, step in (steps.items() if r % 2 == 0 else reversed(steps.items())):
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(chunk):
+                images[name] += step()
+            _sync(device)
+            seconds[name] += time.perf_counter() - start
+    return {name: images[name] / seconds[name] for name in steps}
+
+
+def flops_per_image(step: Callable[[], int]) -> float | None:
+    """Model FLOPs of one training step (forward + backward) per image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        with FlopCounterMode(display=False) as counter:
+            n = step()
+        return counter.get_total_flops() / n
+    except Exception:  # noqa: BLE001 - an op the counter does not know: no figure, not a failed benchmark
+        return None
+
+
+def device_peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
+
+
+# ----------------------------------------------------------------------------- shared pieces
+
+
+def _vgg(preset, device):
+    """The VGG19 of the perceptual loss when the preset uses it (random weights when the file is absent)."""
+    if not LossWeights.from_config(preset.dsr).needs_vgg:
+        return None
+    from engine.losses.perceptual import load_vgg19
+
+    try:
+        return load_vgg19(preset.dsr.vgg19_weights)
+    except WeightsError:
+        import torchvision
+
+        return torchvision.models.vgg19(weights=None)
+
+
+def _dsr_parts(preset, device, seed: int):
+    """DSR network, criterion (random-init recogniser and VGG: same cost), EMA: identical for both paths."""
+    from timm.utils import ModelEmaV3
+
+    torch.manual_seed(seed)
+    cfg = preset.dsr
+    weights = LossWeights.from_config(cfg)
+    recogniser = build_edgeface(preset.runtime.edgeface_variant) if weights.needs_recogniser else None
+    criterion = build_criterion(cfg, recogniser, device, vgg=_vgg(preset, device))
+    model = DSRNet(preset.vlr_size, preset.data.hr_size, cfg.base_channels, cfg.residual_blocks).to(device)
+    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
+    if ema is not None:
+        ema.module.requires_grad_(False)
+    return model, criterion, ema
+
+
+def _finetune_parts(preset, num_classes: int, device, seed: int):
+    torch.manual_seed(seed)
+    cfg, dcfg = preset.finetune, preset.dsr
+    dsr = DSRNet(preset.vlr_size, preset.data.hr_size, dcfg.base_channels, dcfg.residual_blocks).to(device)
+    dsr.eval().requires_grad_(False)
+    model = build_edgeface(preset.runtime.edgeface_variant).to(device)
+    head = ArcFaceHead(EMBEDDING_DIM, num_classes, cfg.arcface_scale, cfg.arcface_margin).to(device)
+    groups = [{"params": list(model.parameters()), "lr": cfg.backbone_lr},
+              {"params": list(head.parameters()), "lr": cfg.head_lr_stage2}]
+    return dsr, model, head, groups
+
+
+def _order(n: int, batch: int, generator: torch.Generator):
+    """Endless shuffled full batches of indices (the trainers' randperm order)."""
+    while True:
+        for index in torch.randperm(n, generator=generator).split(batch):
+            if len(index) == batch:
+                yield index
+
+
+# ----------------------------------------------------------------------------- the engine's path
+
+
+def engine_dsr(preset, runtime, train, feeder, total_steps: int, seed: int):
+    cfg, device = preset.dsr, runtime.device
+    model, criterion, ema = _dsr_parts(preset, device, seed)
+    prepare_model(model, runtime, _log, "DSR network")
+    prepare_model(criterion, runtime, _log, "DSR criterion")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                  **fused_adamw_kwargs(device))
+    scheduler = warmup_cosine(optimizer, 0, total_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=runtime.needs_grad_scaler)
+    augment, generator = PairedAugment.from_config(cfg), torch.Generator().manual_seed(seed)
+    order = _order(len(train), cfg.batch_size, generator)
+    fmt, state = runtime.memory_format, {"step": 0}
+
+    def step() -> int:
+        index = next(order)
+        vlr, hr = to_float(feeder(train.vlr, index)), to_float(feeder(train.hr, index))
+        vlr, hr = augment(vlr, hr, generator)
+        vlr, hr = vlr.contiguous(memory_format=fmt), hr.contiguous(memory_format=fmt)
+        with runtime.autocast():
+            sr = model(vlr)
+            loss, _terms = criterion(sr, hr)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        state["step"] += 1
+        if ema is not None:
+            ema.update(model, step=state["step"])
+        return len(index)
+
+    return step
+
+
+def engine_finetune(preset, runtime, train, feeder, total_steps: int, seed: int):
+    cfg, device = preset.finetune, runtime.device
+    dsr, model, head, groups = _finetune_parts(preset, train.num_subjects, device, seed)
+    prepare_model(dsr, runtime, _log, "frozen DSR")
+    prepare_model(model, runtime, _log, "EdgeFace")
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, **fused_adamw_kwargs(device))
+    scheduler = warmup_cosine(optimizer, 0, total_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=runtime.needs_grad_scaler)
+    augment, generator = FinetuneAugment.from_config(cfg), torch.Generator().manual_seed(seed)
+    order = _order(len(train), cfg.batch_size, generator)
+    labels_all, fmt = train.labels.to(device), runtime.memory_format
+    model.train()
+
+    def step() -> int:
+        index = next(order)
+        labels = labels_all[index.to(device)]
+        with torch.no_grad(), runtime.autocast():
+            sr = dsr(to_float(feeder(train.vlr, index)).contiguous(memory_format=fmt)).float().clamp_(0.0, 1.0)
+        images = augment(resize_for_recogniser(sr), generator)
+        with runtime.autocast():
+            embeddings = model(prepare_input(images).contiguous(memory_format=fmt))
+        cos = head.cosine(embeddings)
+        loss = arcface_loss(head.margin_logits(cos, labels), labels, cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        return len(index)
+
+    return step
+
+
+# ----------------------------------------------------------------------------- the straightforward baseline
+
+
+class PairFiles(torch.utils.data.Dataset):
+    """Opens an HR/VLR pair with PIL and applies the guide's paired augmentation per sample."""
+
+    def __init__(self, root: Path, names: list[str], dsr_cfg):
+        self.hr_dir = root / "train_processed" / "hr_images"
+        self.vlr_dir = root / "train_processed" / "vlr_images"
+        self.names, self.cfg = names, dsr_cfg
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int):
+        import torchvision.transforms.functional as TF
+        from PIL import Image
+
+        cfg = self.cfg
+        with Image.open(self.hr_dir / self.names[i]) as h, Image.open(self.vlr_dir / self.names[i]) as v:
+            hr, vlr = h.convert("RGB"), v.convert("RGB")
+        if random.random() < cfg.rotation_p:
+            angle = random.uniform(-cfg.rotation_degrees, cfg.rotation_degrees)
+            hr = TF.rotate(hr, angle, TF.InterpolationMode.BILINEAR)
+            vlr = TF.rotate(vlr, angle, TF.InterpolationMode.BILINEAR)
+        if random.random() < cfg.color_jitter_p:
+            b, c, s = (random.uniform(*r) for r in (cfg.brightness, cfg.contrast, cfg.saturation))
+            hr = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(hr, b), c), s)
+            vlr = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(vlr, b), c), s)
+        return TF.to_tensor(vlr), TF.to_tensor(hr)
+
+
+class VLRFiles(torch.utils.data.Dataset):
+    def __init__(self, root: Path, names: list[str], labels: list[int]):
+        self.vlr_dir = root / "train_processed" / "vlr_images"
+        self.names, self.labels = names, labels
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int):
+        import torchvision.transforms.functional as TF
+        from PIL import Image
+
+        with Image.open(self.vlr_dir / self.names[i]) as v:
+            return TF.to_tensor(v.convert("RGB")), self.labels[i]
+
+
+def _endless(loader):
+    while True:
+        yield from loader
+
+
+def _loader(dataset, batch: int, workers: int, seed: int):
+    return torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
+                                       persistent_workers=workers > 0,
+                                       generator=torch.Generator().manual_seed(seed))
+
+
+def baseline_dsr(preset, device, root: Path, names: list[str], workers: int, total_steps: int, seed: int):
+    cfg = preset.dsr
+    model, criterion, ema = _dsr_parts(preset, device, seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = warmup_cosine(optimizer, 0, total_steps)
+    batches = _endless(_loader(PairFiles(root, names, cfg), cfg.batch_size, workers, seed))
+    state = {"step": 0}
+
+    def step() -> int:
+        vlr, hr = next(batches)
+        vlr, hr = vlr.to(device), hr.to(device)
+        sr = model(vlr)
+        loss, _terms = criterion(sr, hr)
+        optimizer.zero_grad()
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        state["step"] += 1
+        if ema is not None:
+            ema.update(model, step=state["step"])
+        return vlr.shape[0]
+
+    return step
+
+
+def baseline_finetune(preset, device, root: Path, train, workers: int, total_steps: int, seed: int):
+    from torchvision.transforms import v2
+
+    cfg = preset.finetune
+    dsr, model, head, groups = _finetune_parts(preset, train.num_subjects, device, seed)
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    scheduler = warmup_cosine(optimizer, 0, total_steps)
+    per_sample = v2.Compose([
+        v2.Resize((112, 112), antialias=True),
+        v2.RandomHorizontalFlip(cfg.flip_p),
+        v2.ColorJitter(cfg.jitter_brightness, cfg.jitter_contrast, cfg.jitter_saturation, cfg.jitter_hue),
+        v2.RandomRotation(cfg.rotation_degrees, interpolation=v2.InterpolationMode.BILINEAR),
+        v2.Normalize([0.5] * 3, [0.5] * 3),
+    ])
+    batches = _endless(_loader(VLRFiles(root, train.names, train.labels.tolist()), cfg.batch_size, workers, seed))
+    model.train()
+
+    def step() -> int:
+        vlr, labels = next(batches)
+        vlr, labels = vlr.to(device), labels.to(device)
+        with torch.no_grad():
+            sr = dsr(vlr).clamp(0.0, 1.0)
+        images = torch.stack([per_sample(image) for image in sr])
+        cos = head.cosine(model(images))
+        loss = arcface_loss(head.margin_logits(cos, labels), labels, cfg.label_smoothing)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        return vlr.shape[0]
+
+    return step
+
+
+# ----------------------------------------------------------------------------- app overhead
+
+
+def app_overhead(preset, root: Path, work: Path, repeats: int = 2) -> dict[str, Any]:
+    """The same 1-epoch train-dsr job headless and in the app (Pilot); best img/s of ``repeats`` each."""
+    from engine.jobs import JobRequest, run_job
+    from engine.events import Finished
+
+    weights = work / "recogniser.pt"
+    torch.save(build_edgeface(preset.runtime.edgeface_variant).state_dict(), weights)
+    job_preset = preset.with_changes({"dsr.epochs": 1, "dsr.warmup_epochs": 0, "runtime.edgeface_weights": str(weights),
+                                      "runtime.runs_dir": str(work / "runs")})
+    headless, in_app = [], []
+    for _ in range(repeats):
+        result = run_job(JobRequest("train-dsr", job_preset, data=str(root)), lambda event: None)
+        if not isinstance(result, Finished):
+            raise SystemExit(f"headless train-dsr failed: {result}")
+        headless.append(result.summary["images_per_second"])
+        in_app.append(asyncio.run(_in_app(job_preset, root)))
+    return {"headless_img_s": max(headless), "in_app_img_s": max(in_app),
+            "app_overhead_ratio": max(headless) / max(in_app), "job": "train-dsr, 1 epoch"}
+
+
+async def _in_app(preset, root: Path) -> float:
+    from workbench.app.app import WorkbenchApp
+    from workbench.app.messages import JobFailed, JobFinished
+
+    app = WorkbenchApp(preset, data=str(root), cursor_blink=False, remember=False)
+    seen: list = []
+    async with app.run_test(size=(120, 40), message_hook=seen.append) as pilot:
+        await pilot.press("t")
+        deadline = time.monotonic() + 1800
+        while not any(isinstance(m, (JobFinished, JobFailed)) for m in seen):
+            if time.monotonic() > deadline:
+                raise SystemExit("the in-app job did not finish in 30 minutes")
+            await pilot.pause(0.2)
+    for message in seen:
+        if isinstance(message, JobFailed):
+            raise SystemExit(f"in-app train-dsr failed: {message.event.error}")
+        if isinstance(message, JobFinished):
+            return float(message.event.summary["images_per_second"])
+    raise AssertionError("unreachable")
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    changes = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not _:
+            raise SystemExit(f"--set {item!r}: expected section.key=value")
+        changes[key.strip()] = _value(value.strip())
+    return changes
+
+
+def _value(text: str) -> Any:
+    if text.lower() in {"true", "false"}:
+        return text.lower() == "true"
+    for kind in (int, float):
+        with contextlib.suppress(ValueError):
+            return kind(text)
+    return text.strip('"')
+
+
+def _pair(engine: dict, baseline: dict, flops: float | None, device: torch.device) -> dict[str, Any]:
+    out = {"engine_img_s": round(engine["img_s"], 2), "baseline_img_s": round(baseline["img_s"], 2),
+           "ratio": round(engine["img_s"] / baseline["img_s"], 3),
+           "engine_peak_mb": round(engine["peak_mb"], 1), "baseline_peak_mb": round(baseline["peak_mb"], 1),
+           "flops_per_image": flops}
+    peak = device_peak_flops(device)
+    if flops and peak:
+        out["engine_fraction_of_peak"] = round(flops * engine["img_s"] / peak, 4)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default=None, help="default: cpu-demo on the CPU, vlr-32x32 on CUDA")
+    ap.add_argument("--steps", type=int, default=24, help="timed steps per path and step kind")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps each (peak memory is read over them)")
+    ap.add_argument("--rounds", type=int, default=4, help="alternating timed chunks (A B B A ...)")
+    ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="baseline DataLoader workers")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="preset change (both paths)")
+    ap.add_argument("--no-app", action="store_true", help="skip the app-overhead measurement")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    preset = presets.load(args.preset or ("vlr-32x32" if torch.cuda.is_available() else "cpu-demo"))
+    if args.set:
+        preset = preset.with_changes(_parse_set(args.set))
+    runtime = resolve(preset)
+    device = runtime.device
+    configure_backends(runtime)
+    seed, total = preset.runtime.seed, args.steps + args.warmup + 2
+    report: dict[str, Any] = {"preset": preset.name, "device": str(device), "threads": torch.get_num_threads(),
+                              "amp": str(runtime.amp_dtype).replace("torch.", "") if runtime.amp_dtype else "off",
+                              "channels_last": runtime.channels_last, "compile": runtime.compile,
+                              "dsr_batch": preset.dsr.batch_size, "finetune_batch": preset.finetune.batch_size,
+                              "baseline_workers": args.workers, "steps": args.steps}
+    if device.type == "cuda":
+        report["device_name"] = torch.cuda.get_device_name(device)
+
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        work = Path(tmp)
+        os.environ["VLR_WORKBENCH_CACHE_DIR"] = str(work / "cache")
+        root = generate_demo_dataset(work / "data", identities=preset.data.demo_identities,
+                                     per_identity=preset.data.demo_per_identity, seed=preset.data.demo_seed,
+                                     vlr_size=preset.vlr_size, hr_size=preset.data.hr_size)
+        train = load_split(root, "train", preset.vlr_size, preset.data.hr_size, log=_log)
+        (train,), placement = place_splits([train], device, job_bytes=estimate_job_bytes(preset.dsr.batch_size),
+                                           on_device=preset.data.cache_on_device, log=_log)
+        feeder = BatchFeeder(device)
+        report.update(train_images=len(train), placement=placement)
+        _log(f"{len(train)} training pairs; {report['threads']} torch threads on {device}")
+
+        results = {}
+        for name, make_engine, make_baseline in (
+                ("dsr", lambda: engine_dsr(preset, runtime, train, feeder, total, seed),
+                 lambda: baseline_dsr(preset, device, root, train.names, args.workers, total, seed)),
+                ("finetune", lambda: engine_finetune(preset, runtime, train, feeder, total, seed),
+                 lambda: baseline_finetune(preset, device, root, train, args.workers, total, seed))):
+            steps = {"engine": make_engine()}
+            peaks = {"engine": peak_of(steps["engine"], args.warmup, device)}  # alone: the job's own peak
+            resident = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+            steps["baseline"] = make_baseline()
+            peaks["baseline"] = peak_of(steps["baseline"], args.warmup, device) - resident
+            rates = interleaved(steps, args.steps, args.rounds, device)
+            flops = flops_per_image(steps["engine"]) if not runtime.compile else None
+            engine = {"img_s": rates["engine"], "peak_mb": peaks["engine"]}
+            baseline = {"img_s": rates["baseline"], "peak_mb": peaks["baseline"]}
+            del steps
+            results[name] = _pair(engine, baseline, flops, device)
+            _log(f"{name}: engine {engine['img_s']:.1f} img/s, baseline {baseline['img_s']:.1f} img/s, "
+                 f"ratio {results[name]['ratio']:.2f}")
+        report.update(results)
+        if not args.no_app:
+            with contextlib.redirect_stdout(io.StringIO()):
+                app = app_overhead(preset, root, work)
+            report["app"] = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in app.items()}
+            report["app_overhead_ratio"] = round(app["app_overhead_ratio"], 3)
+    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"preset {report['preset']} on {report['device']} ({report['threads']} threads), AMP {report['amp']}, "
+          f"channels_last {report['channels_last']}, compile {report['compile']}; cache placement {placement}")
+    for name in ("dsr", "finetune"):
+        r = report[name]
+        flops = f", {r['flops_per_image'] / 1e9:.2f} GFLOP/image" if r.get("flops_per_image") else ""
+        frac = f" ({100 * r['engine_fraction_of_peak']:.1f}% of peak)" if "engine_fraction_of_peak" in r else ""
+        print(f"{name:9s} engine {r['engine_img_s']:8.1f} img/s   baseline {r['baseline_img_s']:8.1f} img/s   "
+              f"ratio {r['ratio']:.2f}   peak {r['engine_peak_mb']:.0f} / {r['baseline_peak_mb']:.0f} MB"
+              f"{flops}{frac}")
+    if "app" in report:
+        a = report["app"]
+        print(f"app       headless {a['headless_img_s']:.1f} img/s, in app {a['in_app_img_s']:.1f} img/s: "
+              f"overhead ratio {report['app_overhead_ratio']:.3f}")
+    print(f"peak RSS {report['peak_rss_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Data-parallel training under torchrun: one process per device, rank 0 writes.
+
+``torchrun --nproc_per_node N`` (or ``vlr-workbench ... --nproc N``) sets ``RANK``, ``WORLD_SIZE``
+and ``LOCAL_RANK``; :func:`setup` then joins the process group (NCCL on CUDA, gloo on CPU) and
+picks this rank's device. Without those variables everything here is a cheap no-op (world size 1),
+so a trainer has a single code path. Each rank trains on its slice of every global batch
+(``shard``); loss sums are all-reduced (``all_reduce_sums``); a stop request on any rank stops all
+of them at the same step (``any_rank``), so no rank waits forever in a collective.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Context:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = Context()
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup(device: torch.device) -> tuple[Context, torch.device]:
+    """Join the process group when launched by torchrun; returns (context, this rank's device)."""
+    if not launched_by_torchrun():
+        return SINGLE, device
+    ctx = Context(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    if device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return ctx, device
+
+
+def shard(batch: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """This rank's part of a global batch of indices (rank r takes items r, r+N, ...)."""
+    return batch[ctx.rank::ctx.world_size] if ctx.enabled else batch
+
+
+def all_reduce_sums(values: dict[str, torch.Tensor], ctx: Context) -> dict[str, torch.Tensor]:
+    """Sum each tensor over the ranks (in place, in one collective); a no-op on one process."""
+    if not ctx.enabled or not values:
+        return values
+    names = sorted(values)
+    flat = torch.stack([values[n].detach().float().reshape(()) for n in names])
+    dist.all_reduce(flat)
+    return {n: flat[i] for i, n in enumerate(names)}
+
+
+def all_reduce_sum(tensor: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """The element-wise sum of ``tensor`` over the ranks (e.g. a class histogram)."""
+    if ctx.enabled:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def any_rank(flag: bool, ctx: Context, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on at least one (used for stop requests)."""
+    if not ctx.enabled:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def broadcast(obj: Any, ctx: Context) -> Any:
+    """Rank 0's ``obj`` on every rank (e.g. the path of a recogniser rank 0 chose)."""
+    if not ctx.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(ctx: Context) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+def wrap(model: torch.nn.Module, ctx: Context, device: torch.device) -> torch.nn.Module:
+    """DistributedDataParallel around ``model`` when there is more than one rank."""
+    if not ctx.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

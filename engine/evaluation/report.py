@@ -1,0 +1,274 @@
+"""``vlr-workbench report RUN_DIR``: one self-contained page (Markdown or HTML) of an evaluation.
+
+It holds the protocol, a line per scored row with its 95% intervals, the paired comparisons,
+the CMC and ROC curves (PNG, drawn with matplotlib's Agg backend, no display needed), the sample
+strips of the run's stages (``samples/*.png``: the first and last of each) and the preset's
+differences from the built-in it came from. RUN_DIR is an evaluate run (``eval.json`` in it) or
+a pipeline run (its ``summary.json`` names the stage run directories, or they are its
+sub-directories). Markdown links its images in ``<report>_files/``; HTML embeds them (base64),
+so the page is one file to mail or attach.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from engine import atomic
+from engine.errors import WorkbenchError
+from engine.evaluation import wording
+
+METRIC_COLUMNS = (("rank1", "rank-1"), ("rank5", "rank-5"), ("eer", "EER"), ("tar_at_far_1e-2", "TAR@FAR 1e-2"),
+                  ("tar_at_far_1e-3", "TAR@FAR 1e-3"))
+SAMPLES_PER_STAGE = 2
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WorkbenchError(f"{path}: cannot read it ({exc}). Re-run the job that wrote it.") from None
+    if not isinstance(doc, dict):
+        raise WorkbenchError(f"{path}: expected a JSON object. Re-run the job that wrote it.")
+    return doc
+
+
+def run_dirs(run_dir: Path) -> list[Path]:
+    """The run directory, the stage runs its summary.json names, and its sub-directories that are runs."""
+    found = [run_dir]
+    summary = run_dir / "summary.json"
+    stages = _read_json(summary).get("stages") if summary.is_file() else None
+    for stored in (stages.values() if isinstance(stages, dict) else ()):
+        if not stored:
+            continue
+        for candidate in (Path(stored), run_dir / stored, run_dir.parent / Path(stored).name):
+            if (candidate / "preset.toml").is_file() or (candidate / "eval.json").is_file():
+                found.append(candidate)
+                break
+    for sub in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+        if (sub / "preset.toml").is_file() or (sub / "eval.json").is_file():
+            found.append(sub)
+    unique: dict[Path, None] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), None)
+    return list(unique)
+
+
+def find_eval_json(run_dir: Path, dirs: list[Path]) -> Path:
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        named = _read_json(summary).get("eval_json")
+        if named and Path(named).is_file():
+            return Path(named)
+    for path in dirs:
+        if (path / "eval.json").is_file():
+            return path / "eval.json"
+    raise WorkbenchError(f"{run_dir} holds no eval.json (nor do the stage runs its summary.json names). Give an "
+                         "evaluate or pipeline run directory whose evaluation finished, or run `vlr-workbench "
+                         "evaluate` first.")
+
+
+def _plots(doc: dict[str, Any], folder: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib import pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [r for r in wording.rows_present(doc) if isinstance(doc.get(r), dict)]
+    written: dict[str, Path] = {}
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for row in rows:
+        cmc = doc[row].get("cmc") or []
+        if cmc:
+            ax.plot(range(1, len(cmc) + 1), [100 * v for v in cmc], marker="o", ms=3,
+                    label=wording.ROW_LABELS.get(row, (row,))[0])
+    ax.set(xlabel="rank k", ylabel="identified within rank k (%)", title="CMC", ylim=(0, 101))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    written["cmc"] = folder / "cmc.png"
+    fig.savefig(written["cmc"])
+    plt.close(fig)
+
+    curves = {row: doc[row]["roc"] for row in rows if isinstance(doc[row].get("roc"), dict)}
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        positive = [f for roc in curves.values() for f in roc["far"] if f > 0]
+        floor = min(positive) / 2 if positive else 1e-4
+        for row, roc in curves.items():
+            ax.step([max(f, floor) for f in roc["far"]], [100 * t for t in roc["tar"]], where="post",
+                    label=wording.ROW_LABELS.get(row, (row,))[0])
+        ax.set_xscale("log")
+        ax.set(xlabel="false accept rate (log)", ylabel="true accept rate (%)", title="ROC (verification)",
+               ylim=(0, 101))
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        written["roc"] = folder / "roc.png"
+        fig.savefig(written["roc"])
+        plt.close(fig)
+    return written
+
+
+def _samples(dirs: list[Path]) -> list[tuple[str, Path]]:
+    found = []
+    for path in dirs:
+        strips = sorted((path / "samples").glob("*.png"))
+        picks = strips if len(strips) <= SAMPLES_PER_STAGE else [strips[0], strips[-1]]
+        found += [(f"{path.name}/samples/{p.name}", p) for p in picks]
+    return found
+
+
+def _preset_diff(run_dir: Path) -> tuple[str, list[tuple[str, str, str]]]:
+    """(what it is compared with, [(key, built-in value, run value)])."""
+    from engine import presets as P
+
+    preset_file = run_dir / "preset.toml"
+    if not preset_file.is_file():
+        return "no preset.toml in the run directory", []
+    preset = P.load(preset_file)
+    builtins = P.builtin_names()
+    base_name = next((n for n in (preset.derived_from, preset.name) if n in builtins), None)
+    note = f"preset `{preset.name}` against the built-in `{base_name}` it came from"
+    if base_name is None:
+        base_name = "vlr-32x32"
+        note = f"preset `{preset.name}` (derived from no built-in) against `vlr-32x32`, the guide's values"
+    base = P.load(base_name)
+    return note, [(key, P.show_value(a), P.show_value(b)) for key, a, b in P.diff(base, preset)]
+
+
+def _row_line(doc: dict[str, Any], row: str) -> list[str]:
+    body = doc[row]
+    spec = ((doc.get("protocol") or {}).get("rows") or {}).get(row) or {}
+    recogniser = spec.get("recogniser", "-")
+    if spec.get("recogniser_file"):
+        recogniser += f" ({Path(spec['recogniser_file']).name})"
+    cells = [wording.ROW_LABELS.get(row, (row,))[0], spec.get("probes", row), recogniser]
+    cells += [wording.rate_with_interval(body.get(key), wording.row_interval(doc, row, key))
+              for key, _label in METRIC_COLUMNS]
+    cells.append(f"{body['auc']:.3f}" if isinstance(body.get("auc"), (int, float)) else "-")
+    cells.append(f"{body['psnr']:.2f}" if isinstance(body.get("psnr"), (int, float)) else "-")
+    return cells
+
+
+def build_blocks(run_dir: Path, doc: dict[str, Any], eval_json: Path, figures: dict[str, Path],
+                 samples: list[tuple[str, Path]]) -> list[tuple]:
+    """The page as blocks: ("h", level, text), ("p", text), ("table", header, rows), ("img", path, alt)."""
+    protocol = doc.get("protocol") or {}
+    blocks: list[tuple] = [("h", 1, f"Evaluation report: {run_dir.name}"),
+                           ("p", f"Results: {eval_json}")]
+    blocks.append(("h", 2, "Protocol"))
+    items = [("split", protocol.get("split")), ("data", protocol.get("data_root")),
+             ("subjects (unseen identities)", protocol.get("subjects")), ("gallery images", protocol.get("gallery_images")),
+             ("probes", protocol.get("probes")), ("VLR size", protocol.get("vlr_size")),
+             ("HR size", protocol.get("hr_size")), ("open-set threshold", protocol.get("threshold")),
+             ("seed", protocol.get("seed")), ("DSR", protocol.get("dsr")), ("ties", protocol.get("ties"))]
+    intervals = doc.get("intervals")
+    if isinstance(intervals, dict):
+        items.append(("95% intervals", f"{intervals.get('method')}; {intervals.get('resamples')} resamples, "
+                                       f"seed {intervals.get('seed')}"))
+    blocks.append(("table", ["item", "value"], [[k, "-" if v is None else str(v)] for k, v in items]))
+    rows = [r for r in wording.rows_present(doc) if isinstance(doc.get(r), dict)]
+    blocks.append(("h", 2, "Rows"))
+    blocks.append(("p", "Each row: the probes (VLR through DSR, VLR through bicubic, or HR) and the recogniser that "
+                        "scored them. Rates in %, with the 95% bootstrap interval in brackets."))
+    header = ["row", "probes", "recogniser", *(label for _k, label in METRIC_COLUMNS), "AUC", "PSNR (dB)"]
+    blocks.append(("table", header, [_row_line(doc, r) for r in rows]))
+    lines = wording.comparison_lines(doc)
+    if lines:
+        blocks.append(("h", 2, "Paired comparisons (rank-1, same probes)"))
+        blocks.append(("table", ["comparison", "difference [95% interval], exact McNemar"],
+                       [[label, text] for label, text in lines]))
+    blocks.append(("h", 2, "Curves"))
+    for key, alt in (("cmc", "CMC curves"), ("roc", "ROC curves")):
+        if key in figures:
+            blocks.append(("img", figures[key], alt))
+    if "roc" not in figures:
+        blocks.append(("p", "No ROC: this eval.json predates stored ROC curves (re-run evaluate)."))
+    blocks.append(("h", 2, "Sample strips (VLR | bicubic | SR | HR)"))
+    if samples:
+        blocks += [("img", path, label) for label, path in samples]
+    else:
+        blocks.append(("p", "No sample strips in this run (samples/*.png are written by train-dsr)."))
+    note, changes = _preset_diff(run_dir)
+    blocks.append(("h", 2, "Preset"))
+    blocks.append(("p", note + ("" if changes else ": no differences")))
+    if changes:
+        blocks.append(("table", ["key", "built-in", "this run"], [list(c) for c in changes]))
+    return blocks
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(blocks: list[tuple], base: Path) -> str:
+    out = []
+    for block in blocks:
+        if block[0] == "h":
+            out.append(f"{'#' * block[1]} {block[2]}")
+        elif block[0] == "p":
+            out.append(block[1])
+        elif block[0] == "table":
+            header, rows = block[1], block[2]
+            out.append("| " + " | ".join(map(_md_cell, header)) + " |")
+            out.append("|" + "---|" * len(header))
+            out += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in rows]
+        elif block[0] == "img":
+            rel = Path(os.path.relpath(block[1], base)).as_posix()
+            out.append(f"![{block[2]}]({rel})")
+        out.append("")
+    return "\n".join(out)
+
+
+def to_html(blocks: list[tuple]) -> str:
+    out = ["<!DOCTYPE html>", "<html><head><meta charset=\"utf-8\"><title>VLR evaluation report</title>",
+           "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+           "text-align:left}img{max-width:100%;display:block;margin:0.5em 0}</style></head><body>"]
+    for block in blocks:
+        if block[0] == "h":
+            out.append(f"<h{block[1]}>{html.escape(block[2])}</h{block[1]}>")
+        elif block[0] == "p":
+            out.append(f"<p>{html.escape(block[1])}</p>")
+        elif block[0] == "table":
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in block[1]) + "</tr>")
+            out += ["<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in block[2]]
+            out.append("</table>")
+        elif block[0] == "img":
+            data = base64.b64encode(Path(block[1]).read_bytes()).decode("ascii")
+            out.append(f"<figure><img alt=\"{html.escape(block[2])}\" src=\"data:image/png;base64,{data}\">"
+                       f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, *, as_html: bool = False) -> Path:
+    """Write the report of ``run_dir`` (default ``RUN_DIR/report.md`` or ``.html``); returns its path."""
+    run_dir = Path(run_dir).expanduser()
+    if not run_dir.is_dir():
+        raise WorkbenchError(f"{run_dir} is not a directory. Give a run directory made by evaluate or pipeline "
+                             "(runs/<time>-<preset>-<job>).")
+    dirs = run_dirs(run_dir)
+    eval_json = find_eval_json(run_dir, dirs)
+    doc = _read_json(eval_json)
+    out = Path(out).expanduser() if out else run_dir / ("report.html" if as_html else "report.md")
+    if out.is_dir():
+        raise WorkbenchError(f"--out {out} is a directory. Give a file name, e.g. {out / 'report.md'}.")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        figures = _plots(doc, out.parent / f"{out.stem}_files")
+    except OSError as exc:
+        raise WorkbenchError(f"cannot write the report's figures beside {out} ({exc}). Give a writable --out.") from None
+    blocks = build_blocks(run_dir, doc, eval_json, figures, _samples(dirs))
+    text = to_html(blocks) if as_html else to_markdown(blocks, out.parent)
+    try:
+        atomic.write_text(out, text)
+    except OSError as exc:
+        raise WorkbenchError(f"cannot write {out} ({exc}). Give a writable --out.") from None
+    return out

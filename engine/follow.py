@@ -1,0 +1,104 @@
+"""Follow a run started anywhere (headless, under torchrun, by another app) from its directory alone.
+
+``RunFollower.poll()`` turns what the owning process writes (metrics.jsonl, log.jsonl, status.json,
+samples/*.png) into the events a job emits, so a front end shows an attached run exactly like one
+it started: Metrics and Logs as they are appended, a Progress from each new status, a Samples per
+new strip, and Finished (or Failed) once the status says the run ended or its process is gone. A
+pipeline run is followed through the stage run it is in.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine.events import Event, Failed, Finished, Log, Metrics, Progress, Samples
+from engine.run_status import read_status, run_state
+from engine.runs import LOG_FILE, RunDir
+
+METRIC_FIELDS = ("job", "stage", "epoch", "step", "split", "time")
+
+
+class _Tail:
+    """New complete lines of an append-only JSON-lines file since the last read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset = path, 0
+
+    def read(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+        except OSError:
+            return []
+        end = chunk.rfind(b"\n") + 1          # a line still being written waits for the next poll
+        self.offset += end
+        records = []
+        for line in chunk[:end].splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records
+
+
+class RunFollower:
+    def __init__(self, run_path: str | Path) -> None:
+        self.root = RunDir.open(run_path).path
+        self._tails: dict[Path, tuple[_Tail, _Tail]] = {}
+        self._samples: set[Path] = set()
+        self._last_status: tuple | None = None
+        self.ended = False
+
+    def _current_dir(self) -> Path:
+        """The directory being written: the run itself, or a pipeline's current stage run."""
+        status = read_status(self.root)
+        if status.get("job") == "pipeline":
+            stage_runs = RunDir(self.root).read_summary().get("stage_runs", {})
+            stage = status.get("stage")
+            if stage in stage_runs and Path(stage_runs[stage]).is_dir():
+                return Path(stage_runs[stage])
+        return self.root
+
+    def poll(self) -> list[Event]:
+        """Events written since the last poll (the first poll replays the run so far)."""
+        if self.ended:
+            return []
+        folder = self._current_dir()
+        metrics, logs = self._tails.setdefault(folder, (_Tail(folder / "metrics.jsonl"), _Tail(folder / LOG_FILE)))
+        events: list[Event] = [Log(r.get("job", ""), r.get("message", ""), r.get("level", "info")) for r in logs.read()]
+        for record in metrics.read():
+            if record.get("split") in (None, "error"):
+                continue
+            values = {k: float(v) if v is not None else float("nan") for k, v in record.items()
+                      if k not in METRIC_FIELDS and isinstance(v, (int, float, type(None)))}
+            events.append(Metrics(record.get("job", ""), record.get("stage", ""), int(record.get("epoch") or 0),
+                                  int(record.get("step") or 0), record["split"], values))
+        for path in sorted((folder / "samples").glob("epoch_*.png")):
+            if path not in self._samples:
+                self._samples.add(path)
+                events.append(Samples(read_status(folder).get("job", ""), int(path.stem.split("_")[-1]), path))
+        status = read_status(folder)
+        key = (status.get("stage"), status.get("epoch"), status.get("step"))
+        if status and status.get("state") == "running" and key != self._last_status and status.get("steps"):
+            self._last_status = key
+            events.append(Progress(status.get("job", ""), status.get("stage") or "", int(status.get("epoch") or 0),
+                                   int(status.get("epochs") or 0), int(status.get("step") or 0),
+                                   int(status.get("steps") or 0), float(status.get("images_per_second") or 0.0)))
+        events.extend(self._end())
+        return events
+
+    def _end(self) -> list[Event]:
+        state = run_state(self.root)
+        if state in ("running", "unknown"):
+            return []
+        self.ended = True
+        status = read_status(self.root)
+        job = status.get("job", "")
+        if state == "failed":
+            return [Failed(job, status.get("message") or "the run failed (see its log)")]
+        if state == "dead":
+            return [Failed(job, f"the process of {self.root} is gone (killed or crashed) without ending the run; "
+                                f"`vlr-workbench {job} --resume {self.root}` continues it")]
+        return [Finished(job, self.root, RunDir(self.root).read_summary(), stopped=state == "stopped")]

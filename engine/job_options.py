@@ -1,0 +1,44 @@
+"""Typed options of each job (what a front end may set beyond the preset and the data root).
+
+Kept free of torch so the CLI can build them before the engine loads. ``None`` means "the preset's
+value" for epoch counts and "none given" for paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Shared by every training job."""
+    run_dir: str | None = None            # write the run into exactly this directory
+    resume: str | None = None             # continue this run directory (its preset, data and position)
+    allow_other_data: bool = False        # resume on data that differs from the run's recorded dataset
+
+
+@dataclass(frozen=True)
+class DSROptions(TrainOptions):
+    epochs: int | None = None
+    edgeface: str | None = None           # frozen recogniser for the identity and feature-matching losses
+
+
+@dataclass(frozen=True)
+class FinetuneOptions(TrainOptions):
+    dsr: str | None = None                # DSR checkpoint whose outputs are the inputs (None: bicubic)
+    edgeface: str | None = None           # weights to start from
+    stage1_epochs: int | None = None
+    stage2_epochs: int | None = None
+
+
+@dataclass(frozen=True)
+class PretrainOptions(TrainOptions):
+    epochs: int | None = None
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    edgeface: str | None = None
+    resume: str | None = None             # a pipeline run directory: continue at the stage it stopped in
+    allow_other_data: bool = False
+

@@ -1,0 +1,108 @@
+"""Which recogniser a job freezes or starts from, and loading it.
+
+``recogniser_weights``: the preset's ``runtime.edgeface_weights``, else the ``best.pt`` of the
+latest *finished* pretrain run of the preset (a stopped, failed or still running one is never
+reused), else a pre-training run made now when ``finetune.pretrain_epochs > 0`` (the demo path).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from engine import distributed
+from engine.distributed import SINGLE, Context
+from engine.errors import JobStopped, WeightsError
+from engine.events import Emit, Log, ignore
+from engine.jobs import StopFlag
+from engine.models.edgeface import OBTAIN_WEIGHTS
+from engine.presets import Preset
+from engine.run_status import run_state
+from engine.runs import RunDir, iter_runs, run_matches
+
+PRETRAIN = "pretrain"
+
+
+def latest_finished_pretrain(runs_dir: str | Path, preset_name: str) -> tuple[Path | None, list[str]]:
+    """(the newest finished pretrain run of the preset, notes on newer runs passed over)."""
+    passed = []
+    for path in iter_runs(runs_dir):
+        if not run_matches(path, preset_name, PRETRAIN) or not (path / "best.pt").is_file():
+            continue
+        state = run_state(path)
+        if state == "finished":
+            return path, passed
+        passed.append(f"{path.name} ({state})")
+    return None, passed
+
+
+def existing_recogniser(preset: Preset, data_root: Path | str, emit: Emit) -> Path | None:
+    """The preset's weights file, else the latest finished pretrain run's best.pt, else None."""
+    rt = preset.runtime
+    if rt.edgeface_weights:
+        path = Path(rt.edgeface_weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"runtime.edgeface_weights is {rt.edgeface_weights!r}, but {path} does not exist. "
+                               f"{OBTAIN_WEIGHTS}")
+        return path
+    previous, passed = latest_finished_pretrain(rt.runs_dir, preset.name)
+    if passed:
+        emit(Log(PRETRAIN, f"not reusing unfinished pretrain run(s) {', '.join(passed[:3])}: only a finished run's "
+                           "best.pt is used as the recogniser", "warning"))
+    if previous is None:
+        return None
+    emit(Log(PRETRAIN, f"recogniser: {previous / 'best.pt'} (latest finished pretrain run of preset {preset.name})"))
+    trained_on = RunDir(previous).read_summary().get("data_root")
+    if trained_on and Path(trained_on).resolve() != Path(data_root).resolve():
+        emit(Log(PRETRAIN, f"that recogniser was pre-trained on {trained_on}, not on {data_root}; run "
+                           "`vlr-workbench pretrain` to pre-train one on this dataset", "warning"))
+    return previous / "best.pt"
+
+
+def pretrain_epochs(preset: Preset) -> int:
+    """finetune.pretrain_epochs, or the error that says how to get a recogniser when it is 0."""
+    epochs = preset.finetune.pretrain_epochs
+    if epochs <= 0:
+        raise WeightsError(f"preset {preset.name} names no EdgeFace weights (runtime.edgeface_weights is empty), "
+                           f"no finished pretrain run of it exists under {preset.runtime.runs_dir}, and "
+                           "finetune.pretrain_epochs is 0. Either set runtime.edgeface_weights to a pretrained file "
+                           f"(or pass --edgeface): {OBTAIN_WEIGHTS} Or set finetune.pretrain_epochs > 0 to pre-train "
+                           "a recogniser on the HR training images first (`vlr-workbench pretrain --preset P`).")
+    return epochs
+
+
+def recogniser_weights(preset: Preset, data_root: Path | str, emit: Emit, stop: StopFlag,
+                       ctx: Context = SINGLE) -> Path:
+    """The recogniser weights a job should use (see the module docstring).
+
+    A stop request during an on-demand pre-training raises :class:`JobStopped` to the calling job,
+    after saying how to resume that pre-training run. Under torchrun every rank gets rank 0's answer.
+    """
+    say = emit if ctx.is_main else ignore
+    found = existing_recogniser(preset, data_root, say)
+    if found is not None:
+        return found
+    epochs = pretrain_epochs(preset)
+    from engine.runtime import Runtime, resolve
+    from engine.trainers.pretrain import pretrain
+
+    say(Log(PRETRAIN, f"no EdgeFace weights given: pre-training {preset.runtime.edgeface_variant} on HR images for "
+                      f"{epochs} epochs (finetune.pretrain_epochs)"))
+    runtime = resolve(preset)
+    _, device = distributed.setup(runtime.device)
+    result = pretrain(preset, Path(data_root), epochs, emit, stop, ctx, Runtime(device, runtime.amp_dtype))
+    if result.stopped:
+        say(Log(PRETRAIN, f"stopped during the recogniser pre-training; `vlr-workbench pretrain --resume "
+                          f"{result.run_dir}` finishes it, then start this job again", "warning"))
+        raise JobStopped()
+    return Path(result.run_dir) / "best.pt"
+
+
+def load_frozen_recogniser(path: str | Path, emit: Emit, job: str) -> torch.nn.Module:
+    """The recogniser file as a frozen module (the identity and feature-matching losses' reference)."""
+    from engine.models.edgeface import load_edgeface
+
+    recogniser = load_edgeface(path)
+    emit(Log(job, f"frozen recogniser {recogniser.variant} from {path}"))
+    return recogniser

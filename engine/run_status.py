@@ -1,0 +1,172 @@
+"""A run directory's live status: ``status.json`` written by the process that owns the run.
+
+``status.json`` = ``{"state", "pid", "host", "job", "stage", "epoch", "epochs", "step", "steps",
+"heartbeat", "started", "world_size", "message"}``; ``state`` is ``running`` while the job lives and
+``finished``, ``stopped`` or ``failed`` at its end. A reader turns a ``running`` status into
+``dead`` (a SIGKILL, a crash, a lost node) when its process is gone (same host) or, for a run on
+another host, when its heartbeat is older than ``STALE_SECONDS``.
+Written atomically every few seconds by ``StatusWriter`` (rank 0 only under torchrun).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from engine import atomic
+
+STATUS_FILE = "status.json"
+STOP_FILE = "stop.request"        # created by a front end to stop a detached job cleanly
+HEARTBEAT_SECONDS = 5.0           # the writer refreshes at least this often while a job runs
+STALE_SECONDS = 30.0              # a heartbeat older than this may belong to a dead process
+STATES = ("running", "finished", "stopped", "failed", "dead", "unknown")
+
+
+def read_status(run_path: str | Path) -> dict[str, Any]:
+    """The run's status.json, or {} when it has none or it cannot be read."""
+    try:
+        status = json.loads((Path(run_path) / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def run_state(run_path: str | Path, now: float | None = None) -> str:
+    """running, finished, stopped, failed, dead, or unknown (a run from before status.json)."""
+    path = Path(run_path)
+    status = read_status(path)
+    state = status.get("state")
+    if state == "running":
+        if status.get("host") == socket.gethostname():   # this host: the process itself says
+            return "running" if pid_alive(status.get("pid")) else "dead"
+        age = (now or time.time()) - float(status.get("heartbeat") or 0)
+        return "dead" if age > STALE_SECONDS else "running"
+    if state in STATES:
+        return state
+    summary = path / "summary.json"
+    if summary.is_file():  # runs written before status.json existed
+        try:
+            return "stopped" if json.loads(summary.read_text()).get("stopped") else "finished"
+        except (OSError, ValueError):
+            return "unknown"
+    return "unknown"
+
+
+def stop_requested(run_path: str | Path) -> bool:
+    return (Path(run_path) / STOP_FILE).exists()
+
+
+def request_stop(run_path: str | Path) -> Path:
+    """Ask the job that owns ``run_path`` (any process, any front end) to stop at its next step."""
+    path = Path(run_path) / STOP_FILE
+    atomic.write_text(path, f"{time.time()}\n")
+    return path
+
+
+class StatusWriter:
+    """Keeps status.json current: ``update(...)`` every step is cheap (writes at most every few seconds)."""
+
+    def __init__(self, run_path: str | Path, job: str, *, world_size: int = 1, enabled: bool = True) -> None:
+        self.path = Path(run_path) / STATUS_FILE
+        self.enabled = enabled
+        self.fields: dict[str, Any] = {"state": "running", "pid": os.getpid(), "host": socket.gethostname(),
+                                       "job": job, "stage": None, "epoch": 0, "epochs": None, "step": 0,
+                                       "steps": None, "started": time.time(), "world_size": world_size,
+                                       "message": ""}
+        self._written = 0.0
+        if enabled:
+            (Path(run_path) / STOP_FILE).unlink(missing_ok=True)  # an old request must not stop a new job
+            self.write()
+
+    def update(self, force: bool = False, **fields: Any) -> None:
+        self.fields.update(fields)
+        if force or time.time() - self._written >= HEARTBEAT_SECONDS:
+            self.write()
+
+    def write(self) -> None:
+        if not self.enabled:
+            return
+        self._written = time.time()
+        atomic.write_json(self.path, {**self.fields, "heartbeat": self._written})
+
+    def end(self, state: str, message: str = "") -> None:
+        self.update(force=True, state=state, message=message[:2000])
+
+
+LOCK_FILE = "owner.lock"
+
+
+class RunLock:
+    """One live process owns a run directory: ``owner.lock`` holds its pid and host.
+
+    Taken with O_EXCL, so two jobs started together on one directory cannot both own it; a lock
+    left by a dead process on this host (or a stale one from another host) is taken over.
+    """
+
+    def __init__(self, run_path: str | Path) -> None:
+        self.path = Path(run_path) / LOCK_FILE
+        self.held = False
+
+    def acquire(self) -> str:
+        """Take the lock; returns a note when a dead owner's lock was taken over, else ""."""
+        from engine.errors import WorkbenchError
+
+        note = ""
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if self._owner_alive(owner):
+                    raise WorkbenchError(
+                        f"{self.path.parent} is in use by another job (pid {owner.get('pid')} on "
+                        f"{owner.get('host')}, {LOCK_FILE}). Give another --run-dir, wait for that job to end, "
+                        f"or stop it (`vlr-workbench stop {self.path.parent}`).") from None
+                self.path.unlink(missing_ok=True)
+                note = (f"took over {self.path} from pid {owner.get('pid')} on {owner.get('host')}, "
+                        "which is no longer running")
+                continue
+            with os.fdopen(fd, "w") as handle:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}, handle)
+            self.held = True
+            return note
+        raise WorkbenchError(f"could not take {self.path}: another job keeps creating it. Give another --run-dir.")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def _owner(self) -> dict[str, Any]:
+        try:
+            owner = json.loads(self.path.read_text())
+            return owner if isinstance(owner, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _owner_alive(self, owner: dict[str, Any]) -> bool:
+        if not owner:  # being written right now by its owner, or garbage: judge by age
+            try:
+                return time.time() - self.path.stat().st_mtime < STALE_SECONDS
+            except OSError:
+                return False
+        if owner.get("host") == socket.gethostname():
+            return pid_alive(owner.get("pid"))
+        status = read_status(self.path.parent)  # another host: trust a fresh heartbeat only
+        return time.time() - float(status.get("heartbeat") or owner.get("time") or 0) < STALE_SECONDS

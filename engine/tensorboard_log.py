@@ -1,0 +1,117 @@
+"""TensorBoard events for a run: live (``runtime.tensorboard = true``) or converted afterwards (``export-tb``).
+
+Scalars are tagged ``<stage>/<split>/<metric>`` (e.g. ``dsr/val/psnr``) with the epoch as the step,
+so runs compare epoch by epoch in TensorBoard; sample strips are images tagged ``samples`` at
+their epoch. Events go to ``RUN_DIR/tensorboard`` (``tensorboard --logdir runs`` shows every run).
+torch.utils.tensorboard needs the ``tensorboard`` package; it is imported only here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from engine.errors import WorkbenchError
+from engine.runs import read_metrics
+
+EVENTS_DIR = "tensorboard"
+NOT_METRICS = {"job", "stage", "epoch", "step", "split", "time", "error", "event"}
+_EPOCH = re.compile(r"epoch_(\d+)\.png$")
+
+
+class TensorBoardLog:
+    """A SummaryWriter in ``run_dir/tensorboard`` fed with metrics.jsonl records and sample strips."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:   # tensorboard is a dependency; a broken install says how to fix it
+            raise WorkbenchError(f"TensorBoard logging needs the tensorboard package ({exc}). Install it with "
+                                 "`pip install -c constraints.txt tensorboard`, or set runtime.tensorboard = "
+                                 "false.") from None
+        self.path = Path(run_dir) / EVENTS_DIR
+        self.writer = SummaryWriter(log_dir=str(self.path))
+        self.scalars = 0
+        self.images = 0
+
+    def log_metrics(self, record: dict[str, Any]) -> int:
+        """Every finite metric of one metrics.jsonl record; returns how many scalars it wrote."""
+        stage, split = record.get("stage") or "run", record.get("split") or "all"
+        step = record.get("epoch")
+        step = step if isinstance(step, int) and not isinstance(step, bool) else int(record.get("step") or 0)
+        written = 0
+        for name, value in record.items():
+            if name in NOT_METRICS or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if not math.isfinite(value):
+                continue
+            self.writer.add_scalar(f"{stage}/{split}/{name}", float(value), global_step=step,
+                                   walltime=record.get("time"))
+            written += 1
+        self.scalars += written
+        return written
+
+    def log_image(self, tag: str, path: str | Path, step: int) -> None:
+        """A PNG (e.g. a sample strip) as an HWC uint8 image."""
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"))
+        self.writer.add_image(tag, pixels, global_step=step, dataformats="HWC")
+        self.images += 1
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class LiveLog(TensorBoardLog):
+    """The events of a running job: each metrics record as it is logged, and every sample strip that
+    appeared since the last record (a strip is written after its epoch's val metrics)."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        super().__init__(run_dir)
+        self.run_dir = Path(run_dir)
+        self.logged_strips: set[Path] = set()
+
+    def log_record(self, record: dict[str, Any]) -> None:
+        self.log_metrics(record)
+        self.log_new_strips()
+        self.flush()
+
+    def log_new_strips(self) -> None:
+        for png in sorted((self.run_dir / "samples").glob("epoch_*.png")):
+            match = _EPOCH.search(png.name)
+            if match and png not in self.logged_strips:
+                self.logged_strips.add(png)
+                self.log_image("samples", png, int(match.group(1)))
+
+
+def export_run(run_dir: str | Path) -> tuple[Path, dict[str, int]]:
+    """Convert a past run (metrics.jsonl and samples/epoch_NNN.png) to TensorBoard events.
+
+    Returns the events folder and the counts written. An earlier export is replaced.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "preset.toml").is_file():
+        raise WorkbenchError(f"{run_dir} is not a run directory (it has no preset.toml). Give directories listed "
+                             "by `vlr-workbench runs`.")
+    events = run_dir / EVENTS_DIR
+    for old in events.glob("events.out.tfevents.*"):
+        old.unlink()
+    log = TensorBoardLog(run_dir)
+    try:
+        for record in read_metrics(run_dir):
+            log.log_metrics(record)
+        for png in sorted((run_dir / "samples").glob("epoch_*.png")):
+            match = _EPOCH.search(png.name)
+            if match:
+                log.log_image("samples", png, int(match.group(1)))
+    finally:
+        log.close()
+    return log.path, {"scalars": log.scalars, "images": log.images}

@@ -1,0 +1,391 @@
+"""What every trainer does around its loop, so that a trainer file is the loop and nothing else.
+
+``Bookkeeper`` owns the run directory (its lock, ``status.json`` heartbeat, metrics.jsonl, summary,
+checkpoints), throughput and ETA, Progress events, the stop request (the app's flag, Ctrl-C, a
+``stop.request`` file from another front end, agreed by every rank under torchrun), the count of
+non-finite steps, and out-of-memory errors. Under torchrun only rank 0 writes or emits.
+
+``LoopState`` is the position a resume continues from: stage, epoch, the step inside an unfinished
+epoch (with that epoch's sample order and partial sums), best-so-far bookkeeping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from engine import atomic, distributed
+from engine.checkpoint_io import load_checkpoint
+from engine.distributed import Context
+from engine.errors import JobStopped, WorkbenchError
+from engine.events import Emit, Finished, Log, Metrics, Progress, ignore
+from engine.jobs import StopFlag
+from engine.presets import Preset
+from engine.presets import load as load_preset
+from engine.run_status import RunLock, StatusWriter, stop_requested
+from engine.runs import RunDir
+from engine.trainers.oom import out_of_memory
+
+PROGRESS_UPDATES = 20          # Progress events per epoch (about)
+STOP_POLL_SECONDS = 1.0        # how often the stop.request file is looked for
+STOP_SYNC_STEPS = 4            # under torchrun, ranks agree on a stop every N steps (a collective each time)
+MAX_NONFINITE_STEPS = 10       # consecutive steps with a non-finite loss or gradient before the job stops
+
+
+# ----------------------------------------------------------------------------- resume position
+
+
+@dataclass
+class LoopState:
+    """Where a run is; saved in last.pt, so a resumed run continues exactly where it stopped."""
+    stage: str = ""
+    epoch: int = 0                    # last completed epoch of ``stage``
+    step_in_epoch: int = 0            # optimiser steps done in the unfinished epoch (0 at an epoch boundary)
+    global_step: int = 0
+    best_score: float = -math.inf     # DSR: val PSNR; fine-tuning: val top-1
+    best_epoch: int = 0
+    best_stage: str = ""
+    stale_epochs: int = 0             # epochs since the best score (early stopping)
+    skipped_steps: int = 0            # steps skipped for a non-finite loss or gradient
+    best_values: dict[str, float] = field(default_factory=dict)
+    last_values: dict[str, float] = field(default_factory=dict)
+    stages_done: list[str] = field(default_factory=list)
+    epoch_order: torch.Tensor | None = None   # the unfinished epoch's sample order
+    epoch_sums: dict[str, Any] | None = None  # ... and its partial metric sums
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LoopState":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def start_epoch(self, stage: str, epoch: int, length: int, generator: torch.Generator) -> torch.Tensor:
+        """The sample order of ``epoch``: the saved one when resuming inside it, else a new permutation."""
+        if self.stage == stage and self.step_in_epoch and self.epoch_order is not None and epoch == self.epoch + 1:
+            return self.epoch_order
+        self.stage, self.step_in_epoch, self.epoch_sums = stage, 0, None
+        self.epoch_order = torch.randperm(length, generator=generator)
+        return self.epoch_order
+
+    def end_epoch(self, epoch: int) -> None:
+        self.epoch, self.step_in_epoch, self.epoch_order, self.epoch_sums = epoch, 0, None, None
+
+
+class Sums:
+    """Image-weighted sums of per-batch means, kept on the device (no sync per step); all-reduced."""
+
+    def __init__(self, state: dict[str, Any] | None = None) -> None:
+        self.sums: dict[str, torch.Tensor] = dict((state or {}).get("sums", {}))
+        self.count = int((state or {}).get("count", 0))
+
+    def add(self, values: dict[str, torch.Tensor], n: int) -> None:
+        for name, value in values.items():
+            value = value.detach().float()
+            self.sums[name] = self.sums[name].to(value.device) + value * n if name in self.sums else value * n
+        self.count += n
+
+    def state(self) -> dict[str, Any]:
+        return {"sums": {k: v.detach().cpu() for k, v in self.sums.items()}, "count": self.count}
+
+    def means(self, ctx: Context) -> dict[str, float]:
+        if not self.sums:
+            return {}
+        device = next(iter(self.sums.values())).device
+        totals = distributed.all_reduce_sums({**self.sums, "_count": torch.tensor(float(self.count), device=device)},
+                                             ctx)
+        count = max(1.0, float(totals.pop("_count")))
+        return {name: float(total) / count for name, total in totals.items()}
+
+
+def main_only(emit: Emit, ctx: Context) -> Emit:
+    """``emit`` on rank 0; ranks other than 0 say nothing."""
+    return emit if ctx.is_main else ignore
+
+
+# ----------------------------------------------------------------------------- resume input
+
+
+@dataclass
+class Resume:
+    """A run directory to continue: its preset, its last.pt, and where it stood."""
+    run: RunDir
+    preset: Preset
+    checkpoint: dict[str, Any]
+
+    @property
+    def state(self) -> LoopState:
+        return LoopState.from_dict(self.checkpoint["loop"])
+
+
+def read_resume(run_dir: str | Path, job: str) -> Resume:
+    """Open a run directory for ``--resume``: its own preset.toml and a resumable last.pt of ``job``."""
+    run = RunDir.open(run_dir)
+    last = run.path / "last.pt"
+    if not last.is_file():
+        raise WorkbenchError(f"cannot resume {run.path}: it has no last.pt (the run ended before its first "
+                             f"checkpoint). Start a new run instead: `vlr-workbench {job} --preset P`.")
+    checkpoint = load_checkpoint(last, what=f"the last.pt of {job} run {run.path}")
+    if checkpoint.get("job") != job or "loop" not in checkpoint:
+        raise WorkbenchError(f"{last} is not a resumable {job} checkpoint (it belongs to "
+                             f"{checkpoint.get('job') or 'an older version'}). Give the run directory of a {job} run "
+                             f"to `vlr-workbench {job} --resume`.")
+    return Resume(run, load_preset(run.path / "preset.toml"), checkpoint)
+
+
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    return {"generator": generator.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------- the bookkeeper
+
+
+class Bookkeeper:
+    """Run directory, status, events and stop requests of one training job (rank 0 writes)."""
+
+    def __init__(self, job: str, run: RunDir, emit: Emit, stop: StopFlag, ctx: Context, device: torch.device,
+                 state: LoopState, lr_keys: str = "the learning rate") -> None:
+        self.job, self.run, self.stop, self.ctx, self.device, self.state = job, run, stop, ctx, device, state
+        self.lr_keys = lr_keys     # named in the instability advice
+        self._emit = emit
+        self.lock = RunLock(run.path)
+        self.status = StatusWriter(run.path, job, world_size=ctx.world_size, enabled=ctx.is_main)
+        self.images = 0            # training images (all ranks) this session
+        self.seconds = 0.0         # training seconds this session (validation and checkpoints excluded)
+        self._clock = time.perf_counter()
+        self._stop_polled = 0.0
+        self._consecutive_nonfinite = 0
+
+    @classmethod
+    def open(cls, job: str, preset: Preset, emit: Emit, stop: StopFlag, ctx: Context, device: torch.device, *,
+             run_dir: str | Path | None = None, resume: Resume | None = None,
+             lr_keys: str = "the learning rate") -> "Bookkeeper":
+        """A new run directory (rank 0 makes it; the others learn its path), or the resumed one."""
+        if resume is not None:
+            run, state = resume.run, resume.state
+        else:
+            path = RunDir.for_job(preset, job, run_dir).path if ctx.is_main else None
+            run, state = RunDir(Path(distributed.broadcast(str(path) if path else None, ctx))), LoopState()
+        book = cls(job, run, emit, stop, ctx, device, state, lr_keys)
+        if ctx.is_main:
+            taken_over = book.lock.acquire()
+            if taken_over:
+                book.log(taken_over, "warning")
+            removed = len(atomic.remove_stale_temps(run.path))
+            if removed:
+                book.log(f"removed {removed} partial file(s) left by a killed writer in {run.path}")
+            if resume is not None:
+                dropped = run.truncate_metrics(state.global_step)
+                if dropped:
+                    book.log(f"metrics.jsonl: dropped {dropped} record(s) logged after last.pt (step "
+                             f"{state.global_step}); the resumed run logs them again")
+        return book
+
+    # -- events (rank 0 only)
+
+    def emit(self, event) -> None:
+        if self.ctx.is_main:
+            if isinstance(event, Log):   # kept for front ends that attach to the run later
+                self.run.log_line(event)
+            self._emit(event)
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.emit(Log(self.job, message, level))
+
+    def report(self, stage: str, epoch: int, split: str, values: dict[str, float]) -> None:
+        """One Metrics record: metrics.jsonl, the event, and the status."""
+        event = Metrics(self.job, stage, epoch, self.state.global_step, split, values)
+        if self.ctx.is_main:
+            self.run.log_metrics(event)
+        self.emit(event)
+
+    # -- the step
+
+    def check_stop(self) -> None:
+        """Raise JobStopped when a stop was asked for (the flag, or a stop.request file); all ranks agree."""
+        if self.ctx.is_main and not self.stop.is_set() and time.time() - self._stop_polled > STOP_POLL_SECONDS:
+            self._stop_polled = time.time()
+            if stop_requested(self.run.path):
+                self.log(f"stop requested by {self.run.path / 'stop.request'}", "warning")
+                self.stop.set()
+        wanted = self.stop.is_set()
+        if self.ctx.enabled and self.state.global_step % STOP_SYNC_STEPS == 0:
+            wanted = distributed.any_rank(wanted, self.ctx, self.device)
+        elif self.ctx.enabled:
+            wanted = False  # decided together at the next agreement step
+        if wanted:
+            raise JobStopped()
+
+    def restart_clock(self) -> None:
+        """Call before an epoch's first step: validation and checkpoint time are not training time."""
+        self._clock = time.perf_counter()
+
+    def step_done(self, stage: str, epoch: int, epochs: int, step: int, steps: int, local_images: int,
+                  images_left: int, loss: torch.Tensor) -> None:
+        """Count a finished step; every few steps a Progress event and a status heartbeat."""
+        now = time.perf_counter()
+        self.images += local_images * self.ctx.world_size
+        self.seconds += now - self._clock
+        self._clock = now
+        self.state.global_step += 1
+        self.state.step_in_epoch = step
+        if step % max(1, steps // PROGRESS_UPDATES) == 0 or step == steps:
+            rate = self.images_per_second
+            self.emit(Progress(self.job, stage, epoch, epochs, step, steps, rate,
+                               images_left / rate if rate else None, loss.item()))
+            self.status.update(stage=stage, epoch=epoch, epochs=epochs, step=step, steps=steps,
+                               global_step=self.state.global_step, images_per_second=round(rate, 2))
+
+    def step_is_finite(self, *values: torch.Tensor) -> bool:
+        """True when every value is finite; a non-finite one is counted, and too many in a row stop the job.
+
+        One host sync per step: a NaN must be caught before the optimiser step spreads it to every weight.
+        """
+        finite = bool(torch.stack([v.detach().float().reshape(()) for v in values]).isfinite().all())
+        if finite:
+            self._consecutive_nonfinite = 0
+            return True
+        self.state.skipped_steps += 1
+        self._consecutive_nonfinite += 1
+        if self._consecutive_nonfinite >= MAX_NONFINITE_STEPS:
+            raise self.unstable(f"{self._consecutive_nonfinite} steps in a row")
+        return False
+
+    def check_epoch_trained(self, stage: str, epoch: int, images_trained: int) -> None:
+        """An epoch whose every step was skipped (non-finite) trained nothing: stop with the instability advice."""
+        if images_trained == 0:
+            raise self.unstable(f"every step of {stage} epoch {epoch}")
+
+    def unstable(self, which: str) -> WorkbenchError:
+        return WorkbenchError(
+            f"{self.job} is unstable: {which} had a non-finite loss or gradient ({self.state.skipped_steps} steps "
+            f"skipped in all); the weights were left as they were. Lower {self.lr_keys} (halve it), keep gradient "
+            "clipping on, or set runtime.amp = \"bf16\" or \"off\" when it is fp16; "
+            f"`vlr-workbench tips {self.run.path}` proposes the change.")
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    @contextlib.contextmanager
+    def oom_guard(self, stage: str, epoch: int, batch_key: str, batch_size: int) -> Iterator[None]:
+        """An out-of-memory error anywhere inside (training or validation) becomes the guide's batch advice."""
+        try:
+            yield
+        except torch.OutOfMemoryError as exc:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            run = self.run if self.ctx.is_main else _NoRun(self.run.path)
+            raise out_of_memory(run, self.job, stage, epoch, batch_key, batch_size, exc) from None
+
+    # -- files (rank 0 only)
+
+    def save(self, name: str, checkpoint: dict[str, Any]) -> Path:
+        """Write a checkpoint atomically; a checkpoint with non-finite weights is never written."""
+        path = self.run.path / name
+        if self.ctx.is_main:
+            for key, tensor in checkpoint.get("state_dict", {}).items():
+                if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    raise WorkbenchError(f"{self.job}: the weights became non-finite ({key}); {path} was not "
+                                         "written and the previous one is intact. Lower the learning rate and "
+                                         f"resume or start again (`vlr-workbench tips {self.run.path}`).")
+            atomic.torch_save(path, checkpoint)
+        return path
+
+    def save_last(self, checkpoint: dict[str, Any], generator: torch.Generator) -> Path:
+        """last.pt: the checkpoint plus where the loop stands and the random state, for --resume."""
+        checkpoint.update(job=self.job, loop=self.state.to_dict(), rng=rng_state(generator))
+        return self.save("last.pt", checkpoint)
+
+    def summary_extra(self) -> dict[str, Any]:
+        peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
+        return {"world_size": self.ctx.world_size, "images_per_second": round(self.images_per_second, 2),
+                "global_step": self.state.global_step, "skipped_steps": self.state.skipped_steps,
+                "peak_device_memory_mb": round(peak / 2**20, 1) if peak else None}
+
+    def finish(self, summary: dict[str, Any], *, stopped: bool) -> Finished:
+        """Write summary.json, end the status (finished or stopped) and release the directory."""
+        if self.ctx.is_main:
+            self.run.write_summary(summary)
+            self.status.end("stopped" if stopped else "finished")
+        self.release()
+        return Finished(self.job, self.run.path, summary, stopped=stopped)
+
+    def failed(self, message: str) -> None:
+        if self.ctx.is_main:
+            try:
+                self.status.end("failed", message)
+            except OSError:   # the disk that failed the job may refuse the status too; the error still reaches the user
+                pass
+        self.release()
+
+    def release(self) -> None:
+        self.lock.release()
+
+    @contextlib.contextmanager
+    def lifetime(self) -> Iterator["Bookkeeper"]:
+        """Mark the status failed (and free the directory) when the job ends with an error."""
+        try:
+            yield self
+        except JobStopped:
+            self.release()
+            raise
+        except BaseException as exc:
+            self.failed(str(exc) or type(exc).__name__)
+            raise
+
+
+class _NoRun:
+    """A RunDir stand-in for ranks other than 0: records nothing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def log_error(self, *args, **kwargs) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------- the data a run trained on
+
+
+def data_fingerprint(names: list[str], shape: tuple[int, ...]) -> str:
+    """A stable fingerprint of a split: its file names and image shape (a copied dataset still matches)."""
+    import hashlib
+
+    digest = hashlib.sha1(repr((sorted(names), tuple(shape))).encode())
+    return digest.hexdigest()[:16]
+
+
+def resume_data_root(resume: Resume | None, given: str | None) -> str | None:
+    """The data root of a job: the one given, else the resumed run's recorded root, else None (the preset's)."""
+    if given or resume is None:
+        return given
+    return resume.checkpoint.get("data", {}).get("root")
+
+
+def check_resume_data(resume: Resume | None, record: dict[str, Any], allow_other: bool) -> None:
+    """Refuse to resume on data other than the run's own unless told (``--allow-other-data``)."""
+    if resume is None:
+        return
+    recorded = resume.checkpoint.get("data") or {}
+    if recorded.get("fingerprint") and recorded["fingerprint"] != record["fingerprint"] and not allow_other:
+        raise WorkbenchError(
+            f"{resume.run.path} was trained on {recorded.get('root')} ({recorded.get('images')} training images), "
+            f"but this resume would use {record['root']} ({record['images']} training images), which differs. "
+            "Leave out --data to continue on the run's own data, or pass --allow-other-data to continue on "
+            "these images on purpose.")

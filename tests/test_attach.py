@@ -1,0 +1,73 @@
+"""Follow and stop a job that another process owns, from its run directory alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine import events as ev
+from engine import presets as P
+from engine.follow import RunFollower
+from engine.run_status import run_state
+
+TINY = {"data.vlr_width": 16, "data.vlr_height": 16, "runtime.device": "cpu", "runtime.num_threads": 1,
+        "dsr.epochs": 200, "dsr.batch_size": 4, "dsr.base_channels": 8, "dsr.residual_blocks": 1,
+        "dsr.lambda_identity": 0.0, "dsr.lambda_feature_match": 0.0, "dsr.lambda_perceptual": 0.0,
+        "dsr.early_stop_patience": 0}
+
+
+def _wait(predicate, what: str, timeout: float = 90.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_attach_follows_a_headless_run_and_stop_ends_it_cleanly(tmp_path, demo_root):
+    from workbench.cli.main import main
+
+    preset = P.save(P.load("cpu-demo").with_changes({**TINY, "runtime.runs_dir": str(tmp_path / "runs")}),
+                    tmp_path / "tiny.toml")
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "workbench.cli.main", "train-dsr", "--preset", str(preset),
+                             "--data", str(demo_root), "--run-dir", str(run_dir)],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait(lambda: run_state(run_dir) == "running" and (run_dir / "metrics.jsonl").is_file(), "the first epoch")
+        follower = RunFollower(run_dir)
+        seen: list = []
+        _wait(lambda: seen.extend(follower.poll()) or any(isinstance(e, ev.Metrics) and e.split == "val"
+                                                          for e in seen), "val metrics through the follower")
+        assert any(isinstance(e, ev.Log) and "DSR 16x16" in e.message for e in seen)   # the log, from log.jsonl
+        assert not any(isinstance(e, (ev.Finished, ev.Failed)) for e in seen)
+        assert main(["stop", str(run_dir), "--wait", "60"]) == 0
+        assert proc.wait(timeout=60) == 130, proc.stderr.read()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert run_state(run_dir) == "stopped"
+    assert (run_dir / "last.pt").is_file()
+    ends = [e for e in follower.poll() if isinstance(e, (ev.Finished, ev.Failed))]
+    assert len(ends) == 1 and isinstance(ends[0], ev.Finished) and ends[0].stopped
+    assert json.loads((run_dir / "summary.json").read_text())["stopped"] is True
+
+
+def test_stop_and_attach_refuse_what_is_not_a_live_run(tmp_path, capsys):
+    from workbench.cli.main import main
+
+    assert main(["stop", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    run = tmp_path / "old"
+    run.mkdir()
+    P.save(P.load("cpu-demo"), run / "preset.toml")
+    (run / "summary.json").write_text(json.dumps({"stopped": False}))
+    assert main(["stop", str(run)]) == 2
+    assert "not running (its state is finished)" in capsys.readouterr().err
