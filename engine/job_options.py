@@ -41,4 +41,17 @@ class PipelineOptions:
     edgeface: str | None = None
     resume: str | None = None             # a pipeline run directory: continue at the stage it stopped in
     allow_other_data: bool = False
+    baselines: bool = False               # also fine-tune a recogniser on bicubic images (the fair bicubic row)
+    folds: int | None = None              # repeat the whole pipeline on K subject splits (None: the data's split)
+    bootstrap: int | None = None          # evaluation's bootstrap resamples (None: evaluate's default)
 
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    dsr: str | None = None                # DSR checkpoint (default: the preset's latest finished train-dsr run)
+    edgeface: str | None = None           # recogniser fine-tuned on DSR outputs (scores the dsr and hr rows)
+    edgeface_bicubic: str | None = None   # recogniser fine-tuned on bicubic images (scores the bicubic row)
+    edgeface_base: str | None = None      # base recogniser (the *_base rows)
+    rows: list | None = None              # [{"name", "probes", "recogniser"}] instead of the default plan
+    bootstrap: int | None = None          # bootstrap resamples for the intervals (None: the default, 0: none)
+    run_dir: str | None = None

@@ -46,9 +46,10 @@ class StopFlag:
             raise JobStopped()
 
 
-# kind -> its typed options (engine.job_options); a job without one takes a plain dict.
+# kind -> its typed options (engine.job_options); a dict of their fields is converted.
 OPTION_TYPES: dict[str, type] = {"train-dsr": job_options.DSROptions, "finetune": job_options.FinetuneOptions,
-                                 "pretrain": job_options.PretrainOptions, "pipeline": job_options.PipelineOptions}
+                                 "pretrain": job_options.PretrainOptions, "pipeline": job_options.PipelineOptions,
+                                 "evaluate": job_options.EvaluateOptions}
 
 
 @dataclass(frozen=True)

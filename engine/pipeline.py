@@ -1,13 +1,27 @@
 """The ``pipeline`` job: the guide's three commands in one go, each stage using the previous outputs.
 
 Stages: ``recogniser`` (the preset's EdgeFace weights, a finished pretrain run, or a ``pretrain``
-run made now) -> ``train-dsr`` (identity losses against that recogniser) -> ``finetune`` (on that
-DSR's outputs) -> ``evaluate`` (that DSR and the fine-tuned recogniser, beside bicubic and HR).
-Each training stage writes its own run directory, chosen by the pipeline before the stage starts
-and recorded in the pipeline's ``summary.json`` (rewritten after every change), so
+run made now) -> ``train-dsr`` (identity losses against that recogniser) -> with ``baselines``,
+``finetune-bicubic`` (a ``finetune`` run on bicubic images, same preset, from the same recogniser)
+-> ``finetune`` (on that DSR's outputs) -> ``evaluate`` (DSR probes through the DSR-fine-tuned
+recogniser, bicubic probes through the bicubic-fine-tuned one when there is one, both also through
+the base recogniser, and HR).
+Each stage writes its own run directory, chosen by the pipeline before the stage starts and
+recorded in the pipeline's ``summary.json`` (rewritten after every change), so
 ``--resume PIPELINE_RUN_DIR`` reuses the stages that finished, resumes the one that was stopped or
 killed from its last.pt, and runs the rest. Stage events are passed on as they come. Under
 torchrun the training stages run on every rank; evaluation runs on rank 0 alone.
+
+``folds`` = K repeats the whole pipeline on K subject splits (:mod:`engine.evaluation.folds`):
+the dataset's testable subjects are dealt, seeded by ``runtime.seed``, into K disjoint held-out
+groups; fold i's dataset is written (hard links) to ``PIPELINE/fold_i/data`` and its stage runs go
+to ``PIPELINE/fold_i/``, recorded under ``folds[i-1]`` of the summary, so a resume reuses finished
+folds and resumes the unfinished one. The K eval.json files are aggregated (mean, sample standard
+deviation, min, max per row and metric) into ``PIPELINE/eval_folds.json`` and the summary.
+Recogniser per fold: weights given (``--edgeface`` or ``runtime.edgeface_weights``) are shared by
+every fold, since they were trained elsewhere; otherwise *each fold pre-trains its own* on its own
+training subjects. A finished pretrain run of the preset is never reused under folds: it was
+trained on another split, so it may have seen a fold's held-out identities.
 """
 
 from __future__ import annotations
@@ -18,8 +32,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from engine import distributed
-from engine.errors import JobStopped, WorkbenchError
+from engine import atomic, distributed
+from engine.errors import JobStopped, WeightsError, WorkbenchError
 from engine.events import Emit, Event, Failed, Finished, Log, ignore
 from engine.job_options import DSROptions, FinetuneOptions, PipelineOptions, PretrainOptions
 from engine.jobs import JobRequest, StopFlag, job_function
@@ -29,8 +43,16 @@ from engine.runs import RunDir
 
 JOB = "pipeline"
 STAGES = ("recogniser", "train-dsr", "finetune", "evaluate")
-SHORT_KEYS = ("status", "total_seconds", "stages", "stopped_run", "eval_json")
+BASELINE_STAGE = "finetune-bicubic"          # a finetune run on bicubic images (``baselines``)
+STAGE_JOBS = {BASELINE_STAGE: "finetune"}    # stage name -> job kind, where they differ
+SHORT_KEYS = ("status", "total_seconds", "stages", "stopped_run", "eval_json", "eval_folds_json", "folds_done")
 HEADLINE_KEYS = ("rank1", "rank5", "auc", "eer", "open_set_accuracy", "psnr", "ssim")
+FOLDS_FILE = "eval_folds.json"
+DEFAULT_VAL_FRACTION = 0.2                   # a fold's val share of each training subject when the manifest has none
+
+
+def stage_names(baselines: bool) -> tuple[str, ...]:
+    return ("recogniser", "train-dsr", *((BASELINE_STAGE,) if baselines else ()), "finetune", "evaluate")
 
 
 def _pass_on(emit: Emit) -> Emit:
@@ -41,18 +63,26 @@ def _pass_on(emit: Emit) -> Emit:
     return forward
 
 
+def _new_record(**fields: Any) -> dict[str, Any]:
+    return {"stages": {}, "stage_seconds": {}, "stage_runs": {}, **fields}
+
+
 class _Summary:
-    """summary.json of the pipeline run, rewritten after every change (rank 0 only)."""
+    """summary.json of the pipeline run, rewritten after every change (rank 0 only).
+
+    A *record* holds one dataset's stages (``stages``, ``stage_seconds``, ``stage_runs``): the
+    summary itself, or one entry of ``folds``.
+    """
 
     def __init__(self, run: RunDir, data: dict[str, Any] | None, write: bool):
         self.run, self.enabled = run, write
-        self.data: dict[str, Any] = data or {"stages": {}, "stage_seconds": {}, "stage_runs": {}}
+        self.data: dict[str, Any] = data or _new_record()
         self.data["status"] = "running"
         self.write()
 
-    def stage_done(self, name: str, path: Path | None, seconds: float) -> None:
-        self.data["stages"][name] = None if path is None else str(path)
-        self.data["stage_seconds"][name] = round(self.data["stage_seconds"].get(name, 0) + seconds, 1)
+    def stage_done(self, record: dict[str, Any], name: str, path: Path | None, seconds: float) -> None:
+        record["stages"][name] = None if path is None else str(path)
+        record["stage_seconds"][name] = round(record["stage_seconds"].get(name, 0) + seconds, 1)
         self.data.pop("stopped_run", None)
         self.write()
 
@@ -65,6 +95,66 @@ def _headline(eval_json: Path) -> dict[str, Any]:
     doc = json.loads(eval_json.read_text())
     return {f"{variant}_{key}": (doc[variant] or {}).get(key) for variant in ("dsr", "bicubic", "hr")
             for key in HEADLINE_KEYS}
+
+
+def _fold_headline(aggregated: dict[str, Any]) -> dict[str, Any]:
+    """``{row}_rank1`` = the mean over folds (what the runs table shows), ``{row}_rank1_std`` its spread."""
+    out: dict[str, Any] = {}
+    for row, metrics in aggregated["rows"].items():
+        if "rank1" in metrics:
+            out[f"{row}_rank1"] = metrics["rank1"]["mean"]
+            out[f"{row}_rank1_std"] = metrics["rank1"]["std"]
+    return out
+
+
+def _given_weights(preset, opts: PipelineOptions) -> Path | None:
+    """--edgeface, else runtime.edgeface_weights (checked), else None (never a pretrain run: see folds)."""
+    given = opts.edgeface or preset.runtime.edgeface_weights
+    if not given:
+        return None
+    path = Path(given).expanduser()
+    if not path.is_file():
+        origin = "--edgeface" if opts.edgeface else "runtime.edgeface_weights"
+        raise WeightsError(f"{origin} is {given!r}, but {path} does not exist. Give an EdgeFace weights file, or "
+                           "leave it empty to pre-train a recogniser on each fold's training subjects.")
+    return path
+
+
+def _check_resume_options(opts: PipelineOptions, recorded: dict[str, Any], path: Path) -> PipelineOptions:
+    """The run's own baselines/folds; a conflicting value on the resume command is an error."""
+    baselines, folds = bool(recorded.get("baselines")), recorded.get("folds")
+    if (opts.baselines and not baselines) or (opts.folds is not None and opts.folds != folds):
+        raise WorkbenchError(f"{path} was started with baselines={'on' if baselines else 'off'} and "
+                             f"folds={folds or 'none'}; --resume continues it as it was. Leave --baselines and "
+                             "--folds out when resuming, or start a new pipeline with the options you want.")
+    return replace(opts, baselines=baselines, folds=folds)
+
+
+def _val_fraction(root: Path) -> float:
+    from engine.data.layout import MANIFEST
+
+    try:
+        value = json.loads((root / MANIFEST).read_text(encoding="utf-8"))["split"]["val"]
+        return float(value) if 0 <= float(value) < 1 else DEFAULT_VAL_FRACTION
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_VAL_FRACTION
+
+
+def _write_folds(run: RunDir, root: Path, k: int, seed: int) -> list[dict[str, Any]]:
+    """Fold records, each with its dataset written to ``run/fold_i/data`` (kept when already complete)."""
+    from engine.data.layout import MANIFEST
+    from engine.evaluation.folds import layout_items, subject_folds, write_fold_layout
+
+    val_fraction = _val_fraction(root)
+    records = []
+    for fold in subject_folds(layout_items(root), k, seed):
+        folder = run.path / f"fold_{fold.index + 1}"
+        data = folder / "data"
+        if not (data / MANIFEST).is_file():
+            write_fold_layout(root, data, fold, val_fraction=val_fraction, seed=seed)
+        records.append(_new_record(fold=fold.index + 1, data_root=str(data), runs_dir=str(folder),
+                                   test_subjects=list(fold.test_subjects)))
+    return records
 
 
 def run_pipeline(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
@@ -81,8 +171,12 @@ def run_pipeline(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
         if previous.get("status") == "done":
             raise WorkbenchError(f"{run.path} is a finished pipeline: nothing to resume. Start a new one with "
                                  f"`vlr-workbench pipeline --preset {preset.name}`.")
+        opts = _check_resume_options(opts, previous.get("options") or {}, run.path)
         data = request.data or previous.get("data_root")
     else:
+        if opts.folds is not None and opts.folds < 2:
+            raise WorkbenchError(f"--folds {opts.folds}: K-fold evaluation needs at least 2 folds (or leave --folds "
+                                 "out for the single split).")
         preset, previous, data = request.preset, None, request.data
         path = RunDir.create(preset.runtime.runs_dir, preset, JOB).path if ctx.is_main else None
         run = RunDir(Path(distributed.broadcast(str(path) if path else None, ctx)))
@@ -90,30 +184,39 @@ def run_pipeline(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     if ctx.is_main:
         lock.acquire()
     summary = _Summary(run, previous, ctx.is_main)
+    summary.data["options"] = {"baselines": opts.baselines, "folds": opts.folds}
     status = StatusWriter(run.path, JOB, enabled=ctx.is_main)
     forward = _pass_on(emit)
-    stage = STAGES[0]
+    names = stage_names(opts.baselines)
+    where = {"stage": names[0], "fold": None}   # what is running now (for the failure record and messages)
     started = time.perf_counter()
 
     def announce(kind: str) -> None:
-        say(Log(JOB, f"stage {STAGES.index(kind) + 1}/{len(STAGES)}: {kind}"))
-        status.update(force=True, stage=kind)
+        where["stage"] = kind
+        fold = where["fold"]
+        prefix = f"fold {fold}/{opts.folds}, " if fold else ""
+        say(Log(JOB, f"{prefix}stage {names.index(kind) + 1}/{len(names)}: {kind}"))
+        status.update(force=True, stage=kind, fold=fold)
 
-    def stage_run(kind: str, options: Any) -> Path:
-        """Run (or resume) a stage job in a run directory recorded before it starts; its run dir when done."""
-        done = summary.data["stages"].get(kind)
+    def new_run_dir(runs_dir: str, kind: str) -> str:
+        path = RunDir.create(runs_dir, preset, kind).path if ctx.is_main else None
+        return distributed.broadcast(str(path) if path else None, ctx)
+
+    def stage_run(record: dict, name: str, options: Any, runs_dir: str, data: str) -> Path:
+        """Run (or resume) a training stage in a run directory recorded before it starts; its run dir when done."""
+        done = record["stages"].get(name)
         if done:
-            say(Log(JOB, f"{kind}: reusing the finished stage run {done}"))
+            say(Log(JOB, f"{name}: reusing the finished stage run {done}"))
             return Path(done)
-        recorded = summary.data["stage_runs"].get(kind)
+        kind = STAGE_JOBS.get(name, name)
+        recorded = record["stage_runs"].get(name)
         if recorded and (Path(recorded) / "last.pt").is_file():
-            say(Log(JOB, f"{kind}: resuming the unfinished stage run {recorded}"))
+            say(Log(JOB, f"{name}: resuming the unfinished stage run {recorded}"))
             options = replace(options, resume=recorded, run_dir=None, allow_other_data=opts.allow_other_data)
         else:
             if not recorded:
-                path = RunDir.create(preset.runtime.runs_dir, preset, kind).path if ctx.is_main else None
-                recorded = distributed.broadcast(str(path) if path else None, ctx)
-                summary.data["stage_runs"][kind] = recorded
+                recorded = new_run_dir(runs_dir, kind)
+                record["stage_runs"][name] = recorded
                 summary.write()
             options = replace(options, run_dir=recorded)
         t0 = time.perf_counter()
@@ -121,8 +224,79 @@ def run_pipeline(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
         if result.stopped:
             summary.data["stopped_run"] = str(result.run_dir)   # holds last.pt: --resume continues it
             raise JobStopped()
-        summary.stage_done(kind, Path(result.run_dir), time.perf_counter() - t0)
+        summary.stage_done(record, name, Path(result.run_dir), time.perf_counter() - t0)
         return Path(result.run_dir)
+
+    def evaluate(record: dict, options: dict[str, Any], runs_dir: str, data: str) -> None:
+        """The evaluate stage on rank 0, in a run directory recorded before it starts (re-run when unfinished)."""
+        if not ctx.is_main:
+            return
+        recorded = record["stage_runs"].get("evaluate")
+        if not recorded:
+            recorded = str(RunDir.create(runs_dir, preset, "evaluate").path)
+            record["stage_runs"]["evaluate"] = recorded
+            summary.write()
+        t0 = time.perf_counter()
+        request_ = JobRequest("evaluate", preset, data=data, options={**options, "run_dir": recorded})
+        result = job_function("evaluate")(request_, forward, stop)
+        if result.stopped:
+            raise JobStopped()
+        record["eval_json"] = str(Path(result.run_dir) / "eval.json")
+        record.update(_headline(Path(record["eval_json"])))
+        summary.stage_done(record, "evaluate", result.run_dir, time.perf_counter() - t0)
+
+    def run_stages(record: dict, data: str, runs_dir: str, folds: bool) -> None:
+        """Every stage of one dataset (the whole data, or one fold), recorded in ``record``."""
+        stage = "recogniser"
+        announce(stage)
+        stop.check()
+        if stage in record["stages"]:
+            recogniser = Path(record["recogniser"])
+        else:
+            t0 = time.perf_counter()
+            if folds:
+                recogniser = _given_weights(preset, opts)
+            else:
+                recogniser = Path(opts.edgeface) if opts.edgeface else existing_recogniser(preset, Path(data), say)
+            made = None
+            if recogniser is None:
+                say(Log(JOB, f"no EdgeFace weights: pre-training {preset.runtime.edgeface_variant} on the HR images"
+                             + (" of this fold's training subjects" if folds else "")))
+                made = stage_run(record, "pretrain", PretrainOptions(epochs=pretrain_epochs(preset)), runs_dir, data)
+                recogniser = made / "best.pt"
+            record["recogniser"] = str(recogniser)
+            summary.stage_done(record, stage, made, time.perf_counter() - t0)
+        stop.check()
+
+        announce("train-dsr")
+        dsr = stage_run(record, "train-dsr", DSROptions(edgeface=str(recogniser)), runs_dir, data) / "best.pt"
+        stop.check()
+
+        bicubic = None
+        if opts.baselines:   # before the DSR fine-tuning, so the preset's latest finetune run stays the DSR one
+            announce(BASELINE_STAGE)
+            bicubic = stage_run(record, BASELINE_STAGE, FinetuneOptions(dsr=None, edgeface=str(recogniser)),
+                                runs_dir, data) / "best.pt"
+            stop.check()
+
+        announce("finetune")
+        finetuned = stage_run(record, "finetune", FinetuneOptions(dsr=str(dsr), edgeface=str(recogniser)),
+                              runs_dir, data) / "best.pt"
+        stop.check()
+
+        announce("evaluate")
+        options = {"dsr": str(dsr), "edgeface": str(finetuned), "edgeface_base": str(recogniser)}
+        if bicubic is not None:
+            options["edgeface_bicubic"] = str(bicubic)
+        if opts.bootstrap is not None:
+            options["bootstrap"] = opts.bootstrap
+        evaluate(record, options, runs_dir, data)
+        distributed.barrier(ctx)
+
+    def finished_text() -> str:
+        if not summary.data.get("folds"):
+            return ", ".join(summary.data["stages"]) or "none"
+        return "; ".join(f"fold {r['fold']}: {', '.join(r['stages']) or 'none'}" for r in summary.data["folds"])
 
     def finish(stopped: bool) -> Finished:
         summary.data["status"] = "stopped" if stopped else "done"
@@ -131,59 +305,60 @@ def run_pipeline(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
         status.end("stopped" if stopped else "finished")
         lock.release()
         if stopped:
-            say(Log(JOB, f"pipeline stopped during {stage}; finished stages: {', '.join(summary.data['stages'])}. "
+            during = f"fold {where['fold']}, {where['stage']}" if where["fold"] else where["stage"]
+            say(Log(JOB, f"pipeline stopped during {during}; finished stages: {finished_text()}. "
                          f"`vlr-workbench pipeline --resume {run.path}` continues from there", level="warning"))
         # the event carries the short version (the CLI prints it); summary.json keeps everything
-        short = {k: v for k, v in summary.data.items() if k in SHORT_KEYS or k.endswith("_rank1")}
+        short = {k: v for k, v in summary.data.items()
+                 if k in SHORT_KEYS or k.endswith("_rank1") or k.endswith("_rank1_std")}
         return Finished(job=JOB, run_dir=run.path, summary=short, stopped=stopped)
 
     try:
-        announce(stage)
         stop.check()
         data_root = job_data_root(preset, data, say, JOB)
         data = str(data_root)
         summary.data["data_root"] = data
-        if "recogniser" in summary.data["stages"]:
-            recogniser = Path(summary.data["recogniser"])
+        if not opts.folds:
+            run_stages(summary.data, data, preset.runtime.runs_dir, folds=False)
         else:
-            t0 = time.perf_counter()
-            recogniser = Path(opts.edgeface) if opts.edgeface else existing_recogniser(preset, data_root, say)
-            made = None
-            if recogniser is None:
-                say(Log(JOB, f"no EdgeFace weights: pre-training {preset.runtime.edgeface_variant} on the HR images"))
-                made = stage_run("pretrain", PretrainOptions(epochs=pretrain_epochs(preset)))
-                recogniser = made / "best.pt"
-            summary.data["recogniser"] = str(recogniser)
-            summary.stage_done(stage, made, time.perf_counter() - t0)
-        stop.check()
+            from engine.evaluation.folds import aggregate_eval_files
 
-        stage = "train-dsr"
-        announce(stage)
-        dsr = stage_run(stage, DSROptions(edgeface=str(recogniser))) / "best.pt"
-        stop.check()
-
-        stage = "finetune"
-        announce(stage)
-        finetuned = stage_run(stage, FinetuneOptions(dsr=str(dsr), edgeface=str(recogniser))) / "best.pt"
-        stop.check()
-
-        stage = "evaluate"
-        announce(stage)
-        if ctx.is_main:   # evaluation stays one process
-            t0 = time.perf_counter()
-            options = {"dsr": str(dsr), "edgeface": str(finetuned), "edgeface_base": str(recogniser)}
-            result = job_function(stage)(JobRequest(stage, preset, data=data, options=options), forward, stop)
-            if result.stopped:
-                raise JobStopped()
-            summary.stage_done(stage, result.run_dir, time.perf_counter() - t0)
-            summary.data["eval_json"] = str(Path(result.run_dir) / "eval.json")
-            summary.data.update(_headline(Path(result.run_dir) / "eval.json"))
-        distributed.barrier(ctx)
+            where["stage"] = "folds"
+            if not summary.data.get("folds"):
+                say(Log(JOB, f"writing {opts.folds} fold datasets (seed {preset.runtime.seed}) under {run.path}"))
+                records = _write_folds(run, data_root, opts.folds, preset.runtime.seed) if ctx.is_main else None
+                summary.data["folds"] = distributed.broadcast(records, ctx)
+                summary.data["fold_seed"] = preset.runtime.seed
+                summary.stage_done(summary.data, "folds", None, 0.0)
+            for record in summary.data["folds"]:
+                where["fold"] = record["fold"]
+                if "evaluate" in record["stages"]:
+                    say(Log(JOB, f"fold {record['fold']}/{opts.folds}: reusing the finished fold "
+                                 f"({record['eval_json']})"))
+                    continue
+                say(Log(JOB, f"fold {record['fold']}/{opts.folds}: {len(record['test_subjects'])} held-out "
+                             f"subjects, data {record['data_root']}"))
+                summary.data["stage_runs"] = record["stage_runs"]   # the current fold's: what `attach` follows
+                run_stages(record, record["data_root"], record["runs_dir"], folds=True)
+                summary.stage_done(summary.data, f"fold_{record['fold']}", Path(record["runs_dir"]), 0.0)
+            where.update(fold=None, stage="aggregate")
+            if ctx.is_main:
+                aggregated = aggregate_eval_files([r["eval_json"] for r in summary.data["folds"]])
+                aggregated.update(seed=summary.data["fold_seed"], test_subjects=[r["test_subjects"]
+                                                                                 for r in summary.data["folds"]])
+                folds_file = atomic.write_json(run.path / FOLDS_FILE, aggregated)
+                summary.data["eval_folds_json"] = str(folds_file)
+                summary.data["folds_done"] = len(summary.data["folds"])
+                summary.data.update(_fold_headline(aggregated))
+                summary.stage_done(summary.data, "aggregate", None, 0.0)
+            distributed.barrier(ctx)
     except JobStopped:
         return finish(stopped=True)
     except BaseException as exc:
         error = str(exc) if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {exc}"
-        summary.data.update(status="failed", failed_stage=stage, error=error)
+        summary.data.update(status="failed", failed_stage=where["stage"], error=error)
+        if where["fold"]:
+            summary.data["failed_fold"] = where["fold"]
         summary.write()
         status.end("failed", error)
         lock.release()

@@ -7,6 +7,7 @@ reused), else a pre-training run made now when ``finetune.pretrain_epochs > 0`` 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -84,14 +85,14 @@ def recogniser_weights(preset: Preset, data_root: Path | str, emit: Emit, stop: 
     if found is not None:
         return found
     epochs = pretrain_epochs(preset)
-    from engine.runtime import Runtime, resolve
+    from engine.runtime import resolve
     from engine.trainers.pretrain import pretrain
 
     say(Log(PRETRAIN, f"no EdgeFace weights given: pre-training {preset.runtime.edgeface_variant} on HR images for "
                       f"{epochs} epochs (finetune.pretrain_epochs)"))
     runtime = resolve(preset)
     _, device = distributed.setup(runtime.device)
-    result = pretrain(preset, Path(data_root), epochs, emit, stop, ctx, Runtime(device, runtime.amp_dtype))
+    result = pretrain(preset, Path(data_root), epochs, emit, stop, ctx, replace(runtime, device=device))
     if result.stopped:
         say(Log(PRETRAIN, f"stopped during the recogniser pre-training; `vlr-workbench pretrain --resume "
                           f"{result.run_dir}` finishes it, then start this job again", "warning"))

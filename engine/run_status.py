@@ -170,3 +170,18 @@ class RunLock:
             return pid_alive(owner.get("pid"))
         status = read_status(self.path.parent)  # another host: trust a fresh heartbeat only
         return time.time() - float(status.get("heartbeat") or owner.get("time") or 0) < STALE_SECONDS
+
+
+def pick_run(runs_dir: str | Path, preset_name: str, job: str, require: str = "best.pt") -> tuple[Path, str] | None:
+    """(run directory, state) of the newest *finished* run of ``job`` for the preset holding ``require``;
+    a stopped, failed or dead one only when no finished run exists (callers name its state)."""
+    from engine.runs import iter_runs, run_matches
+
+    fallback = None
+    for path in iter_runs(runs_dir):
+        if run_matches(path, preset_name, job) and (path / require).exists():
+            state = run_state(path)
+            if state == "finished":
+                return path, state
+            fallback = fallback or (path, state)
+    return fallback

@@ -69,9 +69,10 @@ def resolve(preset: Preset) -> Runtime:
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``runtime.amp`` on ``device``.
 
-    CUDA: ``auto`` = bf16 where supported, else fp16 (with a GradScaler). CPU: only an explicit
-    ``bf16`` turns autocast on (fast on CPUs with AVX512-BF16/AMX, slower elsewhere); fp16 autocast
-    on the CPU is slow and ``auto`` keeps full precision there.
+    CUDA: ``auto`` = bf16 where supported, else fp16 (with a GradScaler). CPU: ``bf16`` turns
+    autocast on; ``auto`` does so only where the CPU computes bf16 natively (AVX512-BF16/AMX: 2x on
+    the DSR step of cpu-demo, benchmarks/bench_train.py) and keeps full precision elsewhere, where
+    bf16 is emulated and slower; fp16 autocast on the CPU is slow and never chosen.
     """
     if amp == "off":
         return None
@@ -79,9 +80,16 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
         if amp == "auto":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.bfloat16 if amp == "bf16" else torch.float16
-    if device.type == "cpu" and amp == "bf16":
+    if device.type == "cpu" and (amp == "bf16" or amp == "auto" and cpu_has_native_bf16()):
         return torch.bfloat16
     return None
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX): bf16 autocast is then faster
+    than fp32 (measured 2x on the DSR step of cpu-demo); elsewhere it is emulated and slower."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 def seed_everything(seed: int) -> torch.Generator:

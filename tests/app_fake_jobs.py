@@ -89,8 +89,9 @@ def write_eval_run(runs_dir, preset, evaluation=EVALUATION):
 
 def evaluate(request, emit, stop):
     """Records the options it was given in eval.json's protocol, like the real job."""
-    evaluation = dict(EVALUATION, protocol={"options": {k: v for k, v in request.options.items()}})
-    if not request.options.get("dsr"):
+    options = {k: v for k, v in vars(request.options).items() if v is not None}
+    evaluation = dict(EVALUATION, protocol={"options": options})
+    if not request.options.dsr:
         evaluation["dsr"] = None
     path = write_eval_run(request.preset.runtime.runs_dir, request.preset, evaluation)
     emit(Progress(request.kind, "eval", 1, 1, 1, 1))

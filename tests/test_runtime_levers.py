@@ -21,9 +21,15 @@ LEVERS = [pytest.param(Runtime(CPU, torch.bfloat16), id="bf16"),
           pytest.param(Runtime(CPU, torch.bfloat16, channels_last=True), id="bf16+channels_last")]
 
 
-def test_resolve_reads_the_levers_and_keeps_auto_full_precision_on_the_cpu():
-    preset = load("cpu-demo").with_changes({"runtime.device": "cpu"})
-    assert resolve(preset) == Runtime(CPU, None)
+def test_resolve_reads_the_levers_and_picks_bf16_on_the_cpu_only_where_it_is_native(monkeypatch):
+    import engine.runtime as runtime_module
+
+    preset = load("cpu-demo").with_changes({"runtime.device": "cpu", "runtime.channels_last": False})
+    monkeypatch.setattr(runtime_module, "cpu_has_native_bf16", lambda: False)
+    assert resolve(preset) == Runtime(CPU, None)                 # emulated bf16 is slower: full precision
+    monkeypatch.setattr(runtime_module, "cpu_has_native_bf16", lambda: True)
+    assert resolve(preset) == Runtime(CPU, torch.bfloat16)       # native bf16: 2x on the DSR step
+    assert resolve(preset.with_changes({"runtime.amp": "off"})).amp_dtype is None
     tuned = preset.with_changes({"runtime.amp": "bf16", "runtime.channels_last": True, "runtime.compile": True})
     assert resolve(tuned) == Runtime(CPU, torch.bfloat16, channels_last=True, compile=True)
     assert resolve(preset.with_changes({"runtime.amp": "fp16"})).amp_dtype is None  # fp16 autocast: CUDA only

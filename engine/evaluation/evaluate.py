@@ -34,7 +34,9 @@ from engine.evaluation import metrics, stats
 from engine.evaluation.protocol import enrol, split_gallery_probes
 from engine.events import Emit, Finished, Log, Metrics, Progress
 from engine.jobs import JobRequest, StopFlag
-from engine.runs import RunDir, latest_run
+from engine.recogniser import latest_finished_pretrain, recogniser_weights
+from engine.run_status import pick_run
+from engine.runs import RunDir
 from engine.runtime import Runtime, resolve, seed_everything
 
 JOB = "evaluate"
@@ -190,36 +192,46 @@ def _embed_probes(kind: str, make, split, index: torch.Tensor, recognisers: dict
 def _base_recogniser(request: JobRequest) -> tuple[Path, str] | None:
     """The base (not fine-tuned) recogniser when known without training one: edgeface_base,
     runtime.edgeface_weights, else the latest pretrain run's best.pt."""
-    given = request.options.get("edgeface_base")
+    given = request.options.edgeface_base
     if given:
         return Path(given).expanduser(), "--edgeface-base"
     rt = request.preset.runtime
     if rt.edgeface_weights and Path(rt.edgeface_weights).expanduser().is_file():
         return Path(rt.edgeface_weights).expanduser(), "runtime.edgeface_weights"
-    pretrained = latest_run(rt.runs_dir, request.preset.name, "pretrain", require="best.pt")
+    pretrained, _passed = latest_finished_pretrain(rt.runs_dir, request.preset.name)
     if pretrained is not None:
-        return pretrained / "best.pt", f"latest pretrain run {pretrained.name}"
+        return pretrained / "best.pt", f"latest finished pretrain run {pretrained.name}"
     return None
+
+
+def _check_files_exist(request: JobRequest) -> None:
+    """Every weights file the request or the preset names exists."""
+    from engine.models.edgeface import OBTAIN_WEIGHTS
+
+    named = {f"--{k.replace('_', '-')}": getattr(request.options, k)
+             for k in ("dsr", "edgeface", "edgeface_bicubic", "edgeface_base")}
+    named["runtime.edgeface_weights"] = request.preset.runtime.edgeface_weights
+    for flag, value in named.items():
+        if value and not Path(value).expanduser().is_file():
+            advice = OBTAIN_WEIGHTS if flag != "--dsr" else "Give the best.pt of a train-dsr run."
+            raise WeightsError(f"{flag} names {value}, which is not a file. {advice}")
 
 
 def _recogniser_files(request: JobRequest, data_root: Path, emit: Emit, stop: StopFlag) -> dict[str, tuple[Path, str]]:
     """{role: (file, source)}: the main recogniser under its role, plus bicubic_finetuned and base when known."""
     found: dict[str, tuple[Path, str]] = {}
-    given = request.options.get("edgeface")
-    finetuned = None if given else latest_run(request.preset.runtime.runs_dir, request.preset.name, "finetune",
-                                              require="best.pt")
+    given = request.options.edgeface
+    finetuned = None if given else pick_run(request.preset.runtime.runs_dir, request.preset.name, "finetune")
     if given:
         found["dsr_finetuned"] = (Path(given).expanduser(), "--edgeface")
     elif finetuned is not None:
-        found["dsr_finetuned"] = (finetuned / "best.pt", f"latest finetune run {finetuned.name}")
+        found["dsr_finetuned"] = (finetuned[0] / "best.pt", f"latest finetune run {finetuned[0].name}, {finetuned[1]}")
     base = _base_recogniser(request)
     if "dsr_finetuned" not in found and base is None:
-        from engine.recogniser import recogniser_weights
-
         base = (Path(recogniser_weights(request.preset, data_root, emit, stop)), "base recogniser (not fine-tuned)")
     if base is not None:
         found["base"] = base
-    bicubic = request.options.get("edgeface_bicubic")
+    bicubic = request.options.edgeface_bicubic
     if bicubic:
         found["bicubic_finetuned"] = (Path(bicubic).expanduser(), "--edgeface-bicubic")
     return found
@@ -264,12 +276,12 @@ def plan_rows(files: dict[str, tuple[Path, str]], have_dsr: bool, requested: lis
 
 def _dsr_path(request: JobRequest) -> tuple[Path | None, str]:
     """--dsr, else this preset's latest train-dsr best.pt, else none."""
-    given = request.options.get("dsr")
+    given = request.options.dsr
     if given:
         return Path(given).expanduser(), "--dsr"
-    trained = latest_run(request.preset.runtime.runs_dir, request.preset.name, "train-dsr", require="best.pt")
+    trained = pick_run(request.preset.runtime.runs_dir, request.preset.name, "train-dsr")
     if trained is not None:
-        return trained / "best.pt", f"latest train-dsr run {trained.name}"
+        return trained[0] / "best.pt", f"latest train-dsr run {trained[0].name}, {trained[1]}"
     return None, "none"
 
 
@@ -349,6 +361,7 @@ def run_evaluate(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     preset = request.preset
     runtime = resolve(preset)
     seed_everything(preset.runtime.seed)
+    _check_files_exist(request)   # before the data: a missing weights file must not wait for demo faces
     data_root = job_data_root(preset, request.data, emit, JOB)
     files = _recogniser_files(request, data_root, emit, stop)
     dsr_file, dsr_source = _dsr_path(request)
@@ -361,8 +374,8 @@ def run_evaluate(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
         raise DataError(f"{data_root}: the test split has no probe images (every subject has a single image, "
                         "which can only enrol). Give each test subject at least two images, or lower "
                         "eval.gallery_per_subject.")
-    plan = plan_rows(files, dsr_file is not None, request.options.get("rows"))
-    run = RunDir.for_job(preset, JOB, request.options.get("run_dir"))
+    plan = plan_rows(files, dsr_file is not None, request.options.rows)
+    run = RunDir.for_job(preset, JOB, request.options.run_dir)
 
     by_file: dict[Path, _Recogniser] = {}
     recognisers: dict[str, _Recogniser] = {}
@@ -408,7 +421,7 @@ def run_evaluate(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
                              "psnr": mean_psnr, "ssim": mean_ssim}
             scored[name] = {"sim": sim, "ranks": metrics.probe_ranks(sim, probe_labels, gallery_labels),
                             "genuine": probe_labels[:, None] == gallery_labels[None, :]}
-    resamples = int(request.options.get("bootstrap", stats.DEFAULT_RESAMPLES))
+    resamples = stats.DEFAULT_RESAMPLES if request.options.bootstrap is None else int(request.options.bootstrap)
     intervals, comparisons = uncertainty(scored, probe_labels, resamples, preset.runtime.seed)
 
     main = main_role(files)

@@ -133,7 +133,33 @@ def aggregate(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                       and isinstance(doc[name].get(metric), (int, float)) and math.isfinite(doc[name][metric])]
             if values:
                 rows.setdefault(name, {})[metric] = _stats(values)
-    return {"folds": len(docs), "rows": rows}
+    return {"folds": len(docs), "rows": rows, "comparisons": aggregate_comparisons(docs)}
+
+
+def aggregate_comparisons(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """{comparison: {"difference": stats of the per-fold paired rank-1 differences, "significant_folds": n}}
+    over the folds whose eval.json holds that comparison."""
+    found: dict[str, dict[str, Any]] = {}
+    names = [name for doc in docs for name in (doc.get("comparisons") or {}) if isinstance(name, str)]
+    for name in dict.fromkeys(names):
+        entries = [doc["comparisons"][name] for doc in docs
+                   if isinstance((doc.get("comparisons") or {}).get(name), Mapping)]
+        values = [float(e["difference"]) for e in entries
+                  if isinstance(e.get("difference"), (int, float)) and math.isfinite(e["difference"])]
+        if values:
+            found[name] = {"a": entries[0].get("a"), "b": entries[0].get("b"), "difference": _stats(values),
+                           "significant_folds": sum(bool(e.get("significant")) for e in entries)}
+    return found
+
+
+def spread_text(stat: Mapping[str, Any] | None, *, rate: bool = True) -> str:
+    """``42.6% ± 3.1 (39.0 to 45.2)`` (mean ± sample standard deviation, min to max; rates in points),
+    ``0.912 ± 0.020 (...)`` for a score; ``-`` when absent."""
+    if not isinstance(stat, Mapping) or not isinstance(stat.get("mean"), (int, float)):
+        return "-"
+    scale, unit, digits = (100.0, "%", 1) if rate else (1.0, "", 3)
+    mean, std, low, high = (scale * float(stat[k]) for k in ("mean", "std", "min", "max"))
+    return f"{mean:.{digits}f}{unit} ± {std:.{digits}f} ({low:.{digits}f} to {high:.{digits}f})"
 
 
 def aggregate_eval_files(paths: Sequence[str | Path]) -> dict[str, Any]:

@@ -41,8 +41,10 @@ def run_dirs(run_dir: Path) -> list[Path]:
     """The run directory, the stage runs its summary.json names, and its sub-directories that are runs."""
     found = [run_dir]
     summary = run_dir / "summary.json"
-    stages = _read_json(summary).get("stages") if summary.is_file() else None
-    for stored in (stages.values() if isinstance(stages, dict) else ()):
+    doc = _read_json(summary) if summary.is_file() else {}
+    stored_paths = [p for stages in [doc.get("stages")] + [f.get("stages") for f in _fold_records(doc)]
+                    if isinstance(stages, dict) for p in stages.values()]
+    for stored in stored_paths:
         if not stored:
             continue
         for candidate in (Path(stored), run_dir / stored, run_dir.parent / Path(stored).name):
@@ -58,12 +60,19 @@ def run_dirs(run_dir: Path) -> list[Path]:
     return list(unique)
 
 
+def _fold_records(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``folds`` entries of a ``pipeline --folds K`` summary (none for other runs)."""
+    folds = summary.get("folds")
+    return [f for f in folds if isinstance(f, dict)] if isinstance(folds, list) else []
+
+
 def find_eval_json(run_dir: Path, dirs: list[Path]) -> Path:
     summary = run_dir / "summary.json"
     if summary.is_file():
-        named = _read_json(summary).get("eval_json")
-        if named and Path(named).is_file():
-            return Path(named)
+        doc = _read_json(summary)
+        for named in [doc.get("eval_json")] + [f.get("eval_json") for f in _fold_records(doc)]:
+            if isinstance(named, str) and named and Path(named).is_file():
+                return Path(named)
     for path in dirs:
         if (path / "eval.json").is_file():
             return path / "eval.json"
@@ -203,6 +212,48 @@ def build_blocks(run_dir: Path, doc: dict[str, Any], eval_json: Path, figures: d
     return blocks
 
 
+FOLD_COLUMNS = (("rank1", "rank-1", True), ("rank5", "rank-5", True), ("eer", "EER", True),
+                ("tar_at_far_1e-2", "TAR@FAR 1e-2", True), ("auc", "AUC", False))
+
+
+def fold_blocks(aggregated: dict[str, Any], path: Path, detailed_fold: int) -> list[tuple]:
+    """The repeated-splits section of a ``pipeline --folds K`` report: each row's mean ± spread, the
+    per-fold rank-1, the per-fold paired differences; the rest of the page details one fold."""
+    from engine.evaluation.folds import spread_text
+
+    rows = aggregated.get("rows") or {}
+    names = [n for n in wording.ROW_ORDER if n in rows] + [n for n in rows if n not in wording.ROW_ORDER]
+    k = aggregated.get("folds", "?")
+    blocks: list[tuple] = [
+        ("h", 2, f"Repeated splits: {k} folds"),
+        ("p", f"The whole pipeline was run {k} times, each fold holding different subjects out for testing "
+              f"(seed {aggregated.get('seed', '?')}). Each cell: mean ± sample standard deviation over the folds "
+              f"(min to max); rates in %. Aggregated results: {path}"),
+        ("table", ["row", *(label for _k, label, _r in FOLD_COLUMNS)],
+         [[wording.ROW_LABELS.get(n, (n,))[0], *(spread_text(rows[n].get(key), rate=rate)
+                                                  for key, _l, rate in FOLD_COLUMNS)] for n in names]),
+    ]
+    per_fold = [[wording.ROW_LABELS.get(n, (n,))[0], *(wording.percent(v) for v in rows[n]["rank1"]["values"])]
+                for n in names if "rank1" in rows[n]]
+    if per_fold:
+        blocks.append(("table", ["rank-1 per fold", *(f"fold {i + 1}" for i in range(len(per_fold[0]) - 1))],
+                       per_fold))
+    comparisons = aggregated.get("comparisons") or {}
+    if comparisons:
+        blocks.append(("table", ["paired rank-1 difference (points)", "mean ± sd (min to max)",
+                                 "significant folds (McNemar p<0.05)"],
+                       [[f"{c.get('a')} vs {c.get('b')}",
+                         f"{100 * c['difference']['mean']:+.1f} ± {100 * c['difference']['std']:.1f} "
+                         f"({100 * c['difference']['min']:+.1f} to {100 * c['difference']['max']:+.1f})",
+                         f"{c.get('significant_folds', 0)} of {c['difference']['n']}"] for c in comparisons.values()]))
+    subjects = aggregated.get("test_subjects")
+    if isinstance(subjects, list):
+        blocks.append(("table", ["fold", "held-out test subjects"],
+                       [[str(i + 1), ", ".join(map(str, s))] for i, s in enumerate(subjects)]))
+    blocks.append(("p", f"Below: the protocol, rows, curves and samples of fold {detailed_fold} in detail."))
+    return blocks
+
+
 def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -266,6 +317,11 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, as_html:
     except OSError as exc:
         raise WorkbenchError(f"cannot write the report's figures beside {out} ({exc}). Give a writable --out.") from None
     blocks = build_blocks(run_dir, doc, eval_json, figures, _samples(dirs))
+    summary = _read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
+    folds_file = summary.get("eval_folds_json")
+    if isinstance(folds_file, str) and Path(folds_file).is_file():
+        fold = next((f.get("fold") for f in _fold_records(summary) if f.get("eval_json") == str(eval_json)), 1)
+        blocks[2:2] = fold_blocks(_read_json(Path(folds_file)), Path(folds_file), fold)
     text = to_html(blocks) if as_html else to_markdown(blocks, out.parent)
     try:
         atomic.write_text(out, text)

@@ -159,11 +159,11 @@ class Bookkeeper:
     """Run directory, status, events and stop requests of one training job (rank 0 writes)."""
 
     def __init__(self, job: str, run: RunDir, emit: Emit, stop: StopFlag, ctx: Context, device: torch.device,
-                 state: LoopState, lr_keys: str = "the learning rate") -> None:
+                 state: LoopState, lr_keys: str = "the learning rate", lock: RunLock | None = None) -> None:
         self.job, self.run, self.stop, self.ctx, self.device, self.state = job, run, stop, ctx, device, state
         self.lr_keys = lr_keys     # named in the instability advice
         self._emit = emit
-        self.lock = RunLock(run.path)
+        self.lock = lock or RunLock(run.path)   # held by rank 0 (taken in ``open``)
         self.status = StatusWriter(run.path, job, world_size=ctx.world_size, enabled=ctx.is_main)
         self.images = 0            # training images (all ranks) this session
         self.seconds = 0.0         # training seconds this session (validation and checkpoints excluded)
@@ -175,17 +175,36 @@ class Bookkeeper:
     def open(cls, job: str, preset: Preset, emit: Emit, stop: StopFlag, ctx: Context, device: torch.device, *,
              run_dir: str | Path | None = None, resume: Resume | None = None,
              lr_keys: str = "the learning rate") -> "Bookkeeper":
-        """A new run directory (rank 0 makes it; the others learn its path), or the resumed one."""
+        """A new run directory (rank 0 makes it; the others learn its path), or the resumed one.
+
+        Rank 0 takes the directory's lock before it writes anything there, so a second job given the
+        same directory fails at once instead of merging its files into this run's.
+        """
+        lock, notes = RunLock(Path(run_dir or "") if resume is None else resume.run.path), []
         if resume is not None:
             run, state = resume.run, resume.state
+            if ctx.is_main:
+                notes.append(lock.acquire())
         else:
-            path = RunDir.for_job(preset, job, run_dir).path if ctx.is_main else None
+            path = None
+            if ctx.is_main and run_dir:
+                Path(run_dir).expanduser().mkdir(parents=True, exist_ok=True)
+                lock = RunLock(Path(run_dir).expanduser())
+                notes.append(lock.acquire())
+                try:
+                    path = RunDir.for_job(preset, job, run_dir).path
+                except BaseException:
+                    lock.release()
+                    raise
+            elif ctx.is_main:
+                path = RunDir.create(preset.runtime.runs_dir, preset, job).path
+                lock = RunLock(path)
+                notes.append(lock.acquire())
             run, state = RunDir(Path(distributed.broadcast(str(path) if path else None, ctx))), LoopState()
-        book = cls(job, run, emit, stop, ctx, device, state, lr_keys)
+        book = cls(job, run, emit, stop, ctx, device, state, lr_keys, lock)
         if ctx.is_main:
-            taken_over = book.lock.acquire()
-            if taken_over:
-                book.log(taken_over, "warning")
+            for note in filter(None, notes):
+                book.log(note, "warning")
             removed = len(atomic.remove_stale_temps(run.path))
             if removed:
                 book.log(f"removed {removed} partial file(s) left by a killed writer in {run.path}")
@@ -278,6 +297,14 @@ class Bookkeeper:
             "clipping on, or set runtime.amp = \"bf16\" or \"off\" when it is fp16; "
             f"`vlr-workbench tips {self.run.path}` proposes the change.")
 
+    def on_stop(self, sums: Sums, save_last) -> None:
+        """A stop request: keep the unfinished epoch's partial sums, save last.pt, say how to resume."""
+        state = self.state
+        state.epoch_sums = sums.state() if state.step_in_epoch else None
+        save_last()
+        self.log(f"stopped in {state.stage} epoch {state.epoch + 1} after step {state.step_in_epoch}; "
+                 f"`vlr-workbench {self.job} --resume {self.run.path}` continues from there", "warning")
+
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
@@ -363,12 +390,13 @@ class _NoRun:
 # ----------------------------------------------------------------------------- the data a run trained on
 
 
-def data_fingerprint(names: list[str], shape: tuple[int, ...]) -> str:
-    """A stable fingerprint of a split: its file names and image shape (a copied dataset still matches)."""
+def data_record(root: Path | str, train) -> dict[str, Any]:
+    """What last.pt records of the training data: root, image count and a fingerprint (the sorted file
+    names and image shape: stable across processes, and a copied dataset still matches)."""
     import hashlib
 
-    digest = hashlib.sha1(repr((sorted(names), tuple(shape))).encode())
-    return digest.hexdigest()[:16]
+    digest = hashlib.sha1(repr((sorted(train.names), tuple(train.hr.shape))).encode())
+    return {"root": str(root), "images": len(train), "fingerprint": digest.hexdigest()[:16]}
 
 
 def resume_data_root(resume: Resume | None, given: str | None) -> str | None:

@@ -36,9 +36,11 @@ from engine.metrics.image import psnr, ssim
 from engine.models.dsr import DSRNet, count_trainable_parameters, upscale_bicubic
 from engine.presets import Preset
 from engine.recogniser import load_frozen_recogniser, recogniser_weights
-from engine.runtime import Runtime, resolve, seed_everything
-from engine.trainers.bookkeeping import (main_only, Bookkeeper, Sums, check_resume_data, data_fingerprint, read_resume,
-                                         restore_rng, resume_data_root)
+from engine.data.placement import BatchFeeder, estimate_job_bytes, place_splits
+from engine.runtime import (Runtime, configure_backends, fused_adamw_kwargs, prepare_model, resolve,
+                            seed_everything)
+from engine.trainers.bookkeeping import (Bookkeeper, Sums, check_resume_data, data_record, read_resume,
+                                         main_only, restore_rng, resume_data_root)
 from engine.trainers.schedule import warmup_cosine
 
 JOB = "train-dsr"
@@ -58,14 +60,17 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
 
     runtime = resolve(preset)
     ctx, device = distributed.setup(runtime.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed image sizes: let cuDNN pick the fastest kernels
+    configure_backends(runtime)   # cuDNN autotuning, TF32 on CUDA
+    say = main_only(emit, ctx)
+    log = lambda message: say(Log(JOB, message))  # noqa: E731
     generator = seed_everything(preset.runtime.seed)
-    data_root = job_data_root(preset, resume_data_root(resume, request.data), main_only(emit, ctx), JOB)
-    train, val = (_load(data_root, split, preset, main_only(emit, ctx)) for split in ("train", "val"))
-    if preset.data.cache_on_device:
-        train, val = train.to(device), val.to(device)
-    data = {"root": str(data_root), "images": len(train), "fingerprint": data_fingerprint(train.names, train.hr.shape)}
+    data_root = job_data_root(preset, resume_data_root(resume, request.data), say, JOB)
+    train, val = (_load(data_root, split, preset, log) for split in ("train", "val"))
+    # the uint8 cache on the GPU when it fits beside the job, else pinned host memory and async copies
+    (train, val), _ = place_splits([train, val], device, job_bytes=estimate_job_bytes(cfg.batch_size),
+                                   on_device=preset.data.cache_on_device, log=log)
+    feeder = BatchFeeder(device)
+    data = data_record(data_root, train)
     check_resume_data(resume, data, opts.allow_other_data)
 
     recogniser_path = None
@@ -73,10 +78,13 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
         recogniser_path = (opts.edgeface or (resume and resume.checkpoint.get("recogniser"))
                            or recogniser_weights(preset, data_root, emit, stop, ctx))
     recogniser = load_frozen_recogniser(recogniser_path, emit, JOB) if recogniser_path else None
-    criterion = build_criterion(cfg, recogniser, device, vgg=vgg)
+    criterion = prepare_model(build_criterion(cfg, recogniser, device, vgg=vgg), runtime, log,
+                              "frozen recogniser and losses")
 
     model = DSRNet(preset.vlr_size, preset.data.hr_size, cfg.base_channels, cfg.residual_blocks).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    prepare_model(model, runtime, log, "DSR network")   # channels_last and the opt-in torch.compile
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                  **fused_adamw_kwargs(device))
     global_batch = cfg.batch_size * ctx.world_size       # the preset's batch size is per rank
     steps_per_epoch = math.ceil(len(train) / global_batch)
     scheduler = warmup_cosine(optimizer, cfg.warmup_epochs * steps_per_epoch, epochs * steps_per_epoch)
@@ -122,7 +130,9 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
                     for step in range(state.step_in_epoch + 1, len(batches) + 1):
                         book.check_stop()
                         index = distributed.shard(batches[step - 1], ctx)
-                        vlr, hr = augment(*_batch(train, index, device), generator)
+                        vlr, hr = augment(to_float(feeder(train.vlr, index)), to_float(feeder(train.hr, index)),
+                                          generator)
+                        vlr = vlr.contiguous(memory_format=runtime.memory_format)
                         with runtime.autocast():
                             loss, terms = criterion(train_model(vlr), hr)
                         optimizer.zero_grad(set_to_none=True)
@@ -171,10 +181,7 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
                              f"(dsr.early_stop_patience = {cfg.early_stop_patience})")
                     break
         except JobStopped:
-            state.epoch_sums = sums.state() if state.step_in_epoch else None
-            save_last()
-            book.log(f"stopped at epoch {state.epoch + 1}, step {state.step_in_epoch}; `vlr-workbench train-dsr "
-                     f"--resume {book.run.path}` continues from there", "warning")
+            book.on_stop(sums, save_last)
             return book.finish(_summary(book, parameters, runtime, global_batch, stopped=True, early_stopped=False),
                                stopped=True)
         return book.finish(_summary(book, parameters, runtime, global_batch, stopped=False,
@@ -260,9 +267,9 @@ def _restore(checkpoint: dict[str, Any], model, optimizer, scheduler, ema, scale
     restore_rng(checkpoint["rng"], generator)
 
 
-def _load(root: Path, split: str, preset: Preset, emit: Emit) -> PairedSplit:
-    loaded = load_split(root, split, preset.vlr_size, preset.data.hr_size)
-    emit(Log(JOB, f"{split}: {len(loaded)} images from {root}"))
+def _load(root: Path, split: str, preset: Preset, log) -> PairedSplit:
+    loaded = load_split(root, split, preset.vlr_size, preset.data.hr_size, log=log)
+    log(f"{split}: {len(loaded)} images from {root}")
     return loaded
 
 

@@ -7,6 +7,7 @@ subject ids. The loop itself is ``recognition.ArcFaceTrainer``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -21,9 +22,10 @@ from engine.jobs import JobRequest, StopFlag
 from engine.models.edgeface import load_edgeface
 from engine.presets import Preset
 from engine.recogniser import recogniser_weights
-from engine.runtime import Runtime, resolve, seed_everything
-from engine.trainers.bookkeeping import (main_only, Bookkeeper, check_resume_data, data_fingerprint, read_resume,
-                                         resume_data_root)
+from engine.data.placement import estimate_job_bytes, place_splits
+from engine.runtime import Runtime, configure_backends, prepare_model, resolve, seed_everything
+from engine.trainers.bookkeeping import (Bookkeeper, check_resume_data, data_record, main_only,
+                                         read_resume, resume_data_root)
 from engine.trainers.recognition import ArcFaceTrainer, InputFn
 
 JOB = "finetune"
@@ -44,17 +46,19 @@ def run_finetune(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
                              "Give at least one epoch (the guide: 5 and 25).")
     runtime = resolve(preset)
     ctx, device = distributed.setup(runtime.device)
-    runtime = Runtime(device, runtime.amp_dtype, runtime.channels_last, runtime.compile)
+    runtime = replace(runtime, device=device)
+    configure_backends(runtime)
     generator = seed_everything(preset.runtime.seed)
     quiet_emit = main_only(emit, ctx)
     data_root = job_data_root(preset, resume_data_root(resume, request.data), quiet_emit, JOB)
     train, val = load_splits(data_root, preset, runtime, quiet_emit, JOB)
-    data = {"root": str(data_root), "images": len(train), "fingerprint": data_fingerprint(train.names, train.hr.shape)}
+    data = data_record(data_root, train)
     check_resume_data(resume, data, opts.allow_other_data)
 
     weights = (opts.edgeface or (resume and resume.checkpoint.get("edgeface_weights"))
                or recogniser_weights(preset, data_root, emit, stop, ctx))
     model = load_edgeface(weights).to(device)  # the file decides the architecture
+    prepare_model(model, runtime, lambda m: quiet_emit(Log(JOB, m)), "EdgeFace")
     if ctx.is_main:
         emit(Log(JOB, f"EdgeFace {model.variant} from {weights}"))
     if model.variant != preset.runtime.edgeface_variant and ctx.is_main:
@@ -86,10 +90,12 @@ def vlr_inputs(dsr_path: str | Path | None, preset: Preset, runtime: Runtime, em
 
     hr_size = preset.data.hr_size
     if not dsr_path:
-        emit(Log(JOB, "no DSR checkpoint given (--dsr): fine-tuning on bicubic-upscaled VLR images", "warning"))
+        emit(Log(JOB, "no DSR checkpoint: fine-tuning on bicubic-upscaled VLR images (give one with --dsr, or "
+                      "train DSR first and the app's fine-tune key uses it)", "warning"))
         return (lambda vlr: upscale_bicubic(to_float(vlr), hr_size)), "bicubic"
     dsr, _ = load_dsr(dsr_path, runtime.device)
     dsr.requires_grad_(False)
+    prepare_model(dsr, runtime, lambda m: emit(Log(JOB, m)), "frozen DSR network")
     emit(Log(JOB, f"inputs: VLR images super-resolved by the frozen DSR network {dsr_path}"))
 
     @torch.no_grad()
@@ -101,12 +107,18 @@ def vlr_inputs(dsr_path: str | Path | None, preset: Preset, runtime: Runtime, em
 
 
 def load_splits(root: Path, preset: Preset, runtime: Runtime, emit: Emit, job: str) -> tuple[PairedSplit, PairedSplit]:
+    """train and val, placed on the device when they fit beside the job (else pinned host memory)."""
+    def log(message: str) -> None:
+        emit(Log(job, message))
+
     splits = []
     for name in ("train", "val"):
-        split = load_split(root, name, preset.vlr_size, preset.data.hr_size)
-        emit(Log(job, f"{split.summary()} from {root}"))
-        splits.append(split.to(runtime.device) if preset.data.cache_on_device else split)
-    return splits[0], splits[1]
+        split = load_split(root, name, preset.vlr_size, preset.data.hr_size, log=log)
+        log(f"{split.summary()} from {root}")
+        splits.append(split)
+    (train, val), _ = place_splits(splits, runtime.device, job_bytes=estimate_job_bytes(preset.finetune.batch_size),
+                                   on_device=preset.data.cache_on_device, log=log)
+    return train, val
 
 
 def _first(*values):

@@ -5,6 +5,7 @@ demo path when no pretrained EdgeFace weights exist; ``engine.recogniser`` runs 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from engine import distributed
@@ -12,14 +13,14 @@ from engine.data import to_float
 from engine.data.resolve import job_data_root
 from engine.distributed import Context
 from engine.errors import JobStopped, WorkbenchError
-from engine.events import Emit, Finished
+from engine.events import Emit, Finished, Log
 from engine.job_options import PretrainOptions
 from engine.jobs import JobRequest, StopFlag
 from engine.models.edgeface import build_edgeface
 from engine.presets import Preset
-from engine.runtime import Runtime, resolve, seed_everything
-from engine.trainers.bookkeeping import (main_only, Bookkeeper, Resume, check_resume_data, data_fingerprint, read_resume,
-                                         resume_data_root)
+from engine.runtime import Runtime, configure_backends, prepare_model, resolve, seed_everything
+from engine.trainers.bookkeeping import (Bookkeeper, Resume, check_resume_data, data_record, main_only,
+                                         read_resume, resume_data_root)
 from engine.trainers.finetune import load_splits
 from engine.trainers.recognition import ArcFaceTrainer
 
@@ -39,7 +40,7 @@ def run_pretrain(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     runtime = resolve(preset)
     ctx, device = distributed.setup(runtime.device)
     data_root = job_data_root(preset, resume_data_root(resume, request.data), main_only(emit, ctx), JOB)
-    return pretrain(preset, Path(data_root), epochs, emit, stop, ctx, Runtime(device, runtime.amp_dtype),
+    return pretrain(preset, Path(data_root), epochs, emit, stop, ctx, replace(runtime, device=device),
                     run_dir=opts.run_dir, resume=resume, allow_other_data=opts.allow_other_data)
 
 
@@ -47,11 +48,13 @@ def pretrain(preset: Preset, data_root: Path, epochs: int, emit: Emit, stop: Sto
              runtime: Runtime, *, run_dir: str | None = None, resume: Resume | None = None,
              allow_other_data: bool = False) -> Finished:
     """One pre-training run (a stop ends it with ``Finished(stopped=True)`` and a resumable last.pt)."""
+    configure_backends(runtime)
     generator = seed_everything(preset.runtime.seed)
     train, val = load_splits(data_root, preset, runtime, main_only(emit, ctx), JOB)
-    data = {"root": str(data_root), "images": len(train), "fingerprint": data_fingerprint(train.names, train.hr.shape)}
+    data = data_record(data_root, train)
     check_resume_data(resume, data, allow_other_data)
     model = build_edgeface(preset.runtime.edgeface_variant).to(runtime.device)
+    prepare_model(model, runtime, lambda m: main_only(emit, ctx)(Log(JOB, m)), "EdgeFace")
     book = Bookkeeper.open(JOB, preset, emit, stop, ctx, runtime.device, run_dir=run_dir, resume=resume,
                            lr_keys="finetune.pretrain_lr")
     with book.lifetime():

@@ -33,7 +33,8 @@ from engine.models.arcface import ArcFaceHead, arcface_loss
 from engine.models.edgeface import EMBEDDING_DIM, EdgeFace, count_all_parameters, edgeface_checkpoint, prepare_input
 from engine.models.edgeface import resize_for_recogniser
 from engine.presets import Preset
-from engine.runtime import Runtime
+from engine.data.placement import BatchFeeder
+from engine.runtime import Runtime, fused_adamw_kwargs
 from engine.trainers.bookkeeping import Bookkeeper, Resume, Sums, restore_rng
 from engine.trainers.schedule import warmup_cosine
 
@@ -135,6 +136,7 @@ class ArcFaceTrainer:
         self.net = ArcFaceNet(model, self.head, cfg.label_smoothing)
         self.inputs, self.generator = inputs, generator
         self.augment = FinetuneAugment.from_config(cfg)
+        self.feeder = BatchFeeder(self.device)   # uint8 batches onto the device (async from pinned memory)
         self.stages: dict[str, StageResult] = {}
         self.extra: dict[str, Any] = {}
         self.resume = resume
@@ -159,8 +161,7 @@ class ArcFaceTrainer:
                       {"params": list(self.head.parameters()), "lr": cfg.head_lr_stage2}]
         else:
             groups = [{"params": list(self.head.parameters()), "lr": cfg.head_lr}]
-        # foreach: one fused call over all tensors (torch picks it by default on CUDA only; it helps on CPU too)
-        return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, foreach=True)
+        return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, **fused_adamw_kwargs(self.device))
 
     def run_stage(self, stage: str, epochs: int, *, train_backbone: bool, patience: int) -> StageResult:
         """Train ``epochs`` epochs of ``stage`` (or what remains of it after a resume)."""
@@ -204,11 +205,11 @@ class ArcFaceTrainer:
                     book.restart_clock()
                     for step in range(state.step_in_epoch + 1, len(batches) + 1):
                         book.check_stop()
-                        index = distributed.shard(batches[step - 1], self.ctx).to(self.train.images.device)
-                        labels = self.train.labels[index].to(self.device)
+                        index = distributed.shard(batches[step - 1], self.ctx)
+                        labels = self.train.labels[index.to(self.train.labels.device)].to(self.device)
                         # augment at the recogniser's 112x112 (fewer pixels than HR; the ops commute with the resize)
-                        images = resize_for_recogniser(self.inputs(self.train.images[index].to(self.device)))
-                        images = self.augment(images, self.generator)
+                        images = resize_for_recogniser(self.inputs(self.feeder(self.train.images, index)))
+                        images = self.augment(images, self.generator).contiguous(memory_format=self.runtime.memory_format)
                         with self.runtime.autocast():
                             loss, cos = net(images, labels)
                         optimizer.zero_grad(set_to_none=True)
@@ -259,10 +260,7 @@ class ArcFaceTrainer:
                              f"(finetune.early_stop_patience = {patience})")
                     break
         except JobStopped:
-            state.epoch_sums = sums.state() if state.step_in_epoch else None
-            save_last()
-            book.log(f"stopped during {stage} epoch {state.epoch + 1} (step {state.step_in_epoch}); "
-                     f"`vlr-workbench {book.job} --resume {book.run.path}` continues from there", "warning")
+            book.on_stop(sums, save_last)
             raise
         state.stages_done.append(stage)
         save_last()

@@ -26,6 +26,7 @@ from engine.runs import latest_run, read_metrics
 from engine.tips import apply_tip, tip_changes
 from workbench.app import messages as msg
 from workbench.app.app_state import write_last_preset
+from workbench.app.attach_control import AttachControl
 from workbench.app.eval_results import load_evaluation
 from workbench.app.job_control import JobControl
 from workbench.app.job_plans import JOB_KINDS
@@ -49,11 +50,14 @@ HELP_NOTES = (
     "● marks unsaved changes, bold values differ from the built-in. [ and ] switch tabs; "
     "ctrl+p opens the command palette. Runs tab: Enter opens a run (its curves and evaluation), space marks "
     "runs, c overlays the marked runs, d compares two, w writes their metrics as CSV, S or a header click sorts; "
-    "v shows the sample faces of a run. In a browser: vlr-workbench serve (a job dies with its tab; runs stay "
-    "on disk).")
+    "v shows the sample faces of a run, a attaches to a running run (started anywhere: headless, torchrun, "
+    "another app): its progress, charts and log fill here, x stops it (it saves last.pt), D detaches and q leaves "
+    "it running. B turns detached start on: t f p then start the job as its own process, which outlives the app "
+    "and a closed browser tab, and attach to it. In a browser: vlr-workbench serve (a job started in the app "
+    "stops with its tab unless started detached; runs stay on disk).")
 
 
-class WorkbenchApp(JobControl, App[int]):
+class WorkbenchApp(AttachControl, JobControl, App[int]):
     TITLE = "vlr-workbench"
     CSS_PATH = "app.tcss"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
@@ -63,6 +67,10 @@ class WorkbenchApp(JobControl, App[int]):
         Binding("e", "evaluate", "Eval", id="job.evaluate", tooltip="evaluate the latest checkpoints"),
         Binding("p", "pipeline", "Pipe", id="job.pipeline", tooltip="DSR -> fine-tune -> evaluate"),
         Binding("x", "stop", "Stop", id="job.stop", tooltip="stop the job (asks first; leaves a resumable checkpoint)"),
+        Binding("D", "detach", "Detach", show=False, id="job.detach",
+                tooltip="stop following the attached run; it keeps running (a on the Runs tab attaches again)"),
+        Binding("B", "toggle_detached", "Detached start", show=False, id="job.detached_start",
+                tooltip="t f p start the job as a separate process that outlives the app, and attach to it"),
         Binding("ctrl+s", "save", "Save", id="preset.save", tooltip="save the preset (your presets only)"),
         Binding("a", "save_as", "Save as", id="preset.save_as", tooltip="save the preset under a new name"),
         Binding("y", "apply_tip", "Apply tip", show=False, id="tips.apply"),
@@ -82,8 +90,10 @@ class WorkbenchApp(JobControl, App[int]):
 
     def __init__(self, preset: Preset, data: str | None = None, *,
                  probe_factory: Callable[[], GpuProbe] = GpuProbe, cursor_blink: bool = True,
-                 remember: bool = True) -> None:
+                 remember: bool = True, detached: bool = False) -> None:
         super().__init__()
+        self.detached_start = detached
+        self.detached_jobs: list = []        # processes started detached (kept to reap them)
         self.saved = preset
         self.preset = preset
         self.data = data
@@ -158,8 +168,14 @@ class WorkbenchApp(JobControl, App[int]):
 
     def why_disabled(self, action: str) -> str:
         """Why ``action`` cannot run now ('' when it can)."""
+        if action in JOB_KINDS and self.following:
+            return f"attached to {self.job_kind}: D detaches (it keeps running) or x stops it"
         if action in JOB_KINDS and self.job_running:
             return f"{self.job_kind} is running: wait for it or stop it with x"
+        if action == "detach" and not self.following:
+            return "not attached to a run (a on the Runs tab attaches to a running one)"
+        if action == "stop" and self.following and self.attach_stop_sent:
+            return "the job is already stopping"
         if action == "stop" and not self.job_running:
             return "no job is running"
         if action == "stop" and self.stop_flag is not None and self.stop_flag.is_set():
@@ -174,12 +190,16 @@ class WorkbenchApp(JobControl, App[int]):
 
     def _hint(self) -> str:
         hints = []
-        if self.job_running:
+        if self.following:
+            hints.append("attached: x stops it · D detaches · q leaves it running")
+        elif self.job_running:
             hints.append("t f e p wait for this job · x stops it")
         elif self.is_builtin:
             hints.append("built-in: ctrl+s off, a = save as")
         elif self.dirty:
             hints.append("unsaved changes: ctrl+s saves")
+        if self.detached_start:
+            hints.append("detached start (B)")
         return " · ".join(hints)
 
     def _update_status(self) -> None:
@@ -430,6 +450,8 @@ class WorkbenchApp(JobControl, App[int]):
                 title = f"{binding.description} ({key})" + (f": {binding.tooltip}" if binding.tooltip else "")
                 yield SystemCommand(title, f"key {key}",
                                     partial(self._palette_action, binding.action))
+        yield SystemCommand("Attach (a on the Runs tab): follow the highlighted running run",
+                            "its progress, charts and log; x stops it, D detaches", self.action_attach)
         for tab in TABS:
             yield SystemCommand(f"Show {tab.removeprefix('tab-')}", "switch tab",
                                 partial(setattr, self.main_widget(TabbedContent), "active", tab))

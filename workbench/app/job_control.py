@@ -18,6 +18,7 @@ from textual.widgets import TabbedContent
 from textual.worker import Worker, WorkerState
 
 from engine.events import Event, Progress
+from engine.run_status import read_status
 from engine.jobs import JobRequest, StopFlag, run_job
 from workbench.app import messages as msg
 from workbench.app.job_plans import plan_job
@@ -70,6 +71,8 @@ class JobControl:
             self.notify(self.why_disabled(key), severity="warning")
             return
         plan = plan_job(key, self.preset)
+        if self.detached_start and self.start_detached_job(plan):
+            return
         self.stop_flag = StopFlag()
         self.pending_progress = None
         self.job_running, self.job_kind = True, plan.kind
@@ -99,6 +102,12 @@ class JobControl:
         self.post_message(msg.message_for(event))
 
     def action_stop(self) -> None:
+        if self.following:
+            question = (f"Stop {self.job_kind}? It runs in its own process (pid "
+                        f"{read_status(self.attached).get('pid') if self.attached else '?'}): it ends after the "
+                        "current step and saves a resumable last.pt.")
+            self.push_screen(ConfirmDialog(question, "Stop"), lambda yes: self.stop_attached() if yes else None)
+            return
         question = f"Stop {self.job_kind}? It ends after the current step and saves a resumable checkpoint."
         self.push_screen(ConfirmDialog(question, "Stop"), self._stop_confirmed)
 
@@ -177,7 +186,16 @@ class JobControl:
         self.notify(error, title=f"{job} failed", severity="error", timeout=15)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """The one place that sees the job worker end: errors, and the gate for the next job."""
+        """The one place that sees the job worker (or an attached run's follower) end: errors, and the gate
+        for the next job."""
+        if event.worker.group == "attach":
+            if event.state == WorkerState.ERROR:
+                self._show_failure(self.job_kind, f"following the run failed: {type(event.worker.error).__name__}: "
+                                                  f"{event.worker.error}")
+            if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+                self.attach_ended()
+                self._refresh_state()
+            return
         if event.worker.group != "job":
             return
         if event.state == WorkerState.ERROR:
@@ -196,22 +214,34 @@ class JobControl:
             self._update_status()
 
     async def action_quit(self) -> None:
-        if not self.job_running:
+        if not self.job_running or self.following:   # an attached run is not the app's: it keeps running
             unsaved = sorted({*self.drafts, *([self.preset.name] if self.dirty else [])})
             if not unsaved:
-                self.exit(0)
+                self._exit_leaving_attached()
                 return
             question = (f"Unsaved changes to {', '.join(unsaved)} will be lost. Quit anyway? "
                         "(n, then ctrl+s saves or a saves as)")
+            if self.following:
+                question += f" ({self.job_kind} keeps running: it is not the app's.)"
             self.push_screen(ConfirmDialog(question, "Quit without saving"),
-                             lambda yes: self.exit(0) if yes else None)
+                             lambda yes: self._exit_leaving_attached() if yes else None)
             return
         question = f"{self.job_kind} is running. Stop it (it saves a resumable checkpoint) and quit?"
         self.push_screen(ConfirmDialog(question, "Stop and quit"), self._quit_confirmed)
 
+    def _exit_leaving_attached(self) -> None:
+        """Quit; an attached run keeps running (said on the terminal after the app closes)."""
+        note = self.leave_running_note() if self.following else None
+        if note:
+            self.follow_detach.set()
+        self.exit(0, message=note)
+
     async def on_unmount(self) -> None:
         """However the app ends (ctrl+q, a closed browser tab, a test), a running job gets its stop
-        flag and is waited for (up to ``UNMOUNT_WAIT_S``): it saves a resumable checkpoint first."""
+        flag and is waited for (up to ``UNMOUNT_WAIT_S``): it saves a resumable checkpoint first.
+        An attached run is only left (its follower stops polling): it is not the app's to stop."""
+        if self.follow_detach is not None:
+            self.follow_detach.set()
         if self.stop_flag is None or self.job_done is None:
             return
         self.stop_flag.set()

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.presets import Preset
-from engine.run_status import run_state
-from engine.runs import iter_runs
+from engine.run_status import pick_run as engine_pick_run
 
 JOB_KINDS = {"train": "train-dsr", "finetune": "finetune", "evaluate": "evaluate", "pipeline": "pipeline"}
 
@@ -32,21 +31,8 @@ def latest_checkpoint(preset: Preset, job: str, name: str = "best.pt") -> Path |
 
 
 def pick_run(preset: Preset, job: str, name: str = "best.pt") -> tuple[Path, str] | None:
-    """(run directory, state) of the newest finished run of ``job`` holding ``name``; a stopped, failed or
-    dead run only when no finished one exists (it is then named with its state)."""
-    candidates = [path for path in iter_runs(preset.runtime.runs_dir)
-                  if path.name == latest_name(path, preset.name, job) and (path / name).exists()]
-    states = [(path, run_state(path)) for path in candidates]
-    for path, state in states:
-        if state == "finished":
-            return path, state
-    return states[0] if states else None
-
-
-def latest_name(path: Path, preset_name: str, job: str) -> str:
-    """``path.name`` when it is a run of ``job`` for ``preset_name`` (as ``latest_run`` matches), else ''."""
-    name = path.name
-    return name if name.endswith(f"-{preset_name}-{job}") or f"-{preset_name}-{job}-" in name else ""
+    """(run directory, state): the newest finished run of ``job`` holding ``name`` (see engine.run_status)."""
+    return engine_pick_run(preset.runtime.runs_dir, preset.name, job, name)
 
 
 def describe(kind: str, found: tuple[Path, str] | None) -> str:

@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import os
+
 from engine.errors import PresetError
 from engine.presets import Preset, load
 from workbench.app.app_state import read_last_preset, write_last_preset
 
 FIRST_RUN_PRESET = "cpu-demo"
+DETACHED_ENV = "VLR_WORKBENCH_DETACHED"   # =1: the app starts with detached start on (B toggles it)
 
 
 def initial_preset(requested: str | None) -> Preset:
@@ -31,6 +34,6 @@ def launch_app(preset: str | None = None, data: str | None = None) -> int:
 
     chosen = initial_preset(preset)
     write_last_preset(chosen.name)
-    app = WorkbenchApp(chosen, data=data)
+    app = WorkbenchApp(chosen, data=data, detached=os.environ.get(DETACHED_ENV, "") not in ("", "0"))
     result = app.run()
     return int(result or app.return_code or 0)

@@ -13,7 +13,7 @@ from rich.table import Table
 from engine import presets as P
 from engine.errors import WorkbenchError
 from engine.evaluation import wording
-from engine.job_options import PipelineOptions
+from engine.job_options import EvaluateOptions, PipelineOptions
 from engine.jobs import JobRequest
 from workbench.cli.run_flags import add_run_flags, launch_torchrun
 
@@ -136,6 +136,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_common(p)
     p.add_argument("--edgeface", metavar="WEIGHTS", help="recogniser to start from (default: runtime.edgeface_weights, "
                                                          "else the latest finished pretrain run, else pre-train one)")
+    p.add_argument("--baselines", action="store_true",
+                   help="also fine-tune a recogniser on bicubic images (same preset), so the bicubic row is scored "
+                        "by its own fine-tuned recogniser; eval.json then holds five rows (bicubic and DSR, each "
+                        "with the base and the fine-tuned recogniser, and HR)")
+    p.add_argument("--folds", type=int, metavar="K",
+                   help="repeat the whole pipeline on K subject splits (seeded by runtime.seed; each fold holds "
+                        "different identities out for testing) and report each row's mean and spread")
+    p.add_argument("--bootstrap", type=int, metavar="N",
+                   help="bootstrap resamples for the evaluation's 95%% intervals (default 1000; 0 = none)")
     add_run_flags(p, "pipeline", run_dir=False)
     p.set_defaults(func=cmd_pipeline)
 
@@ -160,23 +169,73 @@ def cmd_evaluate(args) -> int:
     if args.bootstrap < 0:
         raise WorkbenchError(f"--bootstrap {args.bootstrap}: give a number of resamples >= 0 (1000 is usual, "
                              "0 turns the intervals off).")
-    options = {k: v for k, v in (("dsr", args.dsr), ("edgeface", args.edgeface),
-                                 ("edgeface_bicubic", args.edgeface_bicubic),
-                                 ("edgeface_base", args.edgeface_base)) if v}
-    options["bootstrap"] = args.bootstrap
+    options = EvaluateOptions(dsr=args.dsr, edgeface=args.edgeface, edgeface_bicubic=args.edgeface_bicubic,
+                              edgeface_base=args.edgeface_base, bootstrap=args.bootstrap)
     return run_in_foreground(JobRequest(kind="evaluate", preset=P.load(args.preset), data=args.data,
                                         options=options), on_done=_print_eval)
+
+
+FOLD_METRICS = (("rank1", "rank-1", True), ("rank5", "rank-5", True), ("eer", "EER", True), ("auc", "ROC AUC", False))
+
+
+def folds_table(aggregated: dict) -> Table:
+    """eval_folds.json as a table: one line per row, each metric as mean ± sample std (min to max) over folds."""
+    from engine.evaluation.folds import spread_text
+
+    rows = aggregated.get("rows") or {}
+    table = Table(title=escape(f"{aggregated.get('folds', '?')} folds (different held-out subjects, seed "
+                               f"{aggregated.get('seed', '?')}): mean ± standard deviation (min to max)"))
+    table.add_column("row")
+    for _key, label, _rate in FOLD_METRICS:
+        table.add_column(label, justify="right")
+    names = [n for n in wording.ROW_ORDER if n in rows] + [n for n in rows if n not in wording.ROW_ORDER]
+    for name in names:
+        table.add_row(escape(wording.ROW_LABELS.get(name, (name,))[0]),
+                      *(escape(spread_text(rows[name].get(key), rate=rate)) for key, _l, rate in FOLD_METRICS))
+    return table
+
+
+def fold_comparison_lines(aggregated: dict) -> list[str]:
+    """'dsr vs bicubic: +4.6 ± 2.0 points (1.2 to 7.0), significant in 2 of 3 folds' per comparison."""
+    out = []
+    for name, body in (aggregated.get("comparisons") or {}).items():
+        diff = body["difference"]
+        out.append(f"{body.get('a')} vs {body.get('b')} (rank-1): {100 * diff['mean']:+.1f} ± {100 * diff['std']:.1f} "
+                   f"points ({100 * diff['min']:+.1f} to {100 * diff['max']:+.1f}), significant (McNemar p<0.05) in "
+                   f"{body.get('significant_folds', 0)} of {diff['n']} folds")
+    return out
+
+
+def _print_folds(result) -> bool:
+    path = result.summary.get("eval_folds_json")
+    if not path or not Path(path).is_file():
+        return False
+    aggregated = json.loads(Path(path).read_text())
+    console.print(folds_table(aggregated))
+    for line in fold_comparison_lines(aggregated):
+        console.print(escape(line))
+    console.print(f"per-fold results: {escape(', '.join(aggregated.get('files', [])))}")
+    console.print(f"aggregated: {escape(str(path))}")
+    return True
 
 
 def cmd_pipeline(args) -> int:
     from workbench.cli.job_runner import run_in_foreground
 
     def report(result) -> None:
-        _print_eval(result)
+        if not _print_folds(result):
+            _print_eval(result)
         console.print(f"pipeline summary: {result.run_dir / 'summary.json'}")
 
+    if args.folds is not None and args.folds < 2:
+        raise WorkbenchError(f"--folds {args.folds}: give K >= 2 (each fold holds different subjects out), or "
+                             "leave --folds out for the dataset's own split.")
+    if args.bootstrap is not None and args.bootstrap < 0:
+        raise WorkbenchError(f"--bootstrap {args.bootstrap}: give a number of resamples >= 0 (1000 is usual, "
+                             "0 turns the intervals off).")
     if args.nproc and args.nproc > 1:
         return launch_torchrun(args.nproc)
-    options = PipelineOptions(edgeface=args.edgeface, resume=args.resume, allow_other_data=args.allow_other_data)
+    options = PipelineOptions(edgeface=args.edgeface, resume=args.resume, allow_other_data=args.allow_other_data,
+                              baselines=args.baselines, folds=args.folds, bootstrap=args.bootstrap)
     return run_in_foreground(JobRequest(kind="pipeline", preset=P.load(args.preset), data=args.data,
                                         options=options), on_done=report)

@@ -10,7 +10,7 @@ from textual.widgets import ProgressBar, Static
 from engine.events import Progress
 
 STATE_STYLES = {"idle": "dim", "running": "bold green", "stopping": "bold yellow", "finished": "green",
-                "stopped": "yellow", "failed": "bold red"}
+                "stopped": "yellow", "failed": "bold red", "detached": "cyan"}
 
 
 def format_eta(seconds: float | None) -> str:

@@ -3,7 +3,8 @@
 Rows come from ``engine.run_index`` (state from status.json: a killed run reads ``dead``). Click a
 header or press S to sort, pick a preset or job in the filters, space marks runs: c overlays the
 marked runs' curves on the charts, d compares two marked runs (preset diff and metric deltas),
-w writes their metrics as CSV. Enter opens the highlighted run (curves and evaluation).
+w writes their metrics as CSV. Enter opens the highlighted run (curves and evaluation); a attaches
+to it when it is running (the app follows it, ``workbench.app.attach_control``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from engine.errors import WorkbenchError
 from engine.presets import Preset
 from engine.run_index import (SORT_KEYS, RunRow, display_cells, filter_rows, index_runs, metrics_csv, sort_rows,
                               split_name)
-from workbench.app.messages import RunOpened, RunsCompared
+from workbench.app.messages import AttachRequested, RunOpened, RunsCompared
 from workbench.app.widgets.dialogs import RunDiffDialog
 
 COLUMNS = (("mark", " "), ("run", "run"), ("preset", "preset"), ("job", "job"), ("state", "state"),
@@ -51,6 +52,8 @@ class RunHistory(Vertical):
                 tooltip="overlay the curves of the marked runs on the charts"),
         Binding("d", "diff", "Diff two", id="runs.diff", tooltip="preset diff and metric deltas of two marked runs"),
         Binding("w", "export_csv", "CSV", id="runs.csv", tooltip="write the metrics of the marked runs as CSV"),
+        Binding("a", "attach", "Attach", id="runs.attach",
+                tooltip="follow the highlighted running run here (x stops it, D detaches)"),
         Binding("S", "next_sort", "Sort", id="runs.sort", tooltip="sort by the next column (or click a header)"),
     ]
 
@@ -136,7 +139,7 @@ class RunHistory(Vertical):
             note = (f"{len(self.shown)} of {len(self.rows)} runs in {self.runs_dir} · sorted by {self.sort_key} "
                     f"({order}) · {len(self.marked)} marked")
         self.query_one("#runs-note", Static).update(
-            Text(note + " · Enter opens · space marks · c overlays · d diffs two · w CSV · S sorts"))
+            Text(note + " · Enter opens · a attaches · space marks · c overlays · d diffs two · w CSV · S sorts"))
 
     @property
     def highlighted(self) -> Path | None:
@@ -182,6 +185,9 @@ class RunHistory(Vertical):
             self.post_message(RunOpened(Path(event.row_key.value)))
 
     # --------------------------------------------------------------- actions
+    def action_attach(self) -> None:
+        self.post_message(AttachRequested(self.highlighted))
+
     def action_next_sort(self) -> None:
         self.set_sort(SORT_KEYS[(SORT_KEYS.index(self.sort_key) + 1) % len(SORT_KEYS)])
         self.notify(f"runs sorted by {self.sort_key}")

@@ -1,0 +1,150 @@
+"""``pipeline --baselines`` (five rows, each with its own recogniser) and ``pipeline --folds K`` (K subject
+splits, aggregation, stop and resume reusing finished folds) on the tiny demo data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine import presets as P
+from engine.events import Finished, Log
+from engine.jobs import JobRequest, StopFlag, run_job
+
+FIVE_ROWS = {"dsr", "dsr_base", "bicubic", "bicubic_base", "hr"}
+TINY = {
+    "data.vlr_width": 16, "data.vlr_height": 16, "runtime.device": "cpu",
+    "dsr.epochs": 1, "dsr.batch_size": 16, "dsr.base_channels": 8, "dsr.residual_blocks": 1,
+    "finetune.stage1_epochs": 1, "finetune.stage2_epochs": 1, "finetune.batch_size": 16,
+    "runtime.edgeface_variant": "edgeface_xxs",
+}
+
+
+def _fast_preset(tmp_path: Path):
+    """A tiny preset with a random edgeface_xxs as its weights (no pre-training: seconds per fold)."""
+    import torch
+
+    from engine import atomic
+    from engine.models.edgeface import build_edgeface, edgeface_checkpoint
+
+    torch.manual_seed(0)
+    weights = atomic.torch_save(tmp_path / "edgeface.pt", edgeface_checkpoint(build_edgeface("edgeface_xxs")))
+    return P.load("cpu-demo").with_changes({**TINY, "runtime.runs_dir": str(tmp_path / "runs"),
+                                             "runtime.edgeface_weights": str(weights)})
+
+
+def test_baselines_give_five_rows_each_scored_by_its_own_recogniser(tmp_path, demo_root):
+    events = []
+    preset = _fast_preset(tmp_path)
+    result = run_job(JobRequest("pipeline", preset, data=str(demo_root),
+                                options={"baselines": True, "bootstrap": 50}), events.append)
+    assert isinstance(result, Finished) and not result.stopped, getattr(result, "error", "")
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert set(summary["stages"]) == {"recogniser", "train-dsr", "finetune-bicubic", "finetune", "evaluate"}
+    assert summary["stage_runs"]["finetune-bicubic"] == summary["stages"]["finetune-bicubic"]
+    bicubic_run, dsr_run = Path(summary["stages"]["finetune-bicubic"]), Path(summary["stages"]["finetune"])
+    assert bicubic_run != dsr_run and (bicubic_run / "best.pt").is_file()
+    import torch
+    assert not torch.load(bicubic_run / "best.pt", weights_only=True).get("dsr")     # trained on bicubic
+    assert torch.load(dsr_run / "best.pt", weights_only=True).get("dsr") == \
+        str(Path(summary["stages"]["train-dsr"]) / "best.pt")
+
+    doc = json.loads(Path(summary["eval_json"]).read_text())
+    assert FIVE_ROWS <= {k for k, v in doc.items() if isinstance(v, dict) and "rank1" in v}
+    files = {row: spec["recogniser_file"] for row, spec in doc["protocol"]["rows"].items()}
+    base = preset.runtime.edgeface_weights
+    assert files == {"dsr": str(dsr_run / "best.pt"), "hr": str(dsr_run / "best.pt"),
+                     "bicubic": str(bicubic_run / "best.pt"), "dsr_base": base, "bicubic_base": base}
+    assert doc["intervals"]["resamples"] == 50 and set(doc["intervals"]["rows"]) == FIVE_ROWS
+    for row in FIVE_ROWS:
+        lo, hi = doc["intervals"]["rows"][row]["rank1"]
+        assert lo <= doc[row]["rank1"] <= hi
+    assert {"dsr_vs_bicubic", "bicubic_finetuned_vs_base", "dsr_finetuned_vs_base"} <= set(doc["comparisons"])
+    announced = [e.message.split(": ")[1] for e in events
+                 if isinstance(e, Log) and e.job == "pipeline" and e.message.startswith("stage ")]
+    assert announced == ["recogniser", "train-dsr", "finetune-bicubic", "finetune", "evaluate"]
+
+
+def _stage_files(record: dict) -> dict[str, tuple[str, int]]:
+    """{stage: (run dir, mtime of its best.pt)} of a fold's training stages."""
+    return {name: (path, (Path(path) / "best.pt").stat().st_mtime_ns)
+            for name, path in record["stages"].items() if path and (Path(path) / "best.pt").is_file()}
+
+
+def test_folds_stop_then_resume_reuses_the_finished_fold_and_aggregates(tmp_path, demo_root, capsys):
+    from engine.data.layout import subject_of
+    from engine.evaluation.report import write_report
+    from workbench.cli.main import main
+
+    preset = _fast_preset(tmp_path)
+    stop = StopFlag()
+
+    def emit(event):   # stop in the second fold, once its DSR is trained
+        if isinstance(event, Log) and event.job == "pipeline" and event.message.startswith("fold 2/2, stage 3/4"):
+            stop.set()
+
+    result = run_job(JobRequest("pipeline", preset, data=str(demo_root), options={"folds": 2, "bootstrap": 20}),
+                     emit, stop)
+    assert isinstance(result, Finished) and result.stopped
+    run_dir = result.run_dir
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "stopped" and "eval_folds_json" not in summary
+    first, second = summary["folds"]
+    assert "evaluate" in first["stages"] and "evaluate" not in second["stages"]
+    assert "train-dsr" in second["stages"]
+    before = {1: _stage_files(first), 2: _stage_files(second)}
+    assert set(before[1]) == {"train-dsr", "finetune"} and set(before[2]) == {"train-dsr"}
+
+    # two folds, disjoint held-out identities, each the test split of its own dataset under the pipeline
+    tests = [set(f["test_subjects"]) for f in summary["folds"]]
+    assert tests[0] and tests[1] and not tests[0] & tests[1]
+    for record, held_out in zip(summary["folds"], tests):
+        data = Path(record["data_root"])
+        assert data.parent.parent == run_dir
+        manifest = json.loads((data / "manifest.json").read_text())
+        assert set(manifest["fold"]["test_subjects"]) == held_out
+        train_ids = {subject_of(p.name) for split in ("train", "val")
+                     for p in (data / f"{split}_processed" / "hr_images").glob("*.png")}
+        assert train_ids and not train_ids & held_out
+
+    assert main(["pipeline", "--resume", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["folds_done"] == 2
+    assert _stage_files(summary["folds"][0]) == before[1]                 # fold 1 not retrained
+    assert _stage_files(summary["folds"][1])["train-dsr"] == before[2]["train-dsr"]
+
+    docs = [json.loads(Path(f["eval_json"]).read_text()) for f in summary["folds"]]
+    for doc, held_out in zip(docs, tests):
+        assert doc["protocol"]["subjects"] == len(held_out)
+        assert Path(doc["protocol"]["data_root"]).parent.parent == run_dir
+    aggregated = json.loads(Path(summary["eval_folds_json"]).read_text())
+    assert aggregated["folds"] == 2 and Path(summary["eval_folds_json"]) == run_dir / "eval_folds.json"
+    for row in ("dsr", "dsr_base", "bicubic", "hr"):
+        values = [d[row]["rank1"] for d in docs]
+        stat = aggregated["rows"][row]["rank1"]
+        assert stat["values"] == values and stat["mean"] == pytest.approx(sum(values) / 2)
+        assert stat["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+        assert summary[f"{row}_rank1"] == pytest.approx(stat["mean"])
+    assert "2 folds" in out and "±" in out and "eval_folds.json" in out
+
+    report = write_report(run_dir)
+    text = report.read_text()
+    assert "Repeated splits: 2 folds" in text and "rank-1 per fold" in text
+    assert (run_dir / "report_files" / "cmc.png").is_file()
+
+
+def test_folds_bad_input_exits_2_with_a_message(tmp_path, demo_root, capsys):
+    from workbench.cli.main import main
+
+    preset_file = P.save(_fast_preset(tmp_path), tmp_path / "tiny.toml")
+    assert main(["pipeline", "--preset", str(preset_file), "--data", str(demo_root), "--folds", "1"]) == 2
+    assert "--folds 1" in capsys.readouterr().err
+    assert main(["pipeline", "--preset", str(preset_file), "--data", str(demo_root), "--folds", "12"]) == 2
+    err = capsys.readouterr().err
+    assert "--folds 12" in err and "12 subject(s)" in err
+    run_dir = next((tmp_path / "runs").glob("*-tiny-pipeline"))
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+    assert main(["pipeline", "--resume", str(run_dir), "--folds", "3"]) == 2
+    assert "--resume continues it as it was" in capsys.readouterr().err

@@ -1,0 +1,96 @@
+"""Start an app job as a separate process that outlives the app (and a closed browser tab under ``serve``).
+
+The process runs the headless CLI (``python -m workbench.cli.main JOB --preset FILE --run-dir DIR``)
+in a session of its own (``start_new_session``), so no hang-up, Ctrl-C or closed tab reaches it.
+The preset the app shows, saved or not, is written to FILE first: the process runs exactly what the
+app shows. train-dsr and finetune get a run directory chosen here (FILE is its ``preset.toml``,
+output in its ``detached.log``); pipeline makes its own, found by the pid in its status.json
+(FILE and output under ``<runs_dir>/.detached/``). No Textual here: the app calls this.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from engine import atomic
+from engine.errors import WorkbenchError
+from engine.presets import Preset
+from engine.run_status import read_status
+from engine.runs import RunDir, iter_runs
+
+DETACHABLE = ("train-dsr", "finetune", "pipeline")
+OUTPUT_FILE = "detached.log"          # stdout and stderr of the process, in its run directory
+LAUNCH_DIR = ".detached"              # under runs_dir: a pipeline's preset file and output
+
+
+@dataclass
+class DetachedJob:
+    kind: str
+    proc: subprocess.Popen
+    runs_dir: Path
+    output: Path                          # where its stdout and stderr go
+    run_dir: Path | None = None           # None until a pipeline's run directory is found
+    started: float = field(default_factory=time.time)
+
+    def find_run_dir(self) -> Path | None:
+        """The run directory the process writes: the one given, or the run whose status.json names its pid."""
+        if self.run_dir is None:
+            for path in iter_runs(self.runs_dir):
+                status = read_status(path)
+                if status.get("pid") == self.proc.pid and status.get("job") == self.kind:
+                    self.run_dir = path
+                    break
+        return self.run_dir
+
+    def output_tail(self, chars: int = 1500) -> str:
+        """The end of the process's output (why it ended early), '' when there is none."""
+        try:
+            with open(self.output, "rb") as handle:
+                handle.seek(max(0, self.output.stat().st_size - chars))
+                return handle.read().decode("utf-8", "replace").strip()
+        except OSError:
+            return ""
+
+
+def command(kind: str, preset_file: Path, data: str | None, run_dir: Path | None,
+            options: dict[str, Any] | None = None) -> list[str]:
+    """The CLI command of the job: options of the app's job plan become flags (``dsr`` -> ``--dsr``)."""
+    argv = [sys.executable, "-m", "workbench.cli.main", kind, "--preset", str(preset_file)]
+    if data:
+        argv += ["--data", str(data)]
+    if run_dir is not None:
+        argv += ["--run-dir", str(run_dir)]
+    for key, value in (options or {}).items():
+        if value is not None and value is not False:
+            argv += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    return argv
+
+
+def start_detached(kind: str, preset: Preset, data: str | None, options: dict[str, Any] | None = None
+                   ) -> DetachedJob:
+    """Start ``kind`` on ``preset`` as a separate process; returns at once (the job starts in the background)."""
+    if kind not in DETACHABLE:
+        raise WorkbenchError(f"{kind} cannot start detached (only {', '.join(DETACHABLE)}): it runs in the app.")
+    runs_dir = Path(preset.runtime.runs_dir).expanduser().resolve()
+    if kind == "pipeline":
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        launch = runs_dir / LAUNCH_DIR
+        launch.mkdir(parents=True, exist_ok=True)
+        base = launch / f"{stamp}-{preset.name}-{kind}-{os.getpid()}"
+        preset_file, output, run_dir = base.with_suffix(".toml"), base.with_suffix(".log"), None
+        atomic.write_text(preset_file, tomli_w.dumps(preset.to_mapping()))
+    else:
+        run_dir = RunDir.create(runs_dir, preset, kind).path      # writes the preset as preset.toml
+        preset_file, output = run_dir / "preset.toml", run_dir / OUTPUT_FILE
+    with open(output, "ab") as sink:
+        proc = subprocess.Popen(command(kind, preset_file, data, run_dir, options), stdin=subprocess.DEVNULL,
+                                stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd())
+    return DetachedJob(kind, proc, runs_dir, output, run_dir)
