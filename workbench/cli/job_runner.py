@@ -60,7 +60,8 @@ def console_progress() -> tuple[Progress, Callable[[ev.Event], None]]:
             key = f"{event.stage}:{event.epoch}"
             parts = [f"loss {_fmt(event.loss)}" if event.loss is not None else "",
                      f"{event.images_per_second:.1f} img/s" if event.images_per_second else "",
-                     f"ETA {_eta(event.eta_seconds)}" if event.eta_seconds is not None else ""]
+                     f"ETA {_eta(event.eta_seconds)}" if event.eta_seconds is not None and event.step < event.steps
+                     else ""]   # a finished epoch shows no ETA
             info = "  ".join(p for p in parts if p)
             desc = f"epoch {event.epoch}/{event.epochs}" if event.epochs else "step"
             if key not in tasks:
