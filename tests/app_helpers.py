@@ -38,3 +38,15 @@ def use_fake_job(monkeypatch, kind: str, function: str) -> None:
     import engine.jobs
 
     monkeypatch.setitem(engine.jobs.JOBS, kind, f"app_fake_jobs:{function}")
+
+
+def capture_notes(app) -> list[str]:
+    """Every toast message the app shows from now on (the list fills as it notifies)."""
+    notes: list[str] = []
+    original = app.notify
+
+    def notify(message, **kwargs):
+        notes.append(message)
+        original(message, **kwargs)
+    app.notify = notify
+    return notes

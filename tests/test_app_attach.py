@@ -23,7 +23,7 @@ from workbench.app.widgets.dialogs import ConfirmDialog
 from workbench.app.widgets.job_panel import JobPanel
 from workbench.app.widgets.run_history import RunHistory
 
-from app_helpers import NoGpuProbe, wait_for
+from app_helpers import NoGpuProbe, capture_notes, wait_for
 from run_factory import write_run
 
 TINY = {"data.vlr_width": 16, "data.vlr_height": 16, "runtime.device": "cpu", "runtime.num_threads": 1,
@@ -79,17 +79,6 @@ async def highlight(pilot, run_dir) -> tuple[RunHistory, DataTable]:
     return history, table
 
 
-def recording_notes(app) -> list[str]:
-    notes: list[str] = []
-    original = app.notify
-
-    def notify(message, **kwargs):
-        notes.append(message)
-        original(message, **kwargs)
-    app.notify = notify
-    return notes
-
-
 async def test_app_attaches_to_a_headless_run_fills_charts_and_stops_it_cleanly(tiny, demo_root, tmp_path):
     run_dir = tmp_path / "runs" / "headless-train-dsr"
     proc = start_headless(tiny, demo_root, run_dir)
@@ -98,7 +87,7 @@ async def test_app_attaches_to_a_headless_run_fills_charts_and_stops_it_cleanly(
         wait_until(lambda: run_state(run_dir) == "running", "the headless run to start")
         app = make(P.load(tiny), demo_root)
         async with app.run_test(size=WIDE, message_hook=seen.append) as pilot:
-            notes = recording_notes(app)
+            notes = capture_notes(app)
             history, table = await highlight(pilot, run_dir)
             state = table.get_cell_at((table.cursor_row, table.get_column_index("state")))
             assert str(state) == "running"
@@ -153,7 +142,7 @@ async def test_attaching_to_a_finished_or_killed_run_says_why(tiny, demo_root, t
     assert read_status(killed)["state"] == "running"          # the process never ended its run
     app = make(P.load(tiny), demo_root)
     async with app.run_test(size=WIDE) as pilot:
-        notes = recording_notes(app)
+        notes = capture_notes(app)
         history, table = await highlight(pilot, killed)
         states = {row.path: row.state for row in history.shown}
         assert states == {killed: "dead", finished: "finished"}

@@ -20,24 +20,13 @@ from workbench.app.widgets.job_panel import JobPanel, progress_text
 from workbench.app.widgets.run_history import RunHistory
 from workbench.app.widgets.tips_panel import TipsPanel
 
-from app_helpers import make_app, use_fake_job, wait_for
+from app_helpers import capture_notes, make_app, use_fake_job, wait_for
 from run_factory import write_run
 
 
 @pytest.fixture(autouse=True)
 def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-
-
-def capture_notes(app) -> list[str]:
-    notes: list[str] = []
-    original = app.notify
-
-    def notify(message, **kwargs):
-        notes.append(message)
-        original(message, **kwargs)
-    app.notify = notify
-    return notes
 
 
 def diverging(request, emit, stop):
