@@ -27,6 +27,8 @@ class _Tail:
 
     def read(self) -> list[dict]:
         try:
+            if self.path.stat().st_size < self.offset:   # rewritten shorter (a resume truncated it): read again
+                self.offset = 0
             with open(self.path, "rb") as handle:
                 handle.seek(self.offset)
                 chunk = handle.read()

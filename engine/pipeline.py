@@ -38,7 +38,7 @@ from engine.events import Emit, Event, Failed, Finished, Log, ignore
 from engine.job_options import DSROptions, FinetuneOptions, PipelineOptions, PretrainOptions
 from engine.jobs import JobRequest, StopFlag, job_function
 from engine.presets import load as load_preset
-from engine.run_status import RunLock, StatusWriter
+from engine.run_status import FileStop, RunLock, StatusWriter, run_state
 from engine.runs import RunDir
 
 JOB = "pipeline"
@@ -183,6 +183,7 @@ def run_pipeline(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     lock = RunLock(run.path)
     if ctx.is_main:
         lock.acquire()
+    stop = FileStop(stop, run.path)   # `vlr-workbench stop PIPELINE_DIR` (or the app) reaches every stage
     summary = _Summary(run, previous, ctx.is_main)
     summary.data["options"] = {"baselines": opts.baselines, "folds": opts.folds}
     status = StatusWriter(run.path, JOB, enabled=ctx.is_main)
@@ -210,6 +211,10 @@ def run_pipeline(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
             return Path(done)
         kind = STAGE_JOBS.get(name, name)
         recorded = record["stage_runs"].get(name)
+        if recorded and run_state(recorded) == "finished":   # killed after the stage ended, before it was recorded
+            say(Log(JOB, f"{name}: the stage run {recorded} had finished; reusing it"))
+            summary.stage_done(record, name, Path(recorded), 0.0)
+            return Path(recorded)
         if recorded and (Path(recorded) / "last.pt").is_file():
             say(Log(JOB, f"{name}: resuming the unfinished stage run {recorded}"))
             options = replace(options, resume=recorded, run_dir=None, allow_other_data=opts.allow_other_data)
@@ -262,6 +267,7 @@ def run_pipeline(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
             if recogniser is None:
                 say(Log(JOB, f"no EdgeFace weights: pre-training {preset.runtime.edgeface_variant} on the HR images"
                              + (" of this fold's training subjects" if folds else "")))
+                status.update(force=True, stage="pretrain")   # `attach` follows stage_runs["pretrain"]
                 made = stage_run(record, "pretrain", PretrainOptions(epochs=pretrain_epochs(preset)), runs_dir, data)
                 recogniser = made / "best.pt"
             record["recogniser"] = str(recogniser)

@@ -82,8 +82,9 @@ def recogniser_weights(preset: Preset, data_root: Path | str, emit: Emit, stop: 
     """
     say = emit if ctx.is_main else ignore
     found = existing_recogniser(preset, data_root, say)
+    found = distributed.broadcast(str(found) if found else None, ctx)   # rank 0's choice on every rank
     if found is not None:
-        return found
+        return Path(found)
     epochs = pretrain_epochs(preset)
     from engine.runtime import resolve
     from engine.trainers.pretrain import pretrain

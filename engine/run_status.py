@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,30 @@ def stop_requested(run_path: str | Path) -> bool:
     return (Path(run_path) / STOP_FILE).exists()
 
 
+class FileStop:
+    """A StopFlag that is also set by a ``stop.request`` file in ``run_path`` (looked for at most once a
+    second); a pipeline hands it to its stages, so stopping the pipeline's directory stops the stage."""
+
+    def __init__(self, inner, run_path: str | Path) -> None:
+        self.inner, self.run_path, self._polled = inner, Path(run_path), 0.0
+
+    def set(self) -> None:
+        self.inner.set()
+
+    def is_set(self) -> bool:
+        if not self.inner.is_set() and time.time() - self._polled >= 1.0:
+            self._polled = time.time()
+            if stop_requested(self.run_path):
+                self.inner.set()
+        return self.inner.is_set()
+
+    def check(self) -> None:
+        if self.is_set():
+            from engine.errors import JobStopped
+
+            raise JobStopped()
+
+
 def request_stop(run_path: str | Path) -> Path:
     """Ask the job that owns ``run_path`` (any process, any front end) to stop at its next step."""
     path = Path(run_path) / STOP_FILE
@@ -80,7 +105,9 @@ def request_stop(run_path: str | Path) -> Path:
 
 
 class StatusWriter:
-    """Keeps status.json current: ``update(...)`` every step is cheap (writes at most every few seconds)."""
+    """Keeps status.json current: ``update(...)`` is cheap (writes at most every few seconds), and a
+    daemon thread refreshes the heartbeat meanwhile, so a long validation or a slow step never makes
+    a live run look dead to another host."""
 
     def __init__(self, run_path: str | Path, job: str, *, world_size: int = 1, enabled: bool = True) -> None:
         self.path = Path(run_path) / STATUS_FILE
@@ -90,9 +117,20 @@ class StatusWriter:
                                        "steps": None, "started": time.time(), "world_size": world_size,
                                        "message": ""}
         self._written = 0.0
+        self._lock = threading.Lock()
+        self._ended = threading.Event()
         if enabled:
             (Path(run_path) / STOP_FILE).unlink(missing_ok=True)  # an old request must not stop a new job
             self.write()
+            threading.Thread(target=self._beat, name="status-heartbeat", daemon=True).start()
+
+    def _beat(self) -> None:
+        while not self._ended.wait(HEARTBEAT_SECONDS):
+            if time.time() - self._written >= HEARTBEAT_SECONDS:
+                try:
+                    self.write()
+                except Exception:  # noqa: BLE001 - a full disk: the job itself reports it at its next write
+                    pass
 
     def update(self, force: bool = False, **fields: Any) -> None:
         self.fields.update(fields)
@@ -102,11 +140,16 @@ class StatusWriter:
     def write(self) -> None:
         if not self.enabled:
             return
-        self._written = time.time()
-        atomic.write_json(self.path, {**self.fields, "heartbeat": self._written})
+        with self._lock:
+            if self._ended.is_set() and self.fields["state"] == "running":
+                return   # the heartbeat thread never overwrites the final state
+            self._written = time.time()
+            atomic.write_json(self.path, {**self.fields, "heartbeat": self._written})
 
     def end(self, state: str, message: str = "") -> None:
-        self.update(force=True, state=state, message=message[:2000])
+        self.fields.update(state=state, message=message[:2000])
+        self._ended.set()
+        self.write()
 
 
 LOCK_FILE = "owner.lock"

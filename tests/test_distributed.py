@@ -18,7 +18,11 @@ from engine.runs import read_metrics
 TINY = {"data.vlr_width": 16, "data.vlr_height": 16, "runtime.device": "cpu", "runtime.num_threads": 1,
         "dsr.epochs": 2, "dsr.base_channels": 8, "dsr.residual_blocks": 1, "dsr.lambda_identity": 0.0,
         "dsr.lambda_feature_match": 0.0, "dsr.lambda_perceptual": 0.0,
-        "finetune.stage1_epochs": 1, "finetune.stage2_epochs": 1, "runtime.edgeface_variant": "edgeface_xxs"}
+        "finetune.stage1_epochs": 1, "finetune.stage2_epochs": 1, "runtime.edgeface_variant": "edgeface_xxs",
+        # augmentation off: the comparison isolates the data-parallel arithmetic (sharding, all-reduce, DDP)
+        "dsr.rotation_p": 0.0, "dsr.color_jitter_p": 0.0, "finetune.flip_p": 0.0, "finetune.jitter_brightness": 0.0,
+        "finetune.jitter_contrast": 0.0, "finetune.jitter_saturation": 0.0, "finetune.jitter_hue": 0.0,
+        "finetune.rotation_degrees": 0.0}
 PER_RANK_BATCH = 4
 
 
@@ -61,10 +65,10 @@ def test_train_dsr_on_two_processes_matches_one_process_with_the_same_global_bat
     a, b = _val(tmp_path / "r1", "psnr"), _val(tmp_path / "r2", "psnr")
     assert [x[:2] for x in a] == [x[:2] for x in b] == [("dsr", 1), ("dsr", 2)]
     for (_, _, p1), (_, _, p2) in zip(a, b):
-        assert abs(p1 - p2) < 0.05          # stated tolerance: 0.05 dB (augmentation draws differ per rank)
+        assert abs(p1 - p2) < 0.01          # stated tolerance: 0.01 dB (float summation order differs)
     la, lb = _val(tmp_path / "r1", "loss"), _val(tmp_path / "r2", "loss")
     for (_, _, l1), (_, _, l2) in zip(la, lb):
-        assert abs(l1 - l2) / l1 < 0.02     # and val loss within 2 %
+        assert abs(l1 - l2) / l1 < 0.005    # and val loss within 0.5 %
     status = json.loads((tmp_path / "r2" / "status.json").read_text())
     assert status["state"] == "finished" and status["world_size"] == 2
     assert not (tmp_path / "r2" / "owner.lock").exists()
@@ -85,7 +89,7 @@ def test_finetune_on_two_processes_matches_one_process(tmp_path, ddp_data):
     a, b = _val(runs["one"], "loss"), _val(runs["two"], "loss")
     assert [x[:2] for x in a] == [x[:2] for x in b] == [("stage1", 1), ("stage2", 1)]
     for (_, _, l1), (_, _, l2) in zip(a, b):
-        assert abs(l1 - l2) / l1 < 0.05     # stated tolerance: 5 % of the val loss
+        assert abs(l1 - l2) / l1 < 0.01     # stated tolerance: 1 % of the val loss
     summary = json.loads((runs["two"] / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["global_batch"] == 2 * PER_RANK_BATCH
 

@@ -202,3 +202,47 @@ def test_evaluate_names_a_missing_weights_file_before_building_demo_faces(tmp_pa
     assert isinstance(result, Failed) and "runtime.edgeface_weights" in result.error and "nope.pt" in result.error
     after = set(cache_dir().rglob("*")) if cache_dir().exists() else set()
     assert not any(p.suffix == ".png" for p in after - before)   # no demo image was generated first
+
+
+# ----------------------------------------------------------------------------- review fixes: order, stop file, lock
+
+
+def test_the_epoch_order_depends_only_on_seed_stage_and_epoch_and_survives_a_stop_at_step_zero():
+    from engine.trainers.bookkeeping import LoopState
+
+    a, b = LoopState(), LoopState()
+    torch.rand(17)  # whatever the ranks' augmentation drew, their orders agree
+    first = a.start_epoch("dsr", 1, 11, seed=42)
+    assert torch.equal(first, b.start_epoch("dsr", 1, 11, seed=42))
+    assert not torch.equal(first, LoopState().start_epoch("dsr", 2, 11, seed=42))
+    stopped = LoopState.from_dict(a.to_dict())          # stopped before the epoch's first step (step 0)
+    assert torch.equal(stopped.start_epoch("dsr", 1, 11, seed=42), first)
+
+
+def test_a_stop_request_file_reaches_a_flag_handed_to_stage_jobs(tmp_path):
+    from engine.run_status import FileStop, request_stop
+
+    flag = FileStop(StopFlag(), tmp_path)
+    assert not flag.is_set()
+    request_stop(tmp_path)
+    flag._polled = 0.0
+    assert flag.is_set()
+    with pytest.raises(Exception):
+        flag.check()
+
+
+def test_a_failure_while_writing_the_failed_status_still_frees_the_run_directory(preset, roots, tmp_path, monkeypatch):
+    from engine import run_status
+    from engine.errors import StorageError
+
+    real_end = run_status.StatusWriter.end
+
+    def end(self, state, message=""):
+        if state == "failed":
+            raise StorageError("cannot write status.json: the disk is full")
+        return real_end(self, state, message)
+
+    monkeypatch.setattr(run_status.StatusWriter, "end", end)
+    monkeypatch.setattr("engine.trainers.dsr.validate", lambda *a, **k: {"loss": float("nan"), "psnr": float("nan")})
+    result = _dsr(preset, roots[0], epochs=1, run_dir=str(tmp_path / "run"))
+    assert isinstance(result, Failed) and not (tmp_path / "run" / LOCK_FILE).exists()

@@ -67,12 +67,17 @@ class LoopState:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
-    def start_epoch(self, stage: str, epoch: int, length: int, generator: torch.Generator) -> torch.Tensor:
-        """The sample order of ``epoch``: the saved one when resuming inside it, else a new permutation."""
-        if self.stage == stage and self.step_in_epoch and self.epoch_order is not None and epoch == self.epoch + 1:
+    def start_epoch(self, stage: str, epoch: int, length: int, seed: int) -> torch.Tensor:
+        """The sample order of ``epoch``: the saved one when resuming inside it, else a permutation drawn from
+        (seed, stage, epoch) alone, so every rank under torchrun draws the same order whatever its
+        augmentation consumed (each rank then takes its slice of every global batch)."""
+        resuming = (self.stage == stage and self.epoch_order is not None and epoch == self.epoch + 1
+                    and len(self.epoch_order) == length)
+        if resuming:
             return self.epoch_order
         self.stage, self.step_in_epoch, self.epoch_sums = stage, 0, None
-        self.epoch_order = torch.randperm(length, generator=generator)
+        order_seed = (seed * 1_000_003 + sum(map(ord, stage)) * 10_007 + epoch) % 2**63
+        self.epoch_order = torch.randperm(length, generator=torch.Generator().manual_seed(order_seed))
         return self.epoch_order
 
     def end_epoch(self, epoch: int) -> None:
@@ -92,8 +97,16 @@ class Sums:
             self.sums[name] = self.sums[name].to(value.device) + value * n if name in self.sums else value * n
         self.count += n
 
-    def state(self) -> dict[str, Any]:
-        return {"sums": {k: v.detach().cpu() for k, v in self.sums.items()}, "count": self.count}
+    def state(self, ctx: Context = distributed.SINGLE) -> dict[str, Any]:
+        """The sums for last.pt; under torchrun summed over the ranks (every rank calls this), so rank 0's
+        resumed epoch carries everyone's share and the other ranks restart theirs from zero."""
+        if not self.sums:
+            return {"sums": {}, "count": 0}
+        device = next(iter(self.sums.values())).device
+        totals = distributed.all_reduce_sums({**self.sums, "_count": torch.tensor(float(self.count), device=device)},
+                                             ctx)
+        count = int(float(totals.pop("_count")))
+        return {"sums": {k: v.detach().cpu() for k, v in totals.items()}, "count": count}
 
     def means(self, ctx: Context) -> dict[str, float]:
         if not self.sums:
@@ -201,18 +214,27 @@ class Bookkeeper:
                 lock = RunLock(path)
                 notes.append(lock.acquire())
             run, state = RunDir(Path(distributed.broadcast(str(path) if path else None, ctx))), LoopState()
-        book = cls(job, run, emit, stop, ctx, device, state, lr_keys, lock)
-        if ctx.is_main:
-            for note in filter(None, notes):
-                book.log(note, "warning")
-            removed = len(atomic.remove_stale_temps(run.path))
-            if removed:
-                book.log(f"removed {removed} partial file(s) left by a killed writer in {run.path}")
-            if resume is not None:
-                dropped = run.truncate_metrics(state.global_step)
-                if dropped:
-                    book.log(f"metrics.jsonl: dropped {dropped} record(s) logged after last.pt (step "
-                             f"{state.global_step}); the resumed run logs them again")
+        try:
+            if resume is not None and int(resume.checkpoint.get("world_size", 1)) != ctx.world_size:
+                raise WorkbenchError(
+                    f"{run.path} was trained by {resume.checkpoint.get('world_size', 1)} process(es) and this resume "
+                    f"has {ctx.world_size}: the epoch position and schedule count global batches of that many. "
+                    f"Resume with the same --nproc ({resume.checkpoint.get('world_size', 1)}).")
+            book = cls(job, run, emit, stop, ctx, device, state, lr_keys, lock)
+            if ctx.is_main:
+                for note in filter(None, notes):
+                    book.log(note, "warning")
+                removed = len(atomic.remove_stale_temps(run.path))
+                if removed:
+                    book.log(f"removed {removed} partial file(s) left by a killed writer in {run.path}")
+                if resume is not None:
+                    dropped = run.truncate_metrics(state.global_step)
+                    if dropped:
+                        book.log(f"metrics.jsonl: dropped {dropped} record(s) logged after last.pt (step "
+                                 f"{state.global_step}); the resumed run logs them again")
+        except BaseException:
+            lock.release()
+            raise
         return book
 
     # -- events (rank 0 only)
@@ -300,7 +322,7 @@ class Bookkeeper:
     def on_stop(self, sums: Sums, save_last) -> None:
         """A stop request: keep the unfinished epoch's partial sums, save last.pt, say how to resume."""
         state = self.state
-        state.epoch_sums = sums.state() if state.step_in_epoch else None
+        state.epoch_sums = sums.state(self.ctx) if state.step_in_epoch else None
         save_last()
         self.log(f"stopped in {state.stage} epoch {state.epoch + 1} after step {state.step_in_epoch}; "
                  f"`vlr-workbench {self.job} --resume {self.run.path}` continues from there", "warning")
@@ -325,18 +347,19 @@ class Bookkeeper:
     def save(self, name: str, checkpoint: dict[str, Any]) -> Path:
         """Write a checkpoint atomically; a checkpoint with non-finite weights is never written."""
         path = self.run.path / name
+        for key, tensor in checkpoint.get("state_dict", {}).items():   # every rank: they hold the same weights
+            if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise WorkbenchError(f"{self.job}: the weights became non-finite ({key}); {path} was not "
+                                     "written and the previous one is intact. Lower the learning rate and "
+                                     f"resume or start again (`vlr-workbench tips {self.run.path}`).")
         if self.ctx.is_main:
-            for key, tensor in checkpoint.get("state_dict", {}).items():
-                if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                    raise WorkbenchError(f"{self.job}: the weights became non-finite ({key}); {path} was not "
-                                         "written and the previous one is intact. Lower the learning rate and "
-                                         f"resume or start again (`vlr-workbench tips {self.run.path}`).")
             atomic.torch_save(path, checkpoint)
         return path
 
     def save_last(self, checkpoint: dict[str, Any], generator: torch.Generator) -> Path:
         """last.pt: the checkpoint plus where the loop stands and the random state, for --resume."""
-        checkpoint.update(job=self.job, loop=self.state.to_dict(), rng=rng_state(generator))
+        checkpoint.update(job=self.job, loop=self.state.to_dict(), rng=rng_state(generator),
+                          world_size=self.ctx.world_size)
         return self.save("last.pt", checkpoint)
 
     def summary_extra(self) -> dict[str, Any]:
@@ -354,12 +377,13 @@ class Bookkeeper:
         return Finished(self.job, self.run.path, summary, stopped=stopped)
 
     def failed(self, message: str) -> None:
-        if self.ctx.is_main:
-            try:
+        try:
+            if self.ctx.is_main:
                 self.status.end("failed", message)
-            except OSError:   # the disk that failed the job may refuse the status too; the error still reaches the user
-                pass
-        self.release()
+        except Exception:  # noqa: BLE001 - the disk that failed the job may refuse the status too; the error still reaches the user
+            pass
+        finally:
+            self.release()
 
     def release(self) -> None:
         self.lock.release()
@@ -370,7 +394,11 @@ class Bookkeeper:
         try:
             yield self
         except JobStopped:
-            self.release()
+            try:
+                if self.ctx.is_main and self.status.fields["state"] == "running":
+                    self.status.end("stopped")
+            finally:
+                self.release()
             raise
         except BaseException as exc:
             self.failed(str(exc) or type(exc).__name__)

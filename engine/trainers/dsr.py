@@ -98,34 +98,34 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
         _restore(resume.checkpoint, model, optimizer, scheduler, ema, scaler, generator)
     book = Bookkeeper.open(JOB, preset, emit, stop, ctx, device, run_dir=opts.run_dir, resume=resume,
                            lr_keys="dsr.learning_rate")
-    state = book.state
-    if resume:
-        book.log(f"resuming {book.run.path} at epoch {state.epoch + 1}/{epochs}, step {state.step_in_epoch + 1} "
-                 f"with its own preset {preset.name!r} (preset.toml of the run)")
-    train_model = distributed.wrap(model, ctx, device)
-    eval_model = ema.module if ema is not None else model   # validated and saved: the EMA weights when on
-    parameters = count_trainable_parameters(model)
-    book.log(f"DSR {preset.vlr_size[0]}x{preset.vlr_size[1]} -> {preset.data.hr_size}: {parameters:,} parameters, "
-             f"x{model.factor} pixel shuffle; {len(train)} train / {len(val)} val images on {device} "
-             f"(AMP {runtime.amp_dtype or 'off'}); {ctx.world_size} process(es), global batch {global_batch}; "
-             f"run directory {book.run.path}")
-
-    def save_last() -> None:
-        book.save_last({**_checkpoint(eval_model, preset, state.epoch, state.last_values),
-                        "model": _cpu(model.state_dict()), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-                        "scaler": scaler.state_dict(), "epochs": epochs, "data": data,
-                        "recogniser": str(recogniser_path) if recogniser_path else None}, generator)
-
-    reference = bicubic_reference(val, device, cfg.batch_size)
-    early_stopped, sums = False, Sums()
     with book.lifetime():
+        state = book.state
+        if resume:
+            book.log(f"resuming {book.run.path} at epoch {state.epoch + 1}/{epochs}, step {state.step_in_epoch + 1} "
+                     f"with its own preset {preset.name!r} (preset.toml of the run)")
+        train_model = distributed.wrap(model, ctx, device)
+        eval_model = ema.module if ema is not None else model   # validated and saved: the EMA weights when on
+        parameters = count_trainable_parameters(model)
+        book.log(f"DSR {preset.vlr_size[0]}x{preset.vlr_size[1]} -> {preset.data.hr_size}: {parameters:,} parameters, "
+                 f"x{model.factor} pixel shuffle; {len(train)} train / {len(val)} val images on {device} "
+                 f"(AMP {runtime.amp_dtype or 'off'}); {ctx.world_size} process(es), global batch {global_batch}; "
+                 f"run directory {book.run.path}")
+
+        def save_last() -> None:
+            book.save_last({**_checkpoint(eval_model, preset, state.epoch, state.last_values),
+                            "model": _cpu(model.state_dict()), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                            "scaler": scaler.state_dict(), "epochs": epochs, "data": data,
+                            "recogniser": str(recogniser_path) if recogniser_path else None}, generator)
+
+        reference = bicubic_reference(val, device, cfg.batch_size)
+        early_stopped, sums = False, Sums()
         try:
             for epoch in range(state.epoch + 1, epochs + 1):
                 with book.oom_guard(STAGE, epoch, "dsr.batch_size", cfg.batch_size):
                     train_model.train()
-                    batches = state.start_epoch(STAGE, epoch, len(train), generator).split(global_batch)
-                    sums = Sums(state.epoch_sums)
+                    batches = state.start_epoch(STAGE, epoch, len(train), preset.runtime.seed).split(global_batch)
+                    sums = Sums(state.epoch_sums if ctx.is_main else None)   # rank 0 carries every rank's share
                     book.restart_clock()
                     for step in range(state.step_in_epoch + 1, len(batches) + 1):
                         book.check_stop()

@@ -200,8 +200,8 @@ class ArcFaceTrainer:
                 with book.oom_guard(stage, epoch, "finetune.batch_size", cfg.batch_size):
                     self.model.train(train_backbone)
                     self.head.train()
-                    batches = state.start_epoch(stage, epoch, len(self.train), self.generator).split(global_batch)
-                    sums = Sums(state.epoch_sums)
+                    batches = state.start_epoch(stage, epoch, len(self.train), self.preset.runtime.seed).split(global_batch)
+                    sums = Sums(state.epoch_sums if self.ctx.is_main else None)   # rank 0 carries every rank's share
                     book.restart_clock()
                     for step in range(state.step_in_epoch + 1, len(batches) + 1):
                         book.check_stop()

@@ -11,6 +11,8 @@ import sys
 
 from engine.errors import WorkbenchError
 
+SHUTDOWN_SECONDS = 900   # torchrun waits this long for workers to stop cleanly after Ctrl-C
+
 
 def add_run_flags(parser: argparse.ArgumentParser, job: str, *, run_dir: bool = True) -> None:
     if run_dir:
@@ -39,15 +41,16 @@ def _nproc(text: str) -> int:
 def launch_torchrun(nproc: int, argv: list[str] | None = None) -> int:
     """Run this same command under ``torchrun --standalone --nproc_per_node N`` and wait for it.
 
-    Ctrl-C reaches every worker through the terminal; each stops cleanly after its step (rank 0 saves
-    last.pt), so this process only waits for them.
+    Ctrl-C reaches torchrun, which forwards it to every worker; they agree on a step, stop cleanly and
+    rank 0 saves last.pt. ``--shutdown-timeout`` gives them SHUTDOWN_SECONDS for that (an epoch's
+    validation and checkpoints) before torchrun kills them; this process only waits.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise WorkbenchError("--nproc was given to a process that torchrun already started; leave --nproc out "
                              "when you run torchrun yourself (e.g. for several nodes).")
     args = _without_nproc(list(sys.argv[1:] if argv is None else argv))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "workbench.cli.main", *args]
+               f"--shutdown-timeout={SHUTDOWN_SECONDS}", "-m", "workbench.cli.main", *args]
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         return subprocess.call(command)
