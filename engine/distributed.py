@@ -53,6 +53,24 @@ def setup(device: torch.device) -> tuple[Context, torch.device]:
     return ctx, device
 
 
+def global_batches(order: torch.Tensor, global_batch: int, ctx: Context) -> list[torch.Tensor]:
+    """``order`` in global batches; under torchrun a last batch too small to give every rank an image is
+    left out of the epoch (every rank must run every step's collectives)."""
+    batches = list(order.split(global_batch))
+    if ctx.enabled and batches and len(batches[-1]) < ctx.world_size:
+        batches.pop()
+    return batches
+
+
+def check_split_size(length: int, what: str, ctx: Context) -> None:
+    """Every rank needs at least one image of a split it shards (else it would skip a collective)."""
+    if ctx.enabled and length < ctx.world_size:
+        from engine.errors import DataError
+
+        raise DataError(f"the {what} split has {length} images, fewer than the {ctx.world_size} processes that "
+                        f"share it. Use fewer processes (--nproc) or a larger {what} split.")
+
+
 def shard(batch: torch.Tensor, ctx: Context) -> torch.Tensor:
     """This rank's part of a global batch of indices (rank r takes items r, r+N, ...)."""
     return batch[ctx.rank::ctx.world_size] if ctx.enabled else batch

@@ -70,6 +70,8 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     (train, val), _ = place_splits([train, val], device, job_bytes=estimate_job_bytes(cfg.batch_size),
                                    on_device=preset.data.cache_on_device, log=log)
     feeder = BatchFeeder(device)
+    for split in (train, val):
+        distributed.check_split_size(len(split), split.split, ctx)
     data = data_record(data_root, train)
     check_resume_data(resume, data, opts.allow_other_data)
 
@@ -124,7 +126,8 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
             for epoch in range(state.epoch + 1, epochs + 1):
                 with book.oom_guard(STAGE, epoch, "dsr.batch_size", cfg.batch_size):
                     train_model.train()
-                    batches = state.start_epoch(STAGE, epoch, len(train), preset.runtime.seed).split(global_batch)
+                    batches = distributed.global_batches(state.start_epoch(STAGE, epoch, len(train), preset.runtime.seed),
+                                                         global_batch, ctx)
                     sums = Sums(state.epoch_sums if ctx.is_main else None)   # rank 0 carries every rank's share
                     book.restart_clock()
                     for step in range(state.step_in_epoch + 1, len(batches) + 1):

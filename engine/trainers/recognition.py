@@ -129,6 +129,8 @@ class ArcFaceTrainer:
         self.ctx: Context = book.ctx
         self.device = book.device
         self.train, self.val, note = closed_set(train_split, val_split, field_name)
+        distributed.check_split_size(len(self.train), "train", self.ctx)
+        distributed.check_split_size(len(self.val), "val", self.ctx)
         book.log(note)
         cfg = preset.finetune
         self.classes = list(train_split.classes)
@@ -200,7 +202,8 @@ class ArcFaceTrainer:
                 with book.oom_guard(stage, epoch, "finetune.batch_size", cfg.batch_size):
                     self.model.train(train_backbone)
                     self.head.train()
-                    batches = state.start_epoch(stage, epoch, len(self.train), self.preset.runtime.seed).split(global_batch)
+                    order = state.start_epoch(stage, epoch, len(self.train), self.preset.runtime.seed)
+                    batches = distributed.global_batches(order, global_batch, self.ctx)
                     sums = Sums(state.epoch_sums if self.ctx.is_main else None)   # rank 0 carries every rank's share
                     book.restart_clock()
                     for step in range(state.step_in_epoch + 1, len(batches) + 1):
