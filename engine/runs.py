@@ -160,3 +160,16 @@ def latest_run(runs_dir: str | Path, preset_name: str, job: str, *, require: str
 def run_matches(path: Path, preset_name: str, job: str) -> bool:
     """Whether a run directory's name says it is a ``job`` run of ``preset_name`` (<time>-<preset>-<job>[-N])."""
     return path.name.endswith(f"-{preset_name}-{job}") or f"-{preset_name}-{job}-" in path.name
+
+
+def read_json_object(path: Path, fix: str) -> dict[str, Any]:
+    """A JSON object file (eval.json, summary.json); unreadable, malformed or not an object is an error
+    naming the file, with ``fix`` as the advice."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WorkbenchError(f"{path}: cannot read it ({exc}). {fix}") from None
+    if not isinstance(data, dict):
+        raise WorkbenchError(f"{path}: expected a JSON object with rows dsr/bicubic/hr, got "
+                             f"{type(data).__name__}. {fix}")
+    return data

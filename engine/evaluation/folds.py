@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar
 
 from engine.errors import WorkbenchError
+from engine.runs import read_json_object
 
 T = TypeVar("T")
 AGGREGATED_METRICS = ("rank1", "rank5", "auc", "eer", "tar_at_far_1e-2", "tar_at_far_1e-3", "open_set_accuracy",
@@ -166,15 +167,7 @@ def aggregate_eval_files(paths: Sequence[str | Path]) -> dict[str, Any]:
     """:func:`aggregate` of eval.json files (a missing or unreadable one is an error naming it)."""
     docs = []
     for path in map(Path, paths):
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise WorkbenchError(f"{path}: cannot read this fold's evaluation results ({exc}). Re-run that fold's "
-                                 "evaluation, or leave the fold out.") from None
-        if not isinstance(doc, dict):
-            raise WorkbenchError(f"{path}: expected a JSON object with rows dsr/bicubic/hr. Re-run that fold's "
-                                 "evaluation.")
-        docs.append(doc)
+        docs.append(read_json_object(path, "Re-run that fold's evaluation (`vlr-workbench pipeline --resume`)."))
     result = aggregate(docs)
     result["files"] = [str(p) for p in paths]
     return result

@@ -6,13 +6,12 @@ bicubic, overfitting, low accuracy); ``tips_for_run`` reads a run directory. The
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from engine.errors import WorkbenchError
 from engine.presets import Preset, load
-from engine.runs import RunDir, read_metrics
+from engine.runs import RunDir, read_json_object, read_metrics
 from engine.tips import rules
 from engine.tips.model import Tip, apply_tip, tip_changes
 from engine.tips.targets import Target, check_targets
@@ -40,15 +39,7 @@ def read_evaluation(run_dir: str | Path) -> dict | None:
     path = Path(run_dir) / "eval.json"
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WorkbenchError(f"{path}: cannot read the evaluation results ({exc}). Delete the file or run "
-                             "`vlr-workbench evaluate` again to rewrite it.") from None
-    if not isinstance(data, dict):
-        raise WorkbenchError(f"{path}: expected a JSON object with rows dsr/bicubic/hr, got "
-                             f"{type(data).__name__}. Run `vlr-workbench evaluate` again to rewrite it.")
-    return data
+    return read_json_object(path, "Delete the file or run `vlr-workbench evaluate` again to rewrite it.")
 
 
 def tips_for_run(run_dir: str | Path) -> tuple[Preset, list[Tip], list[Target]]:

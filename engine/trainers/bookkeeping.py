@@ -28,12 +28,11 @@ from engine.events import Emit, Finished, Log, Metrics, Progress, ignore
 from engine.jobs import StopFlag
 from engine.presets import Preset
 from engine.presets import load as load_preset
-from engine.run_status import RunLock, StatusWriter, stop_requested
+from engine.run_status import FileStop, RunLock, StatusWriter
 from engine.runs import RunDir
 from engine.trainers.oom import out_of_memory
 
 PROGRESS_UPDATES = 20          # Progress events per epoch (about)
-STOP_POLL_SECONDS = 1.0        # how often the stop.request file is looked for
 STOP_SYNC_STEPS = 4            # under torchrun, ranks agree on a stop every N steps (a collective each time)
 MAX_NONFINITE_STEPS = 10       # consecutive steps with a non-finite loss or gradient before the job stops
 
@@ -173,7 +172,8 @@ class Bookkeeper:
 
     def __init__(self, job: str, run: RunDir, emit: Emit, stop: StopFlag, ctx: Context, device: torch.device,
                  state: LoopState, lr_keys: str = "the learning rate", lock: RunLock | None = None) -> None:
-        self.job, self.run, self.stop, self.ctx, self.device, self.state = job, run, stop, ctx, device, state
+        self.job, self.run, self.ctx, self.device, self.state = job, run, ctx, device, state
+        self.stop = FileStop(stop, run.path) if ctx.is_main else stop   # also `vlr-workbench stop RUN_DIR`
         self.lr_keys = lr_keys     # named in the instability advice
         self._emit = emit
         self.lock = lock or RunLock(run.path)   # held by rank 0 (taken in ``open``)
@@ -181,7 +181,6 @@ class Bookkeeper:
         self.images = 0            # training images (all ranks) this session
         self.seconds = 0.0         # training seconds this session (validation and checkpoints excluded)
         self._clock = time.perf_counter()
-        self._stop_polled = 0.0
         self._consecutive_nonfinite = 0
 
     @classmethod
@@ -227,7 +226,9 @@ class Bookkeeper:
                 removed = len(atomic.remove_stale_temps(run.path))
                 if removed:
                     book.log(f"removed {removed} partial file(s) left by a killed writer in {run.path}")
-                if resume is not None:
+                # a fresh start in a directory left by an attempt killed before its first last.pt drops that
+                # attempt's records (step 0 keeps none), like a resume drops what its last.pt does not hold
+                if resume is not None or run.metrics_path.is_file():
                     dropped = run.truncate_metrics(state.global_step)
                     if dropped:
                         book.log(f"metrics.jsonl: dropped {dropped} record(s) logged after last.pt (step "
@@ -259,11 +260,6 @@ class Bookkeeper:
 
     def check_stop(self) -> None:
         """Raise JobStopped when a stop was asked for (the flag, or a stop.request file); all ranks agree."""
-        if self.ctx.is_main and not self.stop.is_set() and time.time() - self._stop_polled > STOP_POLL_SECONDS:
-            self._stop_polled = time.time()
-            if stop_requested(self.run.path):
-                self.log(f"stop requested by {self.run.path / 'stop.request'}", "warning")
-                self.stop.set()
         wanted = self.stop.is_set()
         if self.ctx.enabled and self.state.global_step % STOP_SYNC_STEPS == 0:
             wanted = distributed.any_rank(wanted, self.ctx, self.device)
