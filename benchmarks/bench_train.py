@@ -8,10 +8,12 @@ into a temporary directory (generation time not counted):
 
 - **DSR step** and **fine-tuning step** (stage 2: backbone and ArcFace head; inputs super-resolved
   by a frozen DSR network), images/s of
-  - the *engine*: the decoded uint8 cache (:mod:`engine.data.disk_cache`, placed by
-    :mod:`engine.data.placement`), batch augmentation on the device, the preset's runtime levers
-    (``runtime.amp``, ``runtime.channels_last``, ``runtime.compile``) and AdamW per
-    ``engine.runtime.fused_adamw_kwargs``, the trainers' step otherwise;
+  - the *engine*: the trainers' own steps (``engine.trainers.dsr.DSRTraining.step``, built by the
+    trainer's ``build_training``; ``engine.trainers.recognition.ArcFaceStep``) on the decoded uint8
+    cache (:mod:`engine.data.disk_cache`, placed by :mod:`engine.data.placement`): batch
+    augmentation on the device, the preset's runtime levers (``runtime.amp``,
+    ``runtime.channels_last``, ``runtime.compile``), fused AdamW that skips non-finite steps on the
+    device (no host sync in a step);
   - the *baseline*: a ``Dataset`` that opens the image files with PIL and applies per-sample
     torchvision transforms, through a ``DataLoader`` (``--workers``), fp32, no channels_last, no
     cache; the same networks, losses, clipping, EMA and schedule;
@@ -20,11 +22,12 @@ into a temporary directory (generation time not counted):
   reset per phase where Linux allows, both paths' networks resident), and the model FLOPs per image
   (``torch.utils.flop_counter``; on CUDA also the fraction of the device's bf16 peak).
 - **App overhead**: the same short ``train-dsr`` job (2 epochs, the preset's networks and losses
-  with a random-init recogniser file) run headless (``engine.jobs.run_job``) and inside the
-  Textual app under Pilot, alternately (``--app-repeats`` each), each run in a fresh process;
-  ``app_overhead_ratio`` = best headless img/s over best in-app img/s (the job in the app's worker
-  thread; ``median_pair_ratio``: the median of the paired ratios), ``app_overhead_ratio_detached``
-  the same for the app's detached mode (`B`: the job a child process the app follows).
+  with a random-init recogniser file) run headless (``engine.jobs.run_job``) and started with the
+  app's ``t`` key under Pilot, alternately (``--app-repeats`` each), each run in a fresh process;
+  ``app_overhead_ratio`` = best headless img/s over best in-app img/s with the app's default
+  (the job in its own process, followed by the app), ``median_pair_ratio`` the median of the
+  paired ratios; ``app_overhead_ratio_in_thread`` the same for jobs inside the app (``B``: the job
+  in the app's worker thread, sharing the interpreter and the OpenMP runtime with the UI).
 
 ``--set`` changes the preset for both paths (e.g. ``--set runtime.amp=bf16 --set
 runtime.channels_last=true`` to measure the levers; the baseline always runs fp32 eager).
@@ -54,18 +57,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine import presets  # noqa: E402
-from engine.augment import FinetuneAugment, PairedAugment  # noqa: E402
-from engine.data import load_split, to_float  # noqa: E402
+from engine.augment import FinetuneAugment  # noqa: E402
+from engine.data import load_split  # noqa: E402
 from engine.data.demo import generate_demo_dataset  # noqa: E402
 from engine.data.placement import BatchFeeder, estimate_job_bytes, place_splits  # noqa: E402
 from engine.errors import WeightsError  # noqa: E402
 from engine.losses.combined import LossWeights, build_criterion  # noqa: E402
 from engine.models.arcface import ArcFaceHead, arcface_loss  # noqa: E402
 from engine.models.dsr import DSRNet  # noqa: E402
-from engine.models.edgeface import EMBEDDING_DIM, build_edgeface, prepare_input, resize_for_recogniser  # noqa: E402
-from engine.runtime import (configure_backends, cpu_has_native_bf16, fused_adamw_kwargs,  # noqa: E402
-                            prepare_model, resolve)
+from engine.models.edgeface import EMBEDDING_DIM, build_edgeface  # noqa: E402
+from engine.runtime import configure_backends, cpu_has_native_bf16, prepare_model, resolve  # noqa: E402
+from engine.trainers.dsr import build_training  # noqa: E402
+from engine.trainers.finetune import super_resolver  # noqa: E402
+from engine.trainers.recognition import ArcFaceNet, ArcFaceStep, LabelledImages, arcface_optimizer  # noqa: E402
 from engine.trainers.schedule import warmup_cosine  # noqa: E402
+from engine.trainers.update import NonFiniteCount, OptimizerUpdate  # noqa: E402
 
 SETTLE_SECONDS = 2.0  # the app's start-up drawing is done before the job starts
 APP_EPOCHS = 2
@@ -160,15 +166,20 @@ def _vgg(preset, device):
         return torchvision.models.vgg19(weights=None)
 
 
+def _criterion(preset, device):
+    """The DSR criterion with a random-init recogniser and VGG (same cost as trained ones): both paths."""
+    weights = LossWeights.from_config(preset.dsr)
+    recogniser = build_edgeface(preset.runtime.edgeface_variant) if weights.needs_recogniser else None
+    return build_criterion(preset.dsr, recogniser, device, vgg=_vgg(preset, device))
+
+
 def _dsr_parts(preset, device, seed: int):
-    """DSR network, criterion (random-init recogniser and VGG: same cost), EMA: identical for both paths."""
+    """The baseline's DSR network, criterion and EMA (the engine's come from ``engine.trainers.dsr``)."""
     from timm.utils import ModelEmaV3
 
     torch.manual_seed(seed)
     cfg = preset.dsr
-    weights = LossWeights.from_config(cfg)
-    recogniser = build_edgeface(preset.runtime.edgeface_variant) if weights.needs_recogniser else None
-    criterion = build_criterion(cfg, recogniser, device, vgg=_vgg(preset, device))
+    criterion = _criterion(preset, device)
     model = DSRNet(preset.vlr_size, preset.data.hr_size, cfg.base_channels, cfg.residual_blocks).to(device)
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
     if ema is not None:
@@ -200,70 +211,46 @@ def _order(n: int, batch: int, generator: torch.Generator):
 
 
 def engine_dsr(preset, runtime, train, feeder, total_steps: int, seed: int):
-    cfg, device = preset.dsr, runtime.device
-    model, criterion, ema = _dsr_parts(preset, device, seed)
-    prepare_model(model, runtime, _log, "DSR network")
-    prepare_model(criterion, runtime, _log, "DSR criterion")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                  **fused_adamw_kwargs(device))
-    scheduler = warmup_cosine(optimizer, 0, total_steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=runtime.needs_grad_scaler)
-    augment, generator = PairedAugment.from_config(cfg), torch.Generator().manual_seed(seed)
-    order = _order(len(train), cfg.batch_size, generator)
-    fmt, state = runtime.memory_format, {"step": 0}
+    """The DSR trainer's own step (``engine.trainers.dsr.DSRTraining.step``), built as the trainer builds it."""
+    device = runtime.device
+    torch.manual_seed(seed)
+    criterion = prepare_model(_criterion(preset, device), runtime, _log, "DSR criterion")
+    training = build_training(preset, runtime, criterion, feeder, NonFiniteCount(device), log=_log,
+                              warmup_steps=0, total_steps=total_steps)
+    generator = torch.Generator().manual_seed(seed)
+    order = _order(len(train), preset.dsr.batch_size, generator)
+    state = {"step": 0}
 
     def step() -> int:
         index = next(order)
-        vlr, hr = to_float(feeder(train.vlr, index)), to_float(feeder(train.hr, index))
-        vlr, hr = augment(vlr, hr, generator)
-        vlr, hr = vlr.contiguous(memory_format=fmt), hr.contiguous(memory_format=fmt)
-        with runtime.autocast():
-            sr = model(vlr)
-            loss, _terms = criterion(sr, hr)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+        training.step(train, index, generator, state["step"])
         state["step"] += 1
-        if ema is not None:
-            ema.update(model, step=state["step"])
         return len(index)
 
     return step
 
 
 def engine_finetune(preset, runtime, train, feeder, total_steps: int, seed: int):
+    """The fine-tuning trainer's own step (``engine.trainers.recognition.ArcFaceStep``), stage 2, on the
+    outputs of a frozen DSR network (``engine.trainers.finetune.super_resolver``)."""
     cfg, device = preset.finetune, runtime.device
-    dsr, model, head, groups = _finetune_parts(preset, train.num_subjects, device, seed)
+    dsr, model, head, _groups = _finetune_parts(preset, train.num_subjects, device, seed)
     prepare_model(dsr, runtime, _log, "frozen DSR")
     prepare_model(model, runtime, _log, "EdgeFace")
-    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, **fused_adamw_kwargs(device))
+    optimizer = arcface_optimizer(preset, "stage2", True, model, head, device)
     scheduler = warmup_cosine(optimizer, 0, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.needs_grad_scaler)
-    augment, generator = FinetuneAugment.from_config(cfg), torch.Generator().manual_seed(seed)
+    update = OptimizerUpdate(optimizer, scaler, [*model.parameters(), *head.parameters()], 0.0,
+                             NonFiniteCount(device))
+    step_once = ArcFaceStep(ArcFaceNet(model, head, cfg.label_smoothing), update, scheduler,
+                            FinetuneAugment.from_config(cfg), feeder, super_resolver(dsr, runtime), runtime)
+    images, generator = LabelledImages(train.vlr, train.labels), torch.Generator().manual_seed(seed)
     order = _order(len(train), cfg.batch_size, generator)
-    labels_all, fmt = train.labels.to(device), runtime.memory_format
     model.train()
 
     def step() -> int:
         index = next(order)
-        labels = labels_all[index.to(device)]
-        with torch.no_grad(), runtime.autocast():
-            sr = dsr(to_float(feeder(train.vlr, index)).contiguous(memory_format=fmt)).float().clamp_(0.0, 1.0)
-        images = augment(resize_for_recogniser(sr), generator)
-        with runtime.autocast():
-            embeddings = model(prepare_input(images).contiguous(memory_format=fmt))
-        cos = head.cosine(embeddings)
-        loss = arcface_loss(head.margin_logits(cos, labels), labels, cfg.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+        step_once(images, index, generator)
         return len(index)
 
     return step
@@ -404,17 +391,17 @@ def app_overhead(preset, root: Path, work: Path, repeats: int = 3) -> dict[str, 
     job_preset = preset.with_changes({"dsr.epochs": APP_EPOCHS, "dsr.warmup_epochs": 0,
                                       "runtime.edgeface_weights": str(weights), "runtime.runs_dir": str(work / "runs")})
     preset_file = presets.save(job_preset, work / "app-job.toml", overwrite=True)
-    headless, in_app, detached = [], [], []
+    headless, in_app, in_thread = [], [], []
     for _ in range(repeats):
         headless.append(_probe("headless", preset_file, root))
         in_app.append(_probe("app", preset_file, root))
-        detached.append(_probe("app-detached", preset_file, root))
+        in_thread.append(_probe("app-thread", preset_file, root))
     pairs = sorted(h / a for h, a in zip(headless, in_app))
     return {"headless_img_s": max(headless), "in_app_img_s": max(in_app),
             "app_overhead_ratio": max(headless) / max(in_app), "median_pair_ratio": pairs[len(pairs) // 2],
-            "in_app_detached_img_s": max(detached), "app_overhead_ratio_detached": max(headless) / max(detached),
+            "in_thread_img_s": max(in_thread), "app_overhead_ratio_in_thread": max(headless) / max(in_thread),
             "job": f"train-dsr, {APP_EPOCHS} epochs, each run in a fresh process", "headless_runs": headless,
-            "in_app_runs": in_app, "in_app_detached_runs": detached}
+            "in_app_runs": in_app, "in_thread_runs": in_thread}
 
 
 def _probe(mode: str, preset_file: Path, root: Path) -> float:
@@ -434,16 +421,16 @@ def _run_probe(mode: str, preset_file: str, root: str) -> float:
 
     preset = presets.load(preset_file)
     if mode.startswith("app"):
-        return asyncio.run(_in_app(preset, Path(root), detached=mode == "app-detached"))
+        return asyncio.run(_in_app(preset, Path(root), in_thread=mode == "app-thread"))
     result = run_job(JobRequest("train-dsr", preset, data=root), lambda event: None)
     if not isinstance(result, Finished):
         raise SystemExit(f"headless train-dsr failed: {result}")
     return float(result.summary["images_per_second"])
 
 
-async def _in_app(preset, root: Path, detached: bool = False) -> float:
-    """img/s of train-dsr started with the app's `t` key: in the app's worker thread, or (``detached``,
-    the `B` toggle) as a child process the app follows from its run directory."""
+async def _in_app(preset, root: Path, in_thread: bool = False) -> float:
+    """img/s of train-dsr started with the app's `t` key: as its own process the app follows from its run
+    directory (the app's default), or (``in_thread``, the `B` toggle) in the app's worker thread."""
     from workbench.app.app import WorkbenchApp
     from workbench.app.messages import JobFailed, JobFinished
 
@@ -456,7 +443,7 @@ async def _in_app(preset, root: Path, detached: bool = False) -> float:
 
     async with app.run_test(size=(120, 40), message_hook=hook) as pilot:
         await pilot.pause(SETTLE_SECONDS)  # the first screen is drawn, as when a user presses t
-        if detached:
+        if in_thread:
             await pilot.press("B")
         await pilot.press("t")
         deadline = time.monotonic() + 1800
@@ -578,7 +565,7 @@ def main() -> None:
                 app = app_overhead(preset, root, work, args.app_repeats)
             report["app"] = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in app.items()}
             report["app_overhead_ratio"] = round(app["app_overhead_ratio"], 3)
-            report["app_overhead_ratio_detached"] = round(app["app_overhead_ratio_detached"], 3)
+            report["app_overhead_ratio_in_thread"] = round(app["app_overhead_ratio_in_thread"], 3)
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
     if args.json:
@@ -595,9 +582,9 @@ def main() -> None:
               f"{flops}{frac}")
     if "app" in report:
         a = report["app"]
-        print(f"app       headless {a['headless_img_s']:.1f} img/s, in app {a['in_app_img_s']:.1f} img/s: "
-              f"overhead ratio {report['app_overhead_ratio']:.3f}; detached (B) {a['in_app_detached_img_s']:.1f} "
-              f"img/s: ratio {report['app_overhead_ratio_detached']:.3f}")
+        print(f"app       headless {a['headless_img_s']:.1f} img/s, in the app {a['in_app_img_s']:.1f} img/s "
+              f"(own process): overhead ratio {report['app_overhead_ratio']:.3f}; inside the app (B) "
+              f"{a['in_thread_img_s']:.1f} img/s: ratio {report['app_overhead_ratio_in_thread']:.3f}")
     print(f"peak RSS {report['peak_rss_mb']:.0f} MB")
     if report.get("cpu_native_bf16") and runtime.amp_dtype is None:
         print("this CPU computes bf16 natively: try --set runtime.amp=bf16 --set runtime.channels_last=true")

@@ -1,8 +1,9 @@
 """Batch augmentations on the device: one random draw per sample, no per-image Python work.
 
-Random parameters are drawn from a CPU ``torch.Generator`` (its state goes into ``last.pt`` so a
-resumed run draws the same numbers) and moved to the images' device; the image maths runs on
-whole batches there.
+Random parameters are drawn from a CPU ``torch.Generator`` (the trainers seed it per step from
+(seed, step, rank), so a resumed run draws the same numbers) and copied to the images' device
+without blocking (a blocking copy would wait for the GPU's queue); the image maths runs on whole
+batches there.
 
 Paired use (DSR): :class:`PairedAugment` applies the *same* rotation angle and colour factors to a
 VLR image and its HR partner. The rotation is built in normalised coordinates (``affine_grid``),
@@ -27,7 +28,7 @@ def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     Bilinear sampling; pixels that come from outside the image repeat the border (no black corners
     for the network to learn).
     """
-    radians = degrees.to(device=images.device, dtype=torch.float32) * (math.pi / 180.0)
+    radians = degrees.to(device=images.device, dtype=torch.float32, non_blocking=True) * (math.pi / 180.0)
     cos, sin = torch.cos(radians), torch.sin(radians)
     zero = torch.zeros_like(cos)
     theta = torch.stack([torch.stack([cos, -sin, zero], dim=1), torch.stack([sin, cos, zero], dim=1)], dim=1)
@@ -86,7 +87,7 @@ class PairedAugment:
             vlr, hr = rotate(vlr, angles), rotate(hr, angles)
         if self.color_jitter_p > 0:
             apply = torch.rand(n, generator=generator) < self.color_jitter_p
-            factors = [torch.where(apply, uniform(n, lo, hi, generator), 1.0).to(vlr.device)
+            factors = [torch.where(apply, uniform(n, lo, hi, generator), 1.0).to(vlr.device, non_blocking=True)
                        for lo, hi in (self.brightness, self.contrast, self.saturation)]
             vlr, hr = jitter(vlr, *factors), jitter(hr, *factors)
         return vlr, hr
@@ -118,10 +119,10 @@ class FinetuneAugment:
         """Augment a float [0, 1] batch ``[N,3,H,W]``; random numbers come from ``generator`` (CPU)."""
         n, device = images.shape[0], images.device
         if self.flip_p > 0:
-            flip = (torch.rand(n, generator=generator) < self.flip_p).to(device).view(-1, 1, 1, 1)
+            flip = (torch.rand(n, generator=generator) < self.flip_p).to(device, non_blocking=True).view(-1, 1, 1, 1)
             images = torch.where(flip, images.flip(-1), images)
         if self.brightness or self.contrast or self.saturation:
-            factors = [uniform(n, max(0.0, 1 - r), 1 + r, generator).to(device)
+            factors = [uniform(n, max(0.0, 1 - r), 1 + r, generator).to(device, non_blocking=True)
                        for r in (self.brightness, self.contrast, self.saturation)]
             images = jitter(images, *factors)
         if self.hue > 0:

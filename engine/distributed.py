@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -34,6 +35,8 @@ class Context:
 
 
 SINGLE = Context()
+HOST_WAIT = timedelta(hours=12)   # how long ranks wait for rank 0 at a host-side barrier (a long evaluation)
+_host_group = None                # a gloo group for host-side agreements (set by ``setup``)
 
 
 def launched_by_torchrun() -> bool:
@@ -48,8 +51,13 @@ def setup(device: torch.device) -> tuple[Context, torch.device]:
     if device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
+    global _host_group
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # host-side agreements (stop requests, rank 0's paths, waiting while rank 0 evaluates) go over gloo
+        # with CPU tensors: an NCCL collective read back with .item() would wait for the GPU's whole queue,
+        # and NCCL's watchdog would end a wait longer than its 10 minutes
+        _host_group = dist.new_group(backend="gloo", timeout=HOST_WAIT)
     return ctx, device
 
 
@@ -94,12 +102,13 @@ def all_reduce_sum(tensor: torch.Tensor, ctx: Context) -> torch.Tensor:
     return tensor
 
 
-def any_rank(flag: bool, ctx: Context, device: torch.device) -> bool:
-    """True on every rank when ``flag`` is true on at least one (used for stop requests)."""
+def any_rank(flag: bool, ctx: Context) -> bool:
+    """True on every rank when ``flag`` is true on at least one (used for stop requests). A CPU tensor over
+    gloo: no GPU stream is waited for."""
     if not ctx.enabled:
         return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    value = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=_host_group)
     return bool(value.item() > 0)
 
 
@@ -108,13 +117,14 @@ def broadcast(obj: Any, ctx: Context) -> Any:
     if not ctx.enabled:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=_host_group)
     return box[0]
 
 
 def barrier(ctx: Context) -> None:
+    """Wait for every rank (over gloo, up to ``HOST_WAIT``: the other ranks wait here while rank 0 evaluates)."""
     if ctx.enabled:
-        dist.barrier()
+        dist.barrier(group=_host_group)
 
 
 def wrap(model: torch.nn.Module, ctx: Context, device: torch.device) -> torch.nn.Module:

@@ -1,8 +1,9 @@
 """Follow a run started anywhere (headless, under torchrun, by another app) from its directory alone.
 
-``RunFollower.poll()`` turns what the owning process writes (metrics.jsonl, log.jsonl, status.json,
-samples/*.png) into the events a job emits, so a front end shows an attached run exactly like one
-it started: Metrics and Logs as they are appended, a Progress from each new status, a Samples per
+``RunFollower.poll()`` turns what the owning process writes (metrics.jsonl, log.jsonl,
+progress.jsonl, status.json, samples/*.png) into the events a job emits, so a front end shows an
+attached run exactly like one it started: Metrics, Logs and Progress (loss, rate, ETA) as they are
+appended (a job without progress.jsonl: a Progress from each new status), a Samples per
 new strip, and Finished (or Failed) once the status says the run ended or its process is gone. A
 pipeline run is followed through the stage run it is in.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from engine.events import Event, Failed, Finished, Log, Metrics, Progress, Samples
 from engine.run_status import read_status, run_state
-from engine.runs import LOG_FILE, RunDir
+from engine.runs import LOG_FILE, PROGRESS_FILE, RunDir
 
 METRIC_FIELDS = ("job", "stage", "epoch", "step", "split", "time")
 
@@ -45,10 +46,18 @@ class _Tail:
         return records
 
 
+def _progress(record: dict) -> Progress:
+    eta, loss = record.get("eta_seconds"), record.get("loss")
+    return Progress(record.get("job", ""), record.get("stage") or "", int(record.get("epoch") or 0),
+                    int(record.get("epochs") or 0), int(record.get("step") or 0), int(record.get("steps") or 0),
+                    float(record.get("images_per_second") or 0.0), None if eta is None else float(eta),
+                    None if loss is None else float(loss))
+
+
 class RunFollower:
     def __init__(self, run_path: str | Path) -> None:
         self.root = RunDir.open(run_path).path
-        self._tails: dict[Path, tuple[_Tail, _Tail]] = {}
+        self._tails: dict[Path, tuple[_Tail, _Tail, _Tail]] = {}
         self._samples: set[Path] = set()
         self._last_status: tuple | None = None
         self.ended = False
@@ -68,7 +77,8 @@ class RunFollower:
         if self.ended:
             return []
         folder = self._current_dir()
-        metrics, logs = self._tails.setdefault(folder, (_Tail(folder / "metrics.jsonl"), _Tail(folder / LOG_FILE)))
+        metrics, logs, progress = self._tails.setdefault(
+            folder, (_Tail(folder / "metrics.jsonl"), _Tail(folder / LOG_FILE), _Tail(folder / PROGRESS_FILE)))
         events: list[Event] = [Log(r.get("job", ""), r.get("message", ""), r.get("level", "info")) for r in logs.read()]
         for record in metrics.read():
             if record.get("split") in (None, "error"):
@@ -81,9 +91,11 @@ class RunFollower:
             if path not in self._samples:
                 self._samples.add(path)
                 events.append(Samples(read_status(folder).get("job", ""), int(path.stem.split("_")[-1]), path))
+        events.extend(_progress(record) for record in progress.read() if record.get("steps"))
         status = read_status(folder)
         key = (status.get("stage"), status.get("epoch"), status.get("step"))
-        if status and status.get("state") == "running" and key != self._last_status and status.get("steps"):
+        if (status and status.get("state") == "running" and key != self._last_status and status.get("steps")
+                and not (folder / PROGRESS_FILE).is_file()):     # a job that writes no progress.jsonl: the status
             self._last_status = key
             events.append(Progress(status.get("job", ""), status.get("stage") or "", int(status.get("epoch") or 0),
                                    int(status.get("epochs") or 0), int(status.get("step") or 0),

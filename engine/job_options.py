@@ -44,6 +44,7 @@ class PipelineOptions:
     baselines: bool = False               # also fine-tune a recogniser on bicubic images (the fair bicubic row)
     folds: int | None = None              # repeat the whole pipeline on K subject splits (None: the data's split)
     bootstrap: int | None = None          # evaluation's bootstrap resamples (None: evaluate's default)
+    run_dir: str | None = None            # exactly this pipeline directory (None: a new one under runs_dir)
 
 
 @dataclass(frozen=True)

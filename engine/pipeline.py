@@ -157,6 +157,25 @@ def _write_folds(run: RunDir, root: Path, k: int, seed: int) -> list[dict[str, A
     return records
 
 
+def _new_pipeline_dir(preset, run_dir: str | None) -> Path:
+    """A new pipeline directory: exactly ``run_dir`` when given (locked before anything is written there;
+    one that holds a pipeline already is refused), else runs/<time>-<preset>-pipeline."""
+    if not run_dir:
+        return RunDir.create(preset.runtime.runs_dir, preset, JOB).path
+    target = Path(run_dir).expanduser()
+    target.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(target)
+    lock.acquire()
+    try:
+        if RunDir(target).summary_path.is_file():
+            raise WorkbenchError(f"{target} already holds a pipeline (summary.json). Give a new --run-dir, or "
+                                 f"continue that one with `vlr-workbench pipeline --resume {target}`.")
+        return RunDir.for_job(preset, JOB, target).path
+    except BaseException:
+        lock.release()
+        raise
+
+
 def run_pipeline(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     from engine.data.resolve import job_data_root
     from engine.recogniser import existing_recogniser, pretrain_epochs
@@ -178,10 +197,10 @@ def run_pipeline(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
             raise WorkbenchError(f"--folds {opts.folds}: K-fold evaluation needs at least 2 folds (or leave --folds "
                                  "out for the single split).")
         preset, previous, data = request.preset, None, request.data
-        path = RunDir.create(preset.runtime.runs_dir, preset, JOB).path if ctx.is_main else None
+        path = _new_pipeline_dir(preset, opts.run_dir) if ctx.is_main else None
         run = RunDir(Path(distributed.broadcast(str(path) if path else None, ctx)))
     lock = RunLock(run.path)
-    if ctx.is_main:
+    if ctx.is_main and not lock.adopt():   # --run-dir: taken before the directory was written
         lock.acquire()
     stop = FileStop(stop, run.path)   # `vlr-workbench stop PIPELINE_DIR` (or the app) reaches every stage
     summary = _Summary(run, previous, ctx.is_main)

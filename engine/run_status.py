@@ -10,13 +10,14 @@ Written atomically every few seconds by ``StatusWriter`` (rank 0 only under torc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from engine import atomic
 
@@ -159,7 +160,9 @@ class RunLock:
     """One live process owns a run directory: ``owner.lock`` holds its pid and host.
 
     Taken with O_EXCL, so two jobs started together on one directory cannot both own it; a lock
-    left by a dead process on this host (or a stale one from another host) is taken over.
+    left by a dead process on this host (or a stale one from another host) is taken over. Taking
+    over happens under an flock of ``owner.lock.guard``: two processes that both judge the owner
+    dead take turns, and the second finds the first's fresh lock.
     """
 
     def __init__(self, run_path: str | Path) -> None:
@@ -168,28 +171,45 @@ class RunLock:
 
     def acquire(self) -> str:
         """Take the lock; returns a note when a dead owner's lock was taken over, else ""."""
-        from engine.errors import WorkbenchError
-
-        note = ""
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
+        if self._create():
+            return ""
+        with _flocked(self.path.with_name(LOCK_FILE + ".guard")):
+            for _ in range(3):
                 owner = self._owner()
                 if self._owner_alive(owner):
-                    raise WorkbenchError(
-                        f"{self.path.parent} is in use by another job (pid {owner.get('pid')} on "
-                        f"{owner.get('host')}, {LOCK_FILE}). Give another --run-dir, wait for that job to end, "
-                        f"or stop it (`vlr-workbench stop {self.path.parent}`).") from None
+                    raise self._in_use(owner)
                 self.path.unlink(missing_ok=True)
-                note = (f"took over {self.path} from pid {owner.get('pid')} on {owner.get('host')}, "
-                        "which is no longer running")
-                continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}, handle)
-            self.held = True
-            return note
+                if self._create():
+                    return (f"took over {self.path} from pid {owner.get('pid')} on {owner.get('host')}, "
+                            "which is no longer running")
+        from engine.errors import WorkbenchError
+
         raise WorkbenchError(f"could not take {self.path}: another job keeps creating it. Give another --run-dir.")
+
+    def adopt(self) -> bool:
+        """True (and held from now on) when this process already owns ``owner.lock`` (taken by another RunLock
+        object of the same directory earlier in the job)."""
+        owner = self._owner()
+        self.held = owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname()
+        return self.held
+
+    def _create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}, handle)
+        self.held = True
+        return True
+
+    def _in_use(self, owner: dict[str, Any]):
+        from engine.errors import WorkbenchError
+
+        return WorkbenchError(
+            f"{self.path.parent} is in use by another job (pid {owner.get('pid')} on {owner.get('host')}, "
+            f"{LOCK_FILE}). Give another --run-dir, wait for that job to end, or stop it "
+            f"(`vlr-workbench stop {self.path.parent}`).")
 
     def release(self) -> None:
         if self.held:
@@ -213,6 +233,22 @@ class RunLock:
             return pid_alive(owner.get("pid"))
         status = read_status(self.path.parent)  # another host: trust a fresh heartbeat only
         return time.time() - float(status.get("heartbeat") or owner.get("time") or 0) < STALE_SECONDS
+
+
+@contextlib.contextmanager
+def _flocked(path: Path) -> Iterator[None]:
+    """An exclusive flock of ``path`` while inside (a no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:   # not POSIX: O_EXCL alone
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def pick_run(runs_dir: str | Path, preset_name: str, job: str, require: str = "best.pt") -> tuple[Path, str] | None:

@@ -17,11 +17,12 @@ import tomli_w
 
 from engine import atomic
 from engine.errors import WorkbenchError
-from engine.events import Log, Metrics
+from engine.events import Log, Metrics, Progress
 from engine.presets import Preset
 
 
 LOG_FILE = "log.jsonl"
+PROGRESS_FILE = "progress.jsonl"   # every Progress of a job (loss, rate, ETA): what a front end attached later plots
 
 
 class RunDir:
@@ -101,21 +102,37 @@ class RunDir:
         self._append({"job": event.job, "level": event.level, "message": event.message,
                       "time": round(time.time(), 3)}, self.path / LOG_FILE)
 
+    def log_progress(self, event: Progress, global_step: int) -> None:
+        """Append a Progress event to progress.jsonl (a follower's live loss curve and progress line)."""
+        record = {"job": event.job, "stage": event.stage, "epoch": event.epoch, "epochs": event.epochs,
+                  "step": event.step, "steps": event.steps, "global_step": global_step,
+                  "images_per_second": round(event.images_per_second, 2),
+                  "eta_seconds": None if event.eta_seconds is None else round(event.eta_seconds, 1),
+                  "loss": event.loss if event.loss is not None and math.isfinite(event.loss) else None,
+                  "time": round(time.time(), 3)}
+        self._append(record, self.path / PROGRESS_FILE)
+
     def _append(self, record: dict[str, Any], path: Path | None = None) -> None:
         with open(path or self.metrics_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
 
     def truncate_metrics(self, last_step: int) -> int:
-        """Drop records logged after global step ``last_step`` (a resumed run re-logs them); returns how many.
+        """Drop records logged after global step ``last_step`` (a resumed run re-logs them); returns how many
+        metrics records went (progress.jsonl is cut the same way).
 
         A run killed between logging an epoch and saving last.pt would otherwise list that epoch twice.
         """
         records = read_metrics(self.path)
         keep = [r for r in records if r.get("split") == "error" or int(r.get("step") or 0) <= last_step]
-        if len(keep) != len(records) or (self.metrics_path.is_file() and not self.metrics_path.read_bytes()
-                                         .endswith(b"\n") and self.metrics_path.stat().st_size):
+        if len(keep) != len(records) or _torn(self.metrics_path):
             atomic.write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
+        progress_path = self.path / PROGRESS_FILE
+        if progress_path.is_file():
+            lines = progress_path.read_text(encoding="utf-8", errors="replace").splitlines()
+            kept = [line for line in lines if _progress_step(line) <= last_step]
+            if len(kept) != len(lines) or _torn(progress_path):
+                atomic.write_text(progress_path, "".join(line + "\n" for line in kept))
         return len(records) - len(keep)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
@@ -123,6 +140,19 @@ class RunDir:
 
     def read_summary(self) -> dict[str, Any]:
         return json.loads(self.summary_path.read_text()) if self.summary_path.is_file() else {}
+
+
+def _torn(path: Path) -> bool:
+    """True when a JSON-lines file ends inside a line (its writer was killed mid-line)."""
+    return path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+
+
+def _progress_step(line: str) -> float:
+    """The global step of a progress.jsonl line (a torn or foreign line: infinity, so it is dropped)."""
+    try:
+        return int(json.loads(line)["global_step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

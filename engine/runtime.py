@@ -112,12 +112,12 @@ def configure_backends(runtime: Runtime) -> None:
 def fused_adamw_kwargs(device: torch.device | str) -> dict[str, Any]:
     """AdamW keyword arguments for the fastest available update on ``device``.
 
-    CUDA: ``fused=True`` (one kernel for all parameters). CPU: ``foreach=True``; torch's fused CPU
-    AdamW exists but measured no faster here for these model sizes, and foreach is what the
-    fine-tuning trainer already uses.
+    CUDA and CPU: ``fused=True``: one kernel for all parameters (on the CPU 0.14 ms against foreach's
+    0.46 ms per step of cpu-demo's DSR network), and the kernel can skip a step on the device when the
+    gradients are not finite (``trainers.update``), so the step needs no host sync. Elsewhere: foreach.
     """
     device = torch.device(device)
-    if device.type == "cuda":
+    if device.type in ("cuda", "cpu"):
         return {"fused": True}
     return {"foreach": True}
 

@@ -20,7 +20,10 @@ class NoGpuProbe:
 
 
 def make_app(preset: str = "cpu-demo", data: str | None = None, **kwargs) -> WorkbenchApp:
+    """The app with jobs inside it (``detached=False``: the fake jobs of these tests live in this process);
+    tests of the default own-process jobs pass ``detached=True`` or press B."""
     kwargs.setdefault("probe_factory", NoGpuProbe)
+    kwargs.setdefault("detached", False)
     kwargs.setdefault("cursor_blink", False)
     return WorkbenchApp(load(preset), data=data, **kwargs)
 

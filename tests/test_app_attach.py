@@ -17,7 +17,7 @@ from textual.widgets import DataTable, TabbedContent
 from engine import presets as P
 from engine.run_status import read_status, request_stop, run_state
 from workbench.app.app import WorkbenchApp
-from workbench.app.detached_launch import OUTPUT_FILE, DetachedJob, command
+from workbench.app.detached_launch import OUTPUT_FILE, command
 from workbench.app.messages import JobLog
 from workbench.app.widgets.dialogs import ConfirmDialog
 from workbench.app.widgets.job_panel import JobPanel
@@ -159,7 +159,7 @@ async def test_a_job_started_detached_outlives_the_app(tiny, demo_root, tmp_path
     app = make(P.load(tiny), demo_root)
     async with app.run_test(size=WIDE) as pilot:
         app.preset = app.preset.with_changes({"dsr.epochs": 300})        # unsaved: written to the run
-        await pilot.press("B", "t")
+        await pilot.press("t")                                            # own process: the default
         assert len(app.detached_jobs) == 1 and app.following
         job = app.detached_jobs[0]
         run_dir = job.run_dir
@@ -167,16 +167,19 @@ async def test_a_job_started_detached_outlives_the_app(tiny, demo_root, tmp_path
         await wait_for(pilot, lambda: app.buffers.series("dsr", "val", "psnr"), timeout=60,
                        what="val metrics of the detached job")
         assert app.query_one(JobPanel).state == "running"
-        await pilot.press("q")            # asks about the unsaved preset only: the job is not the app's to stop
+        await pilot.press("q")            # asks: the unsaved preset is lost, the job keeps running
         await pilot.pause()
         assert isinstance(app.screen, ConfirmDialog)
         question = app.screen.question
-        assert "Unsaved changes" in question and "keeps running" in question and "Stop" not in question
+        assert "Unsaved changes" in question and "keeps running" in question and f"pid {job.proc.pid}" in question
         await pilot.press("n")
-        app.preset = app.saved                                            # nothing unsaved: q quits at once
+        app.preset = app.saved                                            # nothing unsaved: q asks about the job
         await pilot.press("q")
         await pilot.pause()
-        assert not isinstance(app.screen, ConfirmDialog)
+        assert isinstance(app.screen, ConfirmDialog) and "Unsaved" not in app.screen.question
+        assert "own process" in app.screen.question and "keeps running" in app.screen.question
+        await pilot.press("y")
+        await pilot.pause()
     said = capsys.readouterr().err.replace("\n", "")                      # printed once the app has closed
     assert f"train-dsr keeps running in {run_dir}" in said and f"vlr-workbench stop {run_dir}" in said
     try:
@@ -197,7 +200,7 @@ async def test_a_job_started_detached_outlives_the_app(tiny, demo_root, tmp_path
 async def test_a_detached_job_that_cannot_start_shows_its_error(tiny, tmp_path):
     app = make(P.load(tiny), tmp_path / "no-such-data")
     async with app.run_test(size=WIDE) as pilot:
-        await pilot.press("B", "t")
+        await pilot.press("t")
         await wait_for(pilot, lambda: not app.job_running, timeout=60, what="the detached job to exit")
         panel = app.query_one(JobPanel)
         assert panel.state == "failed"
@@ -205,21 +208,10 @@ async def test_a_detached_job_that_cannot_start_shows_its_error(tiny, tmp_path):
         assert "exited with code 2" in detail and "no-such-data" in detail
 
 
-def test_a_detached_pipeline_is_found_by_its_pid(tmp_path):
-    runs = tmp_path / "runs"
-    preset = P.load("cpu-demo")
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        stage = write_run(runs, "20260101-100001-cpu-demo-train-dsr", preset, "train-dsr",
-                          status={"state": "running", "pid": proc.pid})
-        job = DetachedJob("pipeline", proc, runs, tmp_path / "out.log")
-        assert job.find_run_dir() is None                       # a stage run of that pid is not the pipeline
-        pipeline = write_run(runs, "20260101-100000-cpu-demo-pipeline", preset, "pipeline",
-                             status={"state": "running", "pid": proc.pid})
-        assert job.find_run_dir() == pipeline and stage != pipeline
-    finally:
-        proc.kill()
-        proc.wait()
+def test_an_own_process_job_gets_its_run_directory_on_the_command_line(tmp_path):
+    argv = command("pipeline", tmp_path / "p.toml", "data", tmp_path / "pipe", {"baselines": True})
+    assert argv[1:] == ["-m", "workbench.cli.main", "pipeline", "--preset", str(tmp_path / "p.toml"), "--data",
+                        "data", "--run-dir", str(tmp_path / "pipe"), "--baselines"]
     argv = command("finetune", tmp_path / "p.toml", "data", tmp_path / "run", {"dsr": "best.pt", "edgeface": None})
     assert argv[1:] == ["-m", "workbench.cli.main", "finetune", "--preset", str(tmp_path / "p.toml"), "--data",
                         "data", "--run-dir", str(tmp_path / "run"), "--dsr", "best.pt"]

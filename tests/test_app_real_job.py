@@ -25,12 +25,17 @@ def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-async def test_real_train_dsr_updates_progress_and_charts_then_stops_resumably(demo_root, tmp_path):
+@pytest.mark.parametrize("own_process", [True, False], ids=["own-process", "in-app"])
+async def test_real_train_dsr_updates_progress_and_charts_then_stops_resumably(demo_root, tmp_path, own_process):
+    """Both ways the app runs a job: its own process (the default; followed from its run directory) and
+    a thread of the app (B)."""
     preset = load("cpu-demo").with_changes(TINY)
-    app = WorkbenchApp(preset, data=str(demo_root), probe_factory=NoGpuProbe, cursor_blink=False, remember=False)
+    app = WorkbenchApp(preset, data=str(demo_root), probe_factory=NoGpuProbe, cursor_blink=False, remember=False,
+                       detached=own_process)
     seen = []
     async with app.run_test(size=(120, 40), message_hook=seen.append) as pilot:
         await pilot.press("t")
+        assert bool(app.detached_jobs) == own_process
         await wait_for(pilot, lambda: not app.job_running, timeout=120, what="the real train-dsr job")
         panel = app.query_one(JobPanel)
         assert panel.state == "finished", str(app.query_one("#job-detail").render())

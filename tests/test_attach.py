@@ -47,6 +47,9 @@ def test_attach_follows_a_headless_run_and_stop_ends_it_cleanly(tmp_path, demo_r
         _wait(lambda: seen.extend(follower.poll()) or any(isinstance(e, ev.Metrics) and e.split == "val"
                                                           for e in seen), "val metrics through the follower")
         assert any(isinstance(e, ev.Log) and "DSR 16x16" in e.message for e in seen)   # the log, from log.jsonl
+        progress = [e for e in seen if isinstance(e, ev.Progress)]                     # from progress.jsonl
+        assert progress and all(e.loss is not None and e.loss > 0 and e.images_per_second > 0 for e in progress)
+        assert progress[-1].epochs == 200 and progress[-1].eta_seconds is not None
         assert not any(isinstance(e, (ev.Finished, ev.Failed)) for e in seen)
         assert main(["stop", str(run_dir), "--wait", "60"]) == 0
         assert proc.wait(timeout=60) == 130, proc.stderr.read()[-2000:]
@@ -71,3 +74,20 @@ def test_stop_and_attach_refuse_what_is_not_a_live_run(tmp_path, capsys):
     (run / "summary.json").write_text(json.dumps({"stopped": False}))
     assert main(["stop", str(run)]) == 2
     assert "not running (its state is finished)" in capsys.readouterr().err
+
+
+def test_a_resume_cuts_progress_jsonl_back_to_its_checkpoint_like_metrics(tmp_path):
+    from engine.runs import PROGRESS_FILE, RunDir
+
+    run = RunDir(tmp_path)
+    for step in (5, 10, 15, 20):
+        run.log_progress(ev.Progress("train-dsr", "dsr", 1, 2, step, 20, 50.0, 3.0, 0.5), global_step=step)
+    with open(tmp_path / PROGRESS_FILE, "a") as handle:
+        handle.write('{"global_step": 2')                    # a line torn by a kill
+    run.truncate_metrics(10)
+    lines = (tmp_path / PROGRESS_FILE).read_text().splitlines()
+    assert [json.loads(line)["global_step"] for line in lines] == [5, 10]
+    (tmp_path / "status.json").write_text(json.dumps({"job": "train-dsr", "state": "running", "pid": os.getpid()}))
+    (tmp_path / "preset.toml").write_text("")
+    events = [e for e in RunFollower(tmp_path).poll() if isinstance(e, ev.Progress)]
+    assert [(e.step, e.loss, e.eta_seconds) for e in events] == [(5, 0.5, 3.0), (10, 0.5, 3.0)]

@@ -89,3 +89,22 @@ def test_cli_pipeline_failure_exits_2_and_records_the_failed_stage(tmp_path, cap
     summary = json.loads(next((tmp_path / "runs").glob("*-tiny-pipeline/summary.json")).read_text())
     assert (summary["status"], summary["failed_stage"]) == ("failed", "recogniser")
     assert "no-such-data" in summary["error"]
+
+
+def test_pipeline_writes_exactly_the_given_run_dir_and_refuses_one_that_holds_a_pipeline(tmp_path, demo_root):
+    """The app starts `p` in its own process with --run-dir: its log and preset live in the run itself."""
+    from engine.events import Failed
+
+    stop = StopFlag()
+    stop.set()                                    # stopped at once: only the directory and summary matter here
+    run_dir = tmp_path / "my-pipeline"
+    preset = _tiny_preset(tmp_path)
+    result = run_job(JobRequest("pipeline", preset, data=str(demo_root), options={"run_dir": str(run_dir)}),
+                     lambda e: None, stop)
+    assert isinstance(result, Finished) and result.run_dir == run_dir
+    assert (run_dir / "preset.toml").is_file() and (run_dir / "summary.json").is_file()
+    assert not (run_dir / "owner.lock").exists()                                  # released
+    assert not list((tmp_path / "runs").glob("*-pipeline")) if (tmp_path / "runs").exists() else True
+    again = run_job(JobRequest("pipeline", preset, data=str(demo_root), options={"run_dir": str(run_dir)}),
+                    lambda e: None)
+    assert isinstance(again, Failed) and "already holds a pipeline" in again.error and "--resume" in again.error

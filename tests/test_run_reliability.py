@@ -80,6 +80,37 @@ def test_two_locks_on_one_directory_cannot_both_be_held(tmp_path):
     assert second.acquire() == "" and second.held
 
 
+def _take_over(run_dir, start, done, results):
+    lock = RunLock(run_dir)
+    start.wait()
+    try:
+        lock.acquire()
+    except Exception:  # noqa: BLE001 - "in use": another process won
+        pass
+    results.put(lock.held)
+    done.wait()              # hold it until every process has tried
+
+
+def test_a_dead_owners_lock_is_taken_over_by_exactly_one_of_many_racing_processes(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    racers = 6
+    for round_ in range(8):
+        run_dir = tmp_path / f"run{round_}"
+        run_dir.mkdir()
+        (run_dir / LOCK_FILE).write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname(), "time": 0}))
+        start, done, results = ctx.Barrier(racers), ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_take_over, args=(run_dir, start, done, results)) for _ in range(racers)]
+        for proc in procs:
+            proc.start()
+        held = [results.get(timeout=30) for _ in procs]
+        done.set()
+        for proc in procs:
+            proc.join(timeout=30)
+        assert held.count(True) == 1, f"round {round_}: {held.count(True)} processes hold the lock"
+
+
 # ----------------------------------------------------------------------------- 4: resume on the run's own data
 
 
@@ -205,6 +236,24 @@ def test_evaluate_names_a_missing_weights_file_before_building_demo_faces(tmp_pa
 
 
 # ----------------------------------------------------------------------------- review fixes: order, stop file, lock
+
+
+def test_augmentation_draws_differ_between_ranks_and_repeat_at_the_same_step_after_a_resume():
+    from engine.augment import PairedAugment
+    from engine.trainers.bookkeeping import LoopState
+
+    augment = PairedAugment(1.0, 20.0, 1.0, (0.5, 1.5), (0.5, 1.5), (0.5, 1.5))
+    vlr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    state = LoopState(global_step=7)
+
+    def draws(rank: int, loop: LoopState) -> torch.Tensor:
+        return augment(vlr, hr, loop.step_generator(torch.Generator(), seed=42, rank=rank))[1]
+
+    rank0, rank1 = draws(0, state), draws(1, state)
+    assert not torch.allclose(rank0, rank1)                      # each rank its own draws
+    resumed = LoopState.from_dict(state.to_dict())                # a resume at the same step, any rank
+    assert torch.equal(draws(1, resumed), rank1) and torch.equal(draws(0, resumed), rank0)
+    assert not torch.allclose(draws(0, LoopState(global_step=8)), rank0)   # the next step draws anew
 
 
 def test_the_epoch_order_depends_only_on_seed_stage_and_epoch_and_survives_a_stop_at_step_zero():

@@ -33,7 +33,7 @@ def test_resolve_reads_the_levers_and_picks_bf16_on_the_cpu_only_where_it_is_nat
     tuned = preset.with_changes({"runtime.amp": "bf16", "runtime.channels_last": True, "runtime.compile": True})
     assert resolve(tuned) == Runtime(CPU, torch.bfloat16, channels_last=True, compile=True)
     assert resolve(preset.with_changes({"runtime.amp": "fp16"})).amp_dtype is None  # fp16 autocast: CUDA only
-    assert fused_adamw_kwargs("cpu") == {"foreach": True} and fused_adamw_kwargs("cuda") == {"fused": True}
+    assert fused_adamw_kwargs("cpu") == {"fused": True} and fused_adamw_kwargs("cuda") == {"fused": True}
 
 
 def _changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> bool:

@@ -107,7 +107,8 @@ class BatchFeeder:
 
     def __call__(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         if images.device == self.device or not self.asynchronous:
-            return images[index.to(images.device)].to(self.device)
+            # non_blocking: a blocking copy of the (pageable) index to the GPU would wait for its whole queue
+            return images[index.to(images.device, non_blocking=True)].to(self.device)
         index = index.to(images.device)
         source = (images.data_ptr(), tuple(images.shape[1:]), images.dtype)
         turn = self._turn.get(source, 0)

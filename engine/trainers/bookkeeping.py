@@ -3,7 +3,8 @@
 ``Bookkeeper`` owns the run directory (its lock, ``status.json`` heartbeat, metrics.jsonl, summary,
 checkpoints), throughput and ETA, Progress events, the stop request (the app's flag, Ctrl-C, a
 ``stop.request`` file from another front end, agreed by every rank under torchrun), the count of
-non-finite steps, and out-of-memory errors. Under torchrun only rank 0 writes or emits.
+non-finite steps (skipped on the device by ``update.OptimizerUpdate``, read here every few steps),
+and out-of-memory errors. Under torchrun only rank 0 writes or emits.
 
 ``LoopState`` is the position a resume continues from: stage, epoch, the step inside an unfinished
 epoch (with that epoch's sample order and partial sums), best-so-far bookkeeping.
@@ -31,10 +32,12 @@ from engine.presets import load as load_preset
 from engine.run_status import FileStop, RunLock, StatusWriter
 from engine.runs import RunDir
 from engine.trainers.oom import out_of_memory
+from engine.trainers.update import NonFiniteCount
 
 PROGRESS_UPDATES = 20          # Progress events per epoch (about)
 STOP_SYNC_STEPS = 4            # under torchrun, ranks agree on a stop every N steps (a collective each time)
 MAX_NONFINITE_STEPS = 10       # consecutive steps with a non-finite loss or gradient before the job stops
+                               # (noticed at the next progress report: the skipped steps changed nothing)
 
 
 # ----------------------------------------------------------------------------- resume position
@@ -79,6 +82,12 @@ class LoopState:
         self.epoch_order = torch.randperm(length, generator=torch.Generator().manual_seed(order_seed))
         return self.epoch_order
 
+    def step_generator(self, generator: torch.Generator, seed: int, rank: int) -> torch.Generator:
+        """``generator`` re-seeded for the next step from (seed, global step, rank) alone: under torchrun each
+        rank draws its own augmentation for its own images, and a resumed run draws the same ones at the same
+        step on every rank (no per-rank generator state to save)."""
+        return generator.manual_seed(((seed * 1_000_003 + self.global_step) * 1_009 + rank) % 2**63)
+
     def end_epoch(self, epoch: int) -> None:
         self.epoch, self.step_in_epoch, self.epoch_order, self.epoch_sums = epoch, 0, None, None
 
@@ -88,33 +97,42 @@ class Sums:
 
     def __init__(self, state: dict[str, Any] | None = None) -> None:
         self.sums: dict[str, torch.Tensor] = dict((state or {}).get("sums", {}))
-        self.count = int((state or {}).get("count", 0))
+        self._count: int | torch.Tensor = int((state or {}).get("count", 0))
 
-    def add(self, values: dict[str, torch.Tensor], n: int) -> None:
+    def add(self, values: dict[str, torch.Tensor], n: int, applied: torch.Tensor | None = None) -> None:
+        """Add a batch of ``n`` images; ``applied`` (a 0-dim bool on the device, from the update) False leaves
+        the sums as they were: a skipped step counts nothing, decided on the device without a sync."""
         for name, value in values.items():
-            value = value.detach().float()
-            self.sums[name] = self.sums[name].to(value.device) + value * n if name in self.sums else value * n
-        self.count += n
+            value = value.detach().float() * n
+            if applied is not None:
+                value = torch.where(applied, value, torch.zeros_like(value))
+            self.sums[name] = self.sums[name].to(value.device) + value if name in self.sums else value
+        self._count = self._count + (n if applied is None else applied.long() * n)
+
+    @property
+    def count(self) -> int:
+        """Images summed (a host sync when the count is on the device: read it at an epoch's end)."""
+        return int(self._count)
+
+    def _totals(self, ctx: Context) -> tuple[dict[str, torch.Tensor], float]:
+        device = next(iter(self.sums.values())).device
+        count = torch.as_tensor(self._count, dtype=torch.float32).to(device)
+        totals = distributed.all_reduce_sums({**self.sums, "_count": count}, ctx)
+        return totals, float(totals.pop("_count"))
 
     def state(self, ctx: Context = distributed.SINGLE) -> dict[str, Any]:
         """The sums for last.pt; under torchrun summed over the ranks (every rank calls this), so rank 0's
         resumed epoch carries everyone's share and the other ranks restart theirs from zero."""
         if not self.sums:
             return {"sums": {}, "count": 0}
-        device = next(iter(self.sums.values())).device
-        totals = distributed.all_reduce_sums({**self.sums, "_count": torch.tensor(float(self.count), device=device)},
-                                             ctx)
-        count = int(float(totals.pop("_count")))
-        return {"sums": {k: v.detach().cpu() for k, v in totals.items()}, "count": count}
+        totals, count = self._totals(ctx)
+        return {"sums": {k: v.detach().cpu() for k, v in totals.items()}, "count": int(count)}
 
     def means(self, ctx: Context) -> dict[str, float]:
         if not self.sums:
             return {}
-        device = next(iter(self.sums.values())).device
-        totals = distributed.all_reduce_sums({**self.sums, "_count": torch.tensor(float(self.count), device=device)},
-                                             ctx)
-        count = max(1.0, float(totals.pop("_count")))
-        return {name: float(total) / count for name, total in totals.items()}
+        totals, count = self._totals(ctx)
+        return {name: float(total) / max(1.0, count) for name, total in totals.items()}
 
 
 def main_only(emit: Emit, ctx: Context) -> Emit:
@@ -181,7 +199,7 @@ class Bookkeeper:
         self.images = 0            # training images (all ranks) this session
         self.seconds = 0.0         # training seconds this session (validation and checkpoints excluded)
         self._clock = time.perf_counter()
-        self._consecutive_nonfinite = 0
+        self.nonfinite = NonFiniteCount(device)   # steps skipped on the device, read at progress cadence
 
     @classmethod
     def open(cls, job: str, preset: Preset, emit: Emit, stop: StopFlag, ctx: Context, device: torch.device, *,
@@ -262,7 +280,7 @@ class Bookkeeper:
         """Raise JobStopped when a stop was asked for (the flag, or a stop.request file); all ranks agree."""
         wanted = self.stop.is_set()
         if self.ctx.enabled and self.state.global_step % STOP_SYNC_STEPS == 0:
-            wanted = distributed.any_rank(wanted, self.ctx, self.device)
+            wanted = distributed.any_rank(wanted, self.ctx)
         elif self.ctx.enabled:
             wanted = False  # decided together at the next agreement step
         if wanted:
@@ -281,30 +299,28 @@ class Bookkeeper:
         self._clock = now
         self.state.global_step += 1
         self.state.step_in_epoch = step
-        if step % max(1, steps // PROGRESS_UPDATES) == 0 or step == steps:
+        if step % max(1, steps // PROGRESS_UPDATES) == 0 or step == steps:   # the loop's only host syncs
+            self.read_nonfinite()
             rate = self.images_per_second
-            self.emit(Progress(self.job, stage, epoch, epochs, step, steps, rate,
-                               images_left / rate if rate else None, loss.item()))
+            event = Progress(self.job, stage, epoch, epochs, step, steps, rate, images_left / rate if rate else None,
+                             loss.item())
+            self.emit(event)
+            if self.ctx.is_main:   # for front ends that follow the run from its directory (the app's own-process jobs)
+                self.run.log_progress(event, self.state.global_step)
             self.status.update(stage=stage, epoch=epoch, epochs=epochs, step=step, steps=steps,
                                global_step=self.state.global_step, images_per_second=round(rate, 2))
 
-    def step_is_finite(self, *values: torch.Tensor) -> bool:
-        """True when every value is finite; a non-finite one is counted, and too many in a row stop the job.
-
-        One host sync per step: a NaN must be caught before the optimiser step spreads it to every weight.
-        """
-        finite = bool(torch.stack([v.detach().float().reshape(()) for v in values]).isfinite().all())
-        if finite:
-            self._consecutive_nonfinite = 0
-            return True
-        self.state.skipped_steps += 1
-        self._consecutive_nonfinite += 1
-        if self._consecutive_nonfinite >= MAX_NONFINITE_STEPS:
-            raise self.unstable(f"{self._consecutive_nonfinite} steps in a row")
-        return False
+    def read_nonfinite(self, check: bool = True) -> None:
+        """Add the steps skipped on the device since the last read to the state (one host sync); a run of
+        ``MAX_NONFINITE_STEPS`` in a row stops the job with the instability advice (``check``)."""
+        skipped, longest = self.nonfinite.read()
+        self.state.skipped_steps += skipped
+        if check and longest >= MAX_NONFINITE_STEPS:
+            raise self.unstable(f"{longest} steps in a row")
 
     def check_epoch_trained(self, stage: str, epoch: int, images_trained: int) -> None:
         """An epoch whose every step was skipped (non-finite) trained nothing: stop with the instability advice."""
+        self.read_nonfinite()
         if images_trained == 0:
             raise self.unstable(f"every step of {stage} epoch {epoch}")
 
@@ -318,6 +334,7 @@ class Bookkeeper:
     def on_stop(self, sums: Sums, save_last) -> None:
         """A stop request: keep the unfinished epoch's partial sums, save last.pt, say how to resume."""
         state = self.state
+        self.read_nonfinite(check=False)
         state.epoch_sums = sums.state(self.ctx) if state.step_in_epoch else None
         save_last()
         self.log(f"stopped in {state.stage} epoch {state.epoch + 1} after step {state.step_in_epoch}; "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -42,6 +43,7 @@ from engine.runtime import (Runtime, configure_backends, fused_adamw_kwargs, pre
 from engine.trainers.bookkeeping import (Bookkeeper, Sums, check_resume_data, data_record, read_resume,
                                          main_only, restore_rng, resume_data_root)
 from engine.trainers.schedule import warmup_cosine
+from engine.trainers.update import NonFiniteCount, OptimizerUpdate, StepResult
 
 JOB = "train-dsr"
 STAGE = "dsr"
@@ -83,29 +85,22 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     criterion = prepare_model(build_criterion(cfg, recogniser, device, vgg=vgg), runtime, log,
                               "frozen recogniser and losses")
 
-    model = DSRNet(preset.vlr_size, preset.data.hr_size, cfg.base_channels, cfg.residual_blocks).to(device)
-    prepare_model(model, runtime, log, "DSR network")   # channels_last and the opt-in torch.compile
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                  **fused_adamw_kwargs(device))
     global_batch = cfg.batch_size * ctx.world_size       # the preset's batch size is per rank
     steps_per_epoch = math.ceil(len(train) / global_batch)
-    scheduler = warmup_cosine(optimizer, cfg.warmup_epochs * steps_per_epoch, epochs * steps_per_epoch)
-    ema = None
-    if cfg.ema_decay > 0:
-        ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True, warmup_power=EMA_WARMUP_POWER)
-        ema.module.requires_grad_(False)
-    scaler = torch.amp.GradScaler(device.type, enabled=runtime.needs_grad_scaler)
-    augment = PairedAugment.from_config(cfg)
-    if resume:
-        _restore(resume.checkpoint, model, optimizer, scheduler, ema, scaler, generator)
     book = Bookkeeper.open(JOB, preset, emit, stop, ctx, device, run_dir=opts.run_dir, resume=resume,
                            lr_keys="dsr.learning_rate")
     with book.lifetime():
+        training = build_training(preset, runtime, criterion, feeder, book.nonfinite, ctx, log,
+                                  warmup_steps=cfg.warmup_epochs * steps_per_epoch,
+                                  total_steps=epochs * steps_per_epoch)
+        model, optimizer, scheduler, ema, scaler = (training.model, training.optimizer, training.scheduler,
+                                                    training.ema, training.scaler)
+        if resume:
+            _restore(resume.checkpoint, training, generator)
         state = book.state
         if resume:
             book.log(f"resuming {book.run.path} at epoch {state.epoch + 1}/{epochs}, step {state.step_in_epoch + 1} "
                      f"with its own preset {preset.name!r} (preset.toml of the run)")
-        train_model = distributed.wrap(model, ctx, device)
         eval_model = ema.module if ema is not None else model   # validated and saved: the EMA weights when on
         parameters = count_trainable_parameters(model)
         book.log(f"DSR {preset.vlr_size[0]}x{preset.vlr_size[1]} -> {preset.data.hr_size}: {parameters:,} parameters, "
@@ -125,7 +120,7 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
         try:
             for epoch in range(state.epoch + 1, epochs + 1):
                 with book.oom_guard(STAGE, epoch, "dsr.batch_size", cfg.batch_size):
-                    train_model.train()
+                    training.net.train()
                     batches = distributed.global_batches(state.start_epoch(STAGE, epoch, len(train), preset.runtime.seed),
                                                          global_batch, ctx)
                     sums = Sums(state.epoch_sums if ctx.is_main else None)   # rank 0 carries every rank's share
@@ -133,26 +128,11 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
                     for step in range(state.step_in_epoch + 1, len(batches) + 1):
                         book.check_stop()
                         index = distributed.shard(batches[step - 1], ctx)
-                        vlr, hr = augment(to_float(feeder(train.vlr, index)), to_float(feeder(train.hr, index)),
-                                          generator)
-                        vlr = vlr.contiguous(memory_format=runtime.memory_format)
-                        with runtime.autocast():
-                            loss, terms = criterion(train_model(vlr), hr)
-                        optimizer.zero_grad(set_to_none=True)
-                        scaler.scale(loss).backward()
-                        scaler.unscale_(optimizer)
-                        norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                              cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-                        # a NaN loss gives NaN gradients, so the norm covers both; fp16: the GradScaler skips them
-                        if scaler.is_enabled() or book.step_is_finite(norm):
-                            scaler.step(optimizer)
-                            scaler.update()
-                            sums.add({"loss": loss, **terms}, len(index))
-                        scheduler.step()
-                        if ema is not None:
-                            ema.update(model, step=state.global_step + 1)
+                        out = training.step(train, index, state.step_generator(generator, preset.runtime.seed, ctx.rank),
+                                            state.global_step)
+                        sums.add(out.values, len(index), out.applied)
                         left = (epochs - epoch + 1) * len(train) - min(len(train), step * global_batch)
-                        book.step_done(STAGE, epoch, epochs, step, len(batches), len(index), left, loss)
+                        book.step_done(STAGE, epoch, epochs, step, len(batches), len(index), left, out.loss)
 
                     book.check_epoch_trained(STAGE, epoch, sums.count)
                     book.report(STAGE, epoch, "train", {**sums.means(ctx), "lr": scheduler.get_last_lr()[0],
@@ -189,6 +169,62 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
                                stopped=True)
         return book.finish(_summary(book, parameters, runtime, global_batch, stopped=False,
                                     early_stopped=early_stopped), stopped=False)
+
+
+# ----------------------------------------------------------------------------- what a step does
+
+
+@dataclass
+class DSRTraining:
+    """The DSR network and everything a step updates; ``step`` is one training step (the loop around it
+    logs, checkpoints and resumes). It makes no device-to-host synchronisation."""
+    model: DSRNet
+    net: torch.nn.Module               # what the step calls: ``model``, DDP-wrapped under torchrun
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: ModelEmaV3 | None
+    scaler: torch.amp.GradScaler
+    update: OptimizerUpdate
+    criterion: DSRCriterion
+    augment: PairedAugment
+    feeder: BatchFeeder
+    runtime: Runtime
+
+    def step(self, split: PairedSplit, index: torch.Tensor, generator: torch.Generator,
+             global_step: int) -> StepResult:
+        """Batch from the uint8 cache -> paired augmentation on the device -> AMP forward and loss -> update
+        (skipped on the device when non-finite) -> schedule -> EMA."""
+        vlr, hr = self.augment(to_float(self.feeder(split.vlr, index)), to_float(self.feeder(split.hr, index)),
+                               generator)
+        vlr = vlr.contiguous(memory_format=self.runtime.memory_format)
+        with self.runtime.autocast():
+            loss, terms = self.criterion(self.net(vlr), hr)
+        applied = self.update(loss)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model, step=global_step + 1)
+        return StepResult(loss, {"loss": loss, **terms}, applied)
+
+
+def build_training(preset: Preset, runtime: Runtime, criterion: DSRCriterion, feeder: BatchFeeder,
+                   count: NonFiniteCount, ctx: Context = distributed.SINGLE, log=None, *, warmup_steps: int,
+                   total_steps: int) -> DSRTraining:
+    """A fresh DSR network with the preset's levers, AdamW (fused: it skips non-finite steps on the device),
+    per-step warm-up + cosine, EMA and GradScaler (fp16 only)."""
+    cfg, device = preset.dsr, runtime.device
+    model = DSRNet(preset.vlr_size, preset.data.hr_size, cfg.base_channels, cfg.residual_blocks).to(device)
+    prepare_model(model, runtime, log, "DSR network")   # channels_last and the opt-in torch.compile
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                  **fused_adamw_kwargs(device))
+    scheduler = warmup_cosine(optimizer, warmup_steps, total_steps)
+    ema = None
+    if cfg.ema_decay > 0:
+        ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True, warmup_power=EMA_WARMUP_POWER)
+        ema.module.requires_grad_(False)
+    scaler = torch.amp.GradScaler(device.type, enabled=runtime.needs_grad_scaler)
+    update = OptimizerUpdate(optimizer, scaler, model.parameters(), cfg.grad_clip, count)
+    return DSRTraining(model, distributed.wrap(model, ctx, device), optimizer, scheduler, ema, scaler, update,
+                       criterion, PairedAugment.from_config(cfg), feeder, runtime)
 
 
 # ----------------------------------------------------------------------------- validation and samples
@@ -260,13 +296,13 @@ def _checkpoint(eval_model: DSRNet, preset: Preset, epoch: int, val: dict[str, f
             "bicubic_psnr": val.get("bicubic_psnr"), "preset": preset.name}
 
 
-def _restore(checkpoint: dict[str, Any], model, optimizer, scheduler, ema, scaler, generator) -> None:
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
-    if ema is not None and checkpoint.get("ema") is not None:
-        ema.load_state_dict(checkpoint["ema"])
-    scaler.load_state_dict(checkpoint["scaler"])
+def _restore(checkpoint: dict[str, Any], training: DSRTraining, generator: torch.Generator) -> None:
+    training.model.load_state_dict(checkpoint["model"])
+    training.optimizer.load_state_dict(checkpoint["optimizer"])
+    training.scheduler.load_state_dict(checkpoint["scheduler"])
+    if training.ema is not None and checkpoint.get("ema") is not None:
+        training.ema.load_state_dict(checkpoint["ema"])
+    training.scaler.load_state_dict(checkpoint["scaler"])
     restore_rng(checkpoint["rng"], generator)
 
 

@@ -97,13 +97,18 @@ def vlr_inputs(dsr_path: str | Path | None, preset: Preset, runtime: Runtime, em
     dsr.requires_grad_(False)
     prepare_model(dsr, runtime, lambda m: emit(Log(JOB, m)), "frozen DSR network")
     emit(Log(JOB, f"inputs: VLR images super-resolved by the frozen DSR network {dsr_path}"))
+    return super_resolver(dsr, runtime), "dsr"
+
+
+def super_resolver(dsr: torch.nn.Module, runtime: Runtime) -> InputFn:
+    """uint8 VLR batches -> the frozen DSR network's outputs in [0, 1] (no grad, AMP, the preset's memory format)."""
 
     @torch.no_grad()
     def super_resolve(vlr: torch.Tensor) -> torch.Tensor:
         with runtime.autocast():
-            return dsr(to_float(vlr)).float().clamp_(0.0, 1.0)
+            return dsr(to_float(vlr).contiguous(memory_format=runtime.memory_format)).float().clamp_(0.0, 1.0)
 
-    return super_resolve, "dsr"
+    return super_resolve
 
 
 def load_splits(root: Path, preset: Preset, runtime: Runtime, emit: Emit, job: str) -> tuple[PairedSplit, PairedSplit]:

@@ -37,6 +37,7 @@ from engine.data.placement import BatchFeeder
 from engine.runtime import Runtime, fused_adamw_kwargs
 from engine.trainers.bookkeeping import Bookkeeper, Resume, Sums, restore_rng
 from engine.trainers.schedule import warmup_cosine
+from engine.trainers.update import OptimizerUpdate, StepResult
 
 PRETRAIN_WARMUP_EPOCHS = 1
 
@@ -119,6 +120,47 @@ class StageResult:
     early_stopped: bool = False
 
 
+def arcface_optimizer(preset: Preset, stage: str, train_backbone: bool, model: nn.Module, head: nn.Module,
+                      device: torch.device) -> torch.optim.Optimizer:
+    """AdamW of a stage: pre-training one rate for all; stage 2 the backbone and head rates; stage 1 the head."""
+    cfg = preset.finetune
+    if stage == "pretrain":
+        groups = [{"params": [*model.parameters(), *head.parameters()], "lr": cfg.pretrain_lr}]
+    elif train_backbone:
+        groups = [{"params": list(model.parameters()), "lr": cfg.backbone_lr},
+                  {"params": list(head.parameters()), "lr": cfg.head_lr_stage2}]
+    else:
+        groups = [{"params": list(head.parameters()), "lr": cfg.head_lr}]
+    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, **fused_adamw_kwargs(device))
+
+
+@dataclass
+class ArcFaceStep:
+    """What one ArcFace training step does (the trainer's loop logs, checkpoints and resumes around it);
+    no device-to-host synchronisation."""
+    net: nn.Module                     # ArcFaceNet, DDP-wrapped under torchrun
+    update: OptimizerUpdate
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    augment: FinetuneAugment
+    feeder: BatchFeeder
+    inputs: InputFn
+    runtime: Runtime
+
+    def __call__(self, train: LabelledImages, index: torch.Tensor, generator: torch.Generator) -> StepResult:
+        """uint8 batch -> recogniser inputs (``inputs``: e.g. the frozen DSR) -> augmentation at 112x112 (fewer
+        pixels than HR; the ops commute with the resize) -> AMP forward, ArcFace loss -> update -> schedule."""
+        device = self.runtime.device
+        labels = train.labels[index.to(train.labels.device, non_blocking=True)].to(device, non_blocking=True)
+        images = resize_for_recogniser(self.inputs(self.feeder(train.images, index)))
+        images = self.augment(images, generator).contiguous(memory_format=self.runtime.memory_format)
+        with self.runtime.autocast():
+            loss, cos = self.net(images, labels)
+        applied = self.update(loss)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return StepResult(loss, {"loss": loss, "top1": (cos.detach().argmax(1) == labels).float().mean()}, applied)
+
+
 class ArcFaceTrainer:
     """One run of the ArcFace loop: model, head, data and the stages run so far."""
 
@@ -154,17 +196,6 @@ class ArcFaceTrainer:
 
     # -- a stage
 
-    def _optimizer(self, stage: str, train_backbone: bool) -> torch.optim.Optimizer:
-        cfg = self.preset.finetune
-        if stage == "pretrain":
-            groups = [{"params": [*self.model.parameters(), *self.head.parameters()], "lr": cfg.pretrain_lr}]
-        elif train_backbone:
-            groups = [{"params": list(self.model.parameters()), "lr": cfg.backbone_lr},
-                      {"params": list(self.head.parameters()), "lr": cfg.head_lr_stage2}]
-        else:
-            groups = [{"params": list(self.head.parameters()), "lr": cfg.head_lr}]
-        return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, **fused_adamw_kwargs(self.device))
-
     def run_stage(self, stage: str, epochs: int, *, train_backbone: bool, patience: int) -> StageResult:
         """Train ``epochs`` epochs of ``stage`` (or what remains of it after a resume)."""
         book, state, cfg = self.book, self.book.state, self.preset.finetune
@@ -176,7 +207,7 @@ class ArcFaceTrainer:
             state.stage, state.epoch, state.step_in_epoch, state.stale_epochs = stage, 0, 0, 0
         self.model.requires_grad_(train_backbone)
         net = distributed.wrap(self.net, self.ctx, self.device)  # per stage: DDP syncs what requires grad now
-        optimizer = self._optimizer(stage, train_backbone)
+        optimizer = arcface_optimizer(self.preset, stage, train_backbone, self.model, self.head, self.device)
         global_batch = cfg.batch_size * self.ctx.world_size
         steps = math.ceil(len(self.train) / global_batch)
         scheduler = None
@@ -184,6 +215,9 @@ class ArcFaceTrainer:
             warmup = PRETRAIN_WARMUP_EPOCHS * steps if stage == "pretrain" and epochs > 1 else 0
             scheduler = warmup_cosine(optimizer, warmup, epochs * steps)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.runtime.needs_grad_scaler)
+        update = OptimizerUpdate(optimizer, scaler, [p for g in optimizer.param_groups for p in g["params"]],
+                                 math.inf, book.nonfinite)    # no clipping; the norm catches non-finite steps
+        step_once = ArcFaceStep(net, update, scheduler, self.augment, self.feeder, self.inputs, self.runtime)
         if resuming and self.resume is not None and self.resume.checkpoint.get("optimizer") is not None:
             optimizer.load_state_dict(self.resume.checkpoint["optimizer"])
             if scheduler is not None and self.resume.checkpoint.get("scheduler") is not None:
@@ -209,27 +243,11 @@ class ArcFaceTrainer:
                     for step in range(state.step_in_epoch + 1, len(batches) + 1):
                         book.check_stop()
                         index = distributed.shard(batches[step - 1], self.ctx)
-                        labels = self.train.labels[index.to(self.train.labels.device)].to(self.device)
-                        # augment at the recogniser's 112x112 (fewer pixels than HR; the ops commute with the resize)
-                        images = resize_for_recogniser(self.inputs(self.feeder(self.train.images, index)))
-                        images = self.augment(images, self.generator).contiguous(memory_format=self.runtime.memory_format)
-                        with self.runtime.autocast():
-                            loss, cos = net(images, labels)
-                        optimizer.zero_grad(set_to_none=True)
-                        scaler.scale(loss).backward()
-                        scaler.unscale_(optimizer)
-                        norm = torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                                              math.inf)
-                        # a NaN loss gives NaN gradients, so the norm covers both; fp16: the GradScaler skips them
-                        if scaler.is_enabled() or book.step_is_finite(norm):
-                            scaler.step(optimizer)
-                            scaler.update()
-                            sums.add({"loss": loss, "top1": (cos.detach().argmax(1) == labels).float().mean()},
-                                     len(index))
-                        if scheduler is not None:
-                            scheduler.step()
+                        out = step_once(self.train, index,
+                                       state.step_generator(self.generator, self.preset.runtime.seed, self.ctx.rank))
+                        sums.add(out.values, len(index), out.applied)
                         left = (epochs - epoch + 1) * len(self.train) - min(len(self.train), step * global_batch)
-                        book.step_done(stage, epoch, epochs, step, len(batches), len(index), left, loss)
+                        book.step_done(stage, epoch, epochs, step, len(batches), len(index), left, out.loss)
                     book.check_epoch_trained(stage, epoch, sums.count)
                     train_values = {**sums.means(self.ctx), "lr": optimizer.param_groups[0]["lr"],
                                     "images_per_second": book.images_per_second}

@@ -52,9 +52,9 @@ HELP_NOTES = (
     "runs, c overlays the marked runs, d compares two, w writes their metrics as CSV, S or a header click sorts; "
     "v shows the sample faces of a run, a attaches to a running run (started anywhere: headless, torchrun, "
     "another app): its progress, charts and log fill here, x stops it (it saves last.pt), D detaches and q leaves "
-    "it running. B turns detached start on: t f p then start the job as its own process, which outlives the app "
-    "and a closed browser tab, and attach to it. In a browser: vlr-workbench serve (a job started in the app "
-    "stops with its tab unless started detached; runs stay on disk).")
+    "it running. t f p start the job in its own process (it outlives the app, a dropped SSH session and a "
+    "closed browser tab, and trains at full speed) and follow it like an attached run; B switches to jobs inside "
+    "the app and back. In a browser: vlr-workbench serve (runs stay on disk).")
 
 
 class WorkbenchApp(AttachControl, JobControl, App[int]):
@@ -69,8 +69,8 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         Binding("x", "stop", "Stop", id="job.stop", tooltip="stop the job (asks first; leaves a resumable checkpoint)"),
         Binding("D", "detach", "Detach", show=False, id="job.detach",
                 tooltip="stop following the attached run; it keeps running (a on the Runs tab attaches again)"),
-        Binding("B", "toggle_detached", "Detached start", show=False, id="job.detached_start",
-                tooltip="t f p start the job as a separate process that outlives the app, and attach to it"),
+        Binding("B", "toggle_detached", "Own-process jobs", show=False, id="job.detached_start",
+                tooltip="t f p: the job in its own process (the default; it outlives the app) or inside the app"),
         Binding("ctrl+s", "save", "Save", id="preset.save", tooltip="save the preset (your presets only)"),
         Binding("a", "save_as", "Save as", id="preset.save_as", tooltip="save the preset under a new name"),
         Binding("y", "apply_tip", "Apply tip", show=False, id="tips.apply"),
@@ -90,10 +90,10 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
 
     def __init__(self, preset: Preset, data: str | None = None, *,
                  probe_factory: Callable[[], GpuProbe] = GpuProbe, cursor_blink: bool = True,
-                 remember: bool = True, detached: bool = False) -> None:
+                 remember: bool = True, detached: bool = True) -> None:
         super().__init__()
-        self.detached_start = detached
-        self.detached_jobs: list = []        # processes started detached (kept to reap them)
+        self.detached_start = detached       # t f p: the job in its own process (True) or in a thread of the app
+        self.detached_jobs: list = []        # processes this app started (kept to reap them)
         self.saved = preset
         self.preset = preset
         self.data = data
@@ -198,8 +198,6 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
             hints.append("built-in: ctrl+s off, a = save as")
         elif self.dirty:
             hints.append("unsaved changes: ctrl+s saves")
-        if self.detached_start:
-            hints.append("detached start (B)")
         return " · ".join(hints)
 
     def _update_status(self) -> None:

@@ -4,8 +4,9 @@
 another app, or detached by this one) with ``engine.follow.RunFollower`` in a thread worker that
 polls every second; its events take the message path of an app job, so progress, charts and log
 fill the same way. While attached, ``x`` writes the run's stop request (the job saves last.pt and
-ends as stopped), ``D`` detaches, and quitting leaves the job running. With detached start on
-(``B``), t / f / p start the job as a separate process (``detached_launch``) and attach to it.
+ends as stopped), ``D`` detaches, and quitting leaves the job running. t / f / p start the job as a
+separate process (``detached_launch``) and attach to it, unless ``B`` switched to jobs inside the app:
+in its own process a job outlives the app and trains at headless speed.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class AttachControl:
     attached: Path | None = None            # the run being followed (None: none, or a pipeline not found yet)
     follow_detach: threading.Event | None = None   # set to stop following (the job keeps running)
     attach_stop_sent = False
-    detached_start = False                  # t / f / p start a separate process (B toggles)
+    detached_start = True                   # t / f / p start a separate process (B toggles)
+    followed_job: DetachedJob | None = None  # the process being followed, when this app started it
 
     @property
     def following(self) -> bool:
@@ -82,34 +84,25 @@ class AttachControl:
         self._begin_following(job or "job", path, None,
                               f"attached to {path.name} (pid {status.get('pid')} on {status.get('host')})")
 
-    def _begin_following(self, kind: str, run_dir: Path | None, job: DetachedJob | None, detail: str) -> None:
+    def _begin_following(self, kind: str, run_dir: Path, job: DetachedJob | None, detail: str) -> None:
         self.pending_progress = None
         self.job_running, self.job_kind = True, kind
         self.attached, self.attach_stop_sent = run_dir, False
+        self.followed_job = job
         self.follow_detach = threading.Event()
         self.buffers.clear()
         self.records.clear()
         self.tips_run = None
-        self.main_widget(JobPanel).set_state("running", f"{kind} (attached)", detail)
+        self.main_widget(JobPanel).set_state("running", f"{kind} ({'own process' if job else 'attached'})", detail)
         self._log(f"▶ {detail}: x stops it, D detaches (it keeps running), q leaves it running", "bold")
         self.main_widget(TabbedContent).active = "tab-charts"
-        if run_dir is not None:
-            self.main_widget(RunHistory).reload(self.preset.runtime.runs_dir)
+        self.main_widget(RunHistory).reload(self.preset.runtime.runs_dir)
         self._follow_run(run_dir, job, self.follow_detach)
         self._refresh_state()
 
     @work(thread=True, exit_on_error=False, group="attach", name="attach")
-    def _follow_run(self, run_dir: Path | None, job: DetachedJob | None, detach: threading.Event) -> None:
-        """In a thread: find the run (a detached pipeline names it in status.json), then poll it every second."""
-        while run_dir is None:
-            run_dir = job.find_run_dir()
-            if run_dir is not None:
-                self.post_message(msg.AttachedRun(run_dir))
-            elif job.proc.poll() is not None:
-                self._emit(ev.Failed(job.kind, self._exit_text(job)))
-                return
-            elif detach.wait(POLL_SECONDS):
-                return
+    def _follow_run(self, run_dir: Path, job: DetachedJob | None, detach: threading.Event) -> None:
+        """In a thread: poll the run every second until it ends (or its process is gone, or the app detaches)."""
         follower = RunFollower(run_dir)
         while True:
             for event in follower.poll():
@@ -130,11 +123,6 @@ class AttachControl:
         tail = job.output_tail()
         return (f"the detached {job.kind} (pid {job.proc.pid}) exited with code {job.proc.returncode} without "
                 f"ending its run; its output ({job.output}): {tail or '(empty)'}")
-
-    def on_attached_run(self, message: msg.AttachedRun) -> None:
-        self.attached = message.path
-        self._log(f"following {message.path}", "dim")
-        self.main_widget(RunHistory).reload(self.preset.runtime.runs_dir)
 
     # ------------------------------------------------------- stop and detach
     def stop_attached(self) -> None:
@@ -174,21 +162,23 @@ class AttachControl:
         self.job_running = False
         self.follow_detach = None
         self.attached = None
+        self.followed_job = None
         self.attach_stop_sent = False
         self.main_widget(RunHistory).reload(self.preset.runtime.runs_dir)
 
     # ------------------------------------------------------- detached start
     def action_toggle_detached(self) -> None:
         self.detached_start = not self.detached_start
-        self.notify("detached start on: t f p start a separate process that outlives the app (and a closed "
-                    "browser tab); the app attaches to it" if self.detached_start else
-                    "detached start off: jobs run inside the app")
+        self.notify("own-process jobs: t f p start the job as its own process, which outlives the app (and a "
+                    "closed browser tab) and trains at full speed; the app follows it" if self.detached_start else
+                    "jobs inside the app: t f p run the job in the app's thread (it stops when the app closes, "
+                    "and shares the CPU with the interface); B switches back")
         self._refresh_state()
 
     def start_detached_job(self, plan: JobPlan) -> bool:
         """Start ``plan`` as a separate process and attach to it; False when the job runs in the app instead."""
         if plan.kind not in DETACHABLE:
-            self._log(f"{plan.kind} runs in the app (it is short and has no resume); detached start covers "
+            self._log(f"{plan.kind} runs in the app (it is short and has no resume); own-process jobs are "
                       f"{', '.join(DETACHABLE)}", "dim")
             return False
         try:
@@ -197,11 +187,11 @@ class AttachControl:
             self.notify(str(exc), title=f"{plan.kind} not started", severity="error", timeout=10)
             return True
         self.detached_jobs.append(job)
-        self._log(f"▶ {plan.kind} started detached with preset {self.preset.name}"
+        self._log(f"▶ {plan.kind} started in its own process with preset {self.preset.name}"
                   + (" (unsaved changes, written to its run)" if self.dirty else "")
-                  + f": pid {job.proc.pid}, output {job.output}", "bold")
+                  + f": pid {job.proc.pid}, output {job.output}; it keeps running if the app closes", "bold")
         if plan.note:
             self._log(plan.note, "dim")
         self._begin_following(plan.kind, job.run_dir, job,
-                              f"detached pid {job.proc.pid}" + (f" in {job.run_dir.name}" if job.run_dir else ""))
+                              f"pid {job.proc.pid} in {job.run_dir.name}")
         return True

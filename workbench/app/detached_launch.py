@@ -3,9 +3,8 @@
 The process runs the headless CLI (``python -m workbench.cli.main JOB --preset FILE --run-dir DIR``)
 in a session of its own (``start_new_session``), so no hang-up, Ctrl-C or closed tab reaches it.
 The preset the app shows, saved or not, is written to FILE first: the process runs exactly what the
-app shows. train-dsr and finetune get a run directory chosen here (FILE is its ``preset.toml``,
-output in its ``detached.log``); pipeline makes its own, found by the pid in its status.json
-(FILE and output under ``<runs_dir>/.detached/``). No Textual here: the app calls this.
+app shows. The job gets a run directory chosen here (FILE is its ``preset.toml``, the process's
+output its ``detached.log``). No Textual here: the app calls this.
 """
 
 from __future__ import annotations
@@ -18,17 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomli_w
 
-from engine import atomic
 from engine.errors import WorkbenchError
 from engine.presets import Preset
-from engine.run_status import read_status
-from engine.runs import RunDir, iter_runs
+from engine.runs import RunDir
 
 DETACHABLE = ("train-dsr", "finetune", "pipeline")
 OUTPUT_FILE = "detached.log"          # stdout and stderr of the process, in its run directory
-LAUNCH_DIR = ".detached"              # under runs_dir: a pipeline's preset file and output
 
 
 @dataclass
@@ -37,18 +32,8 @@ class DetachedJob:
     proc: subprocess.Popen
     runs_dir: Path
     output: Path                          # where its stdout and stderr go
-    run_dir: Path | None = None           # None until a pipeline's run directory is found
+    run_dir: Path                         # the run directory it writes (given with --run-dir)
     started: float = field(default_factory=time.time)
-
-    def find_run_dir(self) -> Path | None:
-        """The run directory the process writes: the one given, or the run whose status.json names its pid."""
-        if self.run_dir is None:
-            for path in iter_runs(self.runs_dir):
-                status = read_status(path)
-                if status.get("pid") == self.proc.pid and status.get("job") == self.kind:
-                    self.run_dir = path
-                    break
-        return self.run_dir
 
     def output_tail(self, chars: int = 1500) -> str:
         """The end of the process's output (why it ended early), '' when there is none."""
@@ -80,16 +65,8 @@ def start_detached(kind: str, preset: Preset, data: str | None, options: dict[st
     if kind not in DETACHABLE:
         raise WorkbenchError(f"{kind} cannot start detached (only {', '.join(DETACHABLE)}): it runs in the app.")
     runs_dir = Path(preset.runtime.runs_dir).expanduser().resolve()
-    if kind == "pipeline":
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        launch = runs_dir / LAUNCH_DIR
-        launch.mkdir(parents=True, exist_ok=True)
-        base = launch / f"{stamp}-{preset.name}-{kind}-{os.getpid()}"
-        preset_file, output, run_dir = base.with_suffix(".toml"), base.with_suffix(".log"), None
-        atomic.write_text(preset_file, tomli_w.dumps(preset.to_mapping()))
-    else:
-        run_dir = RunDir.create(runs_dir, preset, kind).path      # writes the preset as preset.toml
-        preset_file, output = run_dir / "preset.toml", run_dir / OUTPUT_FILE
+    run_dir = RunDir.create(runs_dir, preset, kind).path      # writes the preset as preset.toml
+    preset_file, output = run_dir / "preset.toml", run_dir / OUTPUT_FILE
     with open(output, "ab") as sink:
         proc = subprocess.Popen(command(kind, preset_file, data, run_dir, options), stdin=subprocess.DEVNULL,
                                 stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd())

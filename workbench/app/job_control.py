@@ -216,14 +216,21 @@ class JobControl:
     async def action_quit(self) -> None:
         if not self.job_running or self.following:   # an attached run is not the app's: it keeps running
             unsaved = sorted({*self.drafts, *([self.preset.name] if self.dirty else [])})
-            if not unsaved:
+            own = self.followed_job
+            if not unsaved and own is None:
                 self._exit_leaving_attached()
                 return
-            question = (f"Unsaved changes to {', '.join(unsaved)} will be lost. Quit anyway? "
-                        "(n, then ctrl+s saves or a saves as)")
-            if self.following:
-                question += f" ({self.job_kind} keeps running: it is not the app's.)"
-            self.push_screen(ConfirmDialog(question, "Quit without saving"),
+            parts = []
+            if unsaved:
+                parts.append(f"Unsaved changes to {', '.join(unsaved)} will be lost (n, then ctrl+s saves or a "
+                             "saves as).")
+            if own is not None:
+                parts.append(f"{self.job_kind} runs in its own process (pid {own.proc.pid}) and keeps running after "
+                             "the app closes (n, then x stops it first).")
+            elif self.following:
+                parts.append(f"{self.job_kind} keeps running: it is not the app's.")
+            verb = "Quit without saving" if unsaved else "Quit, leave it running"
+            self.push_screen(ConfirmDialog(" ".join(parts) + " Quit anyway?", verb),
                              lambda yes: self._exit_leaving_attached() if yes else None)
             return
         question = f"{self.job_kind} is running. Stop it (it saves a resumable checkpoint) and quit?"

@@ -12,7 +12,7 @@ from engine.presets import Preset, load
 from workbench.app.app_state import read_last_preset, write_last_preset
 
 FIRST_RUN_PRESET = "cpu-demo"
-DETACHED_ENV = "VLR_WORKBENCH_DETACHED"   # =1: the app starts with detached start on (B toggles it)
+JOBS_ENV = "VLR_WORKBENCH_JOBS"   # "app": t f p run jobs inside the app; else (the default) in their own process
 
 
 def initial_preset(requested: str | None) -> Preset:
@@ -28,12 +28,22 @@ def initial_preset(requested: str | None) -> Preset:
     return load(FIRST_RUN_PRESET)
 
 
+def jobs_in_own_process() -> bool:
+    """Where t f p run jobs: their own process (the default), or the app's thread with VLR_WORKBENCH_JOBS=app.
+
+    Own process: the job outlives the app, and it trains at headless speed: in a thread of the app,
+    torch shares the interpreter and the OpenMP runtime with the UI (measured 1.1-1.35x slower on the
+    CPU; ``benchmarks/bench_train.py`` prints both).
+    """
+    return os.environ.get(JOBS_ENV, "").strip().lower() != "app"
+
+
 def launch_app(preset: str | None = None, data: str | None = None) -> int:
     """Run the app until it quits; returns the exit code."""
     from workbench.app.app import WorkbenchApp
 
     chosen = initial_preset(preset)
     write_last_preset(chosen.name)
-    app = WorkbenchApp(chosen, data=data, detached=os.environ.get(DETACHED_ENV, "") not in ("", "0"))
+    app = WorkbenchApp(chosen, data=data, detached=jobs_in_own_process())
     result = app.run()
     return int(result or app.return_code or 0)

@@ -91,9 +91,3 @@ class TipChosen(Message):
 class AttachRequested(Message):
     """The user asked to follow a run another process owns (the Runs tab's highlighted run; None: no run)."""
     path: Path | None
-
-
-@dataclass
-class AttachedRun(Message):
-    """The follower found the run directory of a job the app started detached (a pipeline names it late)."""
-    path: Path

@@ -145,7 +145,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "different identities out for testing) and report each row's mean and spread")
     p.add_argument("--bootstrap", type=int, metavar="N",
                    help="bootstrap resamples for the evaluation's 95%% intervals (default 1000; 0 = none)")
-    add_run_flags(p, "pipeline", run_dir=False)
+    add_run_flags(p, "pipeline")
     p.set_defaults(func=cmd_pipeline)
 
 
@@ -236,6 +236,7 @@ def cmd_pipeline(args) -> int:
     if args.nproc and args.nproc > 1:
         return launch_torchrun(args.nproc)
     options = PipelineOptions(edgeface=args.edgeface, resume=args.resume, allow_other_data=args.allow_other_data,
-                              baselines=args.baselines, folds=args.folds, bootstrap=args.bootstrap)
+                              baselines=args.baselines, folds=args.folds, bootstrap=args.bootstrap,
+                              run_dir=args.run_dir)
     return run_in_foreground(JobRequest(kind="pipeline", preset=P.load(args.preset), data=args.data,
                                         options=options), on_done=report)
