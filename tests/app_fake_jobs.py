@@ -64,6 +64,17 @@ def until_stopped(request, emit, stop):
     return Finished(request.kind, run.path, {"steps": step})
 
 
+def burst_then_quiet(request, emit, stop):
+    """200 Progress events at once, then nothing until stopped (the app must not redraw 200 times, nor
+    keep waking while nothing arrives)."""
+    run = new_run(request.preset.runtime.runs_dir, request.preset, request.kind)
+    for step in range(1, 201):
+        emit(Progress(request.kind, "dsr", 1, 1, step, 200, images_per_second=50.0, loss=1.0 / step))
+    while not stop.is_set():
+        time.sleep(0.02)
+    return Finished(request.kind, run.path, {"steps": 200}, stopped=True)
+
+
 def failing(request, emit, stop):
     raise RuntimeError("boom: the fake job failed")
 

@@ -86,6 +86,25 @@ async def test_train_job_updates_progress_charts_log_and_tips(monkeypatch, tmp_p
         assert app.preset.dsr.learning_rate == pytest.approx(1e-4) and app.dirty
 
 
+async def test_a_burst_of_progress_is_shown_once_and_a_quiet_job_wakes_nothing(monkeypatch):
+    use_fake_job(monkeypatch, "train-dsr", "burst_then_quiet")
+    app = make_app(remember=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        panel = app.query_one(JobPanel)
+        shown = []
+        original = panel.update_progress
+        panel.update_progress = lambda event: (shown.append(event.step), original(event))
+        await pilot.press("t")
+        await wait_for(pilot, lambda: shown and shown[-1] == 200, what="the last progress shown")
+        assert len(shown) <= 3                              # 200 events, drawn at most a few times
+        assert len(app.buffers.series("dsr", "live", "loss")) == 200   # every point still reaches the chart
+        before = len(shown)
+        await pilot.pause(1.0)                              # nothing new: no timer shows anything
+        assert len(shown) == before and app._progress_timer is None
+        app._request_stop()
+        await wait_for(pilot, lambda: not app.job_running, what="the stop")
+
+
 async def test_stop_with_confirmation_leaves_a_resumable_checkpoint_and_allows_a_new_job(monkeypatch):
     use_fake_job(monkeypatch, "train-dsr", "until_stopped")
     app = make_app(remember=False)

@@ -131,9 +131,23 @@ async def test_panel_shows_two_gpus_history_and_the_other_process(monkeypatch):
         assert "GPU0" in panel.status_text() and "GPU1" in panel.status_text()
 
 
-async def test_panel_says_no_gpu():
-    app = make_app(remember=False)            # app_helpers: a probe that reads "no GPU"
+async def test_panel_says_no_gpu_once_and_stops_polling():
+    """No driver or no device: read once (polling on would take CPU from a job on a CPU-only machine)."""
+    reads = []
+
+    class CountingNoGpu:
+        def read(self):
+            reads.append(1)
+            return gpu_probe.NO_GPU
+
+        def close(self):
+            pass
+
+    app = make_app(remember=False, probe_factory=CountingNoGpu)
     async with app.run_test(size=(120, 40)) as pilot:
         panel = app.query_one(VramGauge)
+        panel.interval = 0.05
         await wait_for(pilot, lambda: panel.reading is not None, what="a reading")
         assert panel.describe().plain.startswith("no GPU") and panel.status_text() == "no GPU"
+        await pilot.pause(0.5)
+        assert len(reads) == 1

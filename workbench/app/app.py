@@ -44,6 +44,7 @@ from workbench.app.widgets.samples_view import SamplesScreen
 from workbench.app.widgets.tips_panel import TipsPanel
 from workbench.app.widgets.vram_gauge import VramGauge
 
+STATUS_SECONDS = 2.0   # the status line's own refresh (GPU readings); job events refresh it at once
 TABS = ("tab-presets", "tab-charts", "tab-results", "tab-runs", "tab-tips", "tab-log")
 HELP_NOTES = (
     "Presets tab: arrows pick a field, Enter edits it (validated as you type), Esc goes back. "
@@ -105,6 +106,7 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         self.records: deque[dict[str, Any]] = deque(maxlen=20000)
         self.evaluation: dict | None = None
         self.tips_run: Path | None = None     # tips of a run opened from the Runs tab (None: the current job)
+        self._status_text: str | None = None
 
     # ----------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
@@ -135,7 +137,7 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         self.main_widget("#field-input").cursor_blink = self.cursor_blink
         await self._show_preset(self.preset, self.saved)
         self.main_widget(PresetList).focus()
-        self.set_interval(1.0, self._update_status)
+        self.set_interval(STATUS_SECONDS, self._update_status)   # also redrawn on every job event
         self.start_job_timers()
 
     async def _show_preset(self, preset: Preset, saved: Preset) -> None:
@@ -202,7 +204,10 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
 
     def _update_status(self) -> None:
         parts = [self.main_widget(JobPanel).status_line(), self.main_widget(VramGauge).status_text(), self._hint()]
-        self.main_widget("#statusline", Static).update(" · ".join(p for p in parts if p))
+        text = " · ".join(p for p in parts if p)
+        if text != self._status_text:      # redrawn only when it changed (the UI stays idle beside a job)
+            self._status_text = text
+            self.main_widget("#statusline", Static).update(text)
 
     def _refresh_state(self) -> None:
         self.sub_title = self.preset.name + (" (unsaved)" if self.dirty else "")

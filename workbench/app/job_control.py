@@ -29,7 +29,7 @@ from workbench.app.widgets.run_history import RunHistory
 from workbench.app.widgets.samples_view import SamplesScreen
 
 ERROR_DETAIL_CHARS = 600   # the job panel shows this much of an error (cut at a word), the log all of it
-PROGRESS_HZ = 4.0       # how often the job panel shows the latest progress
+PROGRESS_HZ = 4.0       # at most this often the job panel shows the latest progress
 UNMOUNT_WAIT_S = 120.0  # how long a closing app waits for the stopped job to save its checkpoint
 
 
@@ -49,10 +49,13 @@ class JobControl:
     stop_flag: StopFlag | None = None
     job_done: threading.Event | None = None   # set by the job's thread when it has ended
     pending_progress: Progress | None = None
+    _progress_timer = None                    # the armed one-shot timer that shows pending_progress
     quit_when_idle = False
 
     def start_job_timers(self) -> None:
-        self.set_interval(1 / PROGRESS_HZ, self._show_pending_progress)
+        """Nothing runs on a fixed beat for progress: ``on_job_progress`` arms a one-shot timer (at most
+        PROGRESS_HZ updates a second), so an app beside a running job wakes only when there is news."""
+        self._progress_timer = None
 
     def action_train(self) -> None:
         self._start_job("train")
@@ -126,6 +129,8 @@ class JobControl:
         """Keep the latest progress; the panel shows it on a timer (a job may report many steps a second)."""
         event = message.event
         self.pending_progress = event
+        if self._progress_timer is None:
+            self._progress_timer = self.set_timer(1 / PROGRESS_HZ, self._show_pending_progress)
         if event.loss is not None and event.steps:
             self.buffers.add(event.stage, LIVE_SPLIT, max(event.epoch, 1) - 1 + event.step / event.steps,
                              {"loss": event.loss})
@@ -208,6 +213,7 @@ class JobControl:
                 self.exit(0)
 
     def _show_pending_progress(self) -> None:
+        self._progress_timer = None
         if self.pending_progress is not None:
             self.main_widget(JobPanel).update_progress(self.pending_progress)
             self.pending_progress = None

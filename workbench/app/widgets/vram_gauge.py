@@ -76,6 +76,7 @@ class VramGauge(Vertical):
         self.reading: GpuSnapshot | None = None
         self.util_history: dict[int, deque[float]] = {}
         self.mem_history: dict[int, deque[float]] = {}
+        self._shown: Text | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("checking GPU…", id="vram-text")
@@ -94,9 +95,11 @@ class VramGauge(Vertical):
                     self.app.call_from_thread(self.show, reading)
                 except RuntimeError:  # the app is shutting down
                     return
+                if not reading.available:   # no driver or no device: none appears while the app runs
+                    return                  # (polling on would only take CPU from a job on a CPU machine)
                 deadline = time.monotonic() + self.interval
                 while not worker.is_cancelled and time.monotonic() < deadline:
-                    time.sleep(0.1)
+                    time.sleep(0.25)
         finally:
             probe.close()
 
@@ -107,7 +110,10 @@ class VramGauge(Vertical):
                 self.util_history.setdefault(device.index, deque(maxlen=HISTORY)).append(device.utilization)
             if device.memory_fraction is not None:
                 self.mem_history.setdefault(device.index, deque(maxlen=HISTORY)).append(device.memory_fraction)
-        self.query_one("#vram-text", Static).update(self.describe())
+        text = self.describe()
+        if text != self._shown:     # an unchanged text is not drawn again
+            self._shown = text
+            self.query_one("#vram-text", Static).update(text)
 
     def describe(self) -> Text:
         reading = self.reading
