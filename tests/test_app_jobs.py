@@ -98,6 +98,14 @@ async def test_a_burst_of_progress_is_shown_once_and_a_quiet_job_wakes_nothing(m
         await wait_for(pilot, lambda: shown and shown[-1] == 200, what="the last progress shown")
         assert len(shown) <= 3                              # 200 events, drawn at most a few times
         assert len(app.buffers.series("dsr", "live", "loss")) == 200   # every point still reaches the chart
+        charts = app.query_one(ChartsPanel)
+        await wait_for(pilot, lambda: app.query_one("#chart-dsr-train", MetricChart).draws > 0, what="a draw")
+        draws = {c.id: c.draws for c in charts.query(MetricChart)}
+        app.buffers.add("dsr", "live", 1.5, {"loss": 0.001})          # more live loss: only its chart redraws
+        await wait_for(pilot, lambda: app.query_one("#chart-dsr-train", MetricChart).draws > draws["chart-dsr-train"],
+                       what="the live-loss chart redrawn")
+        assert {c.id: c.draws for c in charts.query(MetricChart) if c.id != "chart-dsr-train"} == \
+            {k: v for k, v in draws.items() if k != "chart-dsr-train"}
         before = len(shown)
         await pilot.pause(1.0)                              # nothing new: no timer shows anything
         assert len(shown) == before and app._progress_timer is None

@@ -35,6 +35,19 @@ def test_buffers_are_bounded_skip_non_finite_and_count_versions():
     assert not buffers and buffers.version == 10
 
 
+def test_a_stamp_changes_only_with_its_own_series_or_a_clear():
+    buffers = MetricBuffers()
+    live, ft = [("dsr", "live", "loss")], [("stage2", "train", "loss"), ("stage1", "train", "loss")]
+    before_live, before_ft = buffers.stamp(live), buffers.stamp(ft)
+    buffers.add("dsr", "live", 0.1, {"loss": 1.0})
+    assert buffers.stamp(live) != before_live and buffers.stamp(ft) == before_ft   # the live loss moved only
+    buffers.add("stage1", "train", 1, {"loss": 0.5, "top1": None})
+    assert buffers.stamp(ft) != before_ft
+    after = buffers.stamp(ft)
+    buffers.clear()
+    assert buffers.stamp(ft) != after
+
+
 def test_downsample_keeps_ends_and_limit():
     points = [(float(i), float(i * i)) for i in range(1000)]
     small = downsample(points, 50)

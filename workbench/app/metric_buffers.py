@@ -1,8 +1,9 @@
 """Bounded metric history for the charts: one ``deque(maxlen=...)`` per (stage, split, metric).
 
 Jobs emit ``Metrics`` per epoch and ``Progress`` every few steps; the buffers keep the last
-``maxlen`` points of each series and a ``version`` counter that tells a chart whether anything
-changed since it last drew.
+``maxlen`` points of each series, a ``version`` counter of any change, and ``stamp(keys)``, which
+changes only when one of the given series does: a chart redraws for its own series only (the live
+loss of every progress event must not redraw the fine-tuning charts).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ class MetricBuffers:
     def __init__(self, maxlen: int = 4000) -> None:
         self.maxlen = maxlen
         self.version = 0
+        self._clears = 0
         self._series: dict[tuple[str, str, str], deque[Point]] = {}
+        self._versions: dict[tuple[str, str, str], int] = {}
 
     def add(self, stage: str, split: str, x: float, values: dict[str, float | None]) -> None:
         for name, value in values.items():
@@ -29,7 +32,12 @@ class MetricBuffers:
             if key not in self._series:
                 self._series[key] = deque(maxlen=self.maxlen)
             self._series[key].append((float(x), float(value)))
+            self._versions[key] = self._versions.get(key, 0) + 1
         self.version += 1
+
+    def stamp(self, keys: Iterable[tuple[str, str, str]]) -> tuple[int, ...]:
+        """A value that changes when any of these (stage, split, name) series changes, or on ``clear``."""
+        return (self._clears, *(self._versions.get(key, 0) for key in keys))
 
     def add_records(self, records: Iterable[dict]) -> None:
         """Records as in metrics.jsonl (``stage``, ``split``, ``epoch`` and metric values)."""
@@ -47,6 +55,8 @@ class MetricBuffers:
 
     def clear(self) -> None:
         self._series.clear()
+        self._versions.clear()
+        self._clears += 1
         self.version += 1
 
     def __bool__(self) -> bool:

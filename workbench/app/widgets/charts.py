@@ -1,7 +1,7 @@
 """Live charts (textual-plotext) fed from bounded metric buffers and redrawn on a timer.
 
-Events only append to ``MetricBuffers``; a 3 Hz timer asks each chart to redraw, and a chart
-skips the work when it is hidden or when neither the data nor its options changed. Series are
+Events only append to ``MetricBuffers``; a 1 Hz timer asks each chart to redraw, and a chart
+skips the work when it is hidden or when neither its own series nor its options changed. Series are
 downsampled to about twice the plot's width. Log-y plots log10 of the values with our own tick
 labels (plotext's log scale breaks on repeated builds). Every axis gets short tick labels (3
 significant digits), titles are cut to the plot's width, and the legend is a line of text under the
@@ -104,7 +104,8 @@ class MetricChart(PlotextPlot):
         """Rebuild the plot if visible and changed; True when it drew."""
         if not self.is_mounted or not self.is_on_screen or self.size.area == 0:
             return False
-        key = (current.version, tuple((label, id(b), b.version) for label, b in overlays), self.log_y,
+        series = [(line.stage, line.split, line.name) for line in (*self.spec.lines, self.spec.reference) if line]
+        key = (current.stamp(series), tuple((label, id(b), b.stamp(series)) for label, b in overlays), self.log_y,
                self.smoothing, self.size.width)
         if key == self._drawn_key:
             return False
