@@ -27,7 +27,10 @@ into a temporary directory (generation time not counted):
   ``app_overhead_ratio`` = median headless img/s over median in-app img/s with the app's default
   (the job in its own process, followed by the app), ``median_pair_ratio`` the median of the
   paired ratios; ``app_overhead_ratio_in_thread`` the same for jobs inside the app (``B``: the job
-  in the app's worker thread, sharing the interpreter and the OpenMP runtime with the UI).
+  in the app's worker thread, sharing the interpreter and the OpenMP runtime with the UI);
+  ``app_overhead_ratio_steady``: one long headless job with the app attached to it (charts on
+  screen) in every other window of 12 s, rates from the run's progress.jsonl: the app's cost in
+  steady state, free of run-to-run drift and of start-up work (``--steady-windows``).
 
 ``--set`` changes the preset for both paths (e.g. ``--set runtime.amp=bf16 --set
 runtime.channels_last=true`` to measure the levers; the baseline always runs fp32 eager).
@@ -417,10 +420,82 @@ def _probe(mode: str, preset_file: Path, root: Path) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+STEADY_WINDOW_S = 12.0   # each window of the steady-state measurement (the app's start-up excluded)
+
+
+def app_overhead_steady(preset, root: Path, work: Path, windows: int = 12) -> dict[str, Any]:
+    """The app's cost in steady state: one long headless train-dsr in its own process, and the app (under
+    Pilot) attached to it during every other window of STEADY_WINDOW_S seconds, charts on screen. Rates
+    come from the run's progress.jsonl (training steps only), so the machine's drift falls on both alike;
+    the ratio is mean rate without the app over mean rate with it."""
+    import subprocess
+
+    job_preset = presets.load(work / "app-job.toml").with_changes({"dsr.epochs": 10_000})
+    preset_file = presets.save(job_preset, work / "steady-job.toml", overwrite=True)
+    run_dir = work / "steady-run"
+    job = subprocess.Popen([sys.executable, "-m", "workbench.cli.main", "train-dsr", "--preset", str(preset_file),
+                            "--data", str(root), "--run-dir", str(run_dir)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[1])
+    spans: list[tuple[bool, float, float]] = []
+    try:
+        deadline = time.monotonic() + 300
+        while not (run_dir / "progress.jsonl").is_file():
+            if job.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the steady-state job did not start (exit code {job.poll()})")
+            time.sleep(0.5)
+        time.sleep(3.0)
+        for window in range(windows):
+            app = None
+            if window % 2:
+                app = subprocess.Popen([sys.executable, __file__, "--probe", "app-attach", str(run_dir), str(root)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(5.0)                     # its start-up is not steady state
+            start = time.time()
+            time.sleep(STEADY_WINDOW_S)
+            spans.append((app is not None, start, time.time()))
+            if app is not None:
+                app.kill()
+                app.wait()
+                time.sleep(1.0)
+    finally:
+        job.kill()
+        job.wait()
+    records = [json.loads(line) for line in (run_dir / "progress.jsonl").read_text().splitlines() if line.strip()]
+
+    def rate(start: float, end: float) -> float:
+        inside = [r for r in records if start <= r["time"] <= end]
+        images = seconds = 0.0
+        for a, b in zip(inside, inside[1:]):
+            if a["epoch"] == b["epoch"] and b["step"] > a["step"]:   # validation time is not training time
+                images += (b["global_step"] - a["global_step"]) * preset.dsr.batch_size
+                seconds += b["time"] - a["time"]
+        return images / seconds if seconds else float("nan")
+
+    without = [rate(a, b) for on, a, b in spans if not on]
+    beside = [rate(a, b) for on, a, b in spans if on]
+    return {"steady_without_app_img_s": without, "steady_with_app_img_s": beside,
+            "app_overhead_ratio_steady": statistics.mean(without) / statistics.mean(beside)}
+
+
+async def _attached_app(run_dir: Path, root: Path) -> None:
+    """The app attached to ``run_dir`` (the Runs tab's ``a``), charts on screen, until killed."""
+    from workbench.app import messages as msg
+    from workbench.app.app import WorkbenchApp
+
+    app = WorkbenchApp(presets.load(run_dir / "preset.toml"), data=str(root), cursor_blink=False, remember=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(SETTLE_SECONDS)
+        app.post_message(msg.AttachRequested(run_dir))
+        await asyncio.sleep(3600)
+
+
 def _run_probe(mode: str, preset_file: str, root: str) -> float:
     from engine.events import Finished
     from engine.jobs import JobRequest, run_job
 
+    if mode == "app-attach":   # preset_file is the run directory here
+        asyncio.run(_attached_app(Path(preset_file), Path(root)))
+        return 0.0
     preset = presets.load(preset_file)
     if mode.startswith("app"):
         return asyncio.run(_in_app(preset, Path(root), in_thread=mode == "app-thread"))
@@ -507,6 +582,8 @@ def main() -> None:
     ap.add_argument("--no-app", action="store_true", help="skip the app-overhead measurement")
     ap.add_argument("--app-only", action="store_true", help="only the app-overhead measurement")
     ap.add_argument("--app-repeats", type=int, default=3, help="headless and in-app runs each, alternating")
+    ap.add_argument("--steady-windows", type=int, default=12,
+                    help="windows of the steady-state app measurement (every other one with the app; 0 = skip)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--probe", nargs=3, metavar=("MODE", "PRESET", "DATA"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -570,6 +647,11 @@ def main() -> None:
             report["app"] = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in app.items()}
             report["app_overhead_ratio"] = round(app["app_overhead_ratio"], 3)
             report["app_overhead_ratio_in_thread"] = round(app["app_overhead_ratio_in_thread"], 3)
+            if args.steady_windows:
+                steady = app_overhead_steady(preset, root, work, args.steady_windows)
+                report["app"].update({k: [round(x, 1) for x in v] if isinstance(v, list) else round(v, 3)
+                                      for k, v in steady.items()})
+                report["app_overhead_ratio_steady"] = round(steady["app_overhead_ratio_steady"], 3)
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
     if args.json:
@@ -589,6 +671,9 @@ def main() -> None:
         print(f"app       headless {a['headless_img_s']:.1f} img/s, in the app {a['in_app_img_s']:.1f} img/s "
               f"(own process): overhead ratio {report['app_overhead_ratio']:.3f}; inside the app (B) "
               f"{a['in_thread_img_s']:.1f} img/s: ratio {report['app_overhead_ratio_in_thread']:.3f}")
+        if "app_overhead_ratio_steady" in report:
+            print(f"app       steady state (the app attached to a running job, every other {STEADY_WINDOW_S:.0f} s "
+                  f"window): ratio {report['app_overhead_ratio_steady']:.3f}")
     print(f"peak RSS {report['peak_rss_mb']:.0f} MB")
     if report.get("cpu_native_bf16") and runtime.amp_dtype is None:
         print("this CPU computes bf16 natively: try --set runtime.amp=bf16 --set runtime.channels_last=true")

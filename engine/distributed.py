@@ -54,6 +54,7 @@ def setup(device: torch.device) -> tuple[Context, torch.device]:
     global _host_group
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if _host_group is None:
         # host-side agreements (stop requests, rank 0's paths, waiting while rank 0 evaluates) go over gloo
         # with CPU tensors: an NCCL collective read back with .item() would wait for the GPU's whole queue,
         # and NCCL's watchdog would end a wait longer than its 10 minutes
@@ -142,5 +143,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def cleanup() -> None:
+    global _host_group
+    _host_group = None
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -203,9 +203,13 @@ def run_pipeline(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     if ctx.is_main and not lock.adopt():   # --run-dir: taken before the directory was written
         lock.acquire()
     stop = FileStop(stop, run.path)   # `vlr-workbench stop PIPELINE_DIR` (or the app) reaches every stage
-    summary = _Summary(run, previous, ctx.is_main)
-    summary.data["options"] = {"baselines": opts.baselines, "folds": opts.folds}
-    status = StatusWriter(run.path, JOB, enabled=ctx.is_main)
+    try:
+        summary = _Summary(run, previous, ctx.is_main)
+        summary.data["options"] = {"baselines": opts.baselines, "folds": opts.folds}
+        status = StatusWriter(run.path, JOB, enabled=ctx.is_main)
+    except BaseException:      # e.g. a full disk: the directory is not left locked
+        lock.release()
+        raise
     forward = _pass_on(emit)
     names = stage_names(opts.baselines)
     where = {"stage": names[0], "fold": None}   # what is running now (for the failure record and messages)

@@ -161,8 +161,8 @@ class RunLock:
 
     Taken with O_EXCL, so two jobs started together on one directory cannot both own it; a lock
     left by a dead process on this host (or a stale one from another host) is taken over. Taking
-    over happens under an flock of ``owner.lock.guard``: two processes that both judge the owner
-    dead take turns, and the second finds the first's fresh lock.
+    over happens under an flock of the run directory: two processes that both judge the owner dead
+    take turns, and the second finds the first's fresh lock.
     """
 
     def __init__(self, run_path: str | Path) -> None:
@@ -173,7 +173,7 @@ class RunLock:
         """Take the lock; returns a note when a dead owner's lock was taken over, else ""."""
         if self._create():
             return ""
-        with _flocked(self.path.with_name(LOCK_FILE + ".guard")):
+        with _flocked(self.path.parent):
             for _ in range(3):
                 owner = self._owner()
                 if self._owner_alive(owner):
@@ -236,19 +236,20 @@ class RunLock:
 
 
 @contextlib.contextmanager
-def _flocked(path: Path) -> Iterator[None]:
-    """An exclusive flock of ``path`` while inside (a no-op where fcntl is missing)."""
+def _flocked(directory: Path) -> Iterator[None]:
+    """An exclusive flock of ``directory`` itself while inside (no file is left behind; a no-op where fcntl
+    is missing)."""
     try:
         import fcntl
     except ImportError:   # not POSIX: O_EXCL alone
         yield
         return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)     # closing the descriptor releases the lock
 
 
 def pick_run(runs_dir: str | Path, preset_name: str, job: str, require: str = "best.pt") -> tuple[Path, str] | None:

@@ -30,7 +30,7 @@ from engine.jobs import StopFlag
 from engine.presets import Preset
 from engine.presets import load as load_preset
 from engine.run_status import FileStop, RunLock, StatusWriter
-from engine.runs import RunDir
+from engine.runs import PROGRESS_FILE, RunDir
 from engine.trainers.oom import out_of_memory
 from engine.trainers.update import NonFiniteCount
 
@@ -108,6 +108,23 @@ class Sums:
                 value = torch.where(applied, value, torch.zeros_like(value))
             self.sums[name] = self.sums[name].to(value.device) + value if name in self.sums else value
         self._count = self._count + (n if applied is None else applied.long() * n)
+
+    @classmethod
+    def resumed(cls, state: dict[str, Any] | None, ctx: Context) -> "Sums":
+        """The unfinished epoch's sums on resume: rank 0 carries every rank's share (``state``), the other
+        ranks start from zeros under the same names, so every rank takes part in the same all-reduces."""
+        if ctx.is_main or not state:
+            return cls(state)
+        return cls({"sums": {name: torch.zeros_like(value) for name, value in state.get("sums", {}).items()},
+                    "count": 0})
+
+    def total_count(self, ctx: Context) -> int:
+        """Images summed over all ranks (every rank calls this)."""
+        if not ctx.enabled:
+            return self.count
+        device = next(iter(self.sums.values())).device if self.sums else torch.device("cpu")
+        count = torch.as_tensor(self._count, dtype=torch.float32).to(device)
+        return int(float(distributed.all_reduce_sums({"_count": count}, ctx)["_count"]))
 
     @property
     def count(self) -> int:
@@ -246,7 +263,7 @@ class Bookkeeper:
                     book.log(f"removed {removed} partial file(s) left by a killed writer in {run.path}")
                 # a fresh start in a directory left by an attempt killed before its first last.pt drops that
                 # attempt's records (step 0 keeps none), like a resume drops what its last.pt does not hold
-                if resume is not None or run.metrics_path.is_file():
+                if resume is not None or run.metrics_path.is_file() or (run.path / PROGRESS_FILE).is_file():
                     dropped = run.truncate_metrics(state.global_step)
                     if dropped:
                         book.log(f"metrics.jsonl: dropped {dropped} record(s) logged after last.pt (step "

@@ -123,7 +123,7 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
                     training.net.train()
                     batches = distributed.global_batches(state.start_epoch(STAGE, epoch, len(train), preset.runtime.seed),
                                                          global_batch, ctx)
-                    sums = Sums(state.epoch_sums if ctx.is_main else None)   # rank 0 carries every rank's share
+                    sums = Sums.resumed(state.epoch_sums, ctx)   # rank 0 carries every rank's share
                     book.restart_clock()
                     for step in range(state.step_in_epoch + 1, len(batches) + 1):
                         book.check_stop()
@@ -134,7 +134,7 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
                         left = (epochs - epoch + 1) * len(train) - min(len(train), step * global_batch)
                         book.step_done(STAGE, epoch, epochs, step, len(batches), len(index), left, out.loss)
 
-                    book.check_epoch_trained(STAGE, epoch, sums.count)
+                    book.check_epoch_trained(STAGE, epoch, sums.total_count(ctx))
                     book.report(STAGE, epoch, "train", {**sums.means(ctx), "lr": scheduler.get_last_lr()[0],
                                                         "images_per_second": book.images_per_second})
                     val_values = {**validate(eval_model, val, criterion, runtime, cfg.batch_size, ctx), **reference}

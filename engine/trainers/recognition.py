@@ -238,7 +238,7 @@ class ArcFaceTrainer:
                     self.head.train()
                     order = state.start_epoch(stage, epoch, len(self.train), self.preset.runtime.seed)
                     batches = distributed.global_batches(order, global_batch, self.ctx)
-                    sums = Sums(state.epoch_sums if self.ctx.is_main else None)   # rank 0 carries every rank's share
+                    sums = Sums.resumed(state.epoch_sums, self.ctx)   # rank 0 carries every rank's share
                     book.restart_clock()
                     for step in range(state.step_in_epoch + 1, len(batches) + 1):
                         book.check_stop()
@@ -248,7 +248,7 @@ class ArcFaceTrainer:
                         sums.add(out.values, len(index), out.applied)
                         left = (epochs - epoch + 1) * len(self.train) - min(len(self.train), step * global_batch)
                         book.step_done(stage, epoch, epochs, step, len(batches), len(index), left, out.loss)
-                    book.check_epoch_trained(stage, epoch, sums.count)
+                    book.check_epoch_trained(stage, epoch, sums.total_count(self.ctx))
                     train_values = {**sums.means(self.ctx), "lr": optimizer.param_groups[0]["lr"],
                                     "images_per_second": book.images_per_second}
                     val_values = self.validate()

@@ -93,4 +93,5 @@ class StepResult(NamedTuple):
     """What a training step gives its loop: the loss, the values to average, and whether it was applied."""
     loss: torch.Tensor
     values: dict[str, torch.Tensor]
-    applied: torch.Tensor        # 0-dim bool on the device (False: skipped as non-finite)
+    applied: torch.Tensor        # 0-dim bool on the device: False for a step skipped as non-finite (fp16: a
+                                 # non-finite loss; the scaler's own overflow skips count as applied)

@@ -54,7 +54,7 @@ HELP_NOTES = (
     "v shows the sample faces of a run, a attaches to a running run (started anywhere: headless, torchrun, "
     "another app): its progress, charts and log fill here, x stops it (it saves last.pt), D detaches and q leaves "
     "it running. t f p start the job in its own process (it outlives the app, a dropped SSH session and a "
-    "closed browser tab, and trains at full speed) and follow it like an attached run; B switches to jobs inside "
+    "closed browser tab) and follow it like an attached run; B switches to jobs inside "
     "the app and back. In a browser: vlr-workbench serve (runs stay on disk).")
 
 
@@ -138,7 +138,6 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         await self._show_preset(self.preset, self.saved)
         self.main_widget(PresetList).focus()
         self.set_interval(STATUS_SECONDS, self._update_status)   # also redrawn on every job event
-        self.start_job_timers()
 
     async def _show_preset(self, preset: Preset, saved: Preset) -> None:
         self.preset, self.saved = preset, saved

@@ -6,7 +6,7 @@ polls every second; its events take the message path of an app job, so progress,
 fill the same way. While attached, ``x`` writes the run's stop request (the job saves last.pt and
 ends as stopped), ``D`` detaches, and quitting leaves the job running. t / f / p start the job as a
 separate process (``detached_launch``) and attach to it, unless ``B`` switched to jobs inside the app:
-in its own process a job outlives the app and trains at headless speed.
+in its own process a job outlives the app.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class AttachControl:
     @staticmethod
     def _exit_text(job: DetachedJob) -> str:
         tail = job.output_tail()
-        return (f"the detached {job.kind} (pid {job.proc.pid}) exited with code {job.proc.returncode} without "
+        return (f"{job.kind} (its own process, pid {job.proc.pid}) exited with code {job.proc.returncode} without "
                 f"ending its run; its output ({job.output}): {tail or '(empty)'}")
 
     # ------------------------------------------------------- stop and detach
@@ -170,7 +170,7 @@ class AttachControl:
     def action_toggle_detached(self) -> None:
         self.detached_start = not self.detached_start
         self.notify("own-process jobs: t f p start the job as its own process, which outlives the app (and a "
-                    "closed browser tab) and trains at full speed; the app follows it" if self.detached_start else
+                    "closed browser tab); the app follows it" if self.detached_start else
                     "jobs inside the app: t f p run the job in the app's thread (it stops when the app closes, "
                     "and shares the CPU with the interface); B switches back")
         self._refresh_state()

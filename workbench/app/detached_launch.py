@@ -30,7 +30,6 @@ OUTPUT_FILE = "detached.log"          # stdout and stderr of the process, in its
 class DetachedJob:
     kind: str
     proc: subprocess.Popen
-    runs_dir: Path
     output: Path                          # where its stdout and stderr go
     run_dir: Path                         # the run directory it writes (given with --run-dir)
     started: float = field(default_factory=time.time)
@@ -45,14 +44,13 @@ class DetachedJob:
             return ""
 
 
-def command(kind: str, preset_file: Path, data: str | None, run_dir: Path | None,
+def command(kind: str, preset_file: Path, data: str | None, run_dir: Path,
             options: dict[str, Any] | None = None) -> list[str]:
     """The CLI command of the job: options of the app's job plan become flags (``dsr`` -> ``--dsr``)."""
     argv = [sys.executable, "-m", "workbench.cli.main", kind, "--preset", str(preset_file)]
     if data:
         argv += ["--data", str(data)]
-    if run_dir is not None:
-        argv += ["--run-dir", str(run_dir)]
+    argv += ["--run-dir", str(run_dir)]
     for key, value in (options or {}).items():
         if value is not None and value is not False:
             argv += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
@@ -70,4 +68,4 @@ def start_detached(kind: str, preset: Preset, data: str | None, options: dict[st
     with open(output, "ab") as sink:
         proc = subprocess.Popen(command(kind, preset_file, data, run_dir, options), stdin=subprocess.DEVNULL,
                                 stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd())
-    return DetachedJob(kind, proc, runs_dir, output, run_dir)
+    return DetachedJob(kind, proc, output, run_dir)

@@ -49,13 +49,9 @@ class JobControl:
     stop_flag: StopFlag | None = None
     job_done: threading.Event | None = None   # set by the job's thread when it has ended
     pending_progress: Progress | None = None
-    _progress_timer = None                    # the armed one-shot timer that shows pending_progress
+    _progress_timer = None    # the one-shot timer that shows pending_progress: armed by progress (at most
+                              # PROGRESS_HZ a second), so an app beside a running job wakes only when there is news
     quit_when_idle = False
-
-    def start_job_timers(self) -> None:
-        """Nothing runs on a fixed beat for progress: ``on_job_progress`` arms a one-shot timer (at most
-        PROGRESS_HZ updates a second), so an app beside a running job wakes only when there is news."""
-        self._progress_timer = None
 
     def action_train(self) -> None:
         self._start_job("train")
@@ -232,7 +228,8 @@ class JobControl:
                              "saves as).")
             if own is not None:
                 parts.append(f"{self.job_kind} runs in its own process (pid {own.proc.pid}) and keeps running after "
-                             "the app closes (n, then x stops it first).")
+                             "the app closes" + (" until it has stopped." if self.attach_stop_sent else
+                                                 " (n, then x stops it first)."))
             elif self.following:
                 parts.append(f"{self.job_kind} keeps running: it is not the app's.")
             verb = "Quit without saving" if unsaved else "Quit, leave it running"

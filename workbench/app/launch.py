@@ -31,9 +31,9 @@ def initial_preset(requested: str | None) -> Preset:
 def jobs_in_own_process() -> bool:
     """Where t f p run jobs: their own process (the default), or the app's thread with VLR_WORKBENCH_JOBS=app.
 
-    Own process: the job outlives the app, and it trains at headless speed: in a thread of the app,
-    torch shares the interpreter and the OpenMP runtime with the UI (measured 1.1-1.35x slower on the
-    CPU; ``benchmarks/bench_train.py`` prints both).
+    Own process: the job outlives whatever ends the app (a dropped SSH session, a closed browser tab)
+    and has an interpreter and OpenMP runtime of its own; ``benchmarks/bench_train.py`` prints what
+    the app costs a job in either mode.
     """
     return os.environ.get(JOBS_ENV, "").strip().lower() != "app"
 
