@@ -2,11 +2,12 @@
 
 Setup: preset (the run's own on --resume) -> VGG19 weights check (fails at once) -> processes
 (torchrun: one rank per device) -> data (uint8 cache) -> frozen recogniser when a loss needs it ->
-network (DDP across ranks), AdamW, per-step warm-up + cosine, EMA, GradScaler -> run directory.
-Each epoch: the epoch's sample order, each rank's slice of every global batch -> paired
-augmentation on the device -> AMP forward and loss -> clipped step (skipped when non-finite) ->
-EMA update; then validation of the EMA weights (PSNR/SSIM beside bicubic, loss terms), best.pt by
-val PSNR, a sample strip, last.pt (resumable at the exact step), early stopping.
+run directory -> ``build_training``: network (DDP across ranks), fused AdamW, per-step warm-up +
+cosine, EMA, GradScaler. Each epoch: the epoch's sample order, each rank's slice of every global
+batch -> ``DSRTraining.step`` (paired augmentation on the device, AMP forward and loss, clipped
+update skipped on the device when non-finite, EMA; no host sync); then validation of the EMA
+weights (PSNR/SSIM beside bicubic, loss terms), best.pt by val PSNR, a sample strip, last.pt
+(resumable at the exact step), early stopping.
 The run directory, status, stop requests and checkpoints belong to ``bookkeeping.Bookkeeper``.
 """
 
