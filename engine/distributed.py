@@ -147,3 +147,17 @@ def cleanup() -> None:
     _host_group = None
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def finish(together: bool) -> None:
+    """End of a job under torchrun: wait for every rank (``together``: the job ended alike everywhere; after a
+    failure the other ranks may be elsewhere, and torchrun ends them), then destroy the process groups.
+    Left to interpreter shutdown, their destruction order is arbitrary and a rank can abort (SIGABRT)."""
+    if not dist.is_initialized():
+        return
+    if together:
+        try:
+            dist.barrier(group=_host_group)
+        except Exception:  # noqa: BLE001 - a peer already gone: nothing left to wait for
+            pass
+    cleanup()

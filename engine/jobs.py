@@ -103,5 +103,8 @@ def run_job(request: JobRequest, emit: Emit, stop: StopFlag | None = None) -> Fi
                                                      "or finetune.batch_size (the guide: 24).")
         else:
             result = Failed(job=request.kind, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+    from engine import distributed
+
+    distributed.finish(together=isinstance(result, Finished))   # torchrun: leave the process group cleanly
     emit(result)
     return result

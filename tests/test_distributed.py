@@ -46,6 +46,13 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=240)
 
 
+def _why(result: subprocess.CompletedProcess) -> str:
+    """A failed torchrun's own lines (an abort's cause is printed before torchrun's summary), then its tail."""
+    causes = [line for line in result.stderr.splitlines()
+              if any(k in line for k in ("terminate", "what()", "Error", "error:", "Abort", "gloo"))]
+    return "\n".join(causes[:20]) + "\n...\n" + result.stderr[-1500:]
+
+
 def _val(run_dir: Path, key: str) -> list[tuple[str, int, float]]:
     return [(r["stage"], r["epoch"], r[key]) for r in read_metrics(run_dir) if r["split"] == "val"]
 
@@ -55,8 +62,8 @@ def test_train_dsr_on_two_processes_matches_one_process_with_the_same_global_bat
                str(ddp_data), "--run-dir", str(tmp_path / "r1"), cwd=tmp_path)
     two = _cli("train-dsr", "--preset", str(_preset_file(tmp_path, "two", PER_RANK_BATCH)), "--data",
                str(ddp_data), "--run-dir", str(tmp_path / "r2"), "--nproc", "2", cwd=tmp_path)
-    assert one.returncode == 0, one.stderr[-2000:]
-    assert two.returncode == 0, two.stderr[-2000:]
+    assert one.returncode == 0, _why(one)
+    assert two.returncode == 0, _why(two)
     summary = json.loads((tmp_path / "r2" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["global_batch"] == 2 * PER_RANK_BATCH
     assert summary["global_step"] == json.loads((tmp_path / "r1" / "summary.json").read_text())["global_step"]
@@ -84,7 +91,7 @@ def test_finetune_on_two_processes_matches_one_process(tmp_path, ddp_data):
     for name, batch, extra in (("one", 2 * PER_RANK_BATCH, ()), ("two", PER_RANK_BATCH, ("--nproc", "2"))):
         result = _cli("finetune", "--preset", str(_preset_file(tmp_path, name, batch)), "--data", str(ddp_data),
                       "--edgeface", str(weights), "--run-dir", str(tmp_path / name), *extra, cwd=tmp_path)
-        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.returncode == 0, _why(result)
         runs[name] = tmp_path / name
     a, b = _val(runs["one"], "loss"), _val(runs["two"], "loss")
     assert [x[:2] for x in a] == [x[:2] for x in b] == [("stage1", 1), ("stage2", 1)]
