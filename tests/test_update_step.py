@@ -28,7 +28,7 @@ CPU = torch.device("cpu")
 
 
 class HostSyncs(TorchDispatchMode):
-    """Counts the reads of a tensor's value by the host (item, bool, float, int, tolist, nonzero)."""
+    """Counts the reads of a tensor's value by the host (item, bool, float, int, nonzero, equal)."""
 
     READS = {"_local_scalar_dense", "nonzero", "equal"}
 
