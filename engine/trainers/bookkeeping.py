@@ -119,12 +119,9 @@ class Sums:
                     "count": 0})
 
     def total_count(self, ctx: Context) -> int:
-        """Images summed over all ranks (every rank calls this)."""
-        if not ctx.enabled:
-            return self.count
-        device = next(iter(self.sums.values())).device if self.sums else torch.device("cpu")
-        count = torch.as_tensor(self._count, dtype=torch.float32).to(device)
-        return int(float(distributed.all_reduce_sums({"_count": count}, ctx)["_count"]))
+        """Images summed over all ranks (every rank calls this; every rank holds the same names, so an empty
+        one is empty everywhere)."""
+        return int(self._totals(ctx)[1]) if self.sums else 0
 
     @property
     def count(self) -> int:

@@ -44,7 +44,7 @@ def not_running_reason(path: Path, state: str, job: str) -> str:
 class AttachControl:
     """Mixed into ``WorkbenchApp`` beside ``JobControl`` (which routes stop, quit and worker ends here)."""
 
-    attached: Path | None = None            # the run being followed (None: none, or a pipeline not found yet)
+    attached: Path | None = None            # the run being followed (None: none)
     follow_detach: threading.Event | None = None   # set to stop following (the job keeps running)
     attach_stop_sent = False
     detached_start = True                   # t / f / p start a separate process (B toggles)
@@ -65,7 +65,7 @@ class AttachControl:
             self.notify("no run highlighted: pick a running run in the Runs tab, then a", severity="warning")
             return
         if self.following:
-            where = self.attached.name if self.attached else "a starting job"
+            where = self.attached.name
             self.notify(f"already attached to {where}: D detaches first", severity="warning")
             return
         if self.job_running:
@@ -127,10 +127,6 @@ class AttachControl:
     # ------------------------------------------------------- stop and detach
     def stop_attached(self) -> None:
         """Ask the followed run's own process to stop (stop.request): it saves last.pt and ends as stopped."""
-        if self.attached is None:
-            self.notify("the detached job is still starting (no run directory yet): press x again in a moment",
-                        severity="warning")
-            return
         try:
             where = request_stop(self.attached)
         except (WorkbenchError, OSError) as exc:
@@ -145,15 +141,15 @@ class AttachControl:
         if not self.following:
             self.notify("not attached to a run (a on the Runs tab attaches)", severity="warning")
             return
-        where = self.attached or "the starting job"
+        where = self.attached
         self.follow_detach.set()
-        self.main_widget(JobPanel).set_state("detached", detail=f"{Path(where).name} keeps running; a on the "
+        self.main_widget(JobPanel).set_state("detached", detail=f"{where.name} keeps running; a on the "
                                                                  "Runs tab attaches again")
         self._log(f"detached from {where}: it keeps running (`vlr-workbench attach {where}` follows it, "
                   f"`vlr-workbench stop {where}` stops it)", "yellow")
 
     def leave_running_note(self) -> str:
-        where = self.attached or "its run directory"
+        where = self.attached
         return (f"{self.job_kind} keeps running in {where}: `vlr-workbench attach {where}` follows it, "
                 f"`vlr-workbench stop {where}` stops it")
 

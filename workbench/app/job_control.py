@@ -103,7 +103,7 @@ class JobControl:
     def action_stop(self) -> None:
         if self.following:
             question = (f"Stop {self.job_kind}? It runs in its own process (pid "
-                        f"{read_status(self.attached).get('pid') if self.attached else '?'}): it ends after the "
+                        f"{read_status(self.attached).get('pid')}): it ends after the "
                         "current step and saves a resumable last.pt.")
             self.push_screen(ConfirmDialog(question, "Stop"), lambda yes: self.stop_attached() if yes else None)
             return
