@@ -234,3 +234,62 @@ async def test_leaving_the_app_any_other_way_stops_the_job_with_a_checkpoint(mon
         await wait_for(pilot, lambda: app.query_one(JobPanel).last is not None, what="progress")
     # run_test's exit is like ctrl+q or a closed browser tab: no dialog, yet the job saved last.pt
     assert list((tmp_path / "runs").glob("*/last.pt"))
+
+
+def count_layout_requests(widgets) -> list[str]:
+    """The ids of ``widgets`` each time one asks for a layout pass of the screen (refresh(layout=True))."""
+    requests: list[str] = []
+    for widget in widgets:
+        def spy(*args, _widget=widget, _refresh=widget.refresh, **kwargs):
+            if kwargs.get("layout"):
+                requests.append(_widget.id or "legend")
+            return _refresh(*args, **kwargs)
+        widget.refresh = spy
+    return requests
+
+
+async def test_progress_and_redraws_beside_a_job_need_no_layout_pass_yet_every_line_still_fits():
+    """A layout pass of the whole screen was most of what the app cost a job it followed: progress lines,
+    status line and unchanged chart legends now redraw in place, and only a change of height lays out."""
+    from engine.events import Progress
+
+    app = make_app(remember=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        panel = app.query_one(JobPanel)
+        detail, status = app.query_one("#job-detail", Static), app.query_one("#statusline", Static)
+        panel.set_state("running", "train-dsr", "starting…")
+        await pilot.pause()
+        assert detail.size.height == 1
+        width = detail.content_size.width
+
+        def progress(step: int, stage: str = "dsr") -> Progress:
+            return Progress("train-dsr", stage, 2, 30, step, 20, 120.0 + step, 60.0 - step, 0.1 / step)
+
+        panel.update_progress(progress(1))          # 1 line -> wrapped lines: this one lays out
+        app._update_status()
+        await pilot.pause()
+        fitted = detail.size.height
+        assert fitted == detail.visual.get_height(detail.styles, width) >= 2
+        layouts = count_layout_requests([detail, status])
+        for step in range(2, 12):
+            panel.update_progress(progress(step))
+            app._update_status()
+            await pilot.pause()
+        assert layouts == []
+        assert "step 11/20" in str(detail.render()) and "131.0 img/s" in str(status.render())
+        assert detail.size.height == fitted
+        panel.update_progress(progress(12, stage="a stage name long enough to need one more line " * 2))
+        await pilot.pause()
+        assert set(layouts) == {"job-detail"}       # taller text: laid out again, and it all shows
+        assert detail.size.height == detail.visual.get_height(detail.styles, width) > fitted
+
+        app.query_one(TabbedContent).active = "tab-charts"
+        app.buffers.add("dsr", "val", 1, {"psnr": 20.0, "bicubic_psnr": 19.0})
+        chart = app.query_one("#chart-psnr", MetricChart)
+        await wait_for(pilot, lambda: chart.draws > 0, what="the PSNR chart drawn")
+        legend = chart.parent.query_one(".chart-legend", Static)
+        legend_layouts = count_layout_requests([legend])
+        app.buffers.add("dsr", "val", 2, {"psnr": 21.0, "bicubic_psnr": 19.0})
+        await wait_for(pilot, lambda: chart.draws > 1, what="the PSNR chart redrawn")
+        assert legend_layouts == []                 # same lines, same legend: not redrawn
+        assert "bicubic" in str(legend.render()) and "DSR" in str(legend.render())

@@ -206,7 +206,7 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         text = " · ".join(p for p in parts if p)
         if text != self._status_text:      # redrawn only when it changed (the UI stays idle beside a job)
             self._status_text = text
-            self.main_widget("#statusline", Static).update(text)
+            self.main_widget("#statusline", Static).update(text, layout=False)   # one line, its size fixed
 
     def _refresh_state(self) -> None:
         self.sub_title = self.preset.name + (" (unsaved)" if self.dirty else "")

@@ -186,6 +186,7 @@ class ChartBox(Vertical):
     def __init__(self, spec: ChartSpec) -> None:
         super().__init__(classes="chart-box")
         self.spec = spec
+        self.legend = Text()     # what the legend line shows
 
     def compose(self) -> ComposeResult:
         yield MetricChart(self.spec)
@@ -216,7 +217,10 @@ class ChartsPanel(Grid):
             chart = box.query_one(MetricChart)
             if chart.redraw(self.current, self.overlays):
                 drew += 1
-                box.query_one(".chart-legend", Static).update(chart.legend_text())
+                legend = chart.legend_text()
+                if legend != box.legend:     # an unchanged legend costs no layout pass of the screen
+                    box.legend = legend
+                    box.query_one(".chart-legend", Static).update(legend)
         return drew
 
     def set_overlays(self, overlays: list[Overlay]) -> None:

@@ -81,7 +81,14 @@ class JobPanel(Vertical):
     def update_progress(self, event: Progress) -> None:
         self.last = event
         self.query_one("#job-progress", ProgressBar).update(total=1.0, progress=progress_fraction(event))
-        self.query_one("#job-detail", Static).update(progress_text(event))
+        detail = self.query_one("#job-detail", Static)
+        size = detail.content_size
+        detail.update(progress_text(event), layout=False)
+        # a layout pass of the whole screen only when the detail's height changes: the progress lines are
+        # redrawn a few times a second beside a job, and a layout pass is most of what that costs (hidden, in
+        # a narrow terminal, it has no width: showing it again lays it out)
+        if size.width > 0 and detail.visual.get_height(detail.styles, size.width) != size.height:
+            detail.refresh(layout=True)
 
     def status_line(self) -> str:
         """One line for narrow terminals, where this panel is hidden."""
