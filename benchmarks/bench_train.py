@@ -21,9 +21,10 @@ into a temporary directory (generation time not counted):
   alone first and the baseline's less the engine's resident memory; CPU: the process's peak RSS,
   reset per phase where Linux allows, both paths' networks resident), and the model FLOPs per image
   (``torch.utils.flop_counter``; on CUDA also the fraction of the device's bf16 peak).
-- **App overhead**: the same short ``train-dsr`` job (2 epochs, the preset's networks and losses
-  with a random-init recogniser file) run headless (``engine.jobs.run_job``) and started with the
-  app's ``t`` key under Pilot, alternately (``--app-repeats`` each), each run in a fresh process;
+- **App overhead**: the same short ``train-dsr`` job (``APP_EPOCHS`` = 12 epochs, the preset's networks
+  and losses with a random-init recogniser file) run headless (``engine.jobs.run_job``) and started with
+  the app's ``t`` key under Pilot, alternately (``--app-repeats`` each, default 5, the order turned
+  around each repeat), each run in a fresh process;
   ``app_overhead_ratio`` = median headless img/s over median in-app img/s with the app's default
   (the job in its own process, followed by the app), ``median_pair_ratio`` the median of the
   paired ratios; ``app_overhead_ratio_in_thread`` the same for jobs inside the app (``B``: the job
@@ -383,7 +384,7 @@ def baseline_finetune(preset, device, root: Path, train, workers: int, total_ste
 # ----------------------------------------------------------------------------- app overhead
 
 
-def app_overhead(preset, root: Path, work: Path, repeats: int = 3) -> dict[str, Any]:
+def app_overhead(preset, root: Path, work: Path, repeats: int = 5) -> dict[str, Any]:
     """The same train-dsr job headless and in the app (Pilot); median img/s of ``repeats`` each.
 
     Each run is a fresh process, as a user's would be: this benchmark's own process has run torch
@@ -395,11 +396,11 @@ def app_overhead(preset, root: Path, work: Path, repeats: int = 3) -> dict[str, 
     job_preset = preset.with_changes({"dsr.epochs": APP_EPOCHS, "dsr.warmup_epochs": 0,
                                       "runtime.edgeface_weights": str(weights), "runtime.runs_dir": str(work / "runs")})
     preset_file = presets.save(job_preset, work / "app-job.toml", overwrite=True)
-    headless, in_app, in_thread = [], [], []
-    for _ in range(repeats):
-        headless.append(_probe("headless", preset_file, root))
-        in_app.append(_probe("app", preset_file, root))
-        in_thread.append(_probe("app-thread", preset_file, root))
+    runs: dict[str, list[float]] = {"headless": [], "app": [], "app-thread": []}
+    for repeat in range(repeats):     # the order turns around each repeat, so a drift of the machine is shared
+        for mode in list(runs)[::-1 if repeat % 2 else 1]:
+            runs[mode].append(_probe(mode, preset_file, root))
+    headless, in_app, in_thread = runs["headless"], runs["app"], runs["app-thread"]
     pairs = sorted(h / a for h, a in zip(headless, in_app))
     median = statistics.median
     return {"headless_img_s": median(headless), "in_app_img_s": median(in_app),
@@ -581,7 +582,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="preset change (both paths)")
     ap.add_argument("--no-app", action="store_true", help="skip the app-overhead measurement")
     ap.add_argument("--app-only", action="store_true", help="only the app-overhead measurement")
-    ap.add_argument("--app-repeats", type=int, default=3, help="headless and in-app runs each, alternating")
+    ap.add_argument("--app-repeats", type=int, default=5, help="headless and in-app runs each, alternating")
     ap.add_argument("--steady-windows", type=int, default=12,
                     help="windows of the steady-state app measurement (every other one with the app; 0 = skip)")
     ap.add_argument("--json", action="store_true")
