@@ -27,7 +27,8 @@ into a temporary directory (generation time not counted):
   around each repeat), each run in a fresh process;
   ``app_overhead_ratio`` = median headless img/s over median in-app img/s with the app's default
   (the job in its own process, followed by the app), ``median_pair_ratio`` the median of the
-  paired ratios; ``app_overhead_ratio_in_thread`` the same for jobs inside the app (``B``: the job
+  paired ratios, ``app_cpu_percent`` the app process's own CPU time while it followed the job (per cent
+  of one core: steadier than the ratio on a noisy machine); ``app_overhead_ratio_in_thread`` the same for jobs inside the app (``B``: the job
   in the app's worker thread, sharing the interpreter and the OpenMP runtime with the UI);
   ``app_overhead_ratio_steady``: one long headless job with the app attached to it (charts on
   screen) in every other window of 12 s, rates from the run's progress.jsonl: the app's cost in
@@ -397,9 +398,13 @@ def app_overhead(preset, root: Path, work: Path, repeats: int = 5) -> dict[str, 
                                       "runtime.edgeface_weights": str(weights), "runtime.runs_dir": str(work / "runs")})
     preset_file = presets.save(job_preset, work / "app-job.toml", overwrite=True)
     runs: dict[str, list[float]] = {"headless": [], "app": [], "app-thread": []}
+    app_cpu: list[float] = []
     for repeat in range(repeats):     # the order turns around each repeat, so a drift of the machine is shared
         for mode in list(runs)[::-1 if repeat % 2 else 1]:
-            runs[mode].append(_probe(mode, preset_file, root))
+            rate, cpu = _probe(mode, preset_file, root)
+            runs[mode].append(rate)
+            if mode == "app":
+                app_cpu.append(cpu)
     headless, in_app, in_thread = runs["headless"], runs["app"], runs["app-thread"]
     pairs = sorted(h / a for h, a in zip(headless, in_app))
     median = statistics.median
@@ -407,18 +412,21 @@ def app_overhead(preset, root: Path, work: Path, repeats: int = 5) -> dict[str, 
             "app_overhead_ratio": median(headless) / median(in_app), "median_pair_ratio": pairs[len(pairs) // 2],
             "in_thread_img_s": median(in_thread), "app_overhead_ratio_in_thread": median(headless) / median(in_thread),
             "job": f"train-dsr, {APP_EPOCHS} epochs, each run in a fresh process; medians of {repeats} runs",
-            "headless_runs": headless, "in_app_runs": in_app, "in_thread_runs": in_thread}
+            "app_cpu_percent": median(app_cpu), "headless_runs": headless, "in_app_runs": in_app,
+            "in_thread_runs": in_thread}
 
 
-def _probe(mode: str, preset_file: Path, root: Path) -> float:
-    """img/s of one job run headless or in the app, in a fresh Python process."""
+def _probe(mode: str, preset_file: Path, root: Path) -> tuple[float, float]:
+    """(img/s of one job run headless or in the app, in a fresh Python process; the app process's CPU time
+    while the job ran, in per cent of one core: 0 headless)."""
     import subprocess
 
     out = subprocess.run([sys.executable, __file__, "--probe", mode, str(preset_file), str(root)],
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{mode} probe failed: {out.stderr[-2000:]}")
-    return float(out.stdout.strip().splitlines()[-1])
+    rate, cpu = out.stdout.strip().splitlines()[-1].split()
+    return float(rate), float(cpu)
 
 
 STEADY_WINDOW_S = 12.0   # each window of the steady-state measurement (the app's start-up excluded)
@@ -490,25 +498,26 @@ async def _attached_app(run_dir: Path, root: Path) -> None:
         await asyncio.sleep(3600)
 
 
-def _run_probe(mode: str, preset_file: str, root: str) -> float:
+def _run_probe(mode: str, preset_file: str, root: str) -> tuple[float, float]:
     from engine.events import Finished
     from engine.jobs import JobRequest, run_job
 
     if mode == "app-attach":   # preset_file is the run directory here
         asyncio.run(_attached_app(Path(preset_file), Path(root)))
-        return 0.0
+        return 0.0, 0.0
     preset = presets.load(preset_file)
     if mode.startswith("app"):
         return asyncio.run(_in_app(preset, Path(root), in_thread=mode == "app-thread"))
     result = run_job(JobRequest("train-dsr", preset, data=root), lambda event: None)
     if not isinstance(result, Finished):
         raise SystemExit(f"headless train-dsr failed: {result}")
-    return float(result.summary["images_per_second"])
+    return float(result.summary["images_per_second"]), 0.0
 
 
-async def _in_app(preset, root: Path, in_thread: bool = False) -> float:
-    """img/s of train-dsr started with the app's `t` key: as its own process the app follows from its run
-    directory (the app's default), or (``in_thread``, the `B` toggle) in the app's worker thread."""
+async def _in_app(preset, root: Path, in_thread: bool = False) -> tuple[float, float]:
+    """(img/s of train-dsr started with the app's `t` key, the app process's CPU per cent of one core from the
+    key to the job's end): as its own process the app follows from its run directory (the app's default), or
+    (``in_thread``, the `B` toggle) in the app's worker thread (the CPU figure then includes the job's)."""
     from workbench.app.app import WorkbenchApp
     from workbench.app.messages import JobFailed, JobFinished
 
@@ -516,8 +525,11 @@ async def _in_app(preset, root: Path, in_thread: bool = False) -> float:
     ended: list = []
     done = asyncio.Event()
 
+    clock: list[tuple[float, float]] = []    # (CPU time of this process, wall time) at t and at the end
+
     def hook(message) -> None:  # cheaper than scanning every message the app saw
         if isinstance(message, (JobFinished, JobFailed)):
+            clock.append((time.process_time(), time.monotonic()))
             ended.append(message)
             done.set()
 
@@ -525,6 +537,7 @@ async def _in_app(preset, root: Path, in_thread: bool = False) -> float:
         await pilot.pause(SETTLE_SECONDS)  # the first screen is drawn, as when a user presses t
         if in_thread:
             await pilot.press("B")
+        clock.append((time.process_time(), time.monotonic()))
         await pilot.press("t")
         try:   # wait without waking the app (Pilot.pause would, and a user's terminal does not)
             await asyncio.wait_for(done.wait(), timeout=1800)
@@ -532,7 +545,8 @@ async def _in_app(preset, root: Path, in_thread: bool = False) -> float:
             raise SystemExit("the in-app job did not finish in 30 minutes") from None
     if isinstance(ended[0], JobFailed):
         raise SystemExit(f"in-app train-dsr failed: {ended[0].event.error}")
-    return float(ended[0].event.summary["images_per_second"])
+    (cpu0, wall0), (cpu1, wall1) = clock[0], clock[-1]
+    return float(ended[0].event.summary["images_per_second"]), 100 * (cpu1 - cpu0) / (wall1 - wall0)
 
 
 # ----------------------------------------------------------------------------- main
@@ -589,7 +603,7 @@ def main() -> None:
     ap.add_argument("--probe", nargs=3, metavar=("MODE", "PRESET", "DATA"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.probe:   # one side of the app-overhead measurement, in its own process
-        print(_run_probe(*args.probe))
+        print(*_run_probe(*args.probe))
         return
 
     preset = presets.load(args.preset or ("vlr-32x32" if torch.cuda.is_available() else "cpu-demo"))
@@ -670,7 +684,8 @@ def main() -> None:
     if "app" in report:
         a = report["app"]
         print(f"app       headless {a['headless_img_s']:.1f} img/s, in the app {a['in_app_img_s']:.1f} img/s "
-              f"(own process): overhead ratio {report['app_overhead_ratio']:.3f}; inside the app (B) "
+              f"(own process; the app used {a['app_cpu_percent']:.1f}% of one core): overhead ratio "
+              f"{report['app_overhead_ratio']:.3f}; inside the app (B) "
               f"{a['in_thread_img_s']:.1f} img/s: ratio {report['app_overhead_ratio_in_thread']:.3f}")
         if "app_overhead_ratio_steady" in report:
             print(f"app       steady state (the app attached to a running job, every other {STEADY_WINDOW_S:.0f} s "

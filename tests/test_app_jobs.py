@@ -293,3 +293,23 @@ async def test_progress_and_redraws_beside_a_job_need_no_layout_pass_yet_every_l
         await wait_for(pilot, lambda: chart.draws > 1, what="the PSNR chart redrawn")
         assert legend_layouts == []                 # same lines, same legend: not redrawn
         assert "bicubic" in str(legend.render()) and "DSR" in str(legend.render())
+
+
+async def test_progress_that_grows_while_the_sidebar_is_hidden_shows_whole_when_it_is_shown_again():
+    from engine.events import Progress
+
+    app = make_app(remember=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        panel, detail = app.query_one(JobPanel), app.query_one("#job-detail", Static)
+        panel.set_state("running", "train-dsr", "starting…")
+        await pilot.pause()
+        assert detail.size.height == 1
+        await pilot.resize_terminal(90, 40)         # narrow: the sidebar is hidden, the status line shows the job
+        await pilot.pause()
+        panel.update_progress(Progress("train-dsr", "dsr", 2, 30, 5, 20, 125.0, 50.0, 0.05))
+        await pilot.pause()
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause()
+        await pilot.pause()
+        width = detail.content_size.width
+        assert width > 0 and detail.size.height == detail.visual.get_height(detail.styles, width) >= 2

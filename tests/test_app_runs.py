@@ -59,7 +59,7 @@ async def test_the_table_shows_state_results_and_sorts_and_filters(runs):
         assert set(column(table, "state")) == {"dead", "failed", "stopped", "finished"}
         assert column(table, "run")[0] == "0101-1400"             # newest first
         # sort by PSNR with a header click: best first, runs without PSNR last
-        await pilot.click(f"#runs-table", offset=(2 + sum(c.get_render_width(table) for c in
+        await pilot.click("#runs-table", offset=(2 + sum(c.get_render_width(table) for c in
                                                            list(table.columns.values())[:7]), 0))
         await pilot.pause()
         assert history.sort_key == "psnr"

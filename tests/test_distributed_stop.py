@@ -34,8 +34,9 @@ def _free_port() -> int:
 
 
 class StopAtQuery(StopFlag):
-    """A stop asked for on this rank only, at the ``n``-th time the trainer looks (once a step): the other
-    ranks learn of it at the next agreement step. Rank 1 emits no events, so no event can trigger it."""
+    """A stop asked for on this rank only, the ``n``-th time the flag is read (on rank 1 once a step; rank 0
+    reads it through its stop-file check too): the other ranks learn of it at the next agreement step. Rank 1
+    emits no events, so no event can trigger it."""
 
     def __init__(self, n: int) -> None:
         super().__init__()
@@ -65,17 +66,20 @@ def _launch(tmp_path: Path, name: str, preset_file: Path, data: str | None, opti
     outs = [tmp_path / f"{name}-rank{r}.json" for r in range(WORLD)]
     port = _free_port()
     context = mp.get_context("spawn")
-    procs = [context.Process(target=_rank, args=(r, port, str(preset_file), data, options, stop_on, str(outs[r])))
-             for r in range(WORLD)]
-    for proc in procs:
-        proc.start()
-    deadline = time.monotonic() + 120       # a run takes seconds: longer is a rank stuck in a collective
-    for proc in procs:
-        proc.join(timeout=max(1.0, deadline - time.monotonic()))
-    stuck = [proc for proc in procs if proc.is_alive()]
-    for proc in stuck:
-        proc.kill()
-        proc.join()
+    procs = [context.Process(target=_rank, args=(r, port, str(preset_file), data, options, stop_on, str(outs[r])),
+                             daemon=True) for r in range(WORLD)]
+    try:
+        for proc in procs:
+            proc.start()
+        deadline = time.monotonic() + 120       # a run takes seconds: longer is a rank stuck in a collective
+        for proc in procs:
+            proc.join(timeout=max(1.0, deadline - time.monotonic()))
+        stuck = [proc for proc in procs if proc.is_alive()]
+    finally:                                    # also when the test is interrupted: no rank outlives it
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
     assert not stuck, f"{name}: {len(stuck)} rank(s) still running after 120 s (waiting in a collective?)"
     assert [proc.exitcode for proc in procs] == [0] * WORLD, f"{name}: exit codes {[p.exitcode for p in procs]}"
     return [json.loads(out.read_text()) for out in outs]

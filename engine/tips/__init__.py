@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.errors import WorkbenchError
 from engine.presets import Preset, load
 from engine.runs import RunDir, read_json_object, read_metrics
 from engine.tips import rules

@@ -52,6 +52,7 @@ class JobPanel(Vertical):
         self.state = "idle"
         self.job = ""
         self.last: Progress | None = None
+        self.layout_owed = False      # the detail changed while hidden, without a layout pass
 
     def compose(self) -> ComposeResult:
         yield Static("", id="job-state")
@@ -85,10 +86,17 @@ class JobPanel(Vertical):
         size = detail.content_size
         detail.update(progress_text(event), layout=False)
         # a layout pass of the whole screen only when the detail's height changes: the progress lines are
-        # redrawn a few times a second beside a job, and a layout pass is most of what that costs (hidden, in
-        # a narrow terminal, it has no width: showing it again lays it out)
-        if size.width > 0 and detail.visual.get_height(detail.styles, size.width) != size.height:
+        # redrawn a few times a second beside a job, and a layout pass is most of what that costs. Hidden (a
+        # narrow terminal) it has no width to measure at: it is laid out when shown again (on_show)
+        if size.width == 0:
+            self.layout_owed = True
+        elif detail.visual.get_height(detail.styles, size.width) != size.height:
             detail.refresh(layout=True)
+
+    def on_show(self) -> None:
+        if self.layout_owed:
+            self.layout_owed = False
+            self.query_one("#job-detail", Static).refresh(layout=True)
 
     def status_line(self) -> str:
         """One line for narrow terminals, where this panel is hidden."""
