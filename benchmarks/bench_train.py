@@ -28,8 +28,9 @@ into a temporary directory (generation time not counted):
   ``app_overhead_ratio`` = median headless img/s over median in-app img/s with the app's default
   (the job in its own process, followed by the app), ``median_pair_ratio`` the median of the
   paired ratios, ``app_cpu_percent`` the app process's own CPU time while it followed the job (per cent
-  of one core: steadier than the ratio on a noisy machine); ``app_overhead_ratio_in_thread`` the same for jobs inside the app (``B``: the job
-  in the app's worker thread, sharing the interpreter and the OpenMP runtime with the UI);
+  of one core: steadier than the ratio on a noisy machine); ``app_overhead_ratio_in_thread`` the same
+  for jobs inside the app (``B``: the job in the app's worker thread, sharing the interpreter and the
+  OpenMP runtime with the UI);
   ``app_overhead_ratio_steady``: one long headless job with the app attached to it (charts on
   screen) in every other window of 12 s, rates from the run's progress.jsonl: the app's cost in
   steady state, free of run-to-run drift and of start-up work (``--steady-windows``).
