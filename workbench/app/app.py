@@ -106,7 +106,6 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         self.records: deque[dict[str, Any]] = deque(maxlen=20000)
         self.evaluation: dict | None = None
         self.tips_run: Path | None = None     # tips of a run opened from the Runs tab (None: the current job)
-        self._status_text: str | None = None
 
     # ----------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
@@ -203,10 +202,9 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
 
     def _update_status(self) -> None:
         parts = [self.main_widget(JobPanel).status_line(), self.main_widget(VramGauge).status_text(), self._hint()]
-        text = " · ".join(p for p in parts if p)
-        if text != self._status_text:      # redrawn only when it changed (the UI stays idle beside a job)
-            self._status_text = text
-            self.main_widget("#statusline", Static).update(text, layout=False)   # one line, its size fixed
+        text, line = " · ".join(p for p in parts if p), self.main_widget("#statusline", Static)
+        if text != line.content:      # redrawn only when it changed (the UI stays idle beside a job)
+            line.update(text, layout=False)   # one line, its size fixed
 
     def _refresh_state(self) -> None:
         self.sub_title = self.preset.name + (" (unsaved)" if self.dirty else "")

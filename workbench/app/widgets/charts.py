@@ -186,7 +186,6 @@ class ChartBox(Vertical):
     def __init__(self, spec: ChartSpec) -> None:
         super().__init__(classes="chart-box")
         self.spec = spec
-        self.legend = Text()     # what the legend line shows
 
     def compose(self) -> ComposeResult:
         yield MetricChart(self.spec)
@@ -217,10 +216,9 @@ class ChartsPanel(Grid):
             chart = box.query_one(MetricChart)
             if chart.redraw(self.current, self.overlays):
                 drew += 1
-                legend = chart.legend_text()
-                if legend != box.legend:     # an unchanged legend costs no layout pass of the screen
-                    box.legend = legend
-                    box.query_one(".chart-legend", Static).update(legend)
+                legend, line = chart.legend_text(), box.query_one(".chart-legend", Static)
+                if legend != line.content:     # an unchanged legend costs no layout pass of the screen
+                    line.update(legend)
         return drew
 
     def set_overlays(self, overlays: list[Overlay]) -> None:

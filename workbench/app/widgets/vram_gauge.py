@@ -76,7 +76,6 @@ class VramGauge(Vertical):
         self.reading: GpuSnapshot | None = None
         self.util_history: dict[int, deque[float]] = {}
         self.mem_history: dict[int, deque[float]] = {}
-        self._shown: Text | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("checking GPU…", id="vram-text")
@@ -110,10 +109,9 @@ class VramGauge(Vertical):
                 self.util_history.setdefault(device.index, deque(maxlen=HISTORY)).append(device.utilization)
             if device.memory_fraction is not None:
                 self.mem_history.setdefault(device.index, deque(maxlen=HISTORY)).append(device.memory_fraction)
-        text = self.describe()
-        if text != self._shown:     # an unchanged text is not drawn again
-            self._shown = text
-            self.query_one("#vram-text", Static).update(text)
+        text, shown = self.describe(), self.query_one("#vram-text", Static)
+        if text != shown.content:     # an unchanged text is not drawn again
+            shown.update(text)
 
     def describe(self) -> Text:
         reading = self.reading
