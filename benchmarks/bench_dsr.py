@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine import presets  # noqa: E402
-from engine.augment import PairedAugment  # noqa: E402
+from engine.data.augment import PairedAugment  # noqa: E402
 from engine.errors import WeightsError  # noqa: E402
 from engine.losses.combined import DSRCriterion, LossWeights  # noqa: E402
 from engine.losses.critic import FrozenRecogniser  # noqa: E402

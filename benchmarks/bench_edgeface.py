@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.models.arcface import ArcFaceHead, arcface_loss  # noqa: E402
 from engine.models.edgeface import VARIANTS, build_edgeface, count_all_parameters  # noqa: E402
-from engine.augment import FinetuneAugment  # noqa: E402
+from engine.data.augment import FinetuneAugment  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

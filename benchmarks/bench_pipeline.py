@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 from engine import presets as P  # noqa: E402
 from engine.events import Failed, Log, Metrics  # noqa: E402
-from engine.jobs import JobRequest, run_job  # noqa: E402
+from engine.jobs.registry import JobRequest, run_job  # noqa: E402
 
 
 def main() -> int:

@@ -8,8 +8,8 @@ into a temporary directory (generation time not counted):
 
 - **DSR step** and **fine-tuning step** (stage 2: backbone and ArcFace head; inputs super-resolved
   by a frozen DSR network), images/s of
-  - the *engine*: the trainers' own steps (``engine.trainers.dsr.DSRTraining.step``, built by the
-    trainer's ``build_training``; ``engine.trainers.recognition.ArcFaceStep``) on the decoded uint8
+  - the *engine*: the trainers' own steps (``engine.train.dsr.DSRTraining.step``, built by the
+    trainer's ``build_training``; ``engine.train.recognition.ArcFaceStep``) on the decoded uint8
     cache (:mod:`engine.data.disk_cache`, placed by :mod:`engine.data.placement`): batch
     augmentation on the device, the preset's runtime levers (``runtime.amp``,
     ``runtime.channels_last``, ``runtime.compile``), fused AdamW that skips non-finite steps on the
@@ -22,7 +22,7 @@ into a temporary directory (generation time not counted):
   reset per phase where Linux allows, both paths' networks resident), and the model FLOPs per image
   (``torch.utils.flop_counter``; on CUDA also the fraction of the device's bf16 peak).
 - **App overhead**: the same short ``train-dsr`` job (``APP_EPOCHS`` = 12 epochs, the preset's networks
-  and losses with a random-init recogniser file) run headless (``engine.jobs.run_job``) and started with
+  and losses with a random-init recogniser file) run headless (``engine.jobs.registry.run_job``) and started with
   the app's ``t`` key under Pilot, alternately (``--app-repeats`` each, default 5, the order turned
   around each repeat), each run in a fresh process;
   ``app_overhead_ratio`` = median headless img/s over median in-app img/s with the app's default
@@ -64,7 +64,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine import presets  # noqa: E402
-from engine.augment import FinetuneAugment  # noqa: E402
+from engine.data.augment import FinetuneAugment  # noqa: E402
 from engine.data import load_split  # noqa: E402
 from engine.data.demo import generate_demo_dataset  # noqa: E402
 from engine.data.placement import BatchFeeder, estimate_job_bytes, place_splits  # noqa: E402
@@ -74,11 +74,11 @@ from engine.models.arcface import ArcFaceHead, arcface_loss  # noqa: E402
 from engine.models.dsr import DSRNet  # noqa: E402
 from engine.models.edgeface import EMBEDDING_DIM, build_edgeface  # noqa: E402
 from engine.runtime import configure_backends, cpu_has_native_bf16, prepare_model, resolve  # noqa: E402
-from engine.trainers.dsr import build_training  # noqa: E402
-from engine.trainers.finetune import super_resolver  # noqa: E402
-from engine.trainers.recognition import ArcFaceNet, ArcFaceStep, LabelledImages, arcface_optimizer  # noqa: E402
-from engine.trainers.schedule import warmup_cosine  # noqa: E402
-from engine.trainers.update import NonFiniteCount, OptimizerUpdate  # noqa: E402
+from engine.train.dsr import build_training  # noqa: E402
+from engine.train.finetune import super_resolver  # noqa: E402
+from engine.train.recognition import ArcFaceNet, ArcFaceStep, LabelledImages, arcface_optimizer  # noqa: E402
+from engine.train.schedule import warmup_cosine  # noqa: E402
+from engine.train.update import NonFiniteCount, OptimizerUpdate  # noqa: E402
 
 SETTLE_SECONDS = 2.0  # the app's start-up drawing is done before the job starts
 APP_EPOCHS = 12      # long enough that one-time start-up work (the app's first chart draws) is not most of it
@@ -181,7 +181,7 @@ def _criterion(preset, device):
 
 
 def _dsr_parts(preset, device, seed: int):
-    """The baseline's DSR network, criterion and EMA (the engine's come from ``engine.trainers.dsr``)."""
+    """The baseline's DSR network, criterion and EMA (the engine's come from ``engine.train.dsr``)."""
     from timm.utils import ModelEmaV3
 
     torch.manual_seed(seed)
@@ -218,7 +218,7 @@ def _order(n: int, batch: int, generator: torch.Generator):
 
 
 def engine_dsr(preset, runtime, train, feeder, total_steps: int, seed: int):
-    """The DSR trainer's own step (``engine.trainers.dsr.DSRTraining.step``), built as the trainer builds it."""
+    """The DSR trainer's own step (``engine.train.dsr.DSRTraining.step``), built as the trainer builds it."""
     device = runtime.device
     torch.manual_seed(seed)
     criterion = prepare_model(_criterion(preset, device), runtime, _log, "DSR criterion")
@@ -238,8 +238,8 @@ def engine_dsr(preset, runtime, train, feeder, total_steps: int, seed: int):
 
 
 def engine_finetune(preset, runtime, train, feeder, total_steps: int, seed: int):
-    """The fine-tuning trainer's own step (``engine.trainers.recognition.ArcFaceStep``), stage 2, on the
-    outputs of a frozen DSR network (``engine.trainers.finetune.super_resolver``)."""
+    """The fine-tuning trainer's own step (``engine.train.recognition.ArcFaceStep``), stage 2, on the
+    outputs of a frozen DSR network (``engine.train.finetune.super_resolver``)."""
     cfg, device = preset.finetune, runtime.device
     dsr, model, head, _groups = _finetune_parts(preset, train.num_subjects, device, seed)
     prepare_model(dsr, runtime, _log, "frozen DSR")
@@ -501,7 +501,7 @@ async def _attached_app(run_dir: Path, root: Path) -> None:
 
 def _run_probe(mode: str, preset_file: str, root: str) -> tuple[float, float]:
     from engine.events import Finished
-    from engine.jobs import JobRequest, run_job
+    from engine.jobs.registry import JobRequest, run_job
 
     if mode == "app-attach":   # preset_file is the run directory here
         asyncio.run(_attached_app(Path(preset_file), Path(root)))

@@ -1,4 +1,4 @@
-"""Job functions for the app tests, registered in ``engine.jobs.JOBS`` as ``app_fake_jobs:NAME``.
+"""Job functions for the app tests, registered in ``engine.jobs.registry.JOBS`` as ``app_fake_jobs:NAME``.
 
 They follow the job contract (events, stop flag, run directory) without any tensor work, so the
 app's flows can be tested in a second; the real train-dsr job is tested separately.
@@ -11,10 +11,10 @@ import math
 import time
 from pathlib import Path
 
-from engine import atomic
+from engine.io import atomic
 from engine.errors import JobStopped
 from engine.events import Finished, Log, Metrics, Progress
-from engine.runs import RunDir
+from engine.runs.run_dir import RunDir
 
 EPOCHS, STEPS = 3, 4
 

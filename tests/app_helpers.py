@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from engine.presets import load
@@ -38,9 +39,10 @@ async def wait_for(pilot, predicate, timeout: float = 30.0, what: str = "conditi
 
 
 def use_fake_job(monkeypatch, kind: str, function: str) -> None:
-    import engine.jobs
+    import engine.jobs.registry
 
-    monkeypatch.setitem(engine.jobs.JOBS, kind, f"app_fake_jobs:{function}")
+    monkeypatch.setitem(engine.jobs.registry.JOBS, kind,
+                        dataclasses.replace(engine.jobs.registry.JOBS[kind], function=f"app_fake_jobs:{function}"))
 
 
 def capture_notes(app) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from engine.presets import derive, load
-from engine.runs import RunDir
+from engine.runs.run_dir import RunDir
 
 
 def gone_pid() -> int:

@@ -15,7 +15,7 @@ import pytest
 from textual.widgets import DataTable, TabbedContent
 
 from engine import presets as P
-from engine.run_status import read_status, request_stop, run_state
+from engine.runs.status import read_status, request_stop, run_state
 from workbench.app.app import WorkbenchApp
 from workbench.app.detached_launch import OUTPUT_FILE, command
 from workbench.app.messages import JobLog

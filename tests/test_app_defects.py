@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 from textual.widgets import DataTable, Input, Static, TabbedContent
 
 from engine.errors import WorkbenchError
+from engine.jobs import registry
 from engine.events import Metrics, Progress
 from engine.presets import load
-from engine.runs import RunDir
+from engine.runs.run_dir import RunDir
 from engine.tips import propose_tips, target_set_name
 from workbench.app.job_control import error_detail
 from workbench.app.job_plans import plan_job
@@ -82,7 +84,7 @@ async def test_2_reference_column_shows_whole_values_and_survives_a_long_path():
 
 # 3 ------------------------------------------------------------------------------------------------
 async def test_3_tips_of_a_failed_job_and_of_an_opened_run(monkeypatch, tmp_path):
-    monkeypatch.setitem(__import__("engine.jobs").jobs.JOBS, "train-dsr", "test_app_defects:diverging")
+    monkeypatch.setitem(registry.JOBS, "train-dsr", dataclasses.replace(registry.JOBS["train-dsr"], function="test_app_defects:diverging"))
     app = make_app(remember=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("t")

@@ -8,7 +8,7 @@ import pytest
 
 from engine.errors import PresetError
 from engine.presets import Preset, derive, load, save
-from engine.runs import RunDir
+from engine.runs.run_dir import RunDir
 from workbench.app import app_state, launch
 from workbench.app.preset_reference import base_preset
 from workbench.app.eval_results import format_metric, table_rows

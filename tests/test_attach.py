@@ -10,8 +10,8 @@ import time
 
 from engine import events as ev
 from engine import presets as P
-from engine.follow import RunFollower
-from engine.run_status import run_state
+from engine.runs.follow import RunFollower
+from engine.runs.status import run_state
 
 TINY = {"data.vlr_width": 16, "data.vlr_height": 16, "runtime.device": "cpu", "runtime.num_threads": 1,
         "dsr.epochs": 200, "dsr.batch_size": 4, "dsr.base_channels": 8, "dsr.residual_blocks": 1,
@@ -76,7 +76,7 @@ def test_stop_and_attach_refuse_what_is_not_a_live_run(tmp_path, capsys):
 
 
 def test_a_resume_cuts_progress_jsonl_back_to_its_checkpoint_like_metrics(tmp_path):
-    from engine.runs import PROGRESS_FILE, RunDir
+    from engine.runs.run_dir import PROGRESS_FILE, RunDir
 
     run = RunDir(tmp_path)
     for step in (5, 10, 15, 20):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from engine.augment import PairedAugment, jitter, rotate
+from engine.data.augment import PairedAugment, jitter, rotate
 
 
 def _faces(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:

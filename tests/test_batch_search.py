@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine import presets as P
-from engine.batch_search import dsr_step, finetune_step, largest_batch
+from engine.jobs.batch_search import dsr_step, finetune_step, largest_batch
 from engine.runtime import resolve
 
 
@@ -41,7 +41,7 @@ def test_real_steps_of_both_jobs_run_on_the_cpu():
 
 
 def test_cli_saves_the_batch_found_into_a_derived_preset(monkeypatch, capsys):
-    import engine.batch_search as bs
+    import engine.jobs.batch_search as bs
     from workbench.cli.main import main
 
     monkeypatch.setattr(bs, "dsr_step", lambda preset, runtime: _fits_up_to(20, []))

@@ -15,7 +15,7 @@ from engine.data import (SPLITS, VLR_DIR, generate_demo_dataset, load_split, res
                          subject_of, to_float)
 from engine.data.writer import make_vlr
 from engine.errors import DataError
-from engine.paths import cache_dir
+from engine.io.paths import cache_dir
 from engine.presets import Preset
 from workbench.cli.main import main
 

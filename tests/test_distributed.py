@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from engine import presets as P
-from engine.runs import read_metrics
+from engine.runs.records import read_metrics
 
 TINY = {"data.vlr_width": 16, "data.vlr_height": 16, "runtime.device": "cpu", "runtime.num_threads": 1,
         "dsr.epochs": 2, "dsr.base_channels": 8, "dsr.residual_blocks": 1, "dsr.lambda_identity": 0.0,
@@ -82,7 +82,7 @@ def test_train_dsr_on_two_processes_matches_one_process_with_the_same_global_bat
 
 
 def test_finetune_on_two_processes_matches_one_process(tmp_path, ddp_data):
-    from engine import atomic
+    from engine.io import atomic
     from engine.models.edgeface import build_edgeface, edgeface_checkpoint
 
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from engine import atomic
+from engine.io import atomic
 from engine.errors import DataError, WeightsError
 from engine.metrics.image import psnr
 from engine.models.dsr import DSRNet, count_trainable_parameters, load_dsr, upscale_bicubic, upscale_factor

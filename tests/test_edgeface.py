@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from engine import atomic
+from engine.io import atomic
 from engine.errors import WeightsError
 from engine.models import edgeface as E
 

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from engine import atomic
+from engine.io import atomic
 from engine import presets as P
 from engine.events import Failed, Finished, Progress
-from engine.jobs import JobRequest, run_job
+from engine.jobs.registry import JobRequest, run_job
 
 RATE_KEYS = ("rank1", "rank5", "auc", "eer", "tar_at_far_1e-2", "tar_at_far_1e-3", "open_set_accuracy",
              "open_set_rejected", "open_set_false_accept", "ssim")

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from engine import atomic
+from engine.io import atomic
 from engine import presets as P
 from engine.events import Failed, Finished
-from engine.jobs import JobRequest, run_job
+from engine.jobs.registry import JobRequest, run_job
 
 
 def _edgeface(folder, name, seed, tweak=None):

@@ -9,19 +9,20 @@ import pytest
 import tomli_w
 import torch
 
-from engine import atomic
+from engine.io import atomic
 from engine.data import PairedSplit, load_split
 from engine.errors import WeightsError, WorkbenchError
 from engine.events import Failed, Finished, Log, Metrics, Progress
-from engine.jobs import JobRequest, StopFlag, run_job
+from engine.jobs.registry import JobRequest, StopFlag, run_job
 from engine.models.dsr import DSRNet
 from engine.models.edgeface import build_edgeface, edgeface_checkpoint, load_edgeface
 from engine.presets import store
-from engine.run_status import StatusWriter
-from engine.runs import RunDir, read_metrics
-from engine.recogniser import recogniser_weights
-from engine.trainers.recognition import closed_set, prediction_entropy
-from engine.augment import FinetuneAugment
+from engine.runs.status import StatusWriter
+from engine.runs.run_dir import RunDir
+from engine.runs.records import read_metrics
+from engine.jobs.recogniser import recogniser_weights
+from engine.train.recognition import closed_set, prediction_entropy
+from engine.data.augment import FinetuneAugment
 from workbench.cli.main import main
 
 
@@ -262,8 +263,8 @@ def test_early_stopping_follows_the_patience(preset, demo_root, monkeypatch, tmp
     from engine import distributed
     from engine.models.dsr import upscale_bicubic
     from engine.runtime import resolve
-    from engine.trainers.bookkeeping import Bookkeeper
-    from engine.trainers.recognition import ArcFaceTrainer
+    from engine.train.bookkeeping import Bookkeeper
+    from engine.train.recognition import ArcFaceTrainer
 
     train, val = (load_split(demo_root, s, (16, 16), 128) for s in ("train", "val"))
     runtime = resolve(preset)
@@ -294,7 +295,7 @@ def test_pretraining_from_scratch_on_hr_learns_above_chance(preset):
 
 
 def test_a_non_finite_loss_fails_the_run_with_the_fix(mini, start_weights, tmp_path, monkeypatch):
-    import engine.trainers.recognition as recognition
+    import engine.train.recognition as recognition
 
     real_loss = recognition.arcface_loss
     monkeypatch.setattr(recognition, "arcface_loss", lambda *a, **k: real_loss(*a, **k) * float("nan"))

@@ -24,8 +24,9 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import atomic, presets
-from engine.checkpoint_io import load_checkpoint
+from engine import presets
+from engine.io import atomic
+from engine.io.checkpoints import load_checkpoint
 from engine.data import HR_DIR, SPLITS, VLR_DIR, split_dir
 from engine.data.demo import generate_demo_dataset
 from engine.errors import WeightsError

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import atomic
+from engine.io import atomic
 from engine import presets as P
 from engine.models.edgeface import build_edgeface, edgeface_checkpoint
-from engine.run_status import run_state
-from engine.runs import read_metrics
+from engine.runs.status import run_state
+from engine.runs.records import read_metrics
 
 ROUNDS = int(os.environ.get("VLR_KILL_ROUNDS", "6"))
 JOBS = ("train-dsr", "finetune", "pipeline")

@@ -9,7 +9,7 @@ import pytest
 
 from engine import presets as P
 from engine.events import Finished, Log, Progress
-from engine.jobs import JobRequest, StopFlag, run_job
+from engine.jobs.registry import JobRequest, StopFlag, run_job
 
 TINY = {
     "data.vlr_width": 16, "data.vlr_height": 16, "runtime.device": "cpu",
@@ -27,7 +27,7 @@ def _random_recogniser(folder: Path) -> Path:
     """A random edgeface_xxs file, so a test can skip the recogniser pre-training."""
     import torch
 
-    from engine import atomic
+    from engine.io import atomic
     from engine.models.edgeface import build_edgeface, edgeface_checkpoint
 
     torch.manual_seed(0)

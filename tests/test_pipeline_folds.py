@@ -10,7 +10,7 @@ import pytest
 
 from engine import presets as P
 from engine.events import Finished, Log
-from engine.jobs import JobRequest, StopFlag, run_job
+from engine.jobs.registry import JobRequest, StopFlag, run_job
 
 FIVE_ROWS = {"dsr", "dsr_base", "bicubic", "bicubic_base", "hr"}
 TINY = {
@@ -25,7 +25,7 @@ def _fast_preset(tmp_path: Path):
     """A tiny preset with a random edgeface_xxs as its weights (no pre-training: seconds per fold)."""
     import torch
 
-    from engine import atomic
+    from engine.io import atomic
     from engine.models.edgeface import build_edgeface, edgeface_checkpoint
 
     torch.manual_seed(0)

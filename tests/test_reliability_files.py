@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import atomic, presets
+from engine import presets
+from engine.io import atomic
 from engine.errors import PresetError, StorageError
 from workbench.cli.main import main
 
@@ -42,7 +43,7 @@ def _in_tmpfs(tmp_path: Path, script: str, options: str = "size=64k") -> subproc
 FULL_DISK = """
     import os, sys, torch
     from pathlib import Path
-    from engine import atomic
+    from engine.io import atomic
     from engine.errors import StorageError
     from workbench.cli.main import main
     mnt = Path(sys.argv[1])

@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import atomic
+from engine.io import atomic
 from engine import presets as P
 from engine.evaluation import wording
 from engine.events import Finished
-from engine.jobs import JobRequest, run_job
-from engine.runs import RunDir
+from engine.jobs.registry import JobRequest, run_job
+from engine.runs.run_dir import RunDir
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The runs table's data (engine.run_index) and `vlr-workbench runs` / `export-csv` on generated runs."""
+"""The runs table's data (engine.runs.index) and `vlr-workbench runs` / `export-csv` on generated runs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from engine.errors import WorkbenchError
 from engine.presets import load
-from engine.run_index import (display_cells, filter_rows, index_runs, metric_deltas, metrics_csv, preset_diff,
+from engine.runs.index import (display_cells, filter_rows, index_runs, metric_deltas, metrics_csv, preset_diff,
                               read_row, sort_rows, split_name)
 from workbench.cli.main import main
 

@@ -17,9 +17,9 @@ import torch
 from engine import presets
 from engine.data.demo import generate_demo_dataset
 from engine.events import Failed, Finished, Log, Progress
-from engine.jobs import JobRequest, StopFlag, run_job
-from engine.run_status import LOCK_FILE, RunLock
-from engine.runs import read_metrics
+from engine.jobs.registry import JobRequest, StopFlag, run_job
+from engine.runs.status import LOCK_FILE, RunLock
+from engine.runs.records import read_metrics
 
 TERMS_OFF = {"dsr.lambda_identity": 0.0, "dsr.lambda_feature_match": 0.0, "dsr.lambda_perceptual": 0.0}
 
@@ -173,7 +173,7 @@ def test_records_logged_after_last_pt_are_dropped_on_resume(preset, roots, tmp_p
 
 
 def test_a_full_disk_while_logging_is_a_clean_error(preset, roots, tmp_path, monkeypatch):
-    from engine.runs import RunDir
+    from engine.runs.run_dir import RunDir
 
     def full(self, record, path=None):
         raise OSError(errno.ENOSPC, "No space left on device", str(path or self.metrics_path))
@@ -189,7 +189,7 @@ def test_a_full_disk_while_logging_is_a_clean_error(preset, roots, tmp_path, mon
 
 def test_non_finite_steps_are_skipped_then_stop_the_job_and_no_non_finite_weights_are_saved(preset, roots, tmp_path,
                                                                                             monkeypatch):
-    import engine.trainers.dsr as dsr
+    import engine.train.dsr as dsr
 
     real = dsr.build_criterion
 
@@ -215,7 +215,7 @@ def test_non_finite_steps_are_skipped_then_stop_the_job_and_no_non_finite_weight
 
 def test_the_divergence_error_names_only_files_that_exist_and_fp16_only_when_on(preset, roots, tmp_path,
                                                                                monkeypatch):
-    import engine.trainers.dsr as dsr
+    import engine.train.dsr as dsr
 
     monkeypatch.setattr(dsr, "validate", lambda *a, **k: {"loss": float("nan"), "psnr": float("nan"), "ssim": 0.0})
     result = _dsr(preset, roots[0], epochs=2, run_dir=str(tmp_path / "run"))
@@ -225,7 +225,7 @@ def test_the_divergence_error_names_only_files_that_exist_and_fp16_only_when_on(
 
 
 def test_evaluate_names_a_missing_weights_file_before_building_demo_faces(tmp_path):
-    from engine.paths import cache_dir
+    from engine.io.paths import cache_dir
 
     missing = presets.load("cpu-demo").with_changes({"runtime.edgeface_weights": str(tmp_path / "nope.pt")})
     before = set(cache_dir().rglob("*")) if cache_dir().exists() else set()
@@ -239,8 +239,8 @@ def test_evaluate_names_a_missing_weights_file_before_building_demo_faces(tmp_pa
 
 
 def test_augmentation_draws_differ_between_ranks_and_repeat_at_the_same_step_after_a_resume():
-    from engine.augment import PairedAugment
-    from engine.trainers.bookkeeping import LoopState
+    from engine.data.augment import PairedAugment
+    from engine.train.bookkeeping import LoopState
 
     augment = PairedAugment(1.0, 20.0, 1.0, (0.5, 1.5), (0.5, 1.5), (0.5, 1.5))
     vlr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
@@ -257,7 +257,7 @@ def test_augmentation_draws_differ_between_ranks_and_repeat_at_the_same_step_aft
 
 
 def test_the_epoch_order_depends_only_on_seed_stage_and_epoch_and_survives_a_stop_at_step_zero():
-    from engine.trainers.bookkeeping import LoopState
+    from engine.train.bookkeeping import LoopState
 
     a, b = LoopState(), LoopState()
     torch.rand(17)  # whatever the ranks' augmentation drew, their orders agree
@@ -269,7 +269,7 @@ def test_the_epoch_order_depends_only_on_seed_stage_and_epoch_and_survives_a_sto
 
 
 def test_a_stop_request_file_reaches_a_flag_handed_to_stage_jobs(tmp_path):
-    from engine.run_status import FileStop, request_stop
+    from engine.runs.status import FileStop, request_stop
 
     flag = FileStop(StopFlag(), tmp_path)
     assert not flag.is_set()
@@ -281,7 +281,7 @@ def test_a_stop_request_file_reaches_a_flag_handed_to_stage_jobs(tmp_path):
 
 
 def test_a_failure_while_writing_the_failed_status_still_frees_the_run_directory(preset, roots, tmp_path, monkeypatch):
-    from engine import run_status
+    from engine.runs import status as run_status
     from engine.errors import StorageError
 
     real_end = run_status.StatusWriter.end
@@ -292,6 +292,6 @@ def test_a_failure_while_writing_the_failed_status_still_frees_the_run_directory
         return real_end(self, state, message)
 
     monkeypatch.setattr(run_status.StatusWriter, "end", end)
-    monkeypatch.setattr("engine.trainers.dsr.validate", lambda *a, **k: {"loss": float("nan"), "psnr": float("nan")})
+    monkeypatch.setattr("engine.train.dsr.validate", lambda *a, **k: {"loss": float("nan"), "psnr": float("nan")})
     result = _dsr(preset, roots[0], epochs=1, run_dir=str(tmp_path / "run"))
     assert isinstance(result, Failed) and not (tmp_path / "run" / LOCK_FILE).exists()

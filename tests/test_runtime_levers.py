@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engine import runtime as rt
-from engine.augment import FinetuneAugment, PairedAugment
+from engine.data.augment import FinetuneAugment, PairedAugment
 from engine.losses.combined import build_criterion
 from engine.models.arcface import ArcFaceHead, arcface_loss
 from engine.models.dsr import DSRNet

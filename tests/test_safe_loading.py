@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import atomic, presets
-from engine.checkpoint_io import load_checkpoint
+from engine import presets
+from engine.io import atomic
+from engine.io.checkpoints import load_checkpoint
 from engine.data.demo import generate_demo_dataset
 from engine.errors import WeightsError
-from engine.jobs import JobRequest, run_job
+from engine.jobs.registry import JobRequest, run_job
 from engine.models.dsr import load_dsr
 from engine.models.edgeface import build_edgeface, edgeface_checkpoint, load_edgeface, load_recogniser
 from workbench.cli.main import main

@@ -6,7 +6,7 @@ import pytest
 
 from engine.events import Metrics
 from engine.presets import load
-from engine.runs import RunDir
+from engine.runs.run_dir import RunDir
 from workbench.cli.main import main
 
 from run_factory import dsr_metrics, write_run

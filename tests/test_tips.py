@@ -11,7 +11,7 @@ import pytest
 from engine.errors import WorkbenchError
 from engine.events import Metrics
 from engine.presets import Preset, load
-from engine.runs import RunDir
+from engine.runs.run_dir import RunDir
 from engine.tips import (THRESHOLDS, Thresholds, apply_tip, check_targets, propose_tips, target_set_name,
                          tip_changes, tips_for_run)
 

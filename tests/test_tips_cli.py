@@ -8,7 +8,7 @@ import pytest
 
 from engine.events import Metrics
 from engine.presets import load, user_dir
-from engine.runs import RunDir
+from engine.runs.run_dir import RunDir
 from workbench.cli.main import main
 
 

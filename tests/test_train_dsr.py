@@ -13,10 +13,10 @@ from PIL import Image
 from engine import presets
 from engine.data.demo import generate_demo_dataset
 from engine.events import Failed, Finished, Metrics, Progress, Samples
-from engine.jobs import JobRequest, StopFlag, run_job
+from engine.jobs.registry import JobRequest, StopFlag, run_job
 from engine.models.dsr import load_dsr
 from engine.models.edgeface import build_edgeface, edgeface_checkpoint
-from engine.runs import read_metrics
+from engine.runs.records import read_metrics
 from workbench.cli.main import main
 
 TERMS_OFF = {"dsr.lambda_identity": 0.0, "dsr.lambda_feature_match": 0.0, "dsr.lambda_perceptual": 0.0}
@@ -172,7 +172,7 @@ def test_resume_of_a_directory_without_last_pt_is_a_user_error(tiny_preset, tmp_
 
 
 def test_early_stopping_after_patience_epochs_without_a_better_psnr(tiny_root, tiny_preset, monkeypatch):
-    import engine.trainers.dsr as dsr_trainer
+    import engine.train.dsr as dsr_trainer
 
     real_validate = dsr_trainer.validate
     scores = iter([20.0, 21.0, 20.5, 20.9, 25.0, 26.0])  # best at epoch 2, then two epochs without a better one
@@ -193,7 +193,7 @@ def test_early_stopping_after_patience_epochs_without_a_better_psnr(tiny_root, t
 
 
 def test_non_finite_validation_is_reported_as_divergence(tiny_root, tiny_preset, monkeypatch):
-    import engine.trainers.dsr as dsr_trainer
+    import engine.train.dsr as dsr_trainer
 
     real_validate = dsr_trainer.validate
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from engine.augment import FinetuneAugment
+from engine.data.augment import FinetuneAugment
 from engine.data import load_split
 from engine.data.placement import BatchFeeder
 from engine.losses.combined import build_criterion
@@ -19,10 +19,10 @@ from engine.models.arcface import ArcFaceHead
 from engine.models.edgeface import EMBEDDING_DIM, build_edgeface
 from engine.presets import load
 from engine.runtime import Runtime
-from engine.trainers.bookkeeping import Sums
-from engine.trainers.dsr import build_training
-from engine.trainers.recognition import ArcFaceNet, ArcFaceStep, LabelledImages, arcface_optimizer
-from engine.trainers.update import NonFiniteCount, OptimizerUpdate, skips_on_device
+from engine.train.bookkeeping import Sums
+from engine.train.dsr import build_training
+from engine.train.recognition import ArcFaceNet, ArcFaceStep, LabelledImages, arcface_optimizer
+from engine.train.update import NonFiniteCount, OptimizerUpdate, skips_on_device
 
 CPU = torch.device("cpu")
 

@@ -1,4 +1,4 @@
 """vlr-workbench front ends: the Textual app (``workbench.app``) and the CLI (``workbench.cli``).
 
-No tensor maths here: everything heavy goes through ``engine.jobs``.
+No tensor maths here: everything heavy goes through ``engine.jobs.registry``.
 """

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from engine import atomic
+from engine.io import atomic
 from engine.data.layout import MANIFEST, SPLITS
 from engine.data.splitting import SPLIT_RULE, split_by_subject
 from engine.data.writer import VLR_METHOD, check_destination, make_split_dirs, staged_dir, write_pair

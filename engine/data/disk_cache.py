@@ -36,9 +36,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from engine import atomic
+from engine.io import atomic
 from engine.errors import StorageError
-from engine.paths import cache_dir
+from engine.io.paths import cache_dir
 
 FORMAT_VERSION = 1
 DISABLE_ENV = "VLR_WORKBENCH_DISK_CACHE"

@@ -25,7 +25,7 @@ from typing import Callable
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from engine import atomic
+from engine.io import atomic
 from engine.data.layout import MANIFEST, SPLITS
 from engine.data.pairs import IMAGE_SUFFIXES
 from engine.data.pixels import to_rgb8

@@ -10,7 +10,7 @@ from typing import Callable
 from engine.data.demo import DEMO_TEST_FRACTION, DEMO_VAL_FRACTION, DEMO_VERSION, generate_demo_dataset
 from engine.data.layout import MANIFEST
 from engine.errors import DataError
-from engine.paths import cache_dir
+from engine.io.paths import cache_dir
 
 ProgressFn = Callable[[int, int], None]
 

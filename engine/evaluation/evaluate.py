@@ -28,15 +28,15 @@ from typing import Any, Callable
 
 import torch
 
-from engine import atomic
+from engine.io import atomic
 from engine.errors import DataError, WeightsError, WorkbenchError
 from engine.evaluation import metrics, stats
 from engine.evaluation.protocol import enrol, split_gallery_probes
 from engine.events import Emit, Finished, Log, Metrics, Progress
-from engine.jobs import JobRequest, StopFlag
-from engine.recogniser import latest_finished_pretrain, recogniser_weights
-from engine.run_status import pick_run
-from engine.runs import RunDir
+from engine.jobs.registry import JobRequest, StopFlag
+from engine.jobs.recogniser import latest_finished_pretrain, recogniser_weights
+from engine.runs.status import pick_run
+from engine.runs.run_dir import RunDir
 from engine.runtime import Runtime, resolve, seed_everything
 
 JOB = "evaluate"

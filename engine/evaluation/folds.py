@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar
 
 from engine.errors import WorkbenchError
-from engine.runs import read_json_object
+from engine.runs.records import read_json_object
 
 T = TypeVar("T")
 AGGREGATED_METRICS = ("rank1", "rank5", "auc", "eer", "tar_at_far_1e-2", "tar_at_far_1e-3", "open_set_accuracy",
@@ -84,7 +84,7 @@ def write_fold_layout(root: str | Path, dst: str | Path, fold: Fold, *, val_frac
     import os
     import shutil
 
-    from engine import atomic
+    from engine.io import atomic
     from engine.data.layout import HR_DIR, MANIFEST, SPLITS, VLR_DIR, split_dir
     from engine.data.writer import check_destination, make_split_dirs, staged_dir
 

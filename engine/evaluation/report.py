@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from engine import atomic
+from engine.io import atomic
 from engine.errors import WorkbenchError
 from engine.evaluation import wording
 

@@ -106,7 +106,7 @@ def count_trainable_parameters(model: nn.Module) -> int:
 
 def load_dsr(path: str | Path, device: torch.device | str = "cpu") -> tuple[DSRNet, dict[str, Any]]:
     """Rebuild a DSR network from a ``best.pt``/``last.pt`` checkpoint; returns (model in eval mode, checkpoint)."""
-    from engine.checkpoint_io import load_checkpoint
+    from engine.io.checkpoints import load_checkpoint
 
     path = Path(path).expanduser()
     if not path.exists():

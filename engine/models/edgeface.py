@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine import checkpoint_io
+from engine.io import checkpoints as checkpoint_io
 from engine.errors import WeightsError
 
 EMBEDDING_DIM = 512

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import tomli_w
 
-from engine import atomic
+from engine.io import atomic
 from engine.errors import PresetError
 from engine.presets.preset import Preset, check_name, quote, safe_name
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.presets import Preset, load
-from engine.runs import RunDir, read_json_object, read_metrics
+from engine.runs.run_dir import RunDir
+from engine.runs.records import read_json_object, read_metrics
 from engine.tips import rules
 from engine.tips.model import Tip, apply_tip, tip_changes
 from engine.tips.targets import Target, check_targets

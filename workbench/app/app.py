@@ -19,17 +19,18 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, RichLog, Static, TabbedContent, TabPane
 
 from engine.errors import WorkbenchError
+from engine.jobs.registry import app_jobs
 from engine.presets import Preset, builtin_names, derive, load, save
-from engine.run_index import stage_dirs
-from engine.run_status import run_state
-from engine.runs import latest_run, read_metrics
+from engine.runs.index import stage_dirs
+from engine.runs.status import run_state
+from engine.runs.run_dir import latest_run
+from engine.runs.records import read_metrics
 from engine.tips import apply_tip, tip_changes
 from workbench.app import messages as msg
 from workbench.app.app_state import write_last_preset
 from workbench.app.attach_control import AttachControl
 from workbench.app.eval_results import load_evaluation
 from workbench.app.job_control import JobControl
-from workbench.app.job_plans import JOB_KINDS
 from workbench.app.metric_buffers import MetricBuffers
 from workbench.app.preset_reference import base_preset
 from workbench.app.gpu_probe import GpuProbe
@@ -154,6 +155,11 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         screen = self.screen_stack[0] if self.screen_stack else self.screen
         return screen.query_one(selector, expect_type) if expect_type else screen.query_one(selector)
 
+    def main_widget_ready(self) -> bool:
+        """Whether the main screen's widgets exist (not before compose, nor while the app closes)."""
+        screen = self.screen_stack[0] if self.screen_stack else None
+        return screen is not None and bool(screen.query("#statusline"))
+
     # ------------------------------------------------------------ state & hints
     @property
     def dirty(self) -> bool:
@@ -168,9 +174,9 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
 
     def why_disabled(self, action: str) -> str:
         """Why ``action`` cannot run now ('' when it can)."""
-        if action in JOB_KINDS and self.following:
+        if action in app_jobs() and self.following:
             return f"attached to {self.job_kind}: D detaches (it keeps running) or x stops it"
-        if action in JOB_KINDS and self.job_running:
+        if action in app_jobs() and self.job_running:
             return f"{self.job_kind} is running: wait for it or stop it with x"
         if action == "detach" and not self.following:
             return "not attached to a run (a on the Runs tab attaches to a running one)"
@@ -201,6 +207,8 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         return " · ".join(hints)
 
     def _update_status(self) -> None:
+        if not self.main_widget_ready():
+            return
         parts = [self.main_widget(JobPanel).status_line(), self.main_widget(VramGauge).status_text(), self._hint()]
         text, line = " · ".join(p for p in parts if p), self.main_widget("#statusline", Static)
         if text != line.content:      # redrawn only when it changed (the UI stays idle beside a job)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import tomli_w
 
-from engine import atomic
+from engine.io import atomic
 from engine.presets import config_dir
 
 

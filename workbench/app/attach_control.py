@@ -1,7 +1,7 @@
 """Attach the app to a run that another process owns, and start jobs detached.
 
 ``a`` on the Runs tab follows the highlighted running run (started headless, under torchrun, by
-another app, or detached by this one) with ``engine.follow.RunFollower`` in a thread worker that
+another app, or detached by this one) with ``engine.runs.follow.RunFollower`` in a thread worker that
 polls every second; its events take the message path of an app job, so progress, charts and log
 fill the same way. While attached, ``x`` writes the run's stop request (the job saves last.pt and
 ends as stopped), ``D`` detaches, and quitting leaves the job running. t / f / p start the job as a
@@ -19,10 +19,11 @@ from textual.widgets import TabbedContent
 
 from engine import events as ev
 from engine.errors import WorkbenchError
-from engine.follow import RunFollower
-from engine.run_status import read_status, request_stop, run_state
+from engine.jobs.registry import JOBS
+from engine.runs.follow import RunFollower
+from engine.runs.status import read_status, request_stop, run_state
 from workbench.app import messages as msg
-from workbench.app.detached_launch import DETACHABLE, DetachedJob, start_detached
+from workbench.app.detached_launch import DetachedJob, start_detached
 from workbench.app.job_plans import JobPlan
 from workbench.app.widgets.job_panel import JobPanel
 from workbench.app.widgets.run_history import RunHistory
@@ -173,9 +174,9 @@ class AttachControl:
 
     def start_detached_job(self, plan: JobPlan) -> bool:
         """Start ``plan`` as a separate process and attach to it; False when the job runs in the app instead."""
-        if plan.kind not in DETACHABLE:
-            self._log(f"{plan.kind} runs in the app (it is short and has no resume); own-process jobs are "
-                      f"{', '.join(DETACHABLE)}", "dim")
+        if not JOBS[plan.kind].own_process:
+            own = ", ".join(kind for kind, spec in JOBS.items() if spec.own_process)
+            self._log(f"{plan.kind} runs in the app (it is short and has no resume); own-process jobs are {own}", "dim")
             return False
         try:
             job = start_detached(plan.kind, self.preset, self.data, plan.options)

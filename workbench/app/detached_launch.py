@@ -19,10 +19,10 @@ from typing import Any
 
 
 from engine.errors import WorkbenchError
+from engine.jobs.registry import JOBS
 from engine.presets import Preset
-from engine.runs import RunDir
+from engine.runs.run_dir import RunDir
 
-DETACHABLE = ("train-dsr", "finetune", "pipeline")
 OUTPUT_FILE = "detached.log"          # stdout and stderr of the process, in its run directory
 
 
@@ -60,8 +60,9 @@ def command(kind: str, preset_file: Path, data: str | None, run_dir: Path,
 def start_detached(kind: str, preset: Preset, data: str | None, options: dict[str, Any] | None = None
                    ) -> DetachedJob:
     """Start ``kind`` on ``preset`` as a separate process; returns at once (the job starts in the background)."""
-    if kind not in DETACHABLE:
-        raise WorkbenchError(f"{kind} cannot start detached (only {', '.join(DETACHABLE)}): it runs in the app.")
+    if not JOBS[kind].own_process:
+        own = ", ".join(k for k, spec in JOBS.items() if spec.own_process)
+        raise WorkbenchError(f"{kind} cannot start detached (only {own}): it runs in the app.")
     runs_dir = Path(preset.runtime.runs_dir).expanduser().resolve()
     run_dir = RunDir.create(runs_dir, preset, kind).path      # writes the preset as preset.toml
     preset_file, output = run_dir / "preset.toml", run_dir / OUTPUT_FILE

@@ -18,8 +18,8 @@ from textual.widgets import TabbedContent
 from textual.worker import Worker, WorkerState
 
 from engine.events import Event, Progress
-from engine.run_status import read_status
-from engine.jobs import JobRequest, StopFlag, run_job
+from engine.runs.status import read_status
+from engine.jobs.registry import JobRequest, StopFlag, run_job
 from workbench.app import messages as msg
 from workbench.app.job_plans import plan_job
 from workbench.app.metric_buffers import LIVE_SPLIT

@@ -12,11 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.jobs.registry import app_jobs
 from engine.presets import Preset
-from engine.run_status import pick_run as engine_pick_run
-
-JOB_KINDS = {"train": "train-dsr", "finetune": "finetune", "evaluate": "evaluate", "pipeline": "pipeline"}
-
+from engine.runs.status import pick_run as engine_pick_run
 
 @dataclass(frozen=True)
 class JobPlan:
@@ -25,13 +23,8 @@ class JobPlan:
     note: str = ""              # shown in the log when the job starts
 
 
-def latest_checkpoint(preset: Preset, job: str, name: str = "best.pt") -> Path | None:
-    found = pick_run(preset, job, name)
-    return found[0] / name if found else None
-
-
 def pick_run(preset: Preset, job: str, name: str = "best.pt") -> tuple[Path, str] | None:
-    """(run directory, state): the newest finished run of ``job`` holding ``name`` (see engine.run_status)."""
+    """(run directory, state): the newest finished run of ``job`` holding ``name`` (see engine.runs.status)."""
     return engine_pick_run(preset.runtime.runs_dir, preset.name, job, name)
 
 
@@ -43,7 +36,7 @@ def describe(kind: str, found: tuple[Path, str] | None) -> str:
 
 
 def plan_job(key: str, preset: Preset) -> JobPlan:
-    kind = JOB_KINDS[key]
+    kind = app_jobs()[key].kind
     if kind == "evaluate":
         dsr_run, ft_run = pick_run(preset, "train-dsr"), pick_run(preset, "finetune")
         options: dict[str, Any] = {"dsr": str(dsr_run[0] / "best.pt") if dsr_run else None}

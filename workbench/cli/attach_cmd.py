@@ -9,8 +9,8 @@ from rich.markup import escape
 
 from engine import events as ev
 from engine.errors import WorkbenchError
-from engine.follow import RunFollower
-from engine.run_status import read_status, request_stop, run_state
+from engine.runs.follow import RunFollower
+from engine.runs.status import read_status, request_stop, run_state
 from workbench.cli.job_runner import console, console_progress, err_console, summary_table
 
 POLL_SECONDS = 1.0

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
 
 
 def find_batch_command(args) -> int:
-    from engine.batch_search import search
+    from engine.jobs.batch_search import search
     from engine.runtime import resolve
 
     if not 1 <= args.max <= 65536:

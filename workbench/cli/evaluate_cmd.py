@@ -13,8 +13,8 @@ from rich.table import Table
 from engine import presets as P
 from engine.errors import WorkbenchError
 from engine.evaluation import wording
-from engine.job_options import EvaluateOptions, PipelineOptions
-from engine.jobs import JobRequest
+from engine.jobs.options import EvaluateOptions, PipelineOptions
+from engine.jobs.registry import JobRequest
 from workbench.cli.run_flags import add_run_flags, launch_torchrun
 
 console = Console(highlight=False)

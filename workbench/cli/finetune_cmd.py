@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from engine import presets
-from engine.job_options import FinetuneOptions, PretrainOptions
-from engine.jobs import JobRequest
+from engine.jobs.options import FinetuneOptions, PretrainOptions
+from engine.jobs.registry import JobRequest
 from workbench.cli.job_runner import run_in_foreground
 from workbench.cli.run_flags import add_run_flags, launch_torchrun
 

@@ -18,10 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from engine import events as ev
-from engine.jobs import JobRequest, StopFlag, run_job
-
-# jobs that can be resumed -> the file a stopped run must hold for it
-RESUMABLE = {"train-dsr": "last.pt", "finetune": "last.pt", "pretrain": "last.pt", "pipeline": "summary.json"}
+from engine.jobs.registry import JobRequest, StopFlag, job_spec, run_job
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # paths in errors stay unbroken
@@ -114,8 +111,8 @@ def run_in_foreground(request: JobRequest, on_done: Callable[[ev.Finished], None
     if result.run_dir:
         console.print(f"run directory: {result.run_dir}")
     if result.stopped:
-        resumable = result.run_dir is not None and (Path(result.run_dir) / RESUMABLE[request.kind]).is_file() \
-            if request.kind in RESUMABLE else False
+        resume_file = job_spec(request.kind).resume_file
+        resumable = bool(resume_file and result.run_dir and (Path(result.run_dir) / resume_file).is_file())
         hint = (f"; continue with `vlr-workbench {request.kind} --resume {result.run_dir}`" if resumable
                 else " (nothing resumable was saved)")
         console.print(f"[yellow]stopped early{escape(hint)}[/]")

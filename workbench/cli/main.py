@@ -9,7 +9,7 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 
-from engine.atomic import storage_error
+from engine.io.atomic import storage_error
 from engine.errors import WorkbenchError
 
 # Each module defines ``register(subparsers)`` adding its commands with ``set_defaults(func=...)``;
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     except WorkbenchError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         return 2
-    except OSError as exc:  # a full or read-only disk outside engine.atomic (the last line of defence)
+    except OSError as exc:  # a full or read-only disk outside engine.io.atomic (the last line of defence)
         user_error = storage_error(exc, exc.filename or "a file")
         if user_error is None:
             raise

@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from engine import atomic
+from engine.io import atomic
 from engine.errors import WorkbenchError
 from engine.presets import load
-from engine.run_index import DISPLAY_COLUMNS, SORT_KEYS, display_cells, filter_rows, index_runs, metrics_csv, sort_rows
+from engine.runs.index import DISPLAY_COLUMNS, SORT_KEYS, display_cells, filter_rows, index_runs, metrics_csv, sort_rows
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -88,7 +88,7 @@ def cmd_export_csv(args) -> int:
 
 
 def cmd_export_tb(args) -> int:
-    from engine.tensorboard_log import export_run
+    from engine.runs.tensorboard import export_run
 
     console = Console(highlight=False)
     for run_dir in args.run_dirs:

@@ -116,7 +116,7 @@ class RunDiffDialog(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,d", "close", "Close", id="rundiff.close")]
 
     def __init__(self, a: Any, b: Any, labels: tuple[str, str]) -> None:
-        from engine.run_index import metric_deltas, preset_diff
+        from engine.runs.index import metric_deltas, preset_diff
 
         super().__init__()
         self.labels = labels

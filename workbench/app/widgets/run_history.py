@@ -1,6 +1,6 @@
 """The runs table: every run of the runs directory with its state and results ("which preset won").
 
-Rows come from ``engine.run_index`` (state from status.json: a killed run reads ``dead``). Click a
+Rows come from ``engine.runs.index`` (state from status.json: a killed run reads ``dead``). Click a
 header or press S to sort, pick a preset or job in the filters, space marks runs: c overlays the
 marked runs' curves on the charts, d compares two marked runs (preset diff and metric deltas),
 w writes their metrics as CSV. Enter opens the highlighted run (curves and evaluation); a attaches
@@ -18,10 +18,10 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Select, Static
 
-from engine import atomic
+from engine.io import atomic
 from engine.errors import WorkbenchError
 from engine.presets import Preset
-from engine.run_index import (SORT_KEYS, RunRow, display_cells, filter_rows, index_runs, metrics_csv, sort_rows,
+from engine.runs.index import (SORT_KEYS, RunRow, display_cells, filter_rows, index_runs, metrics_csv, sort_rows,
                               split_name)
 from workbench.app.messages import AttachRequested, RunOpened, RunsCompared
 from workbench.app.widgets.dialogs import RunDiffDialog

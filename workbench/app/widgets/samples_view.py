@@ -20,7 +20,7 @@ from textual.widgets import Footer, Static
 from textual_image.widget import HalfcellImage
 from textual_image.widget import Image as AutoImage
 
-from engine.run_index import stage_dirs
+from engine.runs.index import stage_dirs
 
 _EPOCH = re.compile(r"epoch_(\d+)\.png$")
 COLUMNS_NOTE = "each row: VLR (nearest) | bicubic | SR (DSR) | HR"

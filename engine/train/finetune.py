@@ -13,20 +13,19 @@ from pathlib import Path
 import torch
 
 from engine import distributed
-from engine.data import PairedSplit, load_split, to_float
+from engine.data import to_float
 from engine.data.resolve import job_data_root
 from engine.errors import JobStopped, WorkbenchError
 from engine.events import Emit, Finished, Log
-from engine.job_options import FinetuneOptions
-from engine.jobs import JobRequest, StopFlag
+from engine.jobs.options import FinetuneOptions
+from engine.jobs.registry import JobRequest, StopFlag
 from engine.models.edgeface import load_edgeface
 from engine.presets import Preset
-from engine.recogniser import recogniser_weights
-from engine.data.placement import estimate_job_bytes, place_splits
+from engine.jobs.recogniser import recogniser_weights
 from engine.runtime import Runtime, configure_backends, prepare_model, resolve, seed_everything
-from engine.trainers.bookkeeping import (Bookkeeper, check_resume_data, data_record, main_only,
+from engine.train.bookkeeping import (Bookkeeper, check_resume_data, data_record, main_only,
                                          read_resume, resume_data_root)
-from engine.trainers.recognition import ArcFaceTrainer, InputFn
+from engine.train.recognition import ArcFaceTrainer, InputFn, load_splits
 
 JOB = "finetune"
 
@@ -109,21 +108,6 @@ def super_resolver(dsr: torch.nn.Module, runtime: Runtime) -> InputFn:
             return dsr(to_float(vlr).contiguous(memory_format=runtime.memory_format)).float().clamp_(0.0, 1.0)
 
     return super_resolve
-
-
-def load_splits(root: Path, preset: Preset, runtime: Runtime, emit: Emit, job: str) -> tuple[PairedSplit, PairedSplit]:
-    """train and val, placed on the device when they fit beside the job (else pinned host memory)."""
-    def log(message: str) -> None:
-        emit(Log(job, message))
-
-    splits = []
-    for name in ("train", "val"):
-        split = load_split(root, name, preset.vlr_size, preset.data.hr_size, log=log)
-        log(f"{split.summary()} from {root}")
-        splits.append(split)
-    (train, val), _ = place_splits(splits, runtime.device, job_bytes=estimate_job_bytes(preset.finetune.batch_size),
-                                   on_device=preset.data.cache_on_device, log=log)
-    return train, val
 
 
 def _first(*values):

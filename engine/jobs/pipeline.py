@@ -32,14 +32,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from engine import atomic, distributed
+from engine import distributed
+from engine.io import atomic
 from engine.errors import JobStopped, WeightsError, WorkbenchError
 from engine.events import Emit, Event, Failed, Finished, Log, ignore
-from engine.job_options import DSROptions, FinetuneOptions, PipelineOptions, PretrainOptions
-from engine.jobs import JobRequest, StopFlag, job_function
+from engine.jobs.options import DSROptions, FinetuneOptions, PipelineOptions, PretrainOptions
+from engine.jobs.registry import JobRequest, StopFlag, job_function
 from engine.presets import load as load_preset
-from engine.run_status import FileStop, RunLock, StatusWriter, run_state
-from engine.runs import RunDir
+from engine.runs.status import FileStop, RunLock, StatusWriter, run_state
+from engine.runs.run_dir import RunDir
 
 JOB = "pipeline"
 STAGES = ("recogniser", "train-dsr", "finetune", "evaluate")
@@ -178,7 +179,7 @@ def _new_pipeline_dir(preset, run_dir: str | None) -> Path:
 
 def run_pipeline(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     from engine.data.resolve import job_data_root
-    from engine.recogniser import existing_recogniser, pretrain_epochs
+    from engine.jobs.recogniser import existing_recogniser, pretrain_epochs
     from engine.runtime import resolve
 
     opts: PipelineOptions = request.options or PipelineOptions()

@@ -23,28 +23,29 @@ from timm.utils import ModelEmaV3
 from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import make_grid
 
-from engine import atomic, distributed
-from engine.augment import PairedAugment
+from engine import distributed
+from engine.io import atomic
+from engine.data.augment import PairedAugment
 from engine.data import PairedSplit, load_split, to_float
 from engine.data.resolve import job_data_root
 from engine.distributed import Context
 from engine.errors import JobStopped, WorkbenchError
 from engine.events import Emit, Finished, Log, Samples
-from engine.job_options import DSROptions
-from engine.jobs import JobRequest, StopFlag
+from engine.jobs.options import DSROptions
+from engine.jobs.registry import JobRequest, StopFlag
 from engine.losses.combined import DSRCriterion, LossWeights, build_criterion
 from engine.losses.perceptual import load_vgg19
 from engine.metrics.image import psnr, ssim
 from engine.models.dsr import DSRNet, count_trainable_parameters, upscale_bicubic
 from engine.presets import Preset
-from engine.recogniser import load_frozen_recogniser, recogniser_weights
+from engine.jobs.recogniser import load_frozen_recogniser, recogniser_weights
 from engine.data.placement import BatchFeeder, estimate_job_bytes, place_splits
 from engine.runtime import (Runtime, configure_backends, fused_adamw_kwargs, prepare_model, resolve,
                             seed_everything)
-from engine.trainers.bookkeeping import (Bookkeeper, Sums, check_resume_data, data_record, read_resume,
+from engine.train.bookkeeping import (Bookkeeper, Sums, check_resume_data, data_record, read_resume,
                                          main_only, restore_rng, resume_data_root)
-from engine.trainers.schedule import warmup_cosine
-from engine.trainers.update import NonFiniteCount, OptimizerUpdate, StepResult
+from engine.train.schedule import warmup_cosine
+from engine.train.update import NonFiniteCount, OptimizerUpdate, StepResult
 
 JOB = "train-dsr"
 STAGE = "dsr"

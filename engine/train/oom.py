@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from engine.errors import WorkbenchError
-from engine.runs import RunDir
+from engine.runs.run_dir import RunDir
 
 # The guide's "If OOM Occurs" batch sizes.
 GUIDE_OOM_BATCH = {"dsr.batch_size": 12, "finetune.batch_size": 24}

@@ -16,11 +16,11 @@ from engine import distributed
 from engine.distributed import SINGLE, Context
 from engine.errors import JobStopped, WeightsError
 from engine.events import Emit, Log, ignore
-from engine.jobs import StopFlag
+from engine.jobs.registry import StopFlag
 from engine.models.edgeface import OBTAIN_WEIGHTS
 from engine.presets import Preset
-from engine.run_status import run_state
-from engine.runs import RunDir, iter_runs, run_matches
+from engine.runs.status import run_state
+from engine.runs.run_dir import RunDir, iter_runs, run_matches
 
 PRETRAIN = "pretrain"
 
@@ -87,7 +87,7 @@ def recogniser_weights(preset: Preset, data_root: Path | str, emit: Emit, stop: 
         return Path(found)
     epochs = pretrain_epochs(preset)
     from engine.runtime import resolve
-    from engine.trainers.pretrain import pretrain
+    from engine.train.pretrain import pretrain
 
     say(Log(PRETRAIN, f"no EdgeFace weights given: pre-training {preset.runtime.edgeface_variant} on HR images for "
                       f"{epochs} epochs (finetune.pretrain_epochs)"))

@@ -15,9 +15,10 @@ from typing import Any, Iterator
 
 import tomli_w
 
-from engine import atomic
+from engine.io import atomic
 from engine.errors import WorkbenchError
 from engine.events import Log, Metrics, Progress
+from engine.runs.records import read_metrics
 from engine.presets import Preset
 
 
@@ -75,12 +76,12 @@ class RunDir:
     def summary_path(self) -> Path:
         return self.path / "summary.json"
 
-    tensorboard = None   # engine.tensorboard_log.LiveLog when the preset has runtime.tensorboard = true
+    tensorboard = None   # engine.runs.tensorboard.LiveLog when the preset has runtime.tensorboard = true
 
     def write_preset(self, preset: Preset) -> None:
         atomic.write_text(self.path / "preset.toml", tomli_w.dumps(preset.to_mapping()))
         if preset.runtime.tensorboard and self.tensorboard is None:
-            from engine.tensorboard_log import LiveLog   # lazy: torch.utils.tensorboard only when asked for
+            from engine.runs.tensorboard import LiveLog   # lazy: torch.utils.tensorboard only when asked for
             self.tensorboard = LiveLog(self.path)
 
     def log_metrics(self, event: Metrics) -> None:
@@ -155,20 +156,6 @@ def _progress_step(line: str) -> float:
         return math.inf
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Records of metrics.jsonl; a truncated last line (a run still writing) is skipped."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
 def iter_runs(runs_dir: str | Path) -> Iterator[Path]:
     """Run directories under ``runs_dir``, newest first."""
     root = Path(runs_dir)
@@ -190,16 +177,3 @@ def latest_run(runs_dir: str | Path, preset_name: str, job: str, *, require: str
 def run_matches(path: Path, preset_name: str, job: str) -> bool:
     """Whether a run directory's name says it is a ``job`` run of ``preset_name`` (<time>-<preset>-<job>[-N])."""
     return path.name.endswith(f"-{preset_name}-{job}") or f"-{preset_name}-{job}-" in path.name
-
-
-def read_json_object(path: Path, fix: str) -> dict[str, Any]:
-    """A JSON object file (eval.json, summary.json); unreadable, malformed or not an object is an error
-    naming the file, with ``fix`` as the advice."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WorkbenchError(f"{path}: cannot read it ({exc}). {fix}") from None
-    if not isinstance(data, dict):
-        raise WorkbenchError(f"{path}: expected a JSON object with rows dsr/bicubic/hr, got "
-                             f"{type(data).__name__}. {fix}")
-    return data

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 
 from engine.events import Event, Failed, Finished, Log, Metrics, Progress, Samples
-from engine.run_status import read_status, run_state
-from engine.runs import LOG_FILE, PROGRESS_FILE, RunDir
+from engine.runs.status import read_status, run_state
+from engine.runs.run_dir import LOG_FILE, PROGRESS_FILE, RunDir
 
 METRIC_FIELDS = ("job", "stage", "epoch", "step", "split", "time")
 

@@ -1,6 +1,6 @@
 """The runs table's data: one ``RunRow`` per run directory of a runs folder ("which preset won").
 
-A row holds what a user compares runs by: preset, job, state (``engine.run_status``: a run killed
+A row holds what a user compares runs by: preset, job, state (``engine.runs.status``: a run killed
 mid-way reads ``dead``, never ``finished``), age, epochs, best val PSNR and its gain over bicubic,
 rank-1 of dsr / bicubic / hr from eval.json, and the preset keys that differ from a reference
 preset. A pipeline run reads its stage runs (summary.json ``stages``). Nothing here raises for a
@@ -21,8 +21,9 @@ from typing import Any, Iterable
 
 from engine.errors import WorkbenchError
 from engine.presets import Preset, diff, load
-from engine.run_status import read_status, run_state
-from engine.runs import iter_runs, read_metrics
+from engine.runs.status import read_status, run_state
+from engine.runs.run_dir import iter_runs
+from engine.runs.records import read_metrics
 
 JOB_NAMES = ("train-dsr", "finetune", "pretrain", "evaluate", "pipeline")
 SORT_KEYS = ("age", "name", "preset", "job", "state", "epochs", "psnr", "gain", "dsr", "bicubic", "hr")

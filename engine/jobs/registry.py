@@ -14,19 +14,11 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from engine import atomic, job_options
+from engine.io import atomic
+from engine.jobs import options as job_options
 from engine.errors import JobStopped, WorkbenchError
 from engine.events import Emit, Failed, Finished
 from engine.presets import Preset
-
-# kind -> "module:function"; imported on first use so that the CLI starts fast.
-JOBS: dict[str, str] = {
-    "train-dsr": "engine.trainers.dsr:run_train_dsr",
-    "finetune": "engine.trainers.finetune:run_finetune",
-    "pretrain": "engine.trainers.pretrain:run_pretrain",
-    "evaluate": "engine.evaluation.evaluate:run_evaluate",
-    "pipeline": "engine.pipeline:run_pipeline",
-}
 
 
 class StopFlag:
@@ -46,10 +38,41 @@ class StopFlag:
             raise JobStopped()
 
 
-# kind -> its typed options (engine.job_options); a dict of their fields is converted.
-OPTION_TYPES: dict[str, type] = {"train-dsr": job_options.DSROptions, "finetune": job_options.FinetuneOptions,
-                                 "pretrain": job_options.PretrainOptions, "pipeline": job_options.PipelineOptions,
-                                 "evaluate": job_options.EvaluateOptions}
+@dataclass(frozen=True)
+class JobSpec:
+    """One kind of job: what runs it and how front ends treat it (the one table of job kinds)."""
+    kind: str
+    function: str                  # "module:function", imported on first use so that the CLI starts fast
+    options: type                  # its typed options (engine.jobs.options); a dict of their fields is converted
+    resume_file: str | None        # what a stopped run holds for `--resume` (None: not resumable)
+    app_action: str | None = None  # the app's action that starts it (keys t f e p), None: CLI only
+    own_process: bool = False      # the app runs it as a separate CLI process it follows (it outlives the app)
+
+    def load(self) -> "JobFn":
+        module, name = self.function.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+JOBS: dict[str, JobSpec] = {spec.kind: spec for spec in (
+    JobSpec("train-dsr", "engine.train.dsr:run_train_dsr", job_options.DSROptions, "last.pt", "train", True),
+    JobSpec("finetune", "engine.train.finetune:run_finetune", job_options.FinetuneOptions, "last.pt", "finetune",
+            True),
+    JobSpec("pretrain", "engine.train.pretrain:run_pretrain", job_options.PretrainOptions, "last.pt"),
+    JobSpec("evaluate", "engine.evaluation.evaluate:run_evaluate", job_options.EvaluateOptions, None, "evaluate"),
+    JobSpec("pipeline", "engine.jobs.pipeline:run_pipeline", job_options.PipelineOptions, "summary.json",
+            "pipeline", True),
+)}
+
+
+def job_spec(kind: str) -> JobSpec:
+    if kind not in JOBS:
+        raise WorkbenchError(f"unknown job '{kind}'. Jobs: {', '.join(JOBS)}.")
+    return JOBS[kind]
+
+
+def app_jobs() -> dict[str, JobSpec]:
+    """The app's job actions -> their job."""
+    return {spec.app_action: spec for spec in JOBS.values() if spec.app_action}
 
 
 @dataclass(frozen=True)
@@ -57,10 +80,10 @@ class JobRequest:
     kind: str
     preset: Preset
     data: str | None = None               # dataset root overriding preset.data.root
-    options: Any = None                   # the job's options (OPTION_TYPES); a dict of their fields is converted
+    options: Any = None                   # the job's options (JobSpec.options); a dict of their fields is converted
 
     def __post_init__(self) -> None:
-        kind_options = OPTION_TYPES.get(self.kind)
+        kind_options = JOBS[self.kind].options if self.kind in JOBS else None
         options = self.options if self.options is not None else {}
         if kind_options is not None and isinstance(options, dict):
             fields = {f.name for f in dataclasses.fields(kind_options)}
@@ -76,10 +99,7 @@ JobFn = Callable[[JobRequest, Emit, StopFlag], Finished]
 
 
 def job_function(kind: str) -> JobFn:
-    if kind not in JOBS:
-        raise WorkbenchError(f"unknown job '{kind}'. Jobs: {', '.join(JOBS)}.")
-    module, name = JOBS[kind].split(":")
-    return getattr(importlib.import_module(module), name)
+    return job_spec(kind).load()
 
 
 def run_job(request: JobRequest, emit: Emit, stop: StopFlag | None = None) -> Finished | Failed:

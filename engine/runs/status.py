@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from engine import atomic
+from engine.io import atomic
 
 STATUS_FILE = "status.json"
 STOP_FILE = "stop.request"        # created by a front end to stop a detached job cleanly
@@ -255,7 +255,7 @@ def _flocked(directory: Path) -> Iterator[None]:
 def pick_run(runs_dir: str | Path, preset_name: str, job: str, require: str = "best.pt") -> tuple[Path, str] | None:
     """(run directory, state) of the newest *finished* run of ``job`` for the preset holding ``require``;
     a stopped, failed or dead one only when no finished run exists (callers name its state)."""
-    from engine.runs import iter_runs, run_matches
+    from engine.runs.run_dir import iter_runs, run_matches
 
     fallback = None
     for path in iter_runs(runs_dir):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -24,20 +25,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine import distributed
-from engine.augment import FinetuneAugment
-from engine.data import PairedSplit
+from engine.data.augment import FinetuneAugment
+from engine.data import PairedSplit, load_split
 from engine.distributed import Context
 from engine.errors import JobStopped, WorkbenchError
-from engine.events import Finished
+from engine.events import Emit, Finished, Log
 from engine.models.arcface import ArcFaceHead, arcface_loss
 from engine.models.edgeface import EMBEDDING_DIM, EdgeFace, count_all_parameters, edgeface_checkpoint, prepare_input
 from engine.models.edgeface import resize_for_recogniser
 from engine.presets import Preset
-from engine.data.placement import BatchFeeder
+from engine.data.placement import BatchFeeder, estimate_job_bytes, place_splits
 from engine.runtime import Runtime, fused_adamw_kwargs
-from engine.trainers.bookkeeping import Bookkeeper, Resume, Sums, restore_rng
-from engine.trainers.schedule import warmup_cosine
-from engine.trainers.update import OptimizerUpdate, StepResult
+from engine.train.bookkeeping import Bookkeeper, Resume, Sums, restore_rng
+from engine.train.schedule import warmup_cosine
+from engine.train.update import OptimizerUpdate, StepResult
 
 PRETRAIN_WARMUP_EPOCHS = 1
 
@@ -347,3 +348,18 @@ class ArcFaceTrainer:
             **self.extra,
         })
         return out
+
+
+def load_splits(root: Path, preset: Preset, runtime: Runtime, emit: Emit, job: str) -> tuple[PairedSplit, PairedSplit]:
+    """train and val, placed on the device when they fit beside the job (else pinned host memory)."""
+    def log(message: str) -> None:
+        emit(Log(job, message))
+
+    splits = []
+    for name in ("train", "val"):
+        split = load_split(root, name, preset.vlr_size, preset.data.hr_size, log=log)
+        log(f"{split.summary()} from {root}")
+        splits.append(split)
+    (train, val), _ = place_splits(splits, runtime.device, job_bytes=estimate_job_bytes(preset.finetune.batch_size),
+                                   on_device=preset.data.cache_on_device, log=log)
+    return train, val

@@ -1,6 +1,6 @@
 """Recogniser pre-training on HR images (job ``pretrain``): the ArcFace loop from a random
 initialisation, head and whole model together (``finetune.pretrain_lr``, warm-up + cosine). The
-demo path when no pretrained EdgeFace weights exist; ``engine.recogniser`` runs it on demand.
+demo path when no pretrained EdgeFace weights exist; ``engine.jobs.recogniser`` runs it on demand.
 """
 
 from __future__ import annotations
@@ -14,15 +14,14 @@ from engine.data.resolve import job_data_root
 from engine.distributed import Context
 from engine.errors import JobStopped, WorkbenchError
 from engine.events import Emit, Finished, Log
-from engine.job_options import PretrainOptions
-from engine.jobs import JobRequest, StopFlag
+from engine.jobs.options import PretrainOptions
+from engine.jobs.registry import JobRequest, StopFlag
 from engine.models.edgeface import build_edgeface
 from engine.presets import Preset
 from engine.runtime import Runtime, configure_backends, prepare_model, resolve, seed_everything
-from engine.trainers.bookkeeping import (Bookkeeper, Resume, check_resume_data, data_record, main_only,
+from engine.train.bookkeeping import (Bookkeeper, Resume, check_resume_data, data_record, main_only,
                                          read_resume, resume_data_root)
-from engine.trainers.finetune import load_splits
-from engine.trainers.recognition import ArcFaceTrainer
+from engine.train.recognition import ArcFaceTrainer, load_splits
 
 JOB = "pretrain"
 

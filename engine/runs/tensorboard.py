@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import WorkbenchError
-from engine.runs import read_metrics
+from engine.runs.records import read_metrics
 
 EVENTS_DIR = "tensorboard"
 NOT_METRICS = {"job", "stage", "epoch", "step", "split", "time", "error", "event"}

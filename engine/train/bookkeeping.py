@@ -21,18 +21,19 @@ from typing import Any, Iterator
 
 import torch
 
-from engine import atomic, distributed
-from engine.checkpoint_io import load_checkpoint
+from engine import distributed
+from engine.io import atomic
+from engine.io.checkpoints import load_checkpoint
 from engine.distributed import Context
 from engine.errors import JobStopped, WorkbenchError
 from engine.events import Emit, Finished, Log, Metrics, Progress, ignore
-from engine.jobs import StopFlag
+from engine.jobs.registry import StopFlag
 from engine.presets import Preset
 from engine.presets import load as load_preset
-from engine.run_status import FileStop, RunLock, StatusWriter
-from engine.runs import PROGRESS_FILE, RunDir
-from engine.trainers.oom import out_of_memory
-from engine.trainers.update import NonFiniteCount
+from engine.runs.status import FileStop, RunLock, StatusWriter
+from engine.runs.run_dir import PROGRESS_FILE, RunDir
+from engine.train.oom import out_of_memory
+from engine.train.update import NonFiniteCount
 
 PROGRESS_UPDATES = 20          # Progress events per epoch (about)
 STOP_SYNC_STEPS = 4            # under torchrun, ranks agree on a stop every N steps (a collective each time)

@@ -1,0 +1,1 @@
+"""Files: atomic writes, weights-only checkpoint loading, cache and config paths."""

@@ -1,0 +1,1 @@
+"""Jobs: the registry and options, the pipeline, recogniser provisioning, batch search."""

@@ -1,0 +1,1 @@
+"""Run directories: their files, status and lock, following a run, the runs table, TensorBoard."""
