@@ -102,7 +102,7 @@ def test_initial_preset_order_requested_then_last_then_demo():
         launch.initial_preset("nope")
 
 
-def test_launch_app_opens_the_requested_preset_and_remembers_it(monkeypatch):
+def test_launch_app_opens_the_requested_preset_and_remembers_it(monkeypatch, tmp_path):
     from workbench.app.app import WorkbenchApp
     from workbench.cli.main import main
 
@@ -113,8 +113,10 @@ def test_launch_app_opens_the_requested_preset_and_remembers_it(monkeypatch):
         return 0
 
     monkeypatch.setattr(WorkbenchApp, "run", fake_run)
-    assert main(["--preset", "vlr-14x16", "--data", "/data/faces"]) == 0
-    assert opened == [("vlr-14x16", "/data/faces")] and app_state.read_last_preset() == "vlr-14x16"
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    assert main(["--preset", "vlr-14x16", "--data", str(faces)]) == 0
+    assert opened == [("vlr-14x16", str(faces))] and app_state.read_last_preset() == "vlr-14x16"
     assert main([]) == 0 and opened[-1] == ("vlr-14x16", None)
     assert main(["--preset", "missing"]) == 2
 

@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 from engine import presets as P
 from engine.jobs.registry import JobRequest, StopFlag, run_job
 from engine.runs.records import read_metrics
-from engine.train.bookkeeping import STOP_SYNC_STEPS
+from engine.train.bookkeeper import STOP_SYNC_STEPS
 
 WORLD = 2
 TINY = {"data.vlr_width": 16, "data.vlr_height": 16, "runtime.device": "cpu", "runtime.num_threads": 1,

@@ -263,7 +263,7 @@ def test_early_stopping_follows_the_patience(preset, demo_root, monkeypatch, tmp
     from engine import distributed
     from engine.models.dsr import upscale_bicubic
     from engine.runtime import resolve
-    from engine.train.bookkeeping import Bookkeeper
+    from engine.train.bookkeeper import Bookkeeper
     from engine.train.recognition import ArcFaceTrainer
 
     train, val = (load_split(demo_root, s, (16, 16), 128) for s in ("train", "val"))

@@ -108,3 +108,21 @@ def test_pipeline_writes_exactly_the_given_run_dir_and_refuses_one_that_holds_a_
     again = run_job(JobRequest("pipeline", preset, data=str(demo_root), options={"run_dir": str(run_dir)}),
                     lambda e: None)
     assert isinstance(again, Failed) and "already holds a pipeline" in again.error and "--resume" in again.error
+
+
+def test_a_pipeline_stopped_before_its_data_was_resolved_resumes_on_the_same_data(tmp_path, demo_root):
+    """Killed early, a pipeline's summary must already name its data: a resume without --data once fell
+    back to the preset's demo data and trained on other faces."""
+    stop = StopFlag()
+    stop.set()
+    preset = _tiny_preset(tmp_path, **{"runtime.edgeface_weights": str(_random_recogniser(tmp_path))})
+    first = run_job(JobRequest("pipeline", preset, data=str(demo_root)), lambda e: None, stop)
+    assert isinstance(first, Finished) and first.stopped
+    assert json.loads((first.run_dir / "summary.json").read_text())["data_root"] == str(demo_root)
+    resumed = run_job(JobRequest("pipeline", preset, options={"resume": str(first.run_dir)}), lambda e: None)
+    assert isinstance(resumed, Finished) and not resumed.stopped, getattr(resumed, "error", "")
+    summary = json.loads((first.run_dir / "summary.json").read_text())
+    assert summary["data_root"] == str(demo_root)
+    dsr_run = Path(summary["stages"]["train-dsr"])
+    import torch
+    assert torch.load(dsr_run / "last.pt", weights_only=False)["data"]["root"] == str(demo_root)

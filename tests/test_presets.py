@@ -129,6 +129,8 @@ def test_list_and_show(capsys):
     ("[dsrr]\nbatch_size = 3\n", [r"unknown section \[dsrr\]", r"did you mean 'dsr'"]),
     (BASE + "brightness = [1.1, 0.9]\n", [r"dsr\.brightness", r"low must not exceed high"]),
     ('[runtime]\namp = "fp8"\n', [r"runtime\.amp", r"one of: auto, bf16, fp16, off"]),
+    ('[runtime]\ndevice = "tpu9"\n', [r"'runtime\.device' is 'tpu9'", r"Valid: auto, cpu, cuda or cuda:N"]),
+    ('[runtime]\ndevice = "cuda:x"\n', [r"'runtime\.device' is 'cuda:x'", r"Valid: auto, cpu, cuda or cuda:N"]),
 ])
 def test_validate_rejects_bad_files(tmp_path, capsys, body, expected):
     path = tmp_path / "bad.toml"
@@ -233,3 +235,16 @@ def test_builtins_found_from_a_wheel_install(tmp_path):
                             capture_output=True, text=True, check=True)
     assert "['cpu-demo', 'vlr-14x16', 'vlr-32x32']" in result.stdout
     assert str(target) in result.stdout
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:3"])
+def test_every_device_the_runtime_knows_validates(device):
+    assert P.load("cpu-demo").with_changes({"runtime.device": device}).runtime.device == device
+
+
+def test_a_device_typo_in_set_names_the_key_and_the_devices():
+    with pytest.raises(PresetError) as caught:
+        P.load("cpu-demo").with_changes({"runtime.device": "gpu"})
+    message = str(caught.value)
+    assert "'runtime.device' is 'gpu'" in message and "auto, cpu, cuda or cuda:N" in message
+    assert "\n" not in message

@@ -161,14 +161,14 @@ def test_a_killed_writer_leaves_a_temp_file_that_remove_stale_temps_matches(tmp_
         raise SystemExit("killed")  # BaseException: the temp file is cleaned in-process, so re-create it
 
     names = []
-    real_mkstemp = atomic.tempfile.mkstemp
+    real_open_temp = atomic.open_temp
 
-    def recording_mkstemp(*args, **kwargs):
-        fd, name = real_mkstemp(*args, **kwargs)
+    def recording_open_temp(*args, **kwargs):
+        fd, name = real_open_temp(*args, **kwargs)
         names.append(name)
         return fd, name
 
-    monkeypatch.setattr(atomic.tempfile, "mkstemp", recording_mkstemp)
+    monkeypatch.setattr(atomic, "open_temp", recording_open_temp)
     monkeypatch.setattr(atomic.os, "replace", killed)
     with pytest.raises(SystemExit):
         atomic.write_bytes(tmp_path / "last.pt", b"data")

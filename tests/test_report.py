@@ -90,7 +90,8 @@ def test_html_report_of_a_pipeline_run_embeds_everything(evaluated, tmp_path):
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"{dsr_run.path.name}/samples/epoch_001.png" in text and "epoch_003.png" in text
     assert "epoch_002.png" not in text                     # first and last strip of a stage
-    assert (tmp_path / "out" / "page_files" / "cmc.png").is_file()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["page.html"]   # self-contained: no side files
+    assert "`" not in text and "preset <code>cpu-demo</code> against the built-in <code>" in text
 
 
 def test_a_run_without_evaluation_is_a_user_error(tmp_path, capsys):

@@ -240,7 +240,7 @@ def test_evaluate_names_a_missing_weights_file_before_building_demo_faces(tmp_pa
 
 def test_augmentation_draws_differ_between_ranks_and_repeat_at_the_same_step_after_a_resume():
     from engine.data.augment import PairedAugment
-    from engine.train.bookkeeping import LoopState
+    from engine.train.loop_state import LoopState
 
     augment = PairedAugment(1.0, 20.0, 1.0, (0.5, 1.5), (0.5, 1.5), (0.5, 1.5))
     vlr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
@@ -257,7 +257,7 @@ def test_augmentation_draws_differ_between_ranks_and_repeat_at_the_same_step_aft
 
 
 def test_the_epoch_order_depends_only_on_seed_stage_and_epoch_and_survives_a_stop_at_step_zero():
-    from engine.train.bookkeeping import LoopState
+    from engine.train.loop_state import LoopState
 
     a, b = LoopState(), LoopState()
     torch.rand(17)  # whatever the ranks' augmentation drew, their orders agree

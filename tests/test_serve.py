@@ -8,6 +8,8 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from workbench.cli.serve_cmd import app_command
 
 
@@ -40,3 +42,58 @@ def test_serve_answers_on_loopback():
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+class _FakeServer:
+    """Stands in for textual_serve's Server: records what would have been served."""
+    started: list[dict] = []
+
+    def __init__(self, command, host, port, title):
+        self.kwargs = {"command": command, "host": host, "port": port}
+
+    def serve(self):
+        _FakeServer.started.append(self.kwargs)
+
+
+@pytest.fixture
+def fake_server(monkeypatch):
+    import textual_serve.server
+
+    _FakeServer.started = []
+    monkeypatch.setattr(textual_serve.server, "Server", _FakeServer)
+    return _FakeServer.started
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10"])
+def test_a_public_host_without_public_is_refused_and_nothing_starts(fake_server, capsys, host):
+    from workbench.cli.main import main
+
+    assert main(["serve", "--host", host, "--port", "8123"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"--host {host} is not a loopback address" in err and "add --public" in err
+    assert "ssh -L 8123:localhost:8123 HOST" in err and "Traceback" not in err
+    assert err.count("error:") == 1 and fake_server == []
+
+
+def test_public_prints_the_risk_then_serves(fake_server, capsys):
+    from workbench.cli.main import main
+
+    assert main(["serve", "--host", "0.0.0.0", "--port", "8124", "--public"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning: serving on 0.0.0.0:8124 with --public" in err and "without a login" in err
+    assert fake_server == [{"command": app_command(None, None), "host": "0.0.0.0", "port": 8124}]
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "::1", "127.0.1.1"])
+def test_loopback_hosts_serve_without_a_warning(fake_server, capsys, host):
+    from workbench.cli.main import main
+
+    assert main(["serve", "--host", host]) == 0
+    assert capsys.readouterr().err == "" and [s["host"] for s in fake_server] == [host]
+
+
+def test_serve_refuses_a_missing_data_folder(fake_server, capsys, tmp_path):
+    from workbench.cli.main import main
+
+    assert main(["serve", "--data", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err and fake_server == []

@@ -98,3 +98,42 @@ def test_pipeline_run_reads_its_stage_runs(tmp_path, capsys):
     assert "dsr.grad_clip: 1.0 -> 0.5" in out          # from the train-dsr stage's NaN loss
     assert "Rank-1 of DSR + EdgeFace on the test identities is 40.0%" in out  # from the evaluate stage
     assert "lambda_identity: 0.6 -> 0.7" in out
+
+
+def test_a_run_too_short_for_the_trend_rules_says_so(tmp_path, capsys):
+    """Two healthy epochs fire no rule: that is "too early to tell", with the epochs the rules need."""
+    from engine.tips import THRESHOLDS
+
+    run = RunDir.create(tmp_path, load("vlr-32x32"), "train-dsr")
+    for epoch in (1, 2):
+        run.log_metrics(Metrics("train-dsr", "dsr", epoch, epoch * 20, "train", {"loss": 0.5 / epoch}))
+        run.log_metrics(Metrics("train-dsr", "dsr", epoch, epoch * 20, "val", {"loss": 0.6 / epoch}))
+    assert main(["tips", str(run.path)]) == 0
+    out = flat(capsys.readouterr().out)
+    assert "nothing in the metrics calls for a change" not in out
+    assert "No tips yet. This run has 2 epochs of metrics (stage dsr), too few for the trend rules" in out
+    assert f">= {THRESHOLDS.min_epochs_to_judge} epochs (DSR gain over bicubic, low val top-1)" in out
+    assert f">= {THRESHOLDS.overfit_epochs + 1} epochs (loss spikes, overfitting)" in out
+    assert f">= {THRESHOLDS.oscillation_window} epochs (oscillation)" in out
+    assert main(["tips", str(run.path), "--apply", "1", "--save-as", "x"]) == 2
+    assert "has no tips to apply yet. This run has 2 epochs" in flat(capsys.readouterr().err)
+
+
+def test_a_long_enough_healthy_run_still_says_nothing_calls_for_a_change(tmp_path, capsys):
+    from engine.tips import THRESHOLDS
+
+    run = RunDir.create(tmp_path, load("vlr-32x32"), "train-dsr")
+    for epoch in range(1, THRESHOLDS.oscillation_window + 1):
+        run.log_metrics(Metrics("train-dsr", "dsr", epoch, epoch * 20, "train", {"loss": 0.5 / epoch}))
+        run.log_metrics(Metrics("train-dsr", "dsr", epoch, epoch * 20, "val", {"loss": 0.6 / epoch}))
+    assert main(["tips", str(run.path)]) == 0
+    out = flat(capsys.readouterr().out)
+    assert "No tips: nothing in the metrics calls for a change." in out and "too few" not in out
+
+
+def test_an_evaluation_alone_is_not_called_too_short(tmp_path, capsys):
+    run = RunDir.create(tmp_path, load("vlr-32x32"), "evaluate")
+    (run.path / "eval.json").write_text(json.dumps({"dsr": {"rank1": 0.95}, "bicubic": {"rank1": 0.9}}))
+    assert main(["tips", str(run.path)]) == 0
+    out = flat(capsys.readouterr().out)
+    assert "No tips: nothing in the metrics calls for a change." in out and "too few" not in out

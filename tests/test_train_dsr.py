@@ -226,3 +226,15 @@ def test_out_of_memory_is_recorded_and_the_tips_propose_the_guides_batch(tiny_ro
     _, tips, _ = tips_for_run(run_dir)
     oom = [t for t in tips if t.rule == "out_of_memory"]
     assert oom and oom[0].patch["dsr.batch_size"] == 12
+
+
+def test_resume_of_a_finished_run_says_it_is_finished_and_leaves_the_run_as_it_was(tiny_root, tiny_preset, tmp_path):
+    run_dir = tmp_path / "done"
+    first = run_job(JobRequest("train-dsr", tiny_preset, str(tiny_root), {"epochs": 1, "run_dir": str(run_dir)}),
+                    lambda e: None)
+    assert isinstance(first, Finished)
+    before = {name: (run_dir / name).read_bytes() for name in ("summary.json", "metrics.jsonl", "status.json")}
+    again = run_job(JobRequest("train-dsr", tiny_preset, str(tiny_root), {"resume": str(run_dir)}), lambda e: None)
+    assert isinstance(again, Failed) and "is finished" in again.error and "--epochs" in again.error
+    assert again.traceback is None
+    assert {name: (run_dir / name).read_bytes() for name in before} == before

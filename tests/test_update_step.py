@@ -19,7 +19,7 @@ from engine.models.arcface import ArcFaceHead
 from engine.models.edgeface import EMBEDDING_DIM, build_edgeface
 from engine.presets import load
 from engine.runtime import Runtime
-from engine.train.bookkeeping import Sums
+from engine.train.loop_state import Sums
 from engine.train.dsr import build_training
 from engine.train.recognition import ArcFaceNet, ArcFaceStep, LabelledImages, arcface_optimizer
 from engine.train.update import NonFiniteCount, OptimizerUpdate, skips_on_device

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -13,6 +12,7 @@ from PIL import Image
 
 from engine.data.layout import HR_DIR, SPLITS, VLR_DIR, split_dir
 from engine.errors import DataError
+from engine.io.atomic import make_temp_dir
 
 VLR_METHOD = ("PIL Image.resize(HR, (w, h), Image.BICUBIC): Pillow widens the bicubic kernel by the "
               "downscale factor, so this is an antialiased bicubic downsample (like torch interpolate "
@@ -56,7 +56,7 @@ def staged_dir(dst: Path) -> Iterator[Path]:
     """
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
+    tmp = make_temp_dir(dst)  # the user's umask, not mkdtemp's 0700: a dataset is often shared
     try:
         yield tmp
         try:

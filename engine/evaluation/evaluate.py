@@ -377,14 +377,7 @@ def run_evaluate(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     plan = plan_rows(files, dsr_file is not None, request.options.rows)
     run = RunDir.for_job(preset, JOB, request.options.run_dir)
 
-    by_file: dict[Path, _Recogniser] = {}
-    recognisers: dict[str, _Recogniser] = {}
-    for role in dict.fromkeys(role for _kind, role in plan.values()):
-        path, source = files[role]
-        if path not in by_file:
-            by_file[path] = _Recogniser(path, runtime)
-        recognisers[role] = by_file[path]
-        emit(Log(JOB, f"recogniser ({role}): {path} ({source})"))
+    recognisers = _load_recognisers(plan, files, runtime, emit)
     dsr_model = _load_dsr_for(dsr_file, split, runtime) if dsr_file is not None else None
     if dsr_model is None:
         emit(Log(JOB, "no DSR checkpoint (none given with --dsr and no train-dsr run of this preset): "
@@ -424,23 +417,8 @@ def run_evaluate(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     resamples = stats.DEFAULT_RESAMPLES if request.options.bootstrap is None else int(request.options.bootstrap)
     intervals, comparisons = uncertainty(scored, probe_labels, resamples, preset.runtime.seed)
 
-    main = main_role(files)
-    protocol = {
-        "split": "test", "data_root": str(data_root), "subjects": len(gallery_labels),
-        "gallery_images": len(protocol_split.gallery_index), "gallery_per_subject": preset.eval.gallery_per_subject,
-        "probes": len(probe_labels), "threshold": threshold, "seed": preset.runtime.seed,
-        "vlr_size": list(split.vlr_size), "hr_size": split.hr_size,
-        "recogniser": str(files[main][0]), "recogniser_source": files[main][1],
-        "recogniser_variant": recognisers[main].variant if main in recognisers else None,
-        "recognisers": {role: {"file": str(path), "source": source,
-                               "variant": recognisers[role].variant if role in recognisers else None}
-                        for role, (path, source) in files.items()},
-        "rows": {name: {"probes": kind, "recogniser": role, "recogniser_file": str(files[role][0])}
-                 for name, (kind, role) in plan.items()},
-        "dsr": None if dsr_file is None else str(dsr_file), "dsr_source": dsr_source,
-        "ties": "pessimistic: a wrong subject scoring as high as the right one ranks ahead of it",
-        "notes": "hr probes are the HR images themselves: their PSNR is infinite and written as null",
-    }
+    protocol = _protocol_record(preset, data_root, split, protocol_split, plan, files, recognisers, dsr_file,
+                                dsr_source, subjects=len(gallery_labels), probes=len(probe_labels))
     document = eval_document(results, protocol, intervals, comparisons)
     atomic.write_json(run.path / "eval.json", document)
 
@@ -454,3 +432,38 @@ def run_evaluate(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
                     "eval_json": str(run.path / "eval.json")})
     run.write_summary(summary)
     return Finished(job=JOB, run_dir=run.path, summary=summary)
+
+
+def _load_recognisers(plan: dict, files: dict, runtime, emit: Emit) -> dict[str, "_Recogniser"]:
+    """Each role's recogniser (a file named by several roles is loaded once)."""
+    by_file: dict[Path, _Recogniser] = {}
+    recognisers: dict[str, _Recogniser] = {}
+    for role in dict.fromkeys(role for _kind, role in plan.values()):
+        path, source = files[role]
+        if path not in by_file:
+            by_file[path] = _Recogniser(path, runtime)
+        recognisers[role] = by_file[path]
+        emit(Log(JOB, f"recogniser ({role}): {path} ({source})"))
+    return recognisers
+
+
+def _protocol_record(preset, data_root, split, protocol_split, plan: dict, files: dict, recognisers: dict,
+                     dsr_file, dsr_source, *, subjects: int, probes: int) -> dict[str, Any]:
+    """eval.json's ``protocol``: what was measured, on which images, with which files."""
+    main = main_role(files)
+    return {
+        "split": "test", "data_root": str(data_root), "subjects": subjects,
+        "gallery_images": len(protocol_split.gallery_index), "gallery_per_subject": preset.eval.gallery_per_subject,
+        "probes": probes, "threshold": preset.eval.threshold, "seed": preset.runtime.seed,
+        "vlr_size": list(split.vlr_size), "hr_size": split.hr_size,
+        "recogniser": str(files[main][0]), "recogniser_source": files[main][1],
+        "recogniser_variant": recognisers[main].variant if main in recognisers else None,
+        "recognisers": {role: {"file": str(path), "source": source,
+                               "variant": recognisers[role].variant if role in recognisers else None}
+                        for role, (path, source) in files.items()},
+        "rows": {name: {"probes": kind, "recogniser": role, "recogniser_file": str(files[role][0])}
+                 for name, (kind, role) in plan.items()},
+        "dsr": None if dsr_file is None else str(dsr_file), "dsr_source": dsr_source,
+        "ties": "pessimistic: a wrong subject scoring as high as the right one ranks ahead of it",
+        "notes": "hr probes are the HR images themselves: their PSNR is infinite and written as null",
+    }

@@ -5,16 +5,19 @@ the CMC and ROC curves (PNG, drawn with matplotlib's Agg backend, no display nee
 strips of the run's stages (``samples/*.png``: the first and last of each) and the preset's
 differences from the built-in it came from. RUN_DIR is an evaluate run (``eval.json`` in it) or
 a pipeline run (its ``summary.json`` names the stage run directories, or they are its
-sub-directories). Markdown links its images in ``<report>_files/``; HTML embeds them (base64),
-so the page is one file to mail or attach.
+sub-directories). Markdown links its images in ``<report>_files/``; HTML embeds them (base64
+``data:`` URIs) and writes nothing else, so the page is one file to mail or attach. Text in
+backticks is inline code: kept in Markdown, ``<code>`` in HTML.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -81,15 +84,21 @@ def find_eval_json(run_dir: Path, dirs: list[Path]) -> Path:
                          "evaluate` first.")
 
 
-def _plots(doc: dict[str, Any], folder: Path) -> dict[str, Path]:
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _plots(doc: dict[str, Any]) -> dict[str, bytes]:
+    """The CMC (and ROC, when eval.json has curves) figures as PNG bytes, drawn in memory."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     from matplotlib import pyplot as plt
 
-    folder.mkdir(parents=True, exist_ok=True)
     rows = [r for r in wording.rows_present(doc) if isinstance(doc.get(r), dict)]
-    written: dict[str, Path] = {}
+    written: dict[str, bytes] = {}
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for row in rows:
         cmc = doc[row].get("cmc") or []
@@ -98,10 +107,10 @@ def _plots(doc: dict[str, Any], folder: Path) -> dict[str, Path]:
                     label=wording.ROW_LABELS.get(row, (row,))[0])
     ax.set(xlabel="rank k", ylabel="identified within rank k (%)", title="CMC", ylim=(0, 101))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # eval.json without curves: an empty plot, no legend
+        ax.legend(fontsize=8)
     fig.tight_layout()
-    written["cmc"] = folder / "cmc.png"
-    fig.savefig(written["cmc"])
+    written["cmc"] = _png(fig)
     plt.close(fig)
 
     curves = {row: doc[row]["roc"] for row in rows if isinstance(doc[row].get("roc"), dict)}
@@ -118,10 +127,14 @@ def _plots(doc: dict[str, Any], folder: Path) -> dict[str, Path]:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        written["roc"] = folder / "roc.png"
-        fig.savefig(written["roc"])
+        written["roc"] = _png(fig)
         plt.close(fig)
     return written
+
+
+def _write_figures(figures: dict[str, bytes], folder: Path) -> dict[str, Path]:
+    """The Markdown report's side files: each figure as ``folder/<name>.png``."""
+    return {name: atomic.write_bytes(folder / f"{name}.png", data) for name, data in figures.items()}
 
 
 def _samples(dirs: list[Path]) -> list[tuple[str, Path]]:
@@ -165,9 +178,10 @@ def _row_line(doc: dict[str, Any], row: str) -> list[str]:
     return cells
 
 
-def build_blocks(run_dir: Path, doc: dict[str, Any], eval_json: Path, figures: dict[str, Path],
+def build_blocks(run_dir: Path, doc: dict[str, Any], eval_json: Path, figures: dict[str, Path | bytes],
                  samples: list[tuple[str, Path]]) -> list[tuple]:
-    """The page as blocks: ("h", level, text), ("p", text), ("table", header, rows), ("img", path, alt)."""
+    """The page as blocks: ("h", level, text), ("p", text), ("table", header, rows), ("img", path or PNG
+    bytes, alt). Text may hold `inline code` in backticks."""
     protocol = doc.get("protocol") or {}
     blocks: list[tuple] = [("h", 1, f"Evaluation report: {run_dir.name}"),
                            ("p", f"Results: {eval_json}")]
@@ -271,29 +285,44 @@ def to_markdown(blocks: list[tuple], base: Path) -> str:
             out.append("|" + "---|" * len(header))
             out += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in rows]
         elif block[0] == "img":
+            if isinstance(block[1], bytes):
+                raise ValueError("a Markdown report links its images: write the figures to files first")
             rel = Path(os.path.relpath(block[1], base)).as_posix()
             out.append(f"![{block[2]}]({rel})")
         out.append("")
     return "\n".join(out)
 
 
+_INLINE_CODE = re.compile(r"`([^`]+)`")
+
+
+def _inline(text: Any) -> str:
+    """Text as HTML: escaped, with Markdown's `inline code` as <code>."""
+    return _INLINE_CODE.sub(r"<code>\1</code>", html.escape(str(text)))
+
+
+def _data_uri(image: Path | bytes) -> str:
+    data = image if isinstance(image, bytes) else Path(image).read_bytes()
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
 def to_html(blocks: list[tuple]) -> str:
     out = ["<!DOCTYPE html>", "<html><head><meta charset=\"utf-8\"><title>VLR evaluation report</title>",
            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-           "text-align:left}img{max-width:100%;display:block;margin:0.5em 0}</style></head><body>"]
+           "text-align:left}img{max-width:100%;display:block;margin:0.5em 0}"
+           "code{background:#f3f3f3;padding:0 3px;border-radius:3px}</style></head><body>"]
     for block in blocks:
         if block[0] == "h":
-            out.append(f"<h{block[1]}>{html.escape(block[2])}</h{block[1]}>")
+            out.append(f"<h{block[1]}>{_inline(block[2])}</h{block[1]}>")
         elif block[0] == "p":
-            out.append(f"<p>{html.escape(block[1])}</p>")
+            out.append(f"<p>{_inline(block[1])}</p>")
         elif block[0] == "table":
-            out.append("<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in block[1]) + "</tr>")
-            out += ["<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in block[2]]
+            out.append("<table><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in block[1]) + "</tr>")
+            out += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in block[2]]
             out.append("</table>")
         elif block[0] == "img":
-            data = base64.b64encode(Path(block[1]).read_bytes()).decode("ascii")
-            out.append(f"<figure><img alt=\"{html.escape(block[2])}\" src=\"data:image/png;base64,{data}\">"
+            out.append(f"<figure><img alt=\"{html.escape(block[2])}\" src=\"{_data_uri(block[1])}\">"
                        f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
     out.append("</body></html>")
     return "\n".join(out)
@@ -311,9 +340,11 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, as_html:
     out = Path(out).expanduser() if out else run_dir / ("report.html" if as_html else "report.md")
     if out.is_dir():
         raise WorkbenchError(f"--out {out} is a directory. Give a file name, e.g. {out / 'report.md'}.")
+    figures: dict[str, Path | bytes] = dict(_plots(doc))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        figures = _plots(doc, out.parent / f"{out.stem}_files")
+        if not as_html:  # HTML embeds the figures: the page is the only file written
+            figures = dict(_write_figures(figures, out.parent / f"{out.stem}_files"))
     except OSError as exc:
         raise WorkbenchError(f"cannot write the report's figures beside {out} ({exc}). Give a writable --out.") from None
     blocks = build_blocks(run_dir, doc, eval_json, figures, _samples(dirs))

@@ -4,6 +4,12 @@ A crash or a full disk leaves either the old file or the new one, never half of 
 read-only or unwritable disk becomes a :class:`StorageError` naming the path and the fix (the
 temporary file is removed, an earlier file at the path is untouched). A writer killed mid-write
 leaves its ``.NAME.XXXX.tmp`` file behind; :func:`remove_stale_temps` clears them.
+
+File modes: a new file gets the mode any program of the user would give it (0666 less the umask,
+or what a default ACL of the directory says; ``tempfile.mkstemp`` would make every file 0600 and
+hide runs and presets from colleagues on a shared server). The kernel applies the umask when the
+temporary file is created with mode 0666, so the umask is never read or changed (``os.umask`` is
+process-wide and racy under threads). Replacing an existing file keeps that file's permissions.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ import errno
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
+import stat
+import string
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,7 +31,10 @@ from engine.errors import StorageError
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 PATH_ERRNOS = {errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP, errno.EISDIR}
 _TORCH_WRITE_FAILURE = ("inline_container", "PytorchStreamWriter", "file write failed")
-TEMP_PATTERN = re.compile(r"^\..+\.[A-Za-z0-9_]{6,}\.tmp$")  # tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")
+TEMP_PATTERN = re.compile(r"^\..+\.[A-Za-z0-9_]{6,}\.tmp$")  # .NAME.XXXXXXXX.tmp (open_temp, formerly mkstemp)
+NEW_FILE_MODE = 0o666      # less the umask, applied by the kernel at creation: what open() and cp give a new file
+_TEMP_CHARS = string.ascii_letters + string.digits + "_"
+_TEMP_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 WHERE_TO_WRITE = ("Free space on that disk, or write elsewhere: runtime.runs_dir (or --run-dir) for runs, "
                   "$VLR_WORKBENCH_CONFIG_DIR for presets, $VLR_WORKBENCH_CACHE_DIR for the demo-data cache.")
 
@@ -77,12 +88,59 @@ def _make_parent(path: Path) -> None:
         raise user_error from None
 
 
+def open_temp(path: Path) -> tuple[int, str]:
+    """Create ``.NAME.XXXXXXXX.tmp`` beside ``path`` exclusively; (descriptor, its path).
+
+    Like ``tempfile.mkstemp`` but with mode 0666, so the file gets the user's umask (or the
+    directory's default ACL) like any file the user creates; the umask itself is not touched.
+    """
+    for _ in range(100):
+        suffix = "".join(secrets.choice(_TEMP_CHARS) for _ in range(8))
+        name = os.path.join(path.parent, f".{path.name}.{suffix}.tmp")
+        try:
+            return os.open(name, _TEMP_FLAGS, NEW_FILE_MODE), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(path.parent))
+
+
+def make_temp_dir(path: Path, suffix: str = ".partial") -> Path:
+    """Create the folder ``.NAME.XXXXXXXX<suffix>`` beside ``path`` (to be renamed to ``path`` when complete).
+
+    Like ``tempfile.mkdtemp`` but with mode 0777 less the umask (mkdtemp's 0700 would make the
+    finished folder, e.g. a prepared dataset, unreadable to everyone else).
+    """
+    for _ in range(100):
+        name = "".join(secrets.choice(_TEMP_CHARS) for _ in range(8))
+        folder = Path(path).parent / f".{Path(path).name}.{name}{suffix}"
+        try:
+            folder.mkdir(0o777)
+            return folder
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary folder name", str(Path(path).parent))
+
+
+def _keep_mode(fd: int, path: Path) -> None:
+    """Give the temporary file the permissions of the file it will replace (if there is one)."""
+    try:
+        old = os.stat(path)
+    except (OSError, ValueError):
+        return
+    if stat.S_ISREG(old.st_mode) and hasattr(os, "fchmod"):
+        try:
+            os.fchmod(fd, stat.S_IMODE(old.st_mode) & 0o777)
+        except OSError:  # a file system without modes (FAT, some network shares): the umask's mode stays
+            pass
+
+
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
     path = Path(path)
     tmp_name = None
     _make_parent(path)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp_name = open_temp(path)
+        _keep_mode(fd, path)
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()
@@ -137,7 +195,7 @@ def create_exclusive(path: Path, data: bytes) -> Path:
     tmp_name = None
     _make_parent(path)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp_name = open_temp(path)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -149,7 +207,7 @@ def create_exclusive(path: Path, data: bytes) -> Path:
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
                 raise
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))  # claim the name
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, NEW_FILE_MODE))  # claim the name
             os.replace(tmp_name, path)
             tmp_name = None
     except FileExistsError:

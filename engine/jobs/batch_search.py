@@ -3,8 +3,9 @@ training steps of the preset's networks at growing batch sizes and backs off on 
 
 Doubling from the preset's batch finds the first size that fails, then a bisection between the
 last size that fitted and that one. Each try is a forward and backward pass of the job's step on
-random inputs of the preset's sizes, so it measures the job's real peak. On the CPU nothing runs
-out of memory the same way: the search stops at ``limit``; its figure is only meaningful on a GPU.
+random inputs of the preset's sizes, so it measures the job's real peak. It needs a CUDA device:
+on the CPU nothing runs out of memory the same way (the search would run real steps for minutes
+and end at ``limit``), so :func:`require_cuda` refuses it at once.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from typing import Callable
 
 import torch
 
+from engine.errors import WorkbenchError
 from engine.presets import Preset
 from engine.runtime import Runtime, prepare_model
+
+BATCH_KEYS = {"train-dsr": "dsr.batch_size", "finetune": "finetune.batch_size"}
 
 TryBatch = Callable[[int], None]   # runs one step at batch n; raises torch.OutOfMemoryError when it does not fit
 
@@ -25,6 +29,20 @@ class BatchSearch:
     largest: int                   # largest batch that fitted (0: not even the smallest)
     tried: dict[int, bool]         # batch -> fitted
     peak_mb: float | None          # peak device memory at ``largest`` (CUDA)
+
+
+def require_cuda(runtime: Runtime, job: str) -> None:
+    """Refuse the search on anything but a CUDA device, saying why and what to do instead."""
+    if runtime.device.type == "cuda":
+        return
+    key = BATCH_KEYS.get(job, "dsr.batch_size")
+    why = ("runtime.device is set to it" if torch.cuda.is_available() else "no CUDA GPU is available here")
+    raise WorkbenchError(
+        f"find-batch needs a CUDA GPU, but this job would run on {runtime.device} ({why}). The search measures GPU "
+        "memory, growing the batch until CUDA runs out of memory; on the CPU there is no out-of-memory limit to "
+        f"find, so it would only run real steps for minutes and stop at --max. Set {key} by hand instead (e.g. "
+        f"`vlr-workbench presets save-as PRESET my-preset --set {key}=16`), or run find-batch on a machine with a "
+        "GPU (runtime.device auto or cuda).")
 
 
 def largest_batch(try_batch: TryBatch, start: int, limit: int) -> tuple[int, dict[int, bool]]:
@@ -113,6 +131,7 @@ def finetune_step(preset: Preset, runtime: Runtime, classes: int = 1000) -> TryB
 
 def search(preset: Preset, runtime: Runtime, job: str, limit: int) -> BatchSearch:
     """The largest batch of ``job`` ("train-dsr" or "finetune") that fits, starting at the preset's."""
+    require_cuda(runtime, job)
     step = dsr_step(preset, runtime) if job == "train-dsr" else finetune_step(preset, runtime)
     start = preset.dsr.batch_size if job == "train-dsr" else preset.finetune.batch_size
     largest, tried = largest_batch(step, start, limit)

@@ -39,7 +39,8 @@ from engine.events import Emit, Event, Failed, Finished, Log, ignore
 from engine.jobs.options import DSROptions, FinetuneOptions, PipelineOptions, PretrainOptions
 from engine.jobs.registry import JobRequest, StopFlag, job_function
 from engine.presets import load as load_preset
-from engine.runs.status import FileStop, RunLock, StatusWriter, run_state
+from engine.runs.lifecycle import RunLifecycle
+from engine.runs.status import RunLock, run_state
 from engine.runs.run_dir import RunDir
 
 JOB = "pipeline"
@@ -178,219 +179,258 @@ def _new_pipeline_dir(preset, run_dir: str | None) -> Path:
 
 
 def run_pipeline(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
-    from engine.data.resolve import job_data_root
-    from engine.jobs.recogniser import existing_recogniser, pretrain_epochs
-    from engine.runtime import resolve
+    return PipelineRun.open(request, emit, stop).run()
 
-    opts: PipelineOptions = request.options or PipelineOptions()
-    ctx, _ = distributed.setup(resolve(request.preset).device)
-    say = emit if ctx.is_main else ignore
-    if opts.resume:
-        run = RunDir.open(opts.resume)
-        preset, previous = load_preset(run.path / "preset.toml"), run.read_summary()
-        if previous.get("status") == "done":
-            raise WorkbenchError(f"{run.path} is a finished pipeline: nothing to resume. Start a new one with "
-                                 f"`vlr-workbench pipeline --preset {preset.name}`.")
-        opts = _check_resume_options(opts, previous.get("options") or {}, run.path)
-        data = request.data or previous.get("data_root")
-    else:
+
+class PipelineRun:
+    """One pipeline run: its directory's life (lock, status, stop), summary.json, and the stages."""
+
+    def __init__(self, run: RunDir, preset, opts: PipelineOptions, data: str | None, previous: dict | None,
+                 ctx, emit: Emit, stop: StopFlag) -> None:
+        self.run_dir, self.preset, self.opts, self.data, self.ctx = run, preset, opts, data, ctx
+        self.say = emit if ctx.is_main else ignore
+        self.forward = _pass_on(emit)
+        lock = RunLock(run.path)
+        if ctx.is_main and not lock.adopt():   # --run-dir: taken before the directory was written
+            lock.acquire()
+        # `vlr-workbench stop PIPELINE_DIR` (or the app) reaches every stage through life.stop
+        self.life = RunLifecycle(run.path, JOB, stop, main=ctx.is_main, lock=lock)
+        self.stop = self.life.stop
+        try:
+            record = previous or _new_record()
+            if data and not record.get("data_root"):   # a resume killed before the data was resolved uses it too
+                record["data_root"] = str(data)
+            record["options"] = {"baselines": opts.baselines, "folds": opts.folds}
+            self.summary = _Summary(run, record, ctx.is_main)
+        except BaseException:      # e.g. a full disk: the directory is not left locked
+            lock.release()
+            raise
+        self.names = stage_names(opts.baselines)
+        self.where: dict[str, Any] = {"stage": self.names[0], "fold": None}   # what runs now (failures, messages)
+        self.started = time.perf_counter()
+
+    @classmethod
+    def open(cls, request: JobRequest, emit: Emit, stop: StopFlag) -> "PipelineRun":
+        """A new pipeline directory, or the one given to --resume with its own preset and options."""
+        from engine.runtime import resolve
+
+        opts: PipelineOptions = request.options or PipelineOptions()
+        ctx, _ = distributed.setup(resolve(request.preset).device)
+        if opts.resume:
+            run = RunDir.open(opts.resume)
+            preset, previous = load_preset(run.path / "preset.toml"), run.read_summary()
+            if previous.get("status") == "done":
+                raise WorkbenchError(f"{run.path} is a finished pipeline: nothing to resume. Start a new one with "
+                                     f"`vlr-workbench pipeline --preset {preset.name}`.")
+            opts = _check_resume_options(opts, previous.get("options") or {}, run.path)
+            return cls(run, preset, opts, request.data or previous.get("data_root"), previous, ctx, emit, stop)
         if opts.folds is not None and opts.folds < 2:
             raise WorkbenchError(f"--folds {opts.folds}: K-fold evaluation needs at least 2 folds (or leave --folds "
                                  "out for the single split).")
-        preset, previous, data = request.preset, None, request.data
-        path = _new_pipeline_dir(preset, opts.run_dir) if ctx.is_main else None
+        path = _new_pipeline_dir(request.preset, opts.run_dir) if ctx.is_main else None
         run = RunDir(Path(distributed.broadcast(str(path) if path else None, ctx)))
-    lock = RunLock(run.path)
-    if ctx.is_main and not lock.adopt():   # --run-dir: taken before the directory was written
-        lock.acquire()
-    stop = FileStop(stop, run.path)   # `vlr-workbench stop PIPELINE_DIR` (or the app) reaches every stage
-    try:
-        summary = _Summary(run, previous, ctx.is_main)
-        summary.data["options"] = {"baselines": opts.baselines, "folds": opts.folds}
-        status = StatusWriter(run.path, JOB, enabled=ctx.is_main)
-    except BaseException:      # e.g. a full disk: the directory is not left locked
-        lock.release()
-        raise
-    forward = _pass_on(emit)
-    names = stage_names(opts.baselines)
-    where = {"stage": names[0], "fold": None}   # what is running now (for the failure record and messages)
-    started = time.perf_counter()
+        return cls(run, request.preset, opts, request.data, None, ctx, emit, stop)
 
-    def announce(kind: str) -> None:
-        where["stage"] = kind
-        fold = where["fold"]
-        prefix = f"fold {fold}/{opts.folds}, " if fold else ""
-        say(Log(JOB, f"{prefix}stage {names.index(kind) + 1}/{len(names)}: {kind}"))
-        status.update(force=True, stage=kind, fold=fold)
+    # -- the run
 
-    def new_run_dir(runs_dir: str, kind: str) -> str:
-        path = RunDir.create(runs_dir, preset, kind).path if ctx.is_main else None
-        return distributed.broadcast(str(path) if path else None, ctx)
+    def run(self) -> Finished:
+        from engine.data.resolve import job_data_root
 
-    def stage_run(record: dict, name: str, options: Any, runs_dir: str, data: str) -> Path:
+        try:
+            self.stop.check()
+            data_root = job_data_root(self.preset, self.data, self.say, JOB)
+            self.summary.data["data_root"] = str(data_root)
+            self.summary.write()
+            if not self.opts.folds:
+                self.run_stages(self.summary.data, str(data_root), self.preset.runtime.runs_dir, folds=False)
+            else:
+                self.run_folds(data_root)
+        except JobStopped:
+            return self.finish(stopped=True)
+        except BaseException as exc:
+            self.fail(exc)
+            raise
+        return self.finish(stopped=False)
+
+    def run_folds(self, data_root: Path) -> None:
+        """Every fold's stages (finished folds reused), then the aggregate of their eval.json files."""
+        from engine.evaluation.folds import aggregate_eval_files
+
+        summary, opts, ctx = self.summary, self.opts, self.ctx
+        self.where["stage"] = "folds"
+        if not summary.data.get("folds"):
+            self.say(Log(JOB, f"writing {opts.folds} fold datasets (seed {self.preset.runtime.seed}) under "
+                              f"{self.run_dir.path}"))
+            seed = self.preset.runtime.seed
+            records = _write_folds(self.run_dir, data_root, opts.folds, seed) if ctx.is_main else None
+            summary.data["folds"] = distributed.broadcast(records, ctx)
+            summary.data["fold_seed"] = self.preset.runtime.seed
+            summary.stage_done(summary.data, "folds", None, 0.0)
+        for record in summary.data["folds"]:
+            self.where["fold"] = record["fold"]
+            if "evaluate" in record["stages"]:
+                self.say(Log(JOB, f"fold {record['fold']}/{opts.folds}: reusing the finished fold "
+                                  f"({record['eval_json']})"))
+                continue
+            self.say(Log(JOB, f"fold {record['fold']}/{opts.folds}: {len(record['test_subjects'])} held-out "
+                              f"subjects, data {record['data_root']}"))
+            summary.data["stage_runs"] = record["stage_runs"]   # the current fold's: what `attach` follows
+            self.run_stages(record, record["data_root"], record["runs_dir"], folds=True)
+            summary.stage_done(summary.data, f"fold_{record['fold']}", Path(record["runs_dir"]), 0.0)
+        self.where.update(fold=None, stage="aggregate")
+        if ctx.is_main:
+            aggregated = aggregate_eval_files([r["eval_json"] for r in summary.data["folds"]])
+            aggregated.update(seed=summary.data["fold_seed"],
+                              test_subjects=[r["test_subjects"] for r in summary.data["folds"]])
+            folds_file = atomic.write_json(self.run_dir.path / FOLDS_FILE, aggregated)
+            summary.data["eval_folds_json"] = str(folds_file)
+            summary.data["folds_done"] = len(summary.data["folds"])
+            summary.data.update(_fold_headline(aggregated))
+            summary.stage_done(summary.data, "aggregate", None, 0.0)
+        distributed.barrier(ctx)
+
+    def run_stages(self, record: dict, data: str, runs_dir: str, folds: bool) -> None:
+        """Every stage of one dataset (the whole data, or one fold), recorded in ``record``."""
+        recogniser = self.recogniser_stage(record, data, runs_dir, folds)
+        self.stop.check()
+        self.announce("train-dsr")
+        dsr = self.stage_run(record, "train-dsr", DSROptions(edgeface=str(recogniser)), runs_dir, data) / "best.pt"
+        self.stop.check()
+        bicubic = None
+        if self.opts.baselines:   # before the DSR fine-tuning, so the preset's latest finetune run stays the DSR one
+            self.announce(BASELINE_STAGE)
+            bicubic = self.stage_run(record, BASELINE_STAGE, FinetuneOptions(dsr=None, edgeface=str(recogniser)),
+                                     runs_dir, data) / "best.pt"
+            self.stop.check()
+        self.announce("finetune")
+        finetuned = self.stage_run(record, "finetune", FinetuneOptions(dsr=str(dsr), edgeface=str(recogniser)),
+                                   runs_dir, data) / "best.pt"
+        self.stop.check()
+        self.announce("evaluate")
+        options = {"dsr": str(dsr), "edgeface": str(finetuned), "edgeface_base": str(recogniser)}
+        if bicubic is not None:
+            options["edgeface_bicubic"] = str(bicubic)
+        if self.opts.bootstrap is not None:
+            options["bootstrap"] = self.opts.bootstrap
+        self.evaluate(record, options, runs_dir, data)
+        distributed.barrier(self.ctx)
+
+    def recogniser_stage(self, record: dict, data: str, runs_dir: str, folds: bool) -> Path:
+        """The recogniser of this dataset: recorded, given, a finished pretrain run (not under folds), or a
+        pretrain stage run made now (recorded, so --resume continues it)."""
+        from engine.jobs.recogniser import existing_recogniser, pretrain_epochs
+
+        stage = "recogniser"
+        self.announce(stage)
+        self.stop.check()
+        if stage in record["stages"]:
+            return Path(record["recogniser"])
+        t0 = time.perf_counter()
+        if folds:
+            recogniser = _given_weights(self.preset, self.opts)
+        else:
+            recogniser = (Path(self.opts.edgeface) if self.opts.edgeface
+                          else existing_recogniser(self.preset, Path(data), self.say))
+        made = None
+        if recogniser is None:
+            self.say(Log(JOB, f"no EdgeFace weights: pre-training {self.preset.runtime.edgeface_variant} on the HR "
+                              "images" + (" of this fold's training subjects" if folds else "")))
+            self.life.status.update(force=True, stage="pretrain")   # `attach` follows stage_runs["pretrain"]
+            made = self.stage_run(record, "pretrain", PretrainOptions(epochs=pretrain_epochs(self.preset)),
+                                  runs_dir, data)
+            recogniser = made / "best.pt"
+        record["recogniser"] = str(recogniser)
+        self.summary.stage_done(record, stage, made, time.perf_counter() - t0)
+        return recogniser
+
+    def announce(self, kind: str) -> None:
+        self.where["stage"] = kind
+        fold = self.where["fold"]
+        prefix = f"fold {fold}/{self.opts.folds}, " if fold else ""
+        self.say(Log(JOB, f"{prefix}stage {self.names.index(kind) + 1}/{len(self.names)}: {kind}"))
+        self.life.status.update(force=True, stage=kind, fold=fold)
+
+    def stage_run(self, record: dict, name: str, options: Any, runs_dir: str, data: str) -> Path:
         """Run (or resume) a training stage in a run directory recorded before it starts; its run dir when done."""
         done = record["stages"].get(name)
         if done:
-            say(Log(JOB, f"{name}: reusing the finished stage run {done}"))
+            self.say(Log(JOB, f"{name}: reusing the finished stage run {done}"))
             return Path(done)
         kind = STAGE_JOBS.get(name, name)
         recorded = record["stage_runs"].get(name)
         if recorded and run_state(recorded) == "finished":   # killed after the stage ended, before it was recorded
-            say(Log(JOB, f"{name}: the stage run {recorded} had finished; reusing it"))
-            summary.stage_done(record, name, Path(recorded), 0.0)
+            self.say(Log(JOB, f"{name}: the stage run {recorded} had finished; reusing it"))
+            self.summary.stage_done(record, name, Path(recorded), 0.0)
             return Path(recorded)
         if recorded and (Path(recorded) / "last.pt").is_file():
-            say(Log(JOB, f"{name}: resuming the unfinished stage run {recorded}"))
-            options = replace(options, resume=recorded, run_dir=None, allow_other_data=opts.allow_other_data)
+            self.say(Log(JOB, f"{name}: resuming the unfinished stage run {recorded}"))
+            options = replace(options, resume=recorded, run_dir=None, allow_other_data=self.opts.allow_other_data)
         else:
             if not recorded:
-                recorded = new_run_dir(runs_dir, kind)
+                recorded = self.new_run_dir(runs_dir, kind)
                 record["stage_runs"][name] = recorded
-                summary.write()
+                self.summary.write()
             options = replace(options, run_dir=recorded)
         t0 = time.perf_counter()
-        result = job_function(kind)(JobRequest(kind, preset, data=data, options=options), forward, stop)
+        result = job_function(kind)(JobRequest(kind, self.preset, data=data, options=options), self.forward, self.stop)
         if result.stopped:
-            summary.data["stopped_run"] = str(result.run_dir)   # holds last.pt: --resume continues it
+            self.summary.data["stopped_run"] = str(result.run_dir)   # holds last.pt: --resume continues it
             raise JobStopped()
-        summary.stage_done(record, name, Path(result.run_dir), time.perf_counter() - t0)
+        self.summary.stage_done(record, name, Path(result.run_dir), time.perf_counter() - t0)
         return Path(result.run_dir)
 
-    def evaluate(record: dict, options: dict[str, Any], runs_dir: str, data: str) -> None:
+    def new_run_dir(self, runs_dir: str, kind: str) -> str:
+        path = RunDir.create(runs_dir, self.preset, kind).path if self.ctx.is_main else None
+        return distributed.broadcast(str(path) if path else None, self.ctx)
+
+    def evaluate(self, record: dict, options: dict[str, Any], runs_dir: str, data: str) -> None:
         """The evaluate stage on rank 0, in a run directory recorded before it starts (re-run when unfinished)."""
-        if not ctx.is_main:
+        if not self.ctx.is_main:
             return
         recorded = record["stage_runs"].get("evaluate")
         if not recorded:
-            recorded = str(RunDir.create(runs_dir, preset, "evaluate").path)
+            recorded = str(RunDir.create(runs_dir, self.preset, "evaluate").path)
             record["stage_runs"]["evaluate"] = recorded
-            summary.write()
+            self.summary.write()
         t0 = time.perf_counter()
-        request_ = JobRequest("evaluate", preset, data=data, options={**options, "run_dir": recorded})
-        result = job_function("evaluate")(request_, forward, stop)
+        request = JobRequest("evaluate", self.preset, data=data, options={**options, "run_dir": recorded})
+        result = job_function("evaluate")(request, self.forward, self.stop)
         if result.stopped:
             raise JobStopped()
         record["eval_json"] = str(Path(result.run_dir) / "eval.json")
         record.update(_headline(Path(record["eval_json"])))
-        summary.stage_done(record, "evaluate", result.run_dir, time.perf_counter() - t0)
+        self.summary.stage_done(record, "evaluate", result.run_dir, time.perf_counter() - t0)
 
-    def run_stages(record: dict, data: str, runs_dir: str, folds: bool) -> None:
-        """Every stage of one dataset (the whole data, or one fold), recorded in ``record``."""
-        stage = "recogniser"
-        announce(stage)
-        stop.check()
-        if stage in record["stages"]:
-            recogniser = Path(record["recogniser"])
-        else:
-            t0 = time.perf_counter()
-            if folds:
-                recogniser = _given_weights(preset, opts)
-            else:
-                recogniser = Path(opts.edgeface) if opts.edgeface else existing_recogniser(preset, Path(data), say)
-            made = None
-            if recogniser is None:
-                say(Log(JOB, f"no EdgeFace weights: pre-training {preset.runtime.edgeface_variant} on the HR images"
-                             + (" of this fold's training subjects" if folds else "")))
-                status.update(force=True, stage="pretrain")   # `attach` follows stage_runs["pretrain"]
-                made = stage_run(record, "pretrain", PretrainOptions(epochs=pretrain_epochs(preset)), runs_dir, data)
-                recogniser = made / "best.pt"
-            record["recogniser"] = str(recogniser)
-            summary.stage_done(record, stage, made, time.perf_counter() - t0)
-        stop.check()
+    # -- the end
 
-        announce("train-dsr")
-        dsr = stage_run(record, "train-dsr", DSROptions(edgeface=str(recogniser)), runs_dir, data) / "best.pt"
-        stop.check()
+    def finished_text(self) -> str:
+        data = self.summary.data
+        if not data.get("folds"):
+            return ", ".join(data["stages"]) or "none"
+        return "; ".join(f"fold {r['fold']}: {', '.join(r['stages']) or 'none'}" for r in data["folds"])
 
-        bicubic = None
-        if opts.baselines:   # before the DSR fine-tuning, so the preset's latest finetune run stays the DSR one
-            announce(BASELINE_STAGE)
-            bicubic = stage_run(record, BASELINE_STAGE, FinetuneOptions(dsr=None, edgeface=str(recogniser)),
-                                runs_dir, data) / "best.pt"
-            stop.check()
-
-        announce("finetune")
-        finetuned = stage_run(record, "finetune", FinetuneOptions(dsr=str(dsr), edgeface=str(recogniser)),
-                              runs_dir, data) / "best.pt"
-        stop.check()
-
-        announce("evaluate")
-        options = {"dsr": str(dsr), "edgeface": str(finetuned), "edgeface_base": str(recogniser)}
-        if bicubic is not None:
-            options["edgeface_bicubic"] = str(bicubic)
-        if opts.bootstrap is not None:
-            options["bootstrap"] = opts.bootstrap
-        evaluate(record, options, runs_dir, data)
-        distributed.barrier(ctx)
-
-    def finished_text() -> str:
-        if not summary.data.get("folds"):
-            return ", ".join(summary.data["stages"]) or "none"
-        return "; ".join(f"fold {r['fold']}: {', '.join(r['stages']) or 'none'}" for r in summary.data["folds"])
-
-    def finish(stopped: bool) -> Finished:
-        summary.data["status"] = "stopped" if stopped else "done"
-        summary.data["total_seconds"] = round(summary.data.get("total_seconds", 0) + time.perf_counter() - started, 1)
-        summary.write()
-        status.end("stopped" if stopped else "finished")
-        lock.release()
+    def finish(self, stopped: bool) -> Finished:
+        data = self.summary.data
+        data["status"] = "stopped" if stopped else "done"
+        data["total_seconds"] = round(data.get("total_seconds", 0) + time.perf_counter() - self.started, 1)
+        self.summary.write()
+        self.life.end("stopped" if stopped else "finished")
         if stopped:
+            where = self.where
             during = f"fold {where['fold']}, {where['stage']}" if where["fold"] else where["stage"]
-            say(Log(JOB, f"pipeline stopped during {during}; finished stages: {finished_text()}. "
-                         f"`vlr-workbench pipeline --resume {run.path}` continues from there", level="warning"))
+            self.say(Log(JOB, f"pipeline stopped during {during}; finished stages: {self.finished_text()}. "
+                              f"`vlr-workbench pipeline --resume {self.run_dir.path}` continues from there",
+                         level="warning"))
         # the event carries the short version (the CLI prints it); summary.json keeps everything
-        short = {k: v for k, v in summary.data.items()
-                 if k in SHORT_KEYS or k.endswith("_rank1") or k.endswith("_rank1_std")}
-        return Finished(job=JOB, run_dir=run.path, summary=short, stopped=stopped)
+        short = {k: v for k, v in data.items() if k in SHORT_KEYS or k.endswith("_rank1") or k.endswith("_rank1_std")}
+        return Finished(job=JOB, run_dir=self.run_dir.path, summary=short, stopped=stopped)
 
-    try:
-        stop.check()
-        data_root = job_data_root(preset, data, say, JOB)
-        data = str(data_root)
-        summary.data["data_root"] = data
-        if not opts.folds:
-            run_stages(summary.data, data, preset.runtime.runs_dir, folds=False)
-        else:
-            from engine.evaluation.folds import aggregate_eval_files
-
-            where["stage"] = "folds"
-            if not summary.data.get("folds"):
-                say(Log(JOB, f"writing {opts.folds} fold datasets (seed {preset.runtime.seed}) under {run.path}"))
-                records = _write_folds(run, data_root, opts.folds, preset.runtime.seed) if ctx.is_main else None
-                summary.data["folds"] = distributed.broadcast(records, ctx)
-                summary.data["fold_seed"] = preset.runtime.seed
-                summary.stage_done(summary.data, "folds", None, 0.0)
-            for record in summary.data["folds"]:
-                where["fold"] = record["fold"]
-                if "evaluate" in record["stages"]:
-                    say(Log(JOB, f"fold {record['fold']}/{opts.folds}: reusing the finished fold "
-                                 f"({record['eval_json']})"))
-                    continue
-                say(Log(JOB, f"fold {record['fold']}/{opts.folds}: {len(record['test_subjects'])} held-out "
-                             f"subjects, data {record['data_root']}"))
-                summary.data["stage_runs"] = record["stage_runs"]   # the current fold's: what `attach` follows
-                run_stages(record, record["data_root"], record["runs_dir"], folds=True)
-                summary.stage_done(summary.data, f"fold_{record['fold']}", Path(record["runs_dir"]), 0.0)
-            where.update(fold=None, stage="aggregate")
-            if ctx.is_main:
-                aggregated = aggregate_eval_files([r["eval_json"] for r in summary.data["folds"]])
-                aggregated.update(seed=summary.data["fold_seed"], test_subjects=[r["test_subjects"]
-                                                                                 for r in summary.data["folds"]])
-                folds_file = atomic.write_json(run.path / FOLDS_FILE, aggregated)
-                summary.data["eval_folds_json"] = str(folds_file)
-                summary.data["folds_done"] = len(summary.data["folds"])
-                summary.data.update(_fold_headline(aggregated))
-                summary.stage_done(summary.data, "aggregate", None, 0.0)
-            distributed.barrier(ctx)
-    except JobStopped:
-        return finish(stopped=True)
-    except BaseException as exc:
+    def fail(self, exc: BaseException) -> None:
         error = str(exc) if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {exc}"
-        summary.data.update(status="failed", failed_stage=where["stage"], error=error)
-        if where["fold"]:
-            summary.data["failed_fold"] = where["fold"]
-        summary.write()
-        status.end("failed", error)
-        lock.release()
-        raise
-    return finish(stopped=False)
+        self.summary.data.update(status="failed", failed_stage=self.where["stage"], error=error)
+        if self.where["fold"]:
+            self.summary.data["failed_fold"] = self.where["fold"]
+        try:
+            self.summary.write()
+        finally:
+            self.life.end("failed", error)

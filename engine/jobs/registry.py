@@ -47,6 +47,7 @@ class JobSpec:
     resume_file: str | None        # what a stopped run holds for `--resume` (None: not resumable)
     app_action: str | None = None  # the app's action that starts it (keys t f e p), None: CLI only
     own_process: bool = False      # the app runs it as a separate CLI process it follows (it outlives the app)
+    short: str = ""                # its name in narrow tables (the kind itself when empty)
 
     def load(self) -> "JobFn":
         module, name = self.function.split(":")
@@ -54,13 +55,15 @@ class JobSpec:
 
 
 JOBS: dict[str, JobSpec] = {spec.kind: spec for spec in (
-    JobSpec("train-dsr", "engine.train.dsr:run_train_dsr", job_options.DSROptions, "last.pt", "train", True),
+    JobSpec("train-dsr", "engine.train.dsr:run_train_dsr", job_options.DSROptions, "last.pt", "train", True,
+            "train"),
     JobSpec("finetune", "engine.train.finetune:run_finetune", job_options.FinetuneOptions, "last.pt", "finetune",
-            True),
-    JobSpec("pretrain", "engine.train.pretrain:run_pretrain", job_options.PretrainOptions, "last.pt"),
-    JobSpec("evaluate", "engine.evaluation.evaluate:run_evaluate", job_options.EvaluateOptions, None, "evaluate"),
+            True, "tune"),
+    JobSpec("pretrain", "engine.train.pretrain:run_pretrain", job_options.PretrainOptions, "last.pt", short="pre"),
+    JobSpec("evaluate", "engine.evaluation.evaluate:run_evaluate", job_options.EvaluateOptions, None, "evaluate",
+            short="eval"),
     JobSpec("pipeline", "engine.jobs.pipeline:run_pipeline", job_options.PipelineOptions, "summary.json",
-            "pipeline", True),
+            "pipeline", True, "pipe"),
 )}
 
 
@@ -68,6 +71,17 @@ def job_spec(kind: str) -> JobSpec:
     if kind not in JOBS:
         raise WorkbenchError(f"unknown job '{kind}'. Jobs: {', '.join(JOBS)}.")
     return JOBS[kind]
+
+
+def own_process_jobs() -> list[str]:
+    """The jobs the app may start as their own CLI process (they outlive the app)."""
+    return [kind for kind, spec in JOBS.items() if spec.own_process]
+
+
+def short_job_name(kind: str) -> str:
+    """A job's name in narrow tables (``train`` for train-dsr); an unknown kind as it is."""
+    spec = JOBS.get(kind)
+    return spec.short or kind if spec else kind
 
 
 def app_jobs() -> dict[str, JobSpec]:

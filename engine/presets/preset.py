@@ -177,6 +177,8 @@ def _check_value(info: FieldInfo, value: Any, source: str) -> Any:
         _check_text(value, where)
         if info.choices and value not in info.choices:
             raise PresetError(f"{where} is {quote(value)}{_did_you_mean(value, info.choices)}. {expect}")
+        if info.pattern and not re.fullmatch(info.pattern[0], value):
+            raise PresetError(f"{where} is {quote(value)}, which is not a value it takes. {expect}")
         if info.key in PATH_KEYS:
             _check_path_text(info, value, where)
         return value

@@ -15,10 +15,13 @@ from typing import Any, Iterator
 
 def spec(default: Any, help: str, *, min: float | None = None, max: float | None = None,
          min_exclusive: bool = False, max_exclusive: bool = False,
-         choices: tuple[str, ...] | None = None) -> Any:
-    """A dataclass field carrying the description and valid range the CLI and the app show."""
+         choices: tuple[str, ...] | None = None, pattern: tuple[str, str] | None = None) -> Any:
+    """A dataclass field carrying the description and valid range the CLI and the app show.
+
+    ``pattern`` = (regular expression the whole text must match, the valid values in words).
+    """
     meta = {"help": help, "min": min, "max": max, "min_exclusive": min_exclusive,
-            "max_exclusive": max_exclusive, "choices": choices}
+            "max_exclusive": max_exclusive, "choices": choices, "pattern": pattern}
     if isinstance(default, (list, tuple)):
         return field(default=tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -28,6 +31,8 @@ SEED_MAX = 2**32 - 1  # what every seeded generator (torch, numpy, random) accep
 PROB = {"min": 0.0, "max": 1.0}
 POS = {"min": 0.0, "min_exclusive": True}
 NONNEG = {"min": 0.0}
+# The devices the runtime knows (engine.runtime.resolve): auto picks cuda when available, else cpu.
+DEVICE_PATTERN = (r"auto|cpu|cuda(:[0-9]+)?", "auto, cpu, cuda or cuda:N (N = the GPU index, 0 first)")
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,8 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    device: str = spec("auto", "torch device: auto, cpu, cuda or cuda:N")
+    device: str = spec("auto", "torch device the jobs run on (auto: cuda when available, else cpu)",
+                       pattern=DEVICE_PATTERN)
     amp: str = spec("auto", "mixed precision: auto/fp16/bf16 on CUDA; only bf16 also on the CPU",
                     choices=("auto", "bf16", "fp16", "off"))
     seed: int = spec(42, "random seed", min=0, max=SEED_MAX)
@@ -150,6 +156,7 @@ class FieldInfo:
     min_exclusive: bool
     max_exclusive: bool
     choices: tuple[str, ...] | None
+    pattern: tuple[str, str] | None = None   # (regular expression, the valid values in words)
 
     @property
     def key(self) -> str:
@@ -159,6 +166,8 @@ class FieldInfo:
         """The valid values in words, e.g. ``(0, 1]`` or ``one of: bf16, fp16``."""
         if self.choices:
             return "one of: " + ", ".join(self.choices)
+        if self.pattern:
+            return self.pattern[1]
         if self.type == "bool":
             return "true or false"
         if self.type == "str":
@@ -195,7 +204,7 @@ def iter_fields() -> Iterator[FieldInfo]:
         for f in fields(cls):
             m = f.metadata
             yield FieldInfo(section, f.name, _type_name(f.type), f.default, m["help"], m["min"], m["max"],
-                            m["min_exclusive"], m["max_exclusive"], m["choices"])
+                            m["min_exclusive"], m["max_exclusive"], m["choices"], m.get("pattern"))
 
 
 FIELDS: dict[str, FieldInfo] = {info.key: info for info in iter_fields()}

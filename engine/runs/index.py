@@ -21,11 +21,12 @@ from typing import Any, Iterable
 
 from engine.errors import WorkbenchError
 from engine.presets import Preset, diff, load
+from engine.jobs.registry import JOBS
 from engine.runs.status import read_status, run_state
 from engine.runs.run_dir import iter_runs
 from engine.runs.records import read_metrics
 
-JOB_NAMES = ("train-dsr", "finetune", "pretrain", "evaluate", "pipeline")
+JOB_NAMES = tuple(JOBS)          # the job kinds a run directory name may end with
 SORT_KEYS = ("age", "name", "preset", "job", "state", "epochs", "psnr", "gain", "dsr", "bicubic", "hr")
 DESCENDING_BY_DEFAULT = {"epochs", "psnr", "gain", "dsr", "bicubic", "hr"}   # best first
 _STAMP = re.compile(r"^(\d{8}-\d{6})-(.+)$")

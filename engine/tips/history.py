@@ -49,6 +49,19 @@ def series(history: Iterable[dict[str, Any]], stage: str, split: str, metric: st
     return [Point(epoch, by_epoch[epoch]) for epoch in sorted(by_epoch)]
 
 
+def most_epochs(history: Iterable[dict[str, Any]]) -> tuple[int, str | None]:
+    """(number of epochs with train or val metrics, stage) of the stage that has the most; (0, None) if none."""
+    per_stage: dict[str, set[int]] = {}
+    for record in history:
+        epoch, stage = record.get("epoch"), record.get("stage")
+        if record.get("split") in ("train", "val") and isinstance(stage, str) and isinstance(epoch, int):
+            per_stage.setdefault(stage, set()).add(epoch)
+    if not per_stage:
+        return 0, None
+    stage = max(per_stage, key=lambda s: len(per_stage[s]))
+    return len(per_stage[stage]), stage
+
+
 def non_finite(history: Iterable[dict[str, Any]]) -> list[tuple[str, str, Any, str]]:
     """``(stage, split, epoch, key)`` of every loss value that is null, NaN or infinite."""
     found = []

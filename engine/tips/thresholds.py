@@ -43,6 +43,20 @@ class Thresholds:
 
 THRESHOLDS = Thresholds()
 
+
+def trend_epochs(th: Thresholds = THRESHOLDS) -> list[tuple[int, str]]:
+    """(epochs a stage needs, what the rules judge then) of the rules that read a trend, fewest first.
+
+    A shorter run cannot trigger them, so "no tips" then means "too early to tell", not "all is well".
+    """
+    needs: dict[int, list[str]] = {}
+    for epochs, what in ((th.min_epochs_to_judge, "DSR gain over bicubic, low val top-1"),
+                         (th.spike_min_history + 1, "loss spikes"),
+                         (th.overfit_epochs + 1, "overfitting"),
+                         (th.oscillation_window, "oscillation")):
+        needs.setdefault(epochs, []).append(what)
+    return [(epochs, ", ".join(whats)) for epochs, whats in sorted(needs.items())]
+
 # Target sets of the guide's "Validation Metrics". A preset whose VLR images are at least
 # LARGE_VLR_MIN_SIDE pixels on both sides gets the 32x32 targets; smaller ones (14x16, 16x16)
 # get the values the guide gives in parentheses ("vs ... with 16x16").

@@ -8,7 +8,8 @@ batch -> ``DSRTraining.step`` (paired augmentation on the device, AMP forward an
 update skipped on the device when non-finite, EMA; no host sync); then validation of the EMA
 weights (PSNR/SSIM beside bicubic, loss terms), best.pt by val PSNR, a sample strip, last.pt
 (resumable at the exact step), early stopping.
-The run directory, status, stop requests and checkpoints belong to ``bookkeeping.Bookkeeper``.
+The epoch loop is ``engine.train.loop.fit`` (``DSRTrainer`` is what it calls); the run directory, status,
+stop requests and checkpoints belong to ``bookkeeper.Bookkeeper``.
 """
 
 from __future__ import annotations
@@ -40,10 +41,13 @@ from engine.models.dsr import DSRNet, count_trainable_parameters, upscale_bicubi
 from engine.presets import Preset
 from engine.jobs.recogniser import load_frozen_recogniser, recogniser_weights
 from engine.data.placement import BatchFeeder, estimate_job_bytes, place_splits
+from engine.runs.status import run_state
 from engine.runtime import (Runtime, configure_backends, fused_adamw_kwargs, prepare_model, resolve,
                             seed_everything)
-from engine.train.bookkeeping import (Bookkeeper, Sums, check_resume_data, data_record, read_resume,
-                                         main_only, restore_rng, resume_data_root)
+from engine.train.bookkeeper import Bookkeeper, main_only
+from engine.train.loop_state import Sums
+from engine.train.resume import check_resume_data, data_record, read_resume, restore_rng, resume_data_root
+from engine.train.loop import Stage, fit
 from engine.train.schedule import warmup_cosine
 from engine.train.update import NonFiniteCount, OptimizerUpdate, StepResult
 
@@ -59,6 +63,10 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     preset = resume.preset if resume else request.preset
     cfg = preset.dsr
     epochs = int(opts.epochs or (resume.checkpoint["epochs"] if resume else cfg.epochs))
+    if resume and resume.state.epoch >= epochs and run_state(resume.run.path) == "finished":
+        raise WorkbenchError(f"{resume.run.path} is finished: it trained {resume.state.epoch} of {epochs} epochs, so "
+                             f"there is nothing to resume. Give --epochs N with N > {resume.state.epoch} to train it "
+                             "further, or start a new run without --resume.")
     weights = LossWeights.from_config(cfg)
     vgg = load_vgg19(cfg.vgg19_weights) if weights.needs_vgg else None  # a missing file stops the run here
 
@@ -95,82 +103,90 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
         training = build_training(preset, runtime, criterion, feeder, book.nonfinite, ctx, log,
                                   warmup_steps=cfg.warmup_epochs * steps_per_epoch,
                                   total_steps=epochs * steps_per_epoch)
-        model, optimizer, scheduler, ema, scaler = (training.model, training.optimizer, training.scheduler,
-                                                    training.ema, training.scaler)
         if resume:
             _restore(resume.checkpoint, training, generator)
-        state = book.state
-        if resume:
-            book.log(f"resuming {book.run.path} at epoch {state.epoch + 1}/{epochs}, step {state.step_in_epoch + 1} "
-                     f"with its own preset {preset.name!r} (preset.toml of the run)")
-        eval_model = ema.module if ema is not None else model   # validated and saved: the EMA weights when on
-        parameters = count_trainable_parameters(model)
+            book.log(f"resuming {book.run.path} at epoch {book.state.epoch + 1}/{epochs}, step "
+                     f"{book.state.step_in_epoch + 1} with its own preset {preset.name!r} (preset.toml of the run)")
+        parameters = count_trainable_parameters(training.model)
         book.log(f"DSR {preset.vlr_size[0]}x{preset.vlr_size[1]} -> {preset.data.hr_size}: {parameters:,} parameters, "
-                 f"x{model.factor} pixel shuffle; {len(train)} train / {len(val)} val images on {device} "
+                 f"x{training.model.factor} pixel shuffle; {len(train)} train / {len(val)} val images on {device} "
                  f"(AMP {runtime.amp_dtype or 'off'}); {ctx.world_size} process(es), global batch {global_batch}; "
                  f"run directory {book.run.path}")
-
-        def save_last() -> None:
-            book.save_last({**_checkpoint(eval_model, preset, state.epoch, state.last_values),
-                            "model": _cpu(model.state_dict()), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-                            "scaler": scaler.state_dict(), "epochs": epochs, "data": data,
-                            "recogniser": str(recogniser_path) if recogniser_path else None}, generator)
-
-        reference = bicubic_reference(val, device, cfg.batch_size)
-        early_stopped, sums = False, Sums()
+        trainer = DSRTrainer(book, training, preset, train, val, bicubic_reference(val, device, cfg.batch_size),
+                             {"epochs": epochs, "data": data,
+                              "recogniser": str(recogniser_path) if recogniser_path else None})
+        stage = Stage(STAGE, epochs, len(train), cfg.batch_size, "dsr.batch_size", preset.runtime.seed,
+                      cfg.early_stop_patience, "dsr.early_stop_patience", "val PSNR")
         try:
-            for epoch in range(state.epoch + 1, epochs + 1):
-                with book.oom_guard(STAGE, epoch, "dsr.batch_size", cfg.batch_size):
-                    training.net.train()
-                    batches = distributed.global_batches(state.start_epoch(STAGE, epoch, len(train), preset.runtime.seed),
-                                                         global_batch, ctx)
-                    sums = Sums.resumed(state.epoch_sums, ctx)   # rank 0 carries every rank's share
-                    book.restart_clock()
-                    for step in range(state.step_in_epoch + 1, len(batches) + 1):
-                        book.check_stop()
-                        index = distributed.shard(batches[step - 1], ctx)
-                        out = training.step(train, index, state.step_generator(generator, preset.runtime.seed, ctx.rank),
-                                            state.global_step)
-                        sums.add(out.values, len(index), out.applied)
-                        left = (epochs - epoch + 1) * len(train) - min(len(train), step * global_batch)
-                        book.step_done(STAGE, epoch, epochs, step, len(batches), len(index), left, out.loss)
-
-                    book.check_epoch_trained(STAGE, epoch, sums.total_count(ctx))
-                    book.report(STAGE, epoch, "train", {**sums.means(ctx), "lr": scheduler.get_last_lr()[0],
-                                                        "images_per_second": book.images_per_second})
-                    val_values = {**validate(eval_model, val, criterion, runtime, cfg.batch_size, ctx), **reference}
-                book.report(STAGE, epoch, "val", val_values)
-                if not (math.isfinite(val_values["loss"]) and math.isfinite(val_values["psnr"])):
-                    raise WorkbenchError(
-                        f"DSR training diverged at epoch {epoch} (val loss {val_values['loss']}). Lower "
-                        "dsr.learning_rate (e.g. halve it) and keep dsr.grad_clip at 1.0"
-                        + (", or set runtime.amp = \"bf16\" or \"off\" instead of fp16" if scaler.is_enabled() else "")
-                        + "; then start again" + (f" or resume from {book.run.path / 'last.pt'} (epoch {state.epoch})"
-                                                  if (book.run.path / "last.pt").is_file() else "") + ".")
-                state.end_epoch(epoch)
-                state.last_values = val_values
-                if val_values["psnr"] > state.best_score:
-                    state.best_score, state.best_epoch, state.stale_epochs = val_values["psnr"], epoch, 0
-                    state.best_values = val_values
-                    book.save("best.pt", _checkpoint(eval_model, preset, epoch, val_values))
-                else:
-                    state.stale_epochs += 1
-                if ctx.is_main:
-                    book.emit(Samples(JOB, epoch, save_samples(book.run.path / "samples" / f"epoch_{epoch:03d}.png",
-                                                               eval_model, val, preset.data.hr_size)))
-                save_last()
-                if cfg.early_stop_patience and state.stale_epochs >= cfg.early_stop_patience:
-                    early_stopped = True
-                    book.log(f"early stop: no better val PSNR for {state.stale_epochs} epochs "
-                             f"(dsr.early_stop_patience = {cfg.early_stop_patience})")
-                    break
+            result = fit(book, trainer, stage, generator)
         except JobStopped:
-            book.on_stop(sums, save_last)
             return book.finish(_summary(book, parameters, runtime, global_batch, stopped=True, early_stopped=False),
                                stopped=True)
         return book.finish(_summary(book, parameters, runtime, global_batch, stopped=False,
-                                    early_stopped=early_stopped), stopped=False)
+                                    early_stopped=result.early_stopped), stopped=False)
+
+
+@dataclass
+class DSRTrainer:
+    """What the epoch loop (``engine.train.loop.fit``) needs of DSR training: the step, validation of the
+    EMA weights (PSNR/SSIM beside bicubic), the score (val PSNR), checkpoints and the sample strip."""
+    book: Bookkeeper
+    training: "DSRTraining"
+    preset: Preset
+    train: PairedSplit
+    val: PairedSplit
+    reference: dict[str, float]       # bicubic PSNR/SSIM of the val split: the same every epoch
+    record: dict[str, Any]            # kept in last.pt: epochs, data, recogniser
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """Validated and saved: the EMA weights when EMA is on."""
+        training = self.training
+        return training.ema.module if training.ema is not None else training.model
+
+    def train_mode(self) -> None:
+        self.training.net.train()
+
+    def step(self, index: torch.Tensor, generator: torch.Generator) -> StepResult:
+        return self.training.step(self.train, index, generator, self.book.state.global_step)
+
+    def learning_rate(self) -> float:
+        return self.training.scheduler.get_last_lr()[0]
+
+    def validate(self) -> dict[str, float]:
+        values = validate(self.eval_model, self.val, self.training.criterion, self.training.runtime,
+                          self.preset.dsr.batch_size, self.book.ctx)
+        return {**values, **self.reference}
+
+    def check_validation(self, stage: str, epoch: int, values: dict[str, float]) -> None:
+        if math.isfinite(values["loss"]) and math.isfinite(values["psnr"]):
+            return
+        last = self.book.run.path / "last.pt"
+        raise WorkbenchError(
+            f"DSR training diverged at epoch {epoch} (val loss {values['loss']}). Lower "
+            "dsr.learning_rate (e.g. halve it) and keep dsr.grad_clip at 1.0"
+            + (", or set runtime.amp = \"bf16\" or \"off\" instead of fp16" if self.training.scaler.is_enabled() else "")
+            + "; then start again" + (f" or resume from {last} (epoch {self.book.state.epoch})" if last.is_file() else "")
+            + ".")
+
+    def score(self, values: dict[str, float]) -> tuple[float, ...]:
+        return (values["psnr"],)
+
+    def best_checkpoint(self, stage: str, epoch: int, values: dict[str, float]) -> dict[str, Any]:
+        return _checkpoint(self.eval_model, self.preset, epoch, values)
+
+    def last_checkpoint(self) -> dict[str, Any]:
+        training, state = self.training, self.book.state
+        return {**_checkpoint(self.eval_model, self.preset, state.epoch, state.last_values),
+                "model": _cpu(training.model.state_dict()), "optimizer": training.optimizer.state_dict(),
+                "scheduler": training.scheduler.state_dict(),
+                "ema": training.ema.state_dict() if training.ema is not None else None,
+                "scaler": training.scaler.state_dict(), **self.record}
+
+    def epoch_end(self, stage: str, epoch: int, values: dict[str, float], improved: bool) -> None:
+        if self.book.ctx.is_main:
+            path = self.book.run.path / "samples" / f"epoch_{epoch:03d}.png"
+            self.book.emit(Samples(JOB, epoch, save_samples(path, self.eval_model, self.val, self.preset.data.hr_size)))
 
 
 # ----------------------------------------------------------------------------- what a step does

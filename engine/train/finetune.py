@@ -23,8 +23,8 @@ from engine.models.edgeface import load_edgeface
 from engine.presets import Preset
 from engine.jobs.recogniser import recogniser_weights
 from engine.runtime import Runtime, configure_backends, prepare_model, resolve, seed_everything
-from engine.train.bookkeeping import (Bookkeeper, check_resume_data, data_record, main_only,
-                                         read_resume, resume_data_root)
+from engine.train.bookkeeper import Bookkeeper, main_only
+from engine.train.resume import check_resume_data, data_record, read_resume, resume_data_root
 from engine.train.recognition import ArcFaceTrainer, InputFn, load_splits
 
 JOB = "finetune"

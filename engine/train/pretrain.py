@@ -19,8 +19,8 @@ from engine.jobs.registry import JobRequest, StopFlag
 from engine.models.edgeface import build_edgeface
 from engine.presets import Preset
 from engine.runtime import Runtime, configure_backends, prepare_model, resolve, seed_everything
-from engine.train.bookkeeping import (Bookkeeper, Resume, check_resume_data, data_record, main_only,
-                                         read_resume, resume_data_root)
+from engine.train.bookkeeper import Bookkeeper, main_only
+from engine.train.resume import Resume, check_resume_data, data_record, read_resume, resume_data_root
 from engine.train.recognition import ArcFaceTrainer, load_splits
 
 JOB = "pretrain"

@@ -1,12 +1,13 @@
-"""The ArcFace training loop shared by fine-tuning (``finetune``) and pre-training (``pretrain``).
+"""ArcFace training shared by fine-tuning (``finetune``) and pre-training (``pretrain``).
 
 A run is one or more stages (fine-tuning: ``stage1`` head only, then ``stage2`` whole model;
 pre-training: ``pretrain``). Each stage: optimiser and schedule of its own -> epochs of shuffled
 global batches (each rank its slice) -> recogniser inputs on the device -> augmentation at 112x112
 -> AMP forward, ArcFace margin loss -> step (skipped when non-finite); then closed-set validation
 (loss, top-1, prediction entropy), best.pt by val top-1 over the whole run, last.pt (resumable at
-the exact step and stage), early stopping. The run directory, status, stop requests and
-checkpoints belong to ``bookkeeping.Bookkeeper``.
+the exact step and stage), early stopping. The epoch loop is ``engine.train.loop.fit`` (``ArcFaceStage`` is
+what it calls for one stage); the run directory, status, stop requests and checkpoints belong to
+``bookkeeper.Bookkeeper``.
 
 Validation is closed-set: held-out images of the training identities (the layout's val split; when
 it shares no identity with train, one image per identity is held out of train). ``entropy`` is the
@@ -28,7 +29,7 @@ from engine import distributed
 from engine.data.augment import FinetuneAugment
 from engine.data import PairedSplit, load_split
 from engine.distributed import Context
-from engine.errors import JobStopped, WorkbenchError
+from engine.errors import WorkbenchError
 from engine.events import Emit, Finished, Log
 from engine.models.arcface import ArcFaceHead, arcface_loss
 from engine.models.edgeface import EMBEDDING_DIM, EdgeFace, count_all_parameters, edgeface_checkpoint, prepare_input
@@ -36,7 +37,10 @@ from engine.models.edgeface import resize_for_recogniser
 from engine.presets import Preset
 from engine.data.placement import BatchFeeder, estimate_job_bytes, place_splits
 from engine.runtime import Runtime, fused_adamw_kwargs
-from engine.train.bookkeeping import Bookkeeper, Resume, Sums, restore_rng
+from engine.train.bookkeeper import Bookkeeper
+from engine.train.loop import Stage, fit
+from engine.train.loop_state import Sums
+from engine.train.resume import Resume, restore_rng
 from engine.train.schedule import warmup_cosine
 from engine.train.update import OptimizerUpdate, StepResult
 
@@ -161,6 +165,18 @@ class ArcFaceStep:
             self.scheduler.step()
         return StepResult(loss, {"loss": loss, "top1": (cos.detach().argmax(1) == labels).float().mean()}, applied)
 
+    def state_dicts(self) -> dict[str, Any]:
+        """Optimiser, scheduler and scaler state for last.pt."""
+        return {"optimizer": self.update.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "scaler": self.update.scaler.state_dict()}
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        self.update.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scheduler is not None and checkpoint.get("scheduler") is not None:
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.update.scaler.load_state_dict(checkpoint["scaler"])
+
 
 class ArcFaceTrainer:
     """One run of the ArcFace loop: model, head, data and the stages run so far."""
@@ -198,95 +214,37 @@ class ArcFaceTrainer:
     # -- a stage
 
     def run_stage(self, stage: str, epochs: int, *, train_backbone: bool, patience: int) -> StageResult:
-        """Train ``epochs`` epochs of ``stage`` (or what remains of it after a resume)."""
-        book, state, cfg = self.book, self.book.state, self.preset.finetune
+        """Train ``epochs`` epochs of ``stage`` (or what remains of it after a resume) through the epoch loop."""
         result = self.stages.setdefault(stage, StageResult())
-        if epochs <= 0 or stage in state.stages_done:
+        state = self.book.state
+        if epochs <= 0 or (stage in state.stages_done and not (state.stage == stage and state.epoch < epochs)):
             return result
         resuming = state.stage == stage
-        if not resuming:
-            state.stage, state.epoch, state.step_in_epoch, state.stale_epochs = stage, 0, 0, 0
+        cfg = self.preset.finetune
+        stage_trainer = ArcFaceStage(self, stage, result, self._stage_step(stage, epochs, train_backbone), train_backbone)
+        if resuming and self.resume is not None and self.resume.checkpoint.get("optimizer") is not None:
+            stage_trainer.step_once.restore(self.resume.checkpoint)
+        fitted = fit(self.book, stage_trainer, Stage(stage, epochs, len(self.train), cfg.batch_size,
+                                                     "finetune.batch_size", self.preset.runtime.seed, patience,
+                                                     "finetune.early_stop_patience", "val top-1"), self.generator)
+        result.early_stopped = result.early_stopped or fitted.early_stopped
+        return result
+
+    def _stage_step(self, stage: str, epochs: int, train_backbone: bool) -> "ArcFaceStep":
+        """The stage's step: what requires grad, its optimiser, its schedule (stage 1 keeps head_lr constant;
+        stage 2 and pre-training decay it, cosine), its scaler, and the DDP wrap of what trains now."""
         self.model.requires_grad_(train_backbone)
         net = distributed.wrap(self.net, self.ctx, self.device)  # per stage: DDP syncs what requires grad now
         optimizer = arcface_optimizer(self.preset, stage, train_backbone, self.model, self.head, self.device)
-        global_batch = cfg.batch_size * self.ctx.world_size
-        steps = math.ceil(len(self.train) / global_batch)
+        steps = math.ceil(len(self.train) / (self.preset.finetune.batch_size * self.ctx.world_size))
         scheduler = None
-        if train_backbone:  # stage 1 keeps head_lr constant; stage 2 and pre-training decay it (cosine)
+        if train_backbone:
             warmup = PRETRAIN_WARMUP_EPOCHS * steps if stage == "pretrain" and epochs > 1 else 0
             scheduler = warmup_cosine(optimizer, warmup, epochs * steps)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.runtime.needs_grad_scaler)
         update = OptimizerUpdate(optimizer, scaler, [p for g in optimizer.param_groups for p in g["params"]],
-                                 math.inf, book.nonfinite)    # no clipping; the norm catches non-finite steps
-        step_once = ArcFaceStep(net, update, scheduler, self.augment, self.feeder, self.inputs, self.runtime)
-        if resuming and self.resume is not None and self.resume.checkpoint.get("optimizer") is not None:
-            optimizer.load_state_dict(self.resume.checkpoint["optimizer"])
-            if scheduler is not None and self.resume.checkpoint.get("scheduler") is not None:
-                scheduler.load_state_dict(self.resume.checkpoint["scheduler"])
-            scaler.load_state_dict(self.resume.checkpoint["scaler"])
-
-        def save_last() -> None:
-            book.save_last({**self._checkpoint(stage, state.epoch, state.last_values),
-                            "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                            "scaler": scaler.state_dict()}, self.generator)
-
-        sums = Sums()
-        try:
-            for epoch in range(state.epoch + 1, epochs + 1):
-                with book.oom_guard(stage, epoch, "finetune.batch_size", cfg.batch_size):
-                    self.model.train(train_backbone)
-                    self.head.train()
-                    order = state.start_epoch(stage, epoch, len(self.train), self.preset.runtime.seed)
-                    batches = distributed.global_batches(order, global_batch, self.ctx)
-                    sums = Sums.resumed(state.epoch_sums, self.ctx)   # rank 0 carries every rank's share
-                    book.restart_clock()
-                    for step in range(state.step_in_epoch + 1, len(batches) + 1):
-                        book.check_stop()
-                        index = distributed.shard(batches[step - 1], self.ctx)
-                        out = step_once(self.train, index,
-                                       state.step_generator(self.generator, self.preset.runtime.seed, self.ctx.rank))
-                        sums.add(out.values, len(index), out.applied)
-                        left = (epochs - epoch + 1) * len(self.train) - min(len(self.train), step * global_batch)
-                        book.step_done(stage, epoch, epochs, step, len(batches), len(index), left, out.loss)
-                    book.check_epoch_trained(stage, epoch, sums.total_count(self.ctx))
-                    train_values = {**sums.means(self.ctx), "lr": optimizer.param_groups[0]["lr"],
-                                    "images_per_second": book.images_per_second}
-                    val_values = self.validate()
-                book.report(stage, epoch, "train", train_values)
-                book.report(stage, epoch, "val", val_values)
-                if not math.isfinite(val_values["loss"]):
-                    raise WorkbenchError(
-                        f"{book.job} {stage} diverged in epoch {epoch} (non-finite val loss). Lower the learning rate "
-                        "of this stage (finetune.head_lr, backbone_lr, head_lr_stage2 or pretrain_lr), or "
-                        "finetune.arcface_scale / arcface_margin (e.g. scale 32, margin 0.35)"
-                        + (", or set runtime.amp = \"bf16\" or \"off\" instead of fp16" if scaler.is_enabled() else "")
-                        + ".")
-                state.end_epoch(epoch)
-                state.last_values = val_values
-                result.epochs_run = epoch
-                if val_values["top1"] > result.best_top1:
-                    result.best_top1, result.best_epoch, state.stale_epochs = val_values["top1"], epoch, 0
-                else:
-                    state.stale_epochs += 1
-                # best.pt: the best val top-1 of the run; a tie (small val sets) goes to the lower val loss
-                score = (val_values["top1"], -val_values["loss"])
-                if score > (state.best_score, -state.best_values.get("loss", math.inf)):
-                    state.best_score, state.best_values = val_values["top1"], val_values
-                    state.best_stage, state.best_epoch = stage, epoch
-                    book.save("best.pt", self._checkpoint(stage, epoch, val_values))
-                save_last()
-                if patience and state.stale_epochs >= patience:
-                    result.early_stopped = True
-                    book.log(f"{stage}: early stop, no better val top-1 for {state.stale_epochs} epochs "
-                             f"(finetune.early_stop_patience = {patience})")
-                    break
-        except JobStopped:
-            book.on_stop(sums, save_last)
-            raise
-        state.stages_done.append(stage)
-        save_last()
-        return result
+                                 math.inf, self.book.nonfinite)    # no clipping; the norm catches non-finite steps
+        return ArcFaceStep(net, update, scheduler, self.augment, self.feeder, self.inputs, self.runtime)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -348,6 +306,55 @@ class ArcFaceTrainer:
             **self.extra,
         })
         return out
+
+
+@dataclass
+class ArcFaceStage:
+    """What the epoch loop (``engine.train.loop.fit``) needs of one ArcFace stage: the step, closed-set
+    validation, the score (val top-1, ties to the lower val loss), checkpoints and the stage's record."""
+    trainer: ArcFaceTrainer
+    stage: str
+    result: StageResult
+    step_once: ArcFaceStep
+    train_backbone: bool
+
+    def train_mode(self) -> None:
+        self.trainer.model.train(self.train_backbone)
+        self.trainer.head.train()
+
+    def step(self, index: torch.Tensor, generator: torch.Generator) -> StepResult:
+        return self.step_once(self.trainer.train, index, generator)
+
+    def learning_rate(self) -> float:
+        return self.step_once.update.optimizer.param_groups[0]["lr"]
+
+    def validate(self) -> dict[str, float]:
+        return self.trainer.validate()
+
+    def check_validation(self, stage: str, epoch: int, values: dict[str, float]) -> None:
+        if math.isfinite(values["loss"]):
+            return
+        raise WorkbenchError(
+            f"{self.trainer.book.job} {stage} diverged in epoch {epoch} (non-finite val loss). Lower the learning "
+            "rate of this stage (finetune.head_lr, backbone_lr, head_lr_stage2 or pretrain_lr), or "
+            "finetune.arcface_scale / arcface_margin (e.g. scale 32, margin 0.35)"
+            + (", or set runtime.amp = \"bf16\" or \"off\" instead of fp16" if self.step_once.update.scaler.is_enabled()
+               else "") + ".")
+
+    def score(self, values: dict[str, float]) -> tuple[float, ...]:
+        return (values["top1"], -values["loss"])
+
+    def best_checkpoint(self, stage: str, epoch: int, values: dict[str, float]) -> dict[str, Any]:
+        return self.trainer._checkpoint(stage, epoch, values)
+
+    def last_checkpoint(self) -> dict[str, Any]:
+        state, step_once = self.trainer.book.state, self.step_once
+        return {**self.trainer._checkpoint(self.stage, state.epoch, state.last_values), **step_once.state_dicts()}
+
+    def epoch_end(self, stage: str, epoch: int, values: dict[str, float], improved: bool) -> None:
+        self.result.epochs_run = epoch
+        if improved:
+            self.result.best_top1, self.result.best_epoch = values["top1"], epoch
 
 
 def load_splits(root: Path, preset: Preset, runtime: Runtime, emit: Emit, job: str) -> tuple[PairedSplit, PairedSplit]:

@@ -6,6 +6,8 @@ widget in ``workbench.app.widgets``. The UI thread never does tensor work.
 
 from __future__ import annotations
 
+import ast
+import inspect
 from collections import deque
 from functools import partial
 from pathlib import Path
@@ -47,11 +49,15 @@ from workbench.app.widgets.vram_gauge import VramGauge
 
 STATUS_SECONDS = 2.0   # the status line's own refresh (GPU readings); job events refresh it at once
 TABS = ("tab-presets", "tab-charts", "tab-results", "tab-runs", "tab-tips", "tab-log")
+RUNS_KEYS = {"attach": "a attaches to a running run", "toggle_mark": "space marks runs",
+             "diff": "d compares two marked runs"}
 HELP_NOTES = (
     "Presets tab: arrows pick a field, Enter edits it (validated as you type), Esc goes back. "
     "● marks unsaved changes, bold values differ from the built-in. [ and ] switch tabs; "
     "ctrl+p opens the command palette. Runs tab: Enter opens a run (its curves and evaluation), space marks "
-    "runs, c overlays the marked runs, d compares two, w writes their metrics as CSV, S or a header click sorts; "
+    "runs, c overlays the marked runs (o clears them), d compares two, w writes their metrics as CSV, S or a "
+    "header click sorts; the tab shows new runs and changes by itself, and columns that do not fit the width "
+    "appear in the line under the table for the highlighted run; "
     "v shows the sample faces of a run, a attaches to a running run (started anywhere: headless, torchrun, "
     "another app): its progress, charts and log fill here, x stops it (it saves last.pt), D detaches and q leaves "
     "it running. t f p start the job in its own process (it outlives the app, a dropped SSH session and a "
@@ -74,7 +80,15 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         Binding("B", "toggle_detached", "Own-process jobs", show=False, id="job.detached_start",
                 tooltip="t f p: the job in its own process (the default; it outlives the app) or inside the app"),
         Binding("ctrl+s", "save", "Save", id="preset.save", tooltip="save the preset (your presets only)"),
-        Binding("a", "save_as", "Save as", id="preset.save_as", tooltip="save the preset under a new name"),
+        Binding("a", "save_as", "Save as", id="preset.save_as",
+                tooltip="save the preset under a new name (on the Runs tab a attaches)"),
+        # the Runs tab's keys, whatever has focus on that tab (its table, a filter, the tab bar)
+        Binding("a", "runs_key('attach')", "Attach", id="runs.tab_attach",
+                tooltip="on the Runs tab: follow the highlighted running run (x stops it, D detaches)"),
+        Binding("space", "runs_key('toggle_mark')", "Mark", show=False, id="runs.tab_mark",
+                tooltip="on the Runs tab: mark or unmark the highlighted run"),
+        Binding("d", "runs_key('diff')", "Diff two", show=False, id="runs.tab_diff",
+                tooltip="on the Runs tab: preset diff and metric deltas of two marked runs"),
         Binding("y", "apply_tip", "Apply tip", show=False, id="tips.apply"),
         Binding("l", "toggle_log_y", "Log-y charts", show=False, id="charts.log_y"),
         Binding("s", "smoothing", "Chart smoothing", show=False, id="charts.smoothing"),
@@ -170,7 +184,16 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         return self.preset.name in builtin_names()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "save_as" and self.runs_tab_shown():
+            return False         # a attaches there (the next binding of a): hidden, and the key goes on
+        if action == "runs_key" and parameters == ("attach",) and not self.runs_tab_shown():
+            return False
         return None if self.why_disabled(action) else True
+
+    def runs_tab_shown(self) -> bool:
+        """Whether the main screen is on top and shows the Runs tab."""
+        return (self.main_widget_ready() and self.screen is self.screen_stack[0]
+                and self.main_widget(TabbedContent).active == "tab-runs")
 
     def why_disabled(self, action: str) -> str:
         """Why ``action`` cannot run now ('' when it can)."""
@@ -192,6 +215,9 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
             return "no unsaved changes"
         if action == "apply_tip" and (not self.is_mounted or self.main_widget(TipsPanel).selected is None):
             return "no tip to apply (see the Tips tab)"
+        if action == "clear_overlay" and not (self.main_widget_ready() and self.main_widget(ChartsPanel).overlays):
+            return ("nothing is overlaid, so o has nothing to clear: Enter on a run in the Runs tab overlays its "
+                    "curves on the charts, space marks runs and c overlays the marked ones")
         return ""
 
     def _hint(self) -> str:
@@ -368,7 +394,11 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         self.push_screen(screen)
 
     def action_clear_overlay(self) -> None:
-        self.main_widget(ChartsPanel).set_overlays([])
+        charts = self.main_widget(ChartsPanel)
+        count = len(charts.overlays)
+        charts.set_overlays([])
+        self.notify(f"cleared {count} overlaid run(s): the charts show the current job only")
+        self.refresh_bindings()
 
     def action_toggle_log_y(self) -> None:
         on_ = self.main_widget(ChartsPanel).toggle_log_y()
@@ -444,6 +474,21 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         tabs = self.main_widget(TabbedContent)
         tabs.active = TABS[(TABS.index(tabs.active) + step) % len(TABS)]
 
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        """The Runs tab takes the keyboard to its table (arrows, Enter), unless focus is already in it."""
+        if event.pane is not None and event.pane.id == "tab-runs":
+            history = self.main_widget(RunHistory)
+            if self.focused is None or history not in self.focused.ancestors_with_self:
+                history.query_one("#runs-table", DataTable).focus()
+        self.refresh_bindings()          # a: save as, or attach on the Runs tab
+
+    def action_runs_key(self, name: str) -> None:
+        """a / space / d of the Runs tab, whatever has focus on that tab; elsewhere they say where they act."""
+        if not self.runs_tab_shown():
+            self.notify(f"{RUNS_KEYS[name]} on the Runs tab (] switches tabs)", severity="warning")
+            return
+        getattr(self.main_widget(RunHistory), f"action_{name}")()
+
     def action_help(self) -> None:
         rows = [(b.key_display or b.key, b.tooltip or b.description) for b in self.BINDINGS
                 if isinstance(b, Binding) and not b.key.isdigit()]
@@ -453,7 +498,8 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for binding in self.BINDINGS:
-            if isinstance(binding, Binding) and binding.id and not binding.key.isdigit():
+            if isinstance(binding, Binding) and binding.id and not binding.key.isdigit() \
+                    and not binding.action.startswith("runs_key"):     # the Runs tab's own keys
                 key = binding.key_display or binding.key
                 title = f"{binding.description} ({key})" + (f": {binding.tooltip}" if binding.tooltip else "")
                 yield SystemCommand(title, f"key {key}",
@@ -465,9 +511,12 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
                                 partial(setattr, self.main_widget(TabbedContent), "active", tab))
 
     async def _palette_action(self, action: str) -> None:
-        name = action.split("(", 1)[0]
+        """A binding's action from the palette: runs whatever tab is shown (Save as on the Runs tab too)."""
+        name, _, arguments = action.partition("(")
         reason = self.why_disabled(name)
         if reason:
             self.notify(reason, severity="warning")
             return
-        await self.run_action(action)
+        result = getattr(self, f"action_{name}")(*ast.literal_eval(f"({arguments[:-1]},)" if arguments else "()"))
+        if inspect.isawaitable(result):
+            await result

@@ -19,7 +19,7 @@ from textual.widgets import TabbedContent
 
 from engine import events as ev
 from engine.errors import WorkbenchError
-from engine.jobs.registry import JOBS
+from engine.jobs.registry import own_process_jobs
 from engine.runs.follow import RunFollower
 from engine.runs.status import read_status, request_stop, run_state
 from workbench.app import messages as msg
@@ -29,6 +29,7 @@ from workbench.app.widgets.job_panel import JobPanel
 from workbench.app.widgets.run_history import RunHistory
 
 POLL_SECONDS = 1.0
+REAP_SECONDS = 2.0       # while processes this app started live: how often their ends are collected (no zombies)
 
 
 def not_running_reason(path: Path, state: str, job: str) -> str:
@@ -50,6 +51,7 @@ class AttachControl:
     attach_stop_sent = False
     detached_start = True                   # t / f / p start a separate process (B toggles)
     followed_job: DetachedJob | None = None  # the process being followed, when this app started it
+    _reap_timer = None                       # runs only while detached_jobs has processes
 
     @property
     def following(self) -> bool:
@@ -161,6 +163,7 @@ class AttachControl:
         self.attached = None
         self.followed_job = None
         self.attach_stop_sent = False
+        self.reap_detached()
         self.main_widget(RunHistory).reload(self.preset.runtime.runs_dir)
 
     # ------------------------------------------------------- detached start
@@ -174,8 +177,8 @@ class AttachControl:
 
     def start_detached_job(self, plan: JobPlan) -> bool:
         """Start ``plan`` as a separate process and attach to it; False when the job runs in the app instead."""
-        if not JOBS[plan.kind].own_process:
-            own = ", ".join(kind for kind, spec in JOBS.items() if spec.own_process)
+        if plan.kind not in own_process_jobs():
+            own = ", ".join(own_process_jobs())
             self._log(f"{plan.kind} runs in the app (it is short and has no resume); own-process jobs are {own}", "dim")
             return False
         try:
@@ -184,6 +187,8 @@ class AttachControl:
             self.notify(str(exc), title=f"{plan.kind} not started", severity="error", timeout=10)
             return True
         self.detached_jobs.append(job)
+        if self._reap_timer is None:
+            self._reap_timer = self.set_interval(REAP_SECONDS, self.reap_detached)
         self._log(f"▶ {plan.kind} started in its own process with preset {self.preset.name}"
                   + (" (unsaved changes, written to its run)" if self.dirty else "")
                   + f": pid {job.proc.pid}, output {job.output}; it keeps running if the app closes", "bold")
@@ -192,3 +197,17 @@ class AttachControl:
         self._begin_following(plan.kind, job.run_dir, job,
                               f"pid {job.proc.pid} in {job.run_dir.name}")
         return True
+
+    def reap_detached(self) -> list[DetachedJob]:
+        """Collect the processes this app started that have ended (``poll`` waits for them: no zombie stays
+        behind after D or a job's end); they leave ``detached_jobs``. The timer stops when none is left."""
+        ended = [job for job in self.detached_jobs if job.proc.poll() is not None]
+        self.detached_jobs[:] = [job for job in self.detached_jobs if job not in ended]
+        for job in ended:
+            if job is not self.followed_job:      # a followed job's end is told by its run
+                self._log(f"{job.kind} (pid {job.proc.pid}, {job.run_dir.name}) exited with code "
+                          f"{job.proc.returncode}", "dim")
+        if not self.detached_jobs and self._reap_timer is not None:
+            self._reap_timer.stop()
+            self._reap_timer = None
+        return ended

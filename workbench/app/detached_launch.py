@@ -19,7 +19,7 @@ from typing import Any
 
 
 from engine.errors import WorkbenchError
-from engine.jobs.registry import JOBS
+from engine.jobs.registry import own_process_jobs
 from engine.presets import Preset
 from engine.runs.run_dir import RunDir
 
@@ -60,8 +60,8 @@ def command(kind: str, preset_file: Path, data: str | None, run_dir: Path,
 def start_detached(kind: str, preset: Preset, data: str | None, options: dict[str, Any] | None = None
                    ) -> DetachedJob:
     """Start ``kind`` on ``preset`` as a separate process; returns at once (the job starts in the background)."""
-    if not JOBS[kind].own_process:
-        own = ", ".join(k for k, spec in JOBS.items() if spec.own_process)
+    if kind not in own_process_jobs():
+        own = ", ".join(own_process_jobs())
         raise WorkbenchError(f"{kind} cannot start detached (only {own}): it runs in the app.")
     runs_dir = Path(preset.runtime.runs_dir).expanduser().resolve()
     run_dir = RunDir.create(runs_dir, preset, kind).path      # writes the preset as preset.toml

@@ -15,7 +15,7 @@ from engine.errors import WorkbenchError
 from engine.evaluation import wording
 from engine.jobs.options import EvaluateOptions, PipelineOptions
 from engine.jobs.registry import JobRequest
-from workbench.cli.run_flags import add_run_flags, launch_torchrun
+from workbench.cli.run_flags import add_run_flags, check_resume, launch_torchrun
 
 console = Console(highlight=False)
 
@@ -233,6 +233,7 @@ def cmd_pipeline(args) -> int:
     if args.bootstrap is not None and args.bootstrap < 0:
         raise WorkbenchError(f"--bootstrap {args.bootstrap}: give a number of resamples >= 0 (1000 is usual, "
                              "0 turns the intervals off).")
+    check_resume(args.resume, "pipeline")
     if args.nproc and args.nproc > 1:
         return launch_torchrun(args.nproc)
     options = PipelineOptions(edgeface=args.edgeface, resume=args.resume, allow_other_data=args.allow_other_data,

@@ -8,7 +8,7 @@ from engine import presets
 from engine.jobs.options import FinetuneOptions, PretrainOptions
 from engine.jobs.registry import JobRequest
 from workbench.cli.job_runner import run_in_foreground
-from workbench.cli.run_flags import add_run_flags, launch_torchrun
+from workbench.cli.run_flags import add_run_flags, check_resume, launch_torchrun
 
 DEFAULT_PRESET = "cpu-demo"
 
@@ -63,6 +63,7 @@ def register(subparsers) -> None:
 
 
 def _run(kind: str, args: argparse.Namespace, options) -> int:
+    check_resume(args.resume, kind)
     if args.nproc and args.nproc > 1:
         return launch_torchrun(args.nproc)
     preset = presets.load(args.preset or DEFAULT_PRESET)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from rich.console import Console
@@ -29,6 +30,7 @@ COMMAND_MODULES = [
 ]
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # paths in errors stay unbroken
+BROKEN_PIPE_EXIT = 1  # stdout closed by its reader: the Python docs' recipe, and what rich's console exits with
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,9 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()  # imports torch: Ctrl-C here is common and must not print a traceback
         args = parser.parse_args(argv)
         if args.command is None:
+            from workbench.cli.run_flags import check_data_option
+
+            check_data_option(args.data)  # before the app opens (and before Textual is imported)
             from workbench.app.launch import launch_app
+
             return launch_app(preset=args.preset, data=args.data)
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # stdout closed by the reader (`| head`): not a disk fault; run() ends quietly
+        raise
     except WorkbenchError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         return 2
@@ -69,10 +77,25 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     try:
         code = main()
+        sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's exit
     except KeyboardInterrupt:  # a second Ctrl-C while the first is being handled
         print("interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:  # `vlr-workbench runs --json | head -1`: the reader closed stdout
+        _silence_stdout()
+        code = BROKEN_PIPE_EXIT
     sys.exit(code)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at devnull, so that the interpreter's last flush of what is left cannot fail again
+    (the recipe of the Python docs, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real stdout (already closed, or replaced): nothing left to flush
+        pass
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """Flags shared by the training commands (--run-dir, --resume, --allow-other-data, --nproc) and the
-``--nproc N`` launcher: it starts torchrun for the user, one process per device on this machine."""
+``--nproc N`` launcher: it starts torchrun for the user, one process per device on this machine.
+
+``check_resume`` refuses ``--resume`` of a run of another job kind (an evaluate run is not resumable)
+before the job starts; ``check_data_option`` refuses a ``--data`` folder that does not exist before
+an app or a server opens on it."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from engine.errors import WorkbenchError
 
@@ -68,3 +73,74 @@ def _without_nproc(argv: list[str]) -> list[str]:
         elif not arg.startswith("--nproc="):
             out.append(arg)
     return out
+
+
+def check_data_option(data: str | None, flag: str = "--data") -> None:
+    """A ``--data`` that names no folder is an error at once (the app and ``serve`` would open on it silently)."""
+    if not data:
+        return
+    root = Path(data).expanduser()
+    try:
+        if root.is_dir():
+            return
+        state = "is a file, not a folder" if root.exists() else "does not exist"
+    except (OSError, ValueError):
+        state = "is not a usable path"
+    raise WorkbenchError(
+        f"{flag} {data}: the dataset root {root} {state}. Give the folder that holds train_processed/, "
+        "val_processed/ and test_processed/ (made by `vlr-workbench prepare SRC DST` from face photos, or "
+        f"`vlr-workbench demo-data DST` for demo faces), or leave {flag} out to use the preset's data.root, else "
+        "the built-in demo faces.")
+
+
+def run_kind(run_dir: Path) -> str | None:
+    """The job kind of a run directory: status.json, summary.json, the first metrics record, the directory
+    name ``<time>-<preset>-<job>``, else an eval.json without last.pt (an evaluate run); None if unknown."""
+    import json
+
+    from engine.jobs.registry import JOBS
+    from engine.runs.index import split_name
+    from engine.runs.status import read_status
+
+    found = [read_status(run_dir).get("job")]
+    for name in ("summary.json", "metrics.jsonl"):
+        try:
+            with open(run_dir / name, encoding="utf-8") as handle:
+                doc = json.loads(handle.read() if name == "summary.json" else handle.readline())
+            found.append(doc.get("job") if isinstance(doc, dict) else None)
+        except (OSError, ValueError):
+            pass
+    found.append(split_name(run_dir.name)[1])
+    for kind in found:
+        if isinstance(kind, str) and kind in JOBS:
+            return kind
+    if (run_dir / "eval.json").is_file() and not (run_dir / "last.pt").exists():
+        return "evaluate"
+    return None
+
+
+def check_resume(resume: str | None, job: str) -> None:
+    """``--resume RUN`` of a run of another kind: say which kind it is and what to do, before the job starts."""
+    from engine.jobs.registry import JOBS
+
+    path = Path(resume).expanduser() if resume else None
+    if path is None or not path.is_dir():
+        return  # the job says what is wrong with a missing directory
+    kind = run_kind(path)
+    if kind is None or kind == job:
+        return
+    saves = JOBS[job].resume_file
+    if JOBS[kind].resume_file is None:
+        raise WorkbenchError(
+            f"--resume {resume}: this is {_article(kind)} {kind} run, and {kind} runs cannot be resumed ({kind} "
+            f"saves no resumable state; it runs in one go, so run `vlr-workbench {kind}` again instead). "
+            f"--resume of {job} takes a stopped or killed {job} run directory (runs/<time>-<preset>-{job}, "
+            f"which holds {saves}).")
+    raise WorkbenchError(
+        f"--resume {resume}: this is {_article(kind)} {kind} run, not {_article(job)} {job} run. Continue it with "
+        f"`vlr-workbench {kind} --resume {resume}`, or give --resume a {job} run directory "
+        f"(runs/<time>-<preset>-{job}, which holds {saves}).")
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"

@@ -12,7 +12,8 @@ from rich.text import Text
 
 from engine import presets as P
 from engine.errors import WorkbenchError
-from engine.tips import Target, Tip, apply_tip, target_set_name, tip_changes, tips_for_run
+from engine.tips import (Target, Tip, apply_tip, short_run_note_for_run, target_set_name, tip_changes,
+                         tips_for_run)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,8 +39,12 @@ def cmd_tips(args) -> int:
         return _apply(console, preset, tips, args)
     console.print(f"[bold]Tips for {escape(str(args.run_dir))}[/] (preset {escape(preset.name)}, "
                   f"VLR {preset.data.vlr_width}x{preset.data.vlr_height})")
+    short = short_run_note_for_run(args.run_dir)
     if not tips:
-        console.print("No tips: nothing in the metrics calls for a change.")
+        console.print(f"No tips yet. {escape(short)}" if short else
+                      "No tips: nothing in the metrics calls for a change.", soft_wrap=True)
+    elif short:
+        console.print(f"Note: {escape(short)}", soft_wrap=True)
     for number, tip in enumerate(tips, 1):
         _print_tip(console, number, preset, tip)
     console.print()
@@ -89,8 +94,10 @@ def _fmt(value: float, unit: str) -> str:
 
 def _apply(console: Console, preset, tips: list[Tip], args) -> int:
     if not tips:
-        raise WorkbenchError(f"--apply {args.apply}: {args.run_dir} has no tips to apply (nothing in its metrics "
-                             "calls for a change). Run `vlr-workbench tips RUN_DIR` to see them.")
+        short = short_run_note_for_run(args.run_dir)
+        why = f"yet. {short}" if short else "(nothing in its metrics calls for a change)."
+        raise WorkbenchError(f"--apply {args.apply}: {args.run_dir} has no tips to apply {why} Run "
+                             "`vlr-workbench tips RUN_DIR` to see them.")
     if not 1 <= args.apply <= len(tips):
         raise WorkbenchError(f"--apply {args.apply}: {args.run_dir} has {len(tips)} tip(s); give a number from 1 "
                              f"to {len(tips)} as printed by `vlr-workbench tips {args.run_dir}`.")

@@ -8,7 +8,7 @@ from engine import presets
 from engine.jobs.options import DSROptions
 from engine.jobs.registry import JobRequest
 from workbench.cli.job_runner import run_in_foreground
-from workbench.cli.run_flags import add_run_flags, launch_torchrun
+from workbench.cli.run_flags import add_run_flags, check_resume, launch_torchrun
 
 DEFAULT_PRESET = "cpu-demo"
 
@@ -41,6 +41,7 @@ def _positive_int(text: str) -> int:
 
 
 def train_dsr(args: argparse.Namespace) -> int:
+    check_resume(args.resume, "train-dsr")
     if args.nproc and args.nproc > 1:
         return launch_torchrun(args.nproc)
     preset = presets.load(args.preset or DEFAULT_PRESET)

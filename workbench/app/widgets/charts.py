@@ -3,9 +3,9 @@
 Events only append to ``MetricBuffers``; a 1 Hz timer asks each chart to redraw, and a chart
 skips the work when it is hidden or when neither its own series nor its options changed. Series are
 downsampled to about twice the plot's width. Log-y plots log10 of the values with our own tick
-labels (plotext's log scale breaks on repeated builds). Every axis gets short tick labels (3
-significant digits), titles are cut to the plot's width, and the legend is a line of text under the
-plot (plotext's own legend covers the data). Past runs are overlaid in their own colours, each
+labels (plotext's log scale breaks on repeated builds). Every axis gets short, distinct tick labels
+(3 significant digits, more in a narrow range), titles are cut to the plot's width, and the legend is
+a line of text under the plot (plotext's own legend covers the data). Past runs are overlaid in their own colours, each
 named in the legend.
 """
 
@@ -76,11 +76,17 @@ def log_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
 
 
 def linear_ticks(low: float, high: float, count: int = 4) -> tuple[list[float], list[str]]:
-    """``count`` evenly spaced ticks with short labels (3 significant digits, never 25)."""
+    """``count`` evenly spaced ticks with short, distinct labels: 3 significant digits, more where a narrow
+    range needs them (22.6 22.61 22.63 22.64, never 22.6 four times), else only the two ends."""
     if not high > low:
         return [low], [f"{low:.3g}"]
-    ticks = [low + (high - low) * i / (count - 1) for i in range(count)]
-    return ticks, [f"{t:.3g}" for t in ticks]
+    for number, most in ((count, 5), (2, 9)):
+        ticks = [low + (high - low) * i / (number - 1) for i in range(number)]
+        for digits in range(3, most + 1):
+            labels = [f"{t:.{digits}g}" for t in ticks]
+            if len(set(labels)) == len(labels):
+                return ticks, labels
+    return [low], [f"{low:.3g}"]           # the ends print alike even at 9 digits: one tick
 
 
 def fit_title(title: str, width: int) -> str:

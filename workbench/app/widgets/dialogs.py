@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable
 
 from rich import box
@@ -14,9 +13,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
-from engine.presets import show_value
-
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+from engine.errors import WorkbenchError
+from engine.presets import check_name, show_value
 
 
 class ConfirmDialog(ModalScreen[bool]):
@@ -70,8 +68,10 @@ class SaveAsDialog(ModalScreen[str | None]):
         event.stop()
         name = event.value.strip()
         error = self.query_one("#saveas-error", Static)
-        if not NAME_PATTERN.match(name):
-            error.update(Text("A name is letters, digits, '.', '_' or '-' (no spaces or slashes).", style="red"))
+        try:
+            check_name(name, "the preset name")   # the rule of the engine and the CLI (presets save-as)
+        except WorkbenchError as exc:
+            error.update(Text(str(exc), style="red"))
             return
         problem = self.save(name)
         if problem:
@@ -111,7 +111,8 @@ class TipDiffDialog(ModalScreen[bool]):
 
 
 class RunDiffDialog(ModalScreen[None]):
-    """Two runs side by side: the preset keys they differ in, and their headline metrics with deltas."""
+    """Two runs, A and B: their headline metrics with deltas first, then the preset keys they differ in
+    (one table above the other, so the deltas show at any width)."""
 
     BINDINGS = [Binding("escape,q,d", "close", "Close", id="rundiff.close")]
 
@@ -119,7 +120,8 @@ class RunDiffDialog(ModalScreen[None]):
         from engine.runs.index import metric_deltas, preset_diff
 
         super().__init__()
-        self.labels = labels
+        self.labels = (f"A {labels[0]}", f"B {labels[1]}")
+        self.names = (a.name, b.name)
         self.changes = preset_diff(a, b)          # WorkbenchError when a preset cannot be read
         self.deltas = metric_deltas(a, b)
 
@@ -133,7 +135,7 @@ class RunDiffDialog(ModalScreen[None]):
             presets.add_row(key, show_value(old), show_value(new))
         if not self.changes:
             presets.add_row("(same preset values)", "", "")
-        metrics = Table(title="metrics (change = right - left)", expand=True)
+        metrics = Table(title="metrics (change = B - A)", expand=True)
         for column in ("metric", a, b, "change"):
             metrics.add_column(column, justify="left" if column == "metric" else "right", overflow="fold")
         for delta in self.deltas:
@@ -141,11 +143,12 @@ class RunDiffDialog(ModalScreen[None]):
             style = "" if not change else ("green" if change > 0 else "red")
             metrics.add_row(delta.metric, _number(delta.metric, delta.a), _number(delta.metric, delta.b),
                             Text(_number(delta.metric, change, signed=True), style=style))
-        self.tables = (presets, metrics)
+        self.tables = (metrics, presets)
+        names = Text.assemble(("A", "bold"), f" = {self.names[0]}   ", ("B", "bold"), f" = {self.names[1]}")
         with VerticalScroll(classes="dialog help", id="rundiff"):
-            with Horizontal(id="rundiff-tables"):
-                yield Static(presets, id="rundiff-presets")
-                yield Static(metrics, id="rundiff-metrics")
+            yield Static(names, id="rundiff-names", classes="dialog-text")
+            yield Static(metrics, id="rundiff-metrics")
+            yield Static(presets, id="rundiff-presets")
             yield Static("Esc closes.", classes="dialog-text")
 
     def action_close(self) -> None:

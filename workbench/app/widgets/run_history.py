@@ -4,7 +4,10 @@ Rows come from ``engine.runs.index`` (state from status.json: a killed run reads
 header or press S to sort, pick a preset or job in the filters, space marks runs: c overlays the
 marked runs' curves on the charts, d compares two marked runs (preset diff and metric deltas),
 w writes their metrics as CSV. Enter opens the highlighted run (curves and evaluation); a attaches
-to it when it is running (the app follows it, ``workbench.app.attach_control``).
+to it when it is running (the app follows it, ``workbench.app.attach_control``). While shown, the
+table watches the runs directory (``workbench.app.runs_watch``: stat calls every POLL_SECONDS, changed
+runs re-read in a thread) and re-renders the ages every AGE_SECONDS. Columns that do not fit the width
+go to the detail line under the table (``workbench.app.run_columns``).
 """
 
 from __future__ import annotations
@@ -13,35 +16,34 @@ import time
 from pathlib import Path
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.widgets import DataTable, Select, Static
 
 from engine.io import atomic
 from engine.errors import WorkbenchError
 from engine.presets import Preset
-from engine.runs.index import (SORT_KEYS, RunRow, display_cells, filter_rows, index_runs, metrics_csv, sort_rows,
-                              split_name)
+from engine.runs.index import SORT_KEYS, RunRow, filter_rows, format_age, metrics_csv, sort_rows
 from workbench.app.messages import AttachRequested, RunOpened, RunsCompared
+from workbench.app.run_columns import (Layout, cell_texts, checkpoints, detail_text, distinct_labels, fit_layout,
+                                       mark_text, run_label, short_stamp)
+from workbench.app.runs_watch import Stamps, read_changed, take_stamps
 from workbench.app.widgets.dialogs import RunDiffDialog
 
-COLUMNS = (("mark", " "), ("run", "run"), ("preset", "preset"), ("job", "job"), ("state", "state"),
-           ("age", "age"), ("epochs", "ep"), ("psnr", "PSNR"), ("gain", "gain"), ("dsr", "dsr r1"),
-           ("bicubic", "bic r1"), ("hr", "hr r1"), ("ckpt", "ckpt"), ("differs", "differs from preset"))
-STATE_STYLES = {"running": "bold green", "finished": "green", "stopped": "yellow", "failed": "red", "dead": "bold red"}
+__all__ = ["RunHistory", "run_label", "short_stamp"]
+
 ALL = ""
+POLL_SECONDS = 2.0     # while shown: stat the runs directory and the listed runs' files this often
+AGE_SECONDS = 5.0      # while shown: re-render the age column at most this often (only cells that changed)
 
 
-def short_stamp(row: RunRow) -> str:
-    """``MMDD-HHMM`` of a ``<YYYYmmdd-HHMMSS>-...`` run directory, else its whole name."""
-    return row.name[4:13] if split_name(row.name)[2] is not None else row.name
+class RunsFilter(Select[str], inherit_bindings=False):
+    """A filter of the runs table: enter, up or down open it; space is left to the table (it marks a run)."""
 
-
-def run_label(row: RunRow) -> str:
-    """A short name for legends: ``preset@MMDD-HHMM``."""
-    stamp = short_stamp(row)
-    return f"{row.preset}@{stamp}" if stamp != row.name else row.name
+    BINDINGS = [Binding("enter,down,up", "show_overlay", "Show menu", show=False)]
 
 
 class RunHistory(Vertical):
@@ -59,6 +61,14 @@ class RunHistory(Vertical):
 
     clock = staticmethod(time.time)     # "now" of the age column (tests fix it)
 
+    class RowsRead(Message):
+        """A thread has read the runs that changed: (rows, stamps), or None when reading failed."""
+
+        def __init__(self, generation: int, result: tuple[list[RunRow], Stamps] | None) -> None:
+            super().__init__()
+            self.generation = generation
+            self.result = result
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.runs_dir: Path | None = None
@@ -70,16 +80,43 @@ class RunHistory(Vertical):
         self.descending: bool | None = None
         self.preset_filter = ALL
         self.job_filter = ALL
+        self.table_layout = Layout()
+        self.refills = 0                    # how often the table was filled (tests: no redraw without news)
+        self._stamps = Stamps()
+        self._generation = 0                # a reload makes a thread's older reading stale
+        self._reading = False
+        self._ages: dict[Path, str] = {}
+        self._ages_at = 0.0
+        self._filter_values: dict[str, set[str]] = {}
+        self._poll_timer = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="runs-filters"):
-            yield Select([], prompt="all presets", id="runs-preset", compact=True)
-            yield Select([], prompt="all jobs", id="runs-job", compact=True)
+            yield RunsFilter([], prompt="all presets", id="runs-preset", compact=True)
+            yield RunsFilter([], prompt="all jobs", id="runs-job", compact=True)
         yield Static("", id="runs-note")
         table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
-        for key, label in COLUMNS:
+        for key, label in self.table_layout.columns:
             table.add_column(label, key=key)
         yield table
+        yield Static("", id="runs-detail")
+
+    def on_mount(self) -> None:
+        self.query_one("#runs-detail").display = False
+        self._poll_timer = self.set_interval(POLL_SECONDS, self.poll, pause=True)
+
+    def on_show(self) -> None:
+        if self._poll_timer is not None:
+            self._poll_timer.resume()
+        self.poll()
+
+    def on_hide(self) -> None:
+        if self._poll_timer is not None:
+            self._poll_timer.pause()
+
+    def on_resize(self) -> None:
+        if self.rows and self._fit() != self.table_layout:
+            self.refill()
 
     # ----------------------------------------------------------------- data
     def reload(self, runs_dir: str | Path, reference: Preset | None = None) -> int:
@@ -87,20 +124,101 @@ class RunHistory(Vertical):
         self.runs_dir = Path(runs_dir)
         if reference is not None:
             self.reference = reference
-        self.rows = index_runs(self.runs_dir, self.reference)
+        self._generation += 1
+        rows, self._stamps = read_changed(self.runs_dir, {}, Stamps(), self.reference, time.time())
+        return self._set_rows(rows)
+
+    def _set_rows(self, rows: list[RunRow]) -> int:
+        self.rows = rows
         present = {row.path for row in self.rows}
         self.marked = [path for path in self.marked if path in present]
         self._fill_filters()
         return self.refill()
 
+    def poll(self) -> bool:
+        """Look for news in the runs directory (stat calls only); True when something changed: the changed
+        runs are read again in a thread and the table is filled when they are in."""
+        if self.runs_dir is None:
+            return False
+        self._tick_ages()
+        if self._reading:
+            return False
+        running = {row.path for row in self.rows if row.state == "running"}
+        stamps = take_stamps(self.runs_dir, self._stamps.paths, self._stamps.waiting, running, time.time())
+        if stamps == self._stamps:
+            return False
+        self._reading = True
+        self._read_changed(self._generation, self.runs_dir, {row.path: row for row in self.rows}, self._stamps,
+                           self.reference)
+        return True
+
+    @work(thread=True, exit_on_error=False, group="runs-watch", name="runs-watch")
+    def _read_changed(self, generation: int, runs_dir: Path, rows: dict[Path, RunRow], stamps: Stamps,
+                      reference: Preset | None) -> None:
+        result = None
+        try:
+            result = read_changed(runs_dir, rows, stamps, reference, time.time())
+        finally:
+            self.post_message(self.RowsRead(generation, result))
+
+    def on_run_history_rows_read(self, message: RowsRead) -> None:
+        message.stop()
+        self._reading = False
+        if message.generation != self._generation or message.result is None:
+            return
+        rows, self._stamps = message.result
+        if rows != self.rows:                 # only news fills the table again
+            self._set_rows(rows)
+
+    def _tick_ages(self) -> None:
+        """Re-render the ages that changed, at most every AGE_SECONDS."""
+        if time.monotonic() - self._ages_at < AGE_SECONDS:
+            return
+        self._ages_at = time.monotonic()
+        if "age" in self.table_layout.dropped:
+            self._show_detail()
+            return
+        now, table = self.clock(), self.query_one("#runs-table", DataTable)
+        changed = {row.path: format_age(row.age_seconds(now)) for row in self.shown}
+        changed = {path: age for path, age in changed.items() if self._ages.get(path) != age}
+        if any(len(age) > len(self._ages.get(path, "")) for path, age in changed.items()):
+            self.refill()                     # a wider age (9m -> 10m): the columns are fitted again
+            return
+        for path, age in changed.items():
+            table.update_cell(str(path), "age", Text(age))
+            self._ages[path] = age
+
     def _fill_filters(self) -> None:
         for select_id, values, current in (("#runs-preset", {r.preset for r in self.rows}, self.preset_filter),
                                            ("#runs-job", {r.job for r in self.rows if r.job}, self.job_filter)):
             select = self.query_one(select_id, Select)
+            if self._filter_values.get(select_id) == values:
+                continue                      # unchanged: an open dropdown stays as it is
+            self._filter_values[select_id] = values
             with select.prevent(Select.Changed):
                 select.set_options([(value, value) for value in sorted(values)])
                 if current in values:
                     select.value = current
+
+    def _texts(self, now: float) -> tuple[list[dict[str, Text]], list[dict[str, Text]]]:
+        """The cells of the shown rows, whole and abbreviated."""
+        full, short = [], []
+        for row in self.shown:
+            marked, ckpt = row.path in self.marked, checkpoints(row.path)
+            full.append(cell_texts(row, now, marked, self.reference is not None, ckpt=ckpt))
+            short.append(cell_texts(row, now, marked, self.reference is not None, short=True, ckpt=ckpt))
+        return full, short
+
+    def _room(self) -> int:
+        """Cells the table's columns may take (the vertical scrollbar's room kept free)."""
+        table = self.query_one("#runs-table", DataTable)
+        return max(0, self.size.width - table.styles.scrollbar_size_vertical)
+
+    def _fit(self, texts=None) -> Layout:
+        if self._room() == 0:                # not laid out yet (a hidden tab): keep the layout until shown
+            return self.table_layout
+        full, short = texts or self._texts(self.clock())
+        return fit_layout(full, short, self._room(), self.query_one("#runs-table", DataTable).cell_padding)
 
     def refill(self) -> int:
         """Show the rows that pass the filters, in the sort order; keeps the cursor on the same run."""
@@ -108,24 +226,23 @@ class RunHistory(Vertical):
         highlighted = self.highlighted
         rows = filter_rows(self.rows, preset=self.preset_filter or None, job=self.job_filter or None)
         self.shown = sort_rows(rows, self.sort_key, self.descending)
-        table.clear()
         now = self.clock()
-        for row in self.shown:
-            table.add_row(*self._cells(row, now), key=str(row.path))
+        texts = self._texts(now)
+        layout = self._fit(texts)
+        table.clear(columns=layout != self.table_layout)
+        if layout != self.table_layout:
+            self.table_layout = layout
+            for key, label in layout.columns:
+                table.add_column(label, key=key)
+        for row, cells in zip(self.shown, texts[1] if layout.short else texts[0]):
+            table.add_row(*(cells[key] for key, _ in layout.columns), key=str(row.path))
+        self._ages = {row.path: format_age(row.age_seconds(now)) for row in self.shown}
         if highlighted is not None and highlighted in {r.path for r in self.shown}:
             table.move_cursor(row=table.get_row_index(str(highlighted)))
         self._show_note()
+        self._show_detail()
+        self.refills += 1
         return len(self.shown)
-
-    def _cells(self, row: RunRow, now: float) -> list[Text]:
-        preset, job, state, age, epochs, psnr, gain, dsr, bicubic, hr = display_cells(row, now)
-        mark = Text("●", style="bold yellow") if row.path in self.marked else Text("")
-        ckpt = ", ".join(sorted(p.name for p in row.path.glob("*.pt")))
-        differs = ", ".join(row.differs[:3]) + (f" +{len(row.differs) - 3}" if len(row.differs) > 3 else "")
-        cells = [mark, short_stamp(row), preset, job, Text(state, style=STATE_STYLES.get(state, "")), age, epochs,
-                 psnr, Text(gain, style="green" if gain.startswith("+") else ("red" if gain != "-" else "")),
-                 dsr, bicubic, hr, ckpt, differs or ("-" if self.reference else "")]
-        return [cell if isinstance(cell, Text) else Text(cell) for cell in cells]   # Text: no markup in names
 
     def _show_note(self) -> None:
         if not self.rows:
@@ -140,6 +257,15 @@ class RunHistory(Vertical):
                     f"({order}) · {len(self.marked)} marked")
         self.query_one("#runs-note", Static).update(
             Text(note + " · Enter opens · a attaches · space marks · c overlays · d diffs two · w CSV · S sorts"))
+
+    def _show_detail(self) -> None:
+        """The line under the table: the highlighted run's values of the columns the width left out."""
+        detail = self.query_one("#runs-detail", Static)
+        detail.display = bool(self.table_layout.dropped)
+        row = self.row_for(self.highlighted) if self.table_layout.dropped and self.highlighted else None
+        text = detail_text(row, self.table_layout, self.clock(), self.reference is not None) if row else Text("")
+        if text != detail.content:
+            detail.update(text)
 
     @property
     def highlighted(self) -> Path | None:
@@ -179,6 +305,9 @@ class RunHistory(Vertical):
             self.sort_key, self.descending = key, None
         self.refill()
 
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_detail()
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         if event.row_key.value:
@@ -202,7 +331,7 @@ class RunHistory(Vertical):
         else:
             self.marked.append(path)
         table = self.query_one("#runs-table", DataTable)
-        table.update_cell(str(path), "mark", Text("●", style="bold yellow") if path in self.marked else Text(""))
+        table.update_cell(str(path), "mark", mark_text(path in self.marked))
         self._show_note()
 
     def marked_rows(self) -> list[RunRow]:
@@ -213,7 +342,7 @@ class RunHistory(Vertical):
         if not rows:
             self.notify("no run marked: space marks runs, then c overlays their curves", severity="warning")
             return
-        self.post_message(RunsCompared([row.path for row in rows], [run_label(row) for row in rows]))
+        self.post_message(RunsCompared([row.path for row in rows], distinct_labels(rows)))
 
     def action_diff(self) -> None:
         rows = self.marked_rows()
@@ -222,7 +351,7 @@ class RunHistory(Vertical):
                         severity="warning")
             return
         try:
-            self.app.push_screen(RunDiffDialog(*rows, labels=(run_label(rows[0]), run_label(rows[1]))))
+            self.app.push_screen(RunDiffDialog(*rows, labels=tuple(distinct_labels(rows))))
         except WorkbenchError as exc:
             self.notify(str(exc), title="cannot compare", severity="error", timeout=10)
 

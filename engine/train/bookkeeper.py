@@ -6,16 +6,14 @@ checkpoints), throughput and ETA, Progress events, the stop request (the app's f
 non-finite steps (skipped on the device by ``update.OptimizerUpdate``, read here every few steps),
 and out-of-memory errors. Under torchrun only rank 0 writes or emits.
 
-``LoopState`` is the position a resume continues from: stage, epoch, the step inside an unfinished
-epoch (with that epoch's sample order and partial sums), best-so-far bookkeeping.
+The position a resume continues from is ``engine.train.loop_state.LoopState``; what --resume reads is
+``engine.train.resume``; the epoch loop itself is ``engine.train.loop.fit``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,16 +21,17 @@ import torch
 
 from engine import distributed
 from engine.io import atomic
-from engine.io.checkpoints import load_checkpoint
 from engine.distributed import Context
 from engine.errors import JobStopped, WorkbenchError
 from engine.events import Emit, Finished, Log, Metrics, Progress, ignore
 from engine.jobs.registry import StopFlag
 from engine.presets import Preset
-from engine.presets import load as load_preset
-from engine.runs.status import FileStop, RunLock, StatusWriter
+from engine.runs.lifecycle import RunLifecycle
+from engine.runs.status import RunLock
 from engine.runs.run_dir import PROGRESS_FILE, RunDir
+from engine.train.loop_state import LoopState, Sums
 from engine.train.oom import out_of_memory
+from engine.train.resume import Resume, rng_state
 from engine.train.update import NonFiniteCount
 
 PROGRESS_UPDATES = 20          # Progress events per epoch (about)
@@ -41,160 +40,9 @@ MAX_NONFINITE_STEPS = 10       # consecutive steps with a non-finite loss or gra
                                # (noticed at the next progress report: the skipped steps changed nothing)
 
 
-# ----------------------------------------------------------------------------- resume position
-
-
-@dataclass
-class LoopState:
-    """Where a run is; saved in last.pt, so a resumed run continues exactly where it stopped."""
-    stage: str = ""
-    epoch: int = 0                    # last completed epoch of ``stage``
-    step_in_epoch: int = 0            # optimiser steps done in the unfinished epoch (0 at an epoch boundary)
-    global_step: int = 0
-    best_score: float = -math.inf     # DSR: val PSNR; fine-tuning: val top-1
-    best_epoch: int = 0
-    best_stage: str = ""
-    stale_epochs: int = 0             # epochs since the best score (early stopping)
-    skipped_steps: int = 0            # steps skipped for a non-finite loss or gradient
-    best_values: dict[str, float] = field(default_factory=dict)
-    last_values: dict[str, float] = field(default_factory=dict)
-    stages_done: list[str] = field(default_factory=list)
-    epoch_order: torch.Tensor | None = None   # the unfinished epoch's sample order
-    epoch_sums: dict[str, Any] | None = None  # ... and its partial metric sums
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LoopState":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-    def start_epoch(self, stage: str, epoch: int, length: int, seed: int) -> torch.Tensor:
-        """The sample order of ``epoch``: the saved one when resuming inside it, else a permutation drawn from
-        (seed, stage, epoch) alone, so every rank under torchrun draws the same order whatever its
-        augmentation consumed (each rank then takes its slice of every global batch)."""
-        resuming = (self.stage == stage and self.epoch_order is not None and epoch == self.epoch + 1
-                    and len(self.epoch_order) == length)
-        if resuming:
-            return self.epoch_order
-        self.stage, self.step_in_epoch, self.epoch_sums = stage, 0, None
-        order_seed = (seed * 1_000_003 + sum(map(ord, stage)) * 10_007 + epoch) % 2**63
-        self.epoch_order = torch.randperm(length, generator=torch.Generator().manual_seed(order_seed))
-        return self.epoch_order
-
-    def step_generator(self, generator: torch.Generator, seed: int, rank: int) -> torch.Generator:
-        """``generator`` re-seeded for the next step from (seed, global step, rank) alone: under torchrun each
-        rank draws its own augmentation for its own images, and a resumed run draws the same ones at the same
-        step on every rank (no per-rank generator state to save)."""
-        return generator.manual_seed(((seed * 1_000_003 + self.global_step) * 1_009 + rank) % 2**63)
-
-    def end_epoch(self, epoch: int) -> None:
-        self.epoch, self.step_in_epoch, self.epoch_order, self.epoch_sums = epoch, 0, None, None
-
-
-class Sums:
-    """Image-weighted sums of per-batch means, kept on the device (no sync per step); all-reduced."""
-
-    def __init__(self, state: dict[str, Any] | None = None) -> None:
-        self.sums: dict[str, torch.Tensor] = dict((state or {}).get("sums", {}))
-        self._count: int | torch.Tensor = int((state or {}).get("count", 0))
-
-    def add(self, values: dict[str, torch.Tensor], n: int, applied: torch.Tensor | None = None) -> None:
-        """Add a batch of ``n`` images; ``applied`` (a 0-dim bool on the device, from the update) False leaves
-        the sums as they were: a skipped step counts nothing, decided on the device without a sync."""
-        for name, value in values.items():
-            value = value.detach().float() * n
-            if applied is not None:
-                value = torch.where(applied, value, torch.zeros_like(value))
-            self.sums[name] = self.sums[name].to(value.device) + value if name in self.sums else value
-        self._count = self._count + (n if applied is None else applied.long() * n)
-
-    @classmethod
-    def resumed(cls, state: dict[str, Any] | None, ctx: Context) -> "Sums":
-        """The unfinished epoch's sums on resume: rank 0 carries every rank's share (``state``), the other
-        ranks start from zeros under the same names, so every rank takes part in the same all-reduces."""
-        if ctx.is_main or not state:
-            return cls(state)
-        return cls({"sums": {name: torch.zeros_like(value) for name, value in state.get("sums", {}).items()},
-                    "count": 0})
-
-    def total_count(self, ctx: Context) -> int:
-        """Images summed over all ranks (every rank calls this; every rank holds the same names, so an empty
-        one is empty everywhere)."""
-        return int(self._totals(ctx)[1]) if self.sums else 0
-
-    @property
-    def count(self) -> int:
-        """Images summed (a host sync when the count is on the device: read it at an epoch's end)."""
-        return int(self._count)
-
-    def _totals(self, ctx: Context) -> tuple[dict[str, torch.Tensor], float]:
-        device = next(iter(self.sums.values())).device
-        count = torch.as_tensor(self._count, dtype=torch.float32).to(device)
-        totals = distributed.all_reduce_sums({**self.sums, "_count": count}, ctx)
-        return totals, float(totals.pop("_count"))
-
-    def state(self, ctx: Context = distributed.SINGLE) -> dict[str, Any]:
-        """The sums for last.pt; under torchrun summed over the ranks (every rank calls this), so rank 0's
-        resumed epoch carries everyone's share and the other ranks restart theirs from zero."""
-        if not self.sums:
-            return {"sums": {}, "count": 0}
-        totals, count = self._totals(ctx)
-        return {"sums": {k: v.detach().cpu() for k, v in totals.items()}, "count": int(count)}
-
-    def means(self, ctx: Context) -> dict[str, float]:
-        if not self.sums:
-            return {}
-        totals, count = self._totals(ctx)
-        return {name: float(total) / max(1.0, count) for name, total in totals.items()}
-
-
 def main_only(emit: Emit, ctx: Context) -> Emit:
     """``emit`` on rank 0; ranks other than 0 say nothing."""
     return emit if ctx.is_main else ignore
-
-
-# ----------------------------------------------------------------------------- resume input
-
-
-@dataclass
-class Resume:
-    """A run directory to continue: its preset, its last.pt, and where it stood."""
-    run: RunDir
-    preset: Preset
-    checkpoint: dict[str, Any]
-
-    @property
-    def state(self) -> LoopState:
-        return LoopState.from_dict(self.checkpoint["loop"])
-
-
-def read_resume(run_dir: str | Path, job: str) -> Resume:
-    """Open a run directory for ``--resume``: its own preset.toml and a resumable last.pt of ``job``."""
-    run = RunDir.open(run_dir)
-    last = run.path / "last.pt"
-    if not last.is_file():
-        raise WorkbenchError(f"cannot resume {run.path}: it has no last.pt (the run ended before its first "
-                             f"checkpoint). Start a new run instead: `vlr-workbench {job} --preset P`.")
-    checkpoint = load_checkpoint(last, what=f"the last.pt of {job} run {run.path}")
-    if checkpoint.get("job") != job or "loop" not in checkpoint:
-        raise WorkbenchError(f"{last} is not a resumable {job} checkpoint (it belongs to "
-                             f"{checkpoint.get('job') or 'an older version'}). Give the run directory of a {job} run "
-                             f"to `vlr-workbench {job} --resume`.")
-    return Resume(run, load_preset(run.path / "preset.toml"), checkpoint)
-
-
-def rng_state(generator: torch.Generator) -> dict[str, Any]:
-    return {"generator": generator.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ----------------------------------------------------------------------------- the bookkeeper
@@ -206,11 +54,11 @@ class Bookkeeper:
     def __init__(self, job: str, run: RunDir, emit: Emit, stop: StopFlag, ctx: Context, device: torch.device,
                  state: LoopState, lr_keys: str = "the learning rate", lock: RunLock | None = None) -> None:
         self.job, self.run, self.ctx, self.device, self.state = job, run, ctx, device, state
-        self.stop = FileStop(stop, run.path) if ctx.is_main else stop   # also `vlr-workbench stop RUN_DIR`
         self.lr_keys = lr_keys     # named in the instability advice
         self._emit = emit
-        self.lock = lock or RunLock(run.path)   # held by rank 0 (taken in ``open``)
-        self.status = StatusWriter(run.path, job, world_size=ctx.world_size, enabled=ctx.is_main)
+        # the lock (held by rank 0, taken in ``open``), status.json, stop requests (also `vlr-workbench stop`)
+        self.life = RunLifecycle(run.path, job, stop, main=ctx.is_main, world_size=ctx.world_size, lock=lock)
+        self.stop, self.status = self.life.stop, self.life.status
         self.images = 0            # training images (all ranks) this session
         self.seconds = 0.0         # training seconds this session (validation and checkpoints excluded)
         self._clock = time.perf_counter()
@@ -397,40 +245,16 @@ class Bookkeeper:
                 "peak_device_memory_mb": round(peak / 2**20, 1) if peak else None}
 
     def finish(self, summary: dict[str, Any], *, stopped: bool) -> Finished:
-        """Write summary.json, end the status (finished or stopped) and release the directory."""
+        """Write summary.json, end the status (finished or stopped) and release the directory (called inside
+        ``lifetime``, which marks the run failed when the summary cannot be written)."""
         if self.ctx.is_main:
             self.run.write_summary(summary)
-            self.status.end("stopped" if stopped else "finished")
-        self.release()
+        self.life.end("stopped" if stopped else "finished")
         return Finished(self.job, self.run.path, summary, stopped=stopped)
 
-    def failed(self, message: str) -> None:
-        try:
-            if self.ctx.is_main:
-                self.status.end("failed", message)
-        except Exception:  # noqa: BLE001 - the disk that failed the job may refuse the status too; the error still reaches the user
-            pass
-        finally:
-            self.release()
-
-    def release(self) -> None:
-        self.lock.release()
-
-    @contextlib.contextmanager
-    def lifetime(self) -> Iterator["Bookkeeper"]:
-        """Mark the status failed (and free the directory) when the job ends with an error."""
-        try:
-            yield self
-        except JobStopped:
-            try:
-                if self.ctx.is_main and self.status.fields["state"] == "running":
-                    self.status.end("stopped")
-            finally:
-                self.release()
-            raise
-        except BaseException as exc:
-            self.failed(str(exc) or type(exc).__name__)
-            raise
+    def lifetime(self):
+        """The run's end on a stop or an error (``RunLifecycle.lifetime``)."""
+        return self.life.lifetime()
 
 
 class _NoRun:
@@ -441,35 +265,3 @@ class _NoRun:
 
     def log_error(self, *args, **kwargs) -> None:
         pass
-
-
-# ----------------------------------------------------------------------------- the data a run trained on
-
-
-def data_record(root: Path | str, train) -> dict[str, Any]:
-    """What last.pt records of the training data: root, image count and a fingerprint (the sorted file
-    names and image shape: stable across processes, and a copied dataset still matches)."""
-    import hashlib
-
-    digest = hashlib.sha1(repr((sorted(train.names), tuple(train.hr.shape))).encode())
-    return {"root": str(root), "images": len(train), "fingerprint": digest.hexdigest()[:16]}
-
-
-def resume_data_root(resume: Resume | None, given: str | None) -> str | None:
-    """The data root of a job: the one given, else the resumed run's recorded root, else None (the preset's)."""
-    if given or resume is None:
-        return given
-    return resume.checkpoint.get("data", {}).get("root")
-
-
-def check_resume_data(resume: Resume | None, record: dict[str, Any], allow_other: bool) -> None:
-    """Refuse to resume on data other than the run's own unless told (``--allow-other-data``)."""
-    if resume is None:
-        return
-    recorded = resume.checkpoint.get("data") or {}
-    if recorded.get("fingerprint") and recorded["fingerprint"] != record["fingerprint"] and not allow_other:
-        raise WorkbenchError(
-            f"{resume.run.path} was trained on {recorded.get('root')} ({recorded.get('images')} training images), "
-            f"but this resume would use {record['root']} ({record['images']} training images), which differs. "
-            "Leave out --data to continue on the run's own data, or pass --allow-other-data to continue on "
-            "these images on purpose.")
