@@ -9,7 +9,7 @@ import re
 import pytest
 from textual.widgets import DataTable, RichLog, Static, TabbedContent
 
-import workbench.app.job_control as job_control
+import workbench.app.job_handle as job_handle
 from workbench.app.widgets.charts import ChartsPanel, MetricChart
 from workbench.app.widgets.dialogs import TipDiffDialog
 from workbench.app.widgets.eval_table import EvalTable
@@ -216,7 +216,7 @@ async def test_an_error_escaping_the_worker_is_shown_once(monkeypatch):
     def broken_run_job(request, emit, stop):
         raise OSError("disk vanished")
 
-    monkeypatch.setattr(job_control, "run_job", broken_run_job)
+    monkeypatch.setattr(job_handle, "run_job", broken_run_job)
     app = make_app(remember=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("t")

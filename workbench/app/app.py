@@ -7,6 +7,7 @@ widget in ``workbench.app.widgets``. The UI thread never does tensor work.
 from __future__ import annotations
 
 import ast
+import asyncio
 import inspect
 from collections import deque
 from functools import partial
@@ -14,11 +15,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from rich.text import Text
-from textual.app import App, ComposeResult, SystemCommand
+from textual import on
+from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, RichLog, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, RichLog, Static, TabbedContent
 
 from engine.errors import WorkbenchError
 from engine.jobs.registry import app_jobs
@@ -28,11 +29,11 @@ from engine.runs.status import run_state
 from engine.runs.run_dir import latest_run
 from engine.runs.records import read_metrics
 from engine.tips import apply_tip, tip_changes
-from workbench.app import messages as msg
 from workbench.app.app_state import write_last_preset
 from workbench.app.attach_control import AttachControl
 from workbench.app.eval_results import load_evaluation
 from workbench.app.job_control import JobControl
+from workbench.app.main_screen import MainScreen
 from workbench.app.metric_buffers import MetricBuffers
 from workbench.app.preset_reference import base_preset
 from workbench.app.gpu_probe import GpuProbe
@@ -47,6 +48,7 @@ from workbench.app.widgets.samples_view import SamplesScreen
 from workbench.app.widgets.tips_panel import TipsPanel
 from workbench.app.widgets.vram_gauge import VramGauge
 
+MAIN_SCREEN_WAIT_S = 30.0   # how long the app waits for its main screen's first layout
 STATUS_SECONDS = 2.0   # the status line's own refresh (GPU readings); job events refresh it at once
 TABS = ("tab-presets", "tab-charts", "tab-results", "tab-runs", "tab-tips", "tab-log")
 RUNS_KEYS = {"attach": "a attaches to a running run", "toggle_mark": "space marks runs",
@@ -122,32 +124,20 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         self.evaluation: dict | None = None
         self.tips_run: Path | None = None     # tips of a run opened from the Runs tab (None: the current job)
 
-    # ----------------------------------------------------------------- layout
-    def compose(self) -> ComposeResult:
-        yield Header()
-        with Horizontal(id="body"):
-            with TabbedContent(id="main", initial="tab-presets"):
-                with TabPane("Presets", id="tab-presets"):
-                    with Horizontal():
-                        yield PresetList(id="presets")
-                        yield PresetEditor(id="editor")
-                with TabPane("Charts", id="tab-charts"):
-                    yield ChartsPanel(self.buffers, id="charts")
-                with TabPane("Results", id="tab-results"):
-                    yield EvalTable(id="results")
-                with TabPane("Runs", id="tab-runs"):
-                    yield RunHistory(id="runs")
-                with TabPane("Tips", id="tab-tips"):
-                    yield TipsPanel(id="tips")
-                with TabPane("Log", id="tab-log"):
-                    yield RichLog(id="log", wrap=True, markup=False, highlight=False, max_lines=5000)
-            with Vertical(id="sidebar"):
-                yield JobPanel(id="job")
-                yield VramGauge(self.probe_factory, id="vram")
-        yield Static("", id="statusline")
-        yield Footer(compact=True)
+    def get_default_screen(self) -> Screen:
+        return MainScreen(self.buffers, self.probe_factory)
 
     async def on_mount(self) -> None:
+        """The app is ready (keys, tests, a browser tab) only once the main screen shows the preset."""
+        screen = self.screen_stack[0]
+        if isinstance(screen, MainScreen):
+            try:
+                await asyncio.wait_for(screen.filled.wait(), MAIN_SCREEN_WAIT_S)
+            except TimeoutError:
+                pass                        # never laid out (no terminal size): the screen fills when it is
+
+    async def main_screen_mounted(self) -> None:
+        """Called by ``MainScreen`` once its widgets exist: show the preset and start the status timer."""
         self.main_widget("#field-input").cursor_blink = self.cursor_blink
         await self._show_preset(self.preset, self.saved)
         self.main_widget(PresetList).focus()
@@ -201,13 +191,15 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
             return f"attached to {self.job_kind}: D detaches (it keeps running) or x stops it"
         if action in app_jobs() and self.job_running:
             return f"{self.job_kind} is running: wait for it or stop it with x"
+        if action == "attach" and self.following:
+            return f"already attached to {self.attached.name}: D detaches first"
+        if action == "attach" and self.job_running:
+            return f"{self.job_kind} is running in the app: wait for it or stop it with x"
         if action == "detach" and not self.following:
             return "not attached to a run (a on the Runs tab attaches to a running one)"
-        if action == "stop" and self.following and self.attach_stop_sent:
-            return "the job is already stopping"
         if action == "stop" and not self.job_running:
             return "no job is running"
-        if action == "stop" and self.stop_flag is not None and self.stop_flag.is_set():
+        if action == "stop" and self.job.stopping:
             return "the job is already stopping"
         if action == "save" and self.is_builtin:
             return "built-in presets are read-only: a saves a copy"
@@ -256,7 +248,8 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
             return
         presets.index = number - 1
 
-    async def on_preset_chosen(self, message: msg.PresetChosen) -> None:
+    @on(PresetList.Chosen)
+    async def choose_preset(self, message: PresetList.Chosen) -> None:
         if message.name == self.preset.name:
             return
         try:
@@ -270,7 +263,8 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         if self.remember:
             write_last_preset(message.name)
 
-    def on_preset_edited(self, message: msg.PresetEdited) -> None:
+    @on(PresetEditor.Edited)
+    def take_edit(self, message: PresetEditor.Edited) -> None:
         self.preset = message.preset
         self._refresh_state()
 
@@ -340,7 +334,8 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         """metrics.jsonl of a run and, for a pipeline, of its stage runs."""
         return [record for folder in (path, *stage_dirs(path)) for record in read_metrics(folder)]
 
-    def on_run_opened(self, message: msg.RunOpened) -> None:
+    @on(RunHistory.Opened)
+    def open_run(self, message: RunHistory.Opened) -> None:
         overlay = MetricBuffers()
         records = self._run_records(message.path)
         overlay.add_records(records)
@@ -356,7 +351,8 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         self._log(f"opened run {message.path} ({'curves overlaid' if overlay else 'no metrics'}; its tips are in "
                   "the Tips tab)")
 
-    def on_runs_compared(self, message: msg.RunsCompared) -> None:
+    @on(RunHistory.Compared)
+    def compare_runs(self, message: RunHistory.Compared) -> None:
         overlays = []
         for path, label in zip(message.paths, message.labels):
             buffers = MetricBuffers()
@@ -447,7 +443,8 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         if tip is not None:
             self._offer_tip(tip)
 
-    def on_tip_chosen(self, message: msg.TipChosen) -> None:
+    @on(TipsPanel.Chosen)
+    def choose_tip(self, message: TipsPanel.Chosen) -> None:
         self._offer_tip(message.tip)
 
     def _offer_tip(self, tip: Any) -> None:

@@ -9,18 +9,18 @@ cooperative through the job's ``StopFlag``; a new job can start only once the ol
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
+from functools import partial
 from pathlib import Path
 
-from textual import work
 from textual.widgets import TabbedContent
 from textual.worker import Worker, WorkerState
 
+from engine.errors import WorkbenchError
 from engine.events import Event, Progress
-from engine.runs.status import read_status
-from engine.jobs.registry import JobRequest, StopFlag, run_job
+from engine.jobs.registry import JobRequest
 from workbench.app import messages as msg
+from workbench.app.job_handle import JobHandle, ThreadJob
 from workbench.app.job_plans import plan_job
 from workbench.app.metric_buffers import LIVE_SPLIT
 from workbench.app.widgets.dialogs import ConfirmDialog
@@ -42,16 +42,36 @@ def error_detail(error: str) -> str:
 
 
 class JobControl:
-    """Mixed into ``WorkbenchApp``; the app provides the widgets, ``_log``, ``_refresh_state``, ``why_disabled``."""
+    """Mixed into ``WorkbenchApp``; the app provides the widgets, ``_log``, ``_refresh_state``, ``why_disabled``.
 
-    job_running = False
-    job_kind = ""
-    stop_flag: StopFlag | None = None
-    job_done: threading.Event | None = None   # set by the job's thread when it has ended
+    ``job`` is the one current handle (None: no job); stop, quit, detach and the worker's end act on it
+    whatever its kind.
+    """
+
+    job: JobHandle | None = None
+    job_worker: Worker | None = None
+    last_kind = ""                # the kind of the current or last job (messages after its end name it)
     pending_progress: Progress | None = None
     _progress_timer = None    # the one-shot timer that shows pending_progress: armed by progress (at most
                               # PROGRESS_HZ a second), so an app beside a running job wakes only when there is news
     quit_when_idle = False
+
+    @property
+    def job_running(self) -> bool:
+        return self.job is not None
+
+    @property
+    def job_kind(self) -> str:
+        return self.job.kind if self.job is not None else self.last_kind
+
+    @property
+    def following(self) -> bool:
+        """Whether the current job is a run followed on disk (attached, or the app's own process)."""
+        return self.job is not None and self.job.outlives_app
+
+    @property
+    def attached(self) -> Path | None:
+        return self.job.run_dir if self.following else None
 
     def action_train(self) -> None:
         self._start_job("train")
@@ -72,54 +92,57 @@ class JobControl:
         plan = plan_job(key, self.preset)
         if self.detached_start and self.start_detached_job(plan):
             return
-        self.stop_flag = StopFlag()
+        handle = ThreadJob(JobRequest(plan.kind, self.preset, self.data, plan.options))
+        self.begin_job(handle, "starting…", f"▶ {plan.kind} with preset {self.preset.name}"
+                       + (" (unsaved changes)" if self.dirty else ""), charts=plan.kind != "evaluate")
+        if plan.note:
+            self._log(plan.note, "dim")
+
+    def begin_job(self, handle: JobHandle, detail: str, announce: str, charts: bool = True) -> None:
+        """Show ``handle``'s job from now on: its events fill the job panel, charts, log and tips."""
+        self.job, self.last_kind = handle, handle.kind
         self.pending_progress = None
-        self.job_running, self.job_kind = True, plan.kind
         self.buffers.clear()
         self.records.clear()
         self.tips_run = None       # the Tips tab follows the new job
-        self.main_widget(JobPanel).set_state("running", plan.kind, "starting…")
-        self._log(f"▶ {plan.kind} with preset {self.preset.name}" + (" (unsaved changes)" if self.dirty else ""),
-                  "bold")
-        if plan.note:
-            self._log(plan.note, "dim")
-        if plan.kind != "evaluate":
+        self.main_widget(JobPanel).set_state("running", handle.label, detail)
+        self._log(announce, "bold")
+        if charts:
             self.main_widget(TabbedContent).active = "tab-charts"
-        self.job_done = threading.Event()
-        self._run_job(JobRequest(plan.kind, self.preset, self.data, plan.options), self.stop_flag, self.job_done)
+        self.job_worker = self.run_worker(partial(handle.work, self._emit), name=handle.kind, group="job",
+                                          thread=True, exit_on_error=False)
         self._refresh_state()
-
-    @work(thread=True, exit_on_error=False, group="job", name="job")
-    def _run_job(self, request: JobRequest, stop: StopFlag, done: threading.Event) -> None:
-        try:
-            run_job(request, self._emit, stop)
-        finally:
-            done.set()
 
     def _emit(self, event: Event) -> None:
         """Called in the job's thread: hand the event to the UI thread."""
         self.post_message(msg.message_for(event))
 
     def action_stop(self) -> None:
-        if self.following:
-            question = (f"Stop {self.job_kind}? It runs in its own process (pid "
-                        f"{read_status(self.attached).get('pid')}): it ends after the "
-                        "current step and saves a resumable last.pt.")
-            self.push_screen(ConfirmDialog(question, "Stop"), lambda yes: self.stop_attached() if yes else None)
-            return
-        question = f"Stop {self.job_kind}? It ends after the current step and saves a resumable checkpoint."
-        self.push_screen(ConfirmDialog(question, "Stop"), self._stop_confirmed)
+        self.push_screen(ConfirmDialog(self.job.stop_question(), "Stop"), self._stop_confirmed)
 
     def _stop_confirmed(self, yes: bool | None) -> None:
         if yes:
             self._request_stop()
 
     def _request_stop(self) -> None:
-        if self.stop_flag is not None and self.job_running:
-            self.stop_flag.set()
-            self.main_widget(JobPanel).set_state("stopping")
-            self._log("stop requested: the job saves a checkpoint and ends", "yellow")
-            self._refresh_state()
+        if self.job is None or self.job.stopping:
+            return
+        try:
+            done = self.job.request_stop()
+        except (WorkbenchError, OSError) as exc:
+            self.notify(f"could not ask {self.job.kind} to stop: {exc}", severity="error", timeout=10)
+            return
+        self.main_widget(JobPanel).set_state("stopping")
+        self._log(done, "yellow")
+        self._refresh_state()
+
+    def action_detach(self) -> None:
+        where = self.job.run_dir
+        self.job.let_go()
+        self.main_widget(JobPanel).set_state("detached", detail=f"{where.name} keeps running; a on the "
+                                                                 "Runs tab attaches again")
+        self._log(f"detached from {where}: it keeps running (`vlr-workbench attach {where}` follows it, "
+                  f"`vlr-workbench stop {where}` stops it)", "yellow")
 
     def on_job_progress(self, message: msg.JobProgress) -> None:
         """Keep the latest progress; the panel shows it on a timer (a job may report many steps a second)."""
@@ -187,23 +210,16 @@ class JobControl:
         self.notify(error, title=f"{job} failed", severity="error", timeout=15)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """The one place that sees the job worker (or an attached run's follower) end: errors, and the gate
-        for the next job."""
-        if event.worker.group == "attach":
-            if event.state == WorkerState.ERROR:
-                self._show_failure(self.job_kind, f"following the run failed: {type(event.worker.error).__name__}: "
-                                                  f"{event.worker.error}")
-            if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
-                self.attach_ended()
-                self._refresh_state()
-            return
-        if event.worker.group != "job":
+        """The one place that sees the job's worker end (errors included) and opens the gate for the next job."""
+        if event.worker is not self.job_worker or self.job is None:
             return
         if event.state == WorkerState.ERROR:
-            self._show_failure(self.job_kind, f"{type(event.worker.error).__name__}: {event.worker.error}")
+            self._show_failure(self.job.kind, self.job.failure_text(event.worker.error))
         if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
-            self.job_running = False
-            self.stop_flag = None
+            handle, self.job, self.job_worker = self.job, None, None
+            self.reap_detached()
+            if handle.run_dir is not None:
+                self.main_widget(RunHistory).reload(self.preset.runtime.runs_dir)
             self._refresh_state()
             if self.quit_when_idle:
                 self.exit(0)
@@ -216,47 +232,48 @@ class JobControl:
             self._update_status()
 
     async def action_quit(self) -> None:
-        if not self.job_running or self.following:   # an attached run is not the app's: it keeps running
-            unsaved = sorted({*self.drafts, *([self.preset.name] if self.dirty else [])})
-            own = self.followed_job
-            if not unsaved and own is None:
-                self._exit_leaving_attached()
-                return
-            parts = []
-            if unsaved:
-                parts.append(f"Unsaved changes to {', '.join(unsaved)} will be lost (n, then ctrl+s saves or a "
-                             "saves as).")
-            if own is not None:
-                parts.append(f"{self.job_kind} runs in its own process (pid {own.proc.pid}) and keeps running after "
-                             "the app closes" + (" until it has stopped." if self.attach_stop_sent else
-                                                 " (n, then x stops it first)."))
-            elif self.following:
-                parts.append(f"{self.job_kind} keeps running: it is not the app's.")
-            verb = "Quit without saving" if unsaved else "Quit, leave it running"
-            self.push_screen(ConfirmDialog(" ".join(parts) + " Quit anyway?", verb),
-                             lambda yes: self._exit_leaving_attached() if yes else None)
+        if self.job is not None and not self.job.outlives_app:
+            question = f"{self.job.kind} is running. Stop it (it saves a resumable checkpoint) and quit?"
+            self.push_screen(ConfirmDialog(question, "Stop and quit"), self._quit_confirmed)
             return
-        question = f"{self.job_kind} is running. Stop it (it saves a resumable checkpoint) and quit?"
-        self.push_screen(ConfirmDialog(question, "Stop and quit"), self._quit_confirmed)
+        unsaved = sorted({*self.drafts, *([self.preset.name] if self.dirty else [])})
+        own = self.job.process if self.following else None
+        if not unsaved and own is None:
+            self._exit_leaving_job()
+            return
+        parts = []
+        if unsaved:
+            parts.append(f"Unsaved changes to {', '.join(unsaved)} will be lost (n, then ctrl+s saves or a "
+                         "saves as).")
+        if own is not None:
+            parts.append(f"{self.job.kind} runs in its own process (pid {own.proc.pid}) and keeps running after "
+                         "the app closes" + (" until it has stopped." if self.job.stopping else
+                                             " (n, then x stops it first)."))
+        elif self.following:
+            parts.append(f"{self.job.kind} keeps running: it is not the app's.")
+        verb = "Quit without saving" if unsaved else "Quit, leave it running"
+        self.push_screen(ConfirmDialog(" ".join(parts) + " Quit anyway?", verb),
+                         lambda yes: self._exit_leaving_job() if yes else None)
 
-    def _exit_leaving_attached(self) -> None:
-        """Quit; an attached run keeps running (said on the terminal after the app closes)."""
-        note = self.leave_running_note() if self.following else None
-        if note:
-            self.follow_detach.set()
+    def _exit_leaving_job(self) -> None:
+        """Quit; a followed run keeps running (said on the terminal after the app closes)."""
+        note = self.job.leave_running_note() if self.job is not None else None
+        if self.job is not None:
+            self.job.let_go()
         self.exit(0, message=note)
 
     async def on_unmount(self) -> None:
-        """However the app ends (ctrl+q, a closed browser tab, a test), a running job gets its stop
-        flag and is waited for (up to ``UNMOUNT_WAIT_S``): it saves a resumable checkpoint first.
-        An attached run is only left (its follower stops polling): it is not the app's to stop."""
-        if self.follow_detach is not None:
-            self.follow_detach.set()
-        if self.stop_flag is None or self.job_done is None:
+        """However the app ends (ctrl+q, a closed browser tab, a test), the job is let go: a job of the app's
+        thread gets its stop flag and is waited for (up to ``UNMOUNT_WAIT_S``) while it saves a resumable
+        checkpoint; a followed run is only left (it is not the app's to stop)."""
+        handle = self.job
+        if handle is None:
             return
-        self.stop_flag.set()
+        handle.let_go()
+        if handle.outlives_app:
+            return
         deadline = time.monotonic() + UNMOUNT_WAIT_S
-        while not self.job_done.is_set() and time.monotonic() < deadline:
+        while not handle.ended.is_set() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
 
     def _quit_confirmed(self, yes: bool | None) -> None:
@@ -264,4 +281,3 @@ class JobControl:
             self.quit_when_idle = True
             self._request_stop()
             self.notify("quitting once the job has saved its checkpoint")
-

@@ -1,20 +1,17 @@
-"""Every Textual message of the app, in one place.
+"""The messages that carry a job's engine events to the UI thread.
 
 Engine events arrive from the job's thread: ``message_for(event)`` wraps each in a message that
-``App.post_message`` (thread-safe) delivers to the UI thread. The other messages go from panels to
-the app.
+``App.post_message`` (thread-safe) delivers to the UI thread. Panels declare the messages they post
+themselves (``PresetList.Chosen``, ``RunHistory.Opened``, ...).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from textual.message import Message
 
 from engine import events as ev
-from engine.presets import Preset
 
 
 @dataclass
@@ -54,40 +51,3 @@ _WRAPPERS: dict[type, type[Message]] = {ev.Progress: JobProgress, ev.Metrics: Jo
 def message_for(event: ev.Event) -> Message:
     """The message carrying an engine event to the UI thread."""
     return _WRAPPERS[type(event)](event)
-
-
-@dataclass
-class PresetChosen(Message):
-    """The user picked a preset in the list (by name)."""
-    name: str
-
-
-@dataclass
-class PresetEdited(Message):
-    """The editor produced a valid changed preset."""
-    preset: Preset
-
-
-@dataclass
-class RunOpened(Message):
-    """The user opened a past run directory in the run history."""
-    path: Path
-
-
-@dataclass
-class RunsCompared(Message):
-    """The user asked to overlay the curves of several past runs (``labels`` name them in legends)."""
-    paths: list[Path]
-    labels: list[str]
-
-
-@dataclass
-class TipChosen(Message):
-    """The user asked to apply a tip to the current preset."""
-    tip: Any
-
-
-@dataclass
-class AttachRequested(Message):
-    """The user asked to follow a run another process owns (the Runs tab's highlighted run; None: no run)."""
-    path: Path | None

@@ -2,22 +2,24 @@
 
 A row shows ``●`` when the value differs from the saved preset and the value in bold when it
 differs from the built-in it derives from. Typing in the field input validates at once
-(``Preset.with_changes``); a valid value is applied and announced with ``PresetEdited``, an invalid
+(``Preset.with_changes``); a valid value is applied and announced with ``PresetEditor.Edited``, an invalid
 one shows the ``PresetError`` message under the input and changes nothing.
 """
 
 from __future__ import annotations
 
 from rich.text import Text
+from dataclasses import dataclass
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from engine.errors import PresetError
 from engine.presets import FIELDS, SECTIONS, Preset, show_value
 from workbench.app.field_values import edit_text, parse_value
-from workbench.app.messages import PresetEdited
 
 SECTION_ROW = "section:"
 MIN_VALUE_WIDTH = 10
@@ -27,9 +29,15 @@ class PresetEditor(Vertical):
     BORDER_TITLE = "Preset"
     BINDINGS = [Binding("escape", "back_to_table", "Back to fields", show=False, id="editor.back")]
 
+    @dataclass
+    class Edited(Message):
+        """The editor produced a valid changed preset."""
+        preset: Preset
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.preset: Preset | None = None
+        self.shown_widths: tuple[int, int, int] | None = None    # the column widths of the table shown
         self.saved: Preset | None = None
         self.base: Preset | None = None
         self.base_label = "built-in"
@@ -49,7 +57,8 @@ class PresetEditor(Vertical):
         table = self.query_one("#fields", DataTable)
         cursor = table.cursor_row
         table.clear(columns=True)
-        key_width, value_width, base_width = self.column_widths(table.size.width)
+        self.shown_widths = self.column_widths(table.size.width)
+        key_width, value_width, base_width = self.shown_widths
         table.add_column(" ", key="mark", width=1)
         table.add_column("field", key="key", width=key_width)
         table.add_column("value", key="value", width=value_width)
@@ -81,7 +90,10 @@ class PresetEditor(Vertical):
         return key_width, room - base_width, base_width
 
     def on_resize(self) -> None:
-        if self.preset is not None:
+        """Refill the table when its column widths change with the size (not on every resize)."""
+        if self.preset is None:
+            return
+        if self.column_widths(self.query_one("#fields", DataTable).size.width) != self.shown_widths:
             self.call_after_refresh(self.show, self.preset, self.saved, self.base, self.base_label)
 
     def _cells(self, key: str) -> tuple[Text, Text, Text, Text]:
@@ -143,7 +155,7 @@ class PresetEditor(Vertical):
         if changed != preset:
             self.preset = changed
             self._refresh_row(key)
-            self.post_message(PresetEdited(changed))
+            self.post_message(self.Edited(changed))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

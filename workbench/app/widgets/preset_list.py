@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from textual.message import Message
 from textual.widgets import Label, ListItem, ListView
 
 from engine.presets import list_presets
-from workbench.app.messages import PresetChosen
 
 
 class PresetList(ListView):
     BORDER_TITLE = "Presets"
     BORDER_SUBTITLE = "yours in italics"
+
+    @dataclass
+    class Chosen(Message):
+        """The user picked a preset in the list (by name)."""
+        name: str
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -35,7 +42,7 @@ class PresetList(ListView):
     def on_list_view_highlighted(self, event: ListView.Highlighted) -> None:
         event.stop()
         if event.item is not None and event.item.name:
-            self.post_message(PresetChosen(event.item.name))
+            self.post_message(self.Chosen(event.item.name))
 
     def on_list_view_selected(self, event: ListView.Selected) -> None:
         event.stop()

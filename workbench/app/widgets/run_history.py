@@ -13,6 +13,7 @@ go to the detail line under the table (``workbench.app.run_columns``).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
@@ -27,7 +28,6 @@ from engine.io import atomic
 from engine.errors import WorkbenchError
 from engine.presets import Preset
 from engine.runs.index import SORT_KEYS, RunRow, filter_rows, format_age, metrics_csv, sort_rows
-from workbench.app.messages import AttachRequested, RunOpened, RunsCompared
 from workbench.app.run_columns import (Layout, cell_texts, checkpoints, detail_text, distinct_labels, fit_layout,
                                        mark_text, run_label, short_stamp)
 from workbench.app.runs_watch import Stamps, read_changed, take_stamps
@@ -48,6 +48,22 @@ class RunsFilter(Select[str], inherit_bindings=False):
 
 class RunHistory(Vertical):
     BORDER_TITLE = "Runs"
+
+    @dataclass
+    class Opened(Message):
+        """The user opened a past run directory."""
+        path: Path
+
+    @dataclass
+    class Compared(Message):
+        """The user asked to overlay the curves of several runs (``labels`` name them in legends)."""
+        paths: list[Path]
+        labels: list[str]
+
+    @dataclass
+    class AttachRequested(Message):
+        """The user asked to follow a running run (the highlighted one; None: no run)."""
+        path: Path | None
     BINDINGS = [
         Binding("space", "toggle_mark", "Mark", id="runs.mark", tooltip="mark or unmark the highlighted run"),
         Binding("c", "compare", "Overlay marked", id="runs.compare",
@@ -311,11 +327,11 @@ class RunHistory(Vertical):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         if event.row_key.value:
-            self.post_message(RunOpened(Path(event.row_key.value)))
+            self.post_message(self.Opened(Path(event.row_key.value)))
 
     # --------------------------------------------------------------- actions
     def action_attach(self) -> None:
-        self.post_message(AttachRequested(self.highlighted))
+        self.post_message(self.AttachRequested(self.highlighted))
 
     def action_next_sort(self) -> None:
         self.set_sort(SORT_KEYS[(SORT_KEYS.index(self.sort_key) + 1) % len(SORT_KEYS)])
@@ -342,7 +358,7 @@ class RunHistory(Vertical):
         if not rows:
             self.notify("no run marked: space marks runs, then c overlays their curves", severity="warning")
             return
-        self.post_message(RunsCompared([row.path for row in rows], distinct_labels(rows)))
+        self.post_message(self.Compared([row.path for row in rows], distinct_labels(rows)))
 
     def action_diff(self) -> None:
         rows = self.marked_rows()

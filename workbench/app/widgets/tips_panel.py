@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from engine.presets import Preset
 from engine.tips import Target, Tip, check_targets, propose_tips
-from workbench.app.messages import TipChosen
 
 
 def format_target(target: Target) -> Text:
@@ -28,6 +29,11 @@ def format_target(target: Target) -> Text:
 
 class TipsPanel(Vertical):
     BORDER_TITLE = "Tips"
+
+    @dataclass
+    class Chosen(Message):
+        """The user asked to apply a tip to the current preset."""
+        tip: Any
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -74,7 +80,7 @@ class TipsPanel(Vertical):
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
         if self.tips:
-            self.post_message(TipChosen(self.tips[event.option_index]))
+            self.post_message(self.Chosen(self.tips[event.option_index]))
 
     def _show_detail(self, index: int | None) -> None:
         detail = self.query_one("#tip-detail", Static)
