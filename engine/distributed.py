@@ -138,10 +138,6 @@ def wrap(model: torch.nn.Module, ctx: Context, device: torch.device) -> torch.nn
     return DistributedDataParallel(model, device_ids=ids)
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "module", model)
-
-
 def cleanup() -> None:
     global _host_group
     _host_group = None

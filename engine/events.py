@@ -23,6 +23,9 @@ class Progress:
     images_per_second: float = 0.0
     eta_seconds: float | None = None
     loss: float | None = None
+    part: int = 0                 # a pipeline's stage n of ``parts`` (0: not in a pipeline)
+    parts: int = 0
+    overall_eta_seconds: float | None = None   # a pipeline's whole remaining time (rough: see pipeline_progress)
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 
 from engine.presets import load
 from workbench.app.app import WorkbenchApp
 from workbench.app.gpu_probe import NO_GPU
+from waiting import wait_for  # noqa: F401 - the app tests' wait, re-exported
 
 
 class NoGpuProbe:
@@ -27,15 +27,6 @@ def make_app(preset: str = "cpu-demo", data: str | None = None, **kwargs) -> Wor
     kwargs.setdefault("detached", False)
     kwargs.setdefault("cursor_blink", False)
     return WorkbenchApp(load(preset), data=data, **kwargs)
-
-
-async def wait_for(pilot, predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    """Let the app run until ``predicate()`` holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
 
 
 def use_fake_job(monkeypatch, kind: str, function: str) -> None:

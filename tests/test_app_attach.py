@@ -25,6 +25,7 @@ from workbench.app.widgets.run_history import RunHistory
 
 from app_helpers import NoGpuProbe, capture_notes, wait_for
 from run_factory import write_run
+from waiting import wait_until
 
 TINY = {"data.vlr_width": 16, "data.vlr_height": 16, "runtime.device": "cpu", "runtime.num_threads": 1,
         "dsr.epochs": 200, "dsr.batch_size": 4, "dsr.base_channels": 8, "dsr.residual_blocks": 1,
@@ -51,14 +52,6 @@ def start_headless(preset_path, data, run_dir) -> subprocess.Popen:
                              "--data", str(data), "--run-dir", str(run_dir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
-
-def wait_until(predicate, what: str, timeout: float = 60.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def make(preset, data, **kwargs) -> WorkbenchApp:

@@ -68,15 +68,15 @@ def rendered_row(table: DataTable, key: str) -> str:
 async def test_2_reference_column_shows_whole_values_and_survives_a_long_path():
     app = make_app("cpu-demo", remember=False)          # derives from vlr-32x32: its values are the reference
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause(0.3)
         table = app.query_one("#fields", DataTable)
-        assert rendered_row(table, "dsr.learning_rate").split()[-1] == "1.3e-4"
+        await wait_for(pilot, lambda: rendered_row(table, "dsr.learning_rate").split()[-1] == "1.3e-4",
+                       what="the reference column")
         assert rendered_row(table, "dsr.ema_decay").split()[-1] == "0.999"
         table.focus()
         table.move_cursor(row=table.get_row_index("runtime.edgeface_weights"))
         await pilot.press("enter")
         app.query_one("#field-input", Input).value = "/a/very/long/path/to/some/weights/" * 4 + "w.pt"
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: "…" in rendered_row(table, "runtime.edgeface_weights"), what="the cut path")
         assert table.virtual_size.width <= table.size.width           # nothing pushed out of view
         assert rendered_row(table, "dsr.learning_rate").split()[-1] == "1.3e-4"
         assert "…" in rendered_row(table, "runtime.edgeface_weights")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,8 @@ import pytest
 from textual.widgets import DataTable, Input, TabbedContent, Tabs
 
 import engine.presets
+from engine.events import Progress
+from engine.runs.run_dir import RunDir
 from engine.presets import load, user_dir
 from workbench.app import attach_control
 from workbench.app.detached_launch import OUTPUT_FILE, DetachedJob
@@ -22,6 +25,7 @@ from workbench.app.run_columns import COLUMNS
 from workbench.app.widgets import dialogs
 from workbench.app.widgets.charts import MetricChart, linear_ticks
 from workbench.app.widgets.dialogs import RunDiffDialog, SaveAsDialog
+from workbench.app.widgets.job_panel import JobPanel
 from workbench.app.widgets.run_history import RunHistory
 
 from app_helpers import capture_notes, make_app, wait_for
@@ -258,3 +262,72 @@ async def test_8_an_own_process_job_is_reaped_after_it_ends(tmp_path, monkeypatc
                 assert handle.read().split(")")[-1].split()[0] != "Z"          # no zombie left
         except FileNotFoundError:
             pass
+
+
+def fake_own_process(tmp_path, started: list, layout):
+    """A ``start_detached`` whose process sleeps while ``layout(run_dir, pid)`` writes what the job would."""
+    def start(kind, preset, data, options=None):
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        run_dir = write_run(tmp_path / "runs", f"20260101-100000-{preset.name}-{kind}", preset, kind)
+        layout(run_dir, proc.pid, preset)
+        started.append(DetachedJob(kind, proc, run_dir / OUTPUT_FILE, run_dir))
+        return started[-1]
+    return start
+
+
+def running(pid: int) -> dict:
+    return {"state": "running", "pid": pid, "heartbeat": time.time()}
+
+
+async def test_9_the_pretraining_before_an_own_process_job_shows_in_the_job_panel(tmp_path, monkeypatch):
+    """Issue 26, defect 3: a first t without recogniser weights pre-trains first; the job panel, charts and
+    log follow the pre-training run the job's status names instead of sitting at 0%."""
+    def layout(run_dir, pid, preset):
+        pretrain = write_run(tmp_path / "runs", f"20260101-100001-{preset.name}-pretrain", preset, "pretrain",
+                             metrics=[{"stage": "pretrain", "epoch": 1, "step": 3, "split": "val", "top1": 0.4}],
+                             status=running(pid))
+        RunDir(pretrain).log_progress(Progress("pretrain", "pretrain", 2, 40, 3, 5, 80.0, 400.0, 2.5), global_step=8)
+        (run_dir / "status.json").write_text(json.dumps({**running(pid), "host": socket.gethostname(),
+                                                         "job": "train-dsr", "stage": "pretrain",
+                                                         "stage_run": str(pretrain)}))
+    started: list = []
+    monkeypatch.setattr(attach_control, "start_detached", fake_own_process(tmp_path, started, layout))
+    app = make_app(remember=False, detached=True)
+    try:
+        async with app.run_test(size=WIDE) as pilot:
+            await pilot.press("t")
+            panel = app.query_one(JobPanel)
+            await wait_for(pilot, lambda: panel.last is not None, timeout=10, what="the pre-training's progress")
+            assert (panel.last.stage, panel.last.epoch, panel.last.epochs) == ("pretrain", 2, 40)
+            assert app.buffers.series("pretrain", "val", "top1")
+    finally:
+        for job in started:
+            job.proc.kill()
+            job.proc.wait()
+
+
+async def test_10_a_followed_pipeline_shows_its_stage_n_of_n_and_overall_eta(tmp_path, monkeypatch):
+    """Issue 26, defect 5: during p the job panel says which stage of how many and the whole pipeline's ETA."""
+    def layout(run_dir, pid, preset):
+        stage = write_run(tmp_path / "runs", f"20260101-100001-{preset.name}-train-dsr", preset, "train-dsr",
+                          status=running(pid))
+        RunDir(stage).log_progress(Progress("train-dsr", "dsr", 1, 4, 3, 5, 80.0, 60.0, 0.5), global_step=3)
+        (run_dir / "summary.json").write_text(json.dumps({"stage_runs": {"train-dsr": str(stage)}}))
+        (run_dir / "status.json").write_text(json.dumps({**running(pid), "host": socket.gethostname(),
+                                                         "job": "pipeline", "stage": "train-dsr", "part": 2,
+                                                         "parts": 4, "overall_eta_seconds": 3725.0}))
+    started: list = []
+    monkeypatch.setattr(attach_control, "start_detached", fake_own_process(tmp_path, started, layout))
+    app = make_app(remember=False, detached=True)
+    try:
+        async with app.run_test(size=WIDE) as pilot:
+            await pilot.press("p")
+            panel = app.query_one(JobPanel)
+            await wait_for(pilot, lambda: panel.last is not None, timeout=10, what="the stage's progress")
+            text = screen_text(panel.query_one("#job-detail"))
+            assert "stage 2/4 · dsr · epoch 1/4" in text and "all ≈1:02:05" in text
+            assert "stage 2/4" in panel.status_line()
+    finally:
+        for job in started:
+            job.proc.kill()
+            job.proc.wait()

@@ -34,7 +34,9 @@ async def log_text(pilot) -> str:
     """The log panel's text (RichLog renders only once visible: show its tab, then go back)."""
     tabs = pilot.app.query_one(TabbedContent)
     before, tabs.active = tabs.active, "tab-log"
-    await pilot.pause(0.1)
+    log = pilot.app.query_one("#log", RichLog)
+    await wait_for(pilot, lambda: log.size.width > 0, what="the log laid out")
+    await pilot.pause()                                    # its deferred lines are written once it has a size
     text = "\n".join(line.text for line in pilot.app.query_one("#log", RichLog).lines)
     tabs.active = before
     await pilot.pause()

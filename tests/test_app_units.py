@@ -16,7 +16,7 @@ from workbench.app.field_values import edit_text, parse_value
 from workbench.app.job_plans import plan_job
 from workbench.app.metric_buffers import MetricBuffers, downsample, smooth
 from workbench.app.widgets.charts import log_ticks
-from workbench.app.widgets.job_panel import format_eta, progress_fraction
+from workbench.app.widgets.job_panel import format_eta, progress_fraction, progress_text
 from engine.events import Progress
 
 
@@ -74,6 +74,26 @@ def test_progress_fraction_and_eta():
     event = Progress("train-dsr", "dsr", epoch=2, epochs=4, step=5, steps=10, eta_seconds=3725)
     assert progress_fraction(event) == pytest.approx(15 / 40)
     assert format_eta(3725) == "1:02:05" and format_eta(None) == "--:--"
+
+
+def test_a_pipeline_stage_shows_stage_n_of_n_and_an_overall_eta():
+    """Issue 26, defect 5: during p the job panel says which stage of how many, and the whole pipeline's ETA."""
+    from engine.jobs.pipeline_progress import PipelineProgress
+    from engine.presets import store
+
+    preset = store.load("cpu-demo").with_changes({"dsr.epochs": 10, "finetune.stage1_epochs": 2,
+                                                  "finetune.stage2_epochs": 3})
+    progress = PipelineProgress(("recogniser", "train-dsr", "finetune", "evaluate"), preset, folds=None)
+    assert progress.at("train-dsr", None) == {"part": 2, "parts": 4}
+    event = progress.annotate(Progress("train-dsr", "dsr", epoch=5, epochs=10, step=2, steps=4, eta_seconds=110.0))
+    # 22 steps left in the stage at 5 s a step, then the 5 fine-tuning epochs at 20 s an epoch
+    assert (event.part, event.parts) == (2, 4) and event.overall_eta_seconds == pytest.approx(110 + 5 * 20)
+    folds = PipelineProgress(("recogniser", "train-dsr", "finetune", "evaluate"), preset, folds=3)
+    folds.at("train-dsr", 1)
+    assert folds.epochs_after() == 5 + 2 * 15                # this fold's fine-tuning, then two whole folds
+    text = progress_text(event)
+    assert text.startswith("stage 2/4 · dsr · epoch 5/10") and "ETA 0:01:50 · all ≈0:03:30" in text
+    assert "stage 2/4" not in progress_text(Progress("train-dsr", "dsr", 5, 10, 2, 4, eta_seconds=110.0))
 
 
 def test_parse_value_reads_toml_and_bare_text():

@@ -6,27 +6,18 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 from engine import events as ev
 from engine import presets as P
 from engine.runs.follow import RunFollower
 from engine.runs.status import run_state
+from waiting import wait_until
 
 TINY = {"data.vlr_width": 16, "data.vlr_height": 16, "runtime.device": "cpu", "runtime.num_threads": 1,
         "dsr.epochs": 200, "dsr.batch_size": 4, "dsr.base_channels": 8, "dsr.residual_blocks": 1,
         "dsr.lambda_identity": 0.0, "dsr.lambda_feature_match": 0.0, "dsr.lambda_perceptual": 0.0,
         "dsr.early_stop_patience": 0}
 
-
-def _wait(predicate, what: str, timeout: float = 90.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_attach_follows_a_headless_run_and_stop_ends_it_cleanly(tmp_path, demo_root):
@@ -40,10 +31,10 @@ def test_attach_follows_a_headless_run_and_stop_ends_it_cleanly(tmp_path, demo_r
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
-        _wait(lambda: run_state(run_dir) == "running" and (run_dir / "metrics.jsonl").is_file(), "the first epoch")
+        wait_until(lambda: run_state(run_dir) == "running" and (run_dir / "metrics.jsonl").is_file(), "the first epoch")
         follower = RunFollower(run_dir)
         seen: list = []
-        _wait(lambda: seen.extend(follower.poll()) or any(isinstance(e, ev.Metrics) and e.split == "val"
+        wait_until(lambda: seen.extend(follower.poll()) or any(isinstance(e, ev.Metrics) and e.split == "val"
                                                           for e in seen), "val metrics through the follower")
         assert any(isinstance(e, ev.Log) and "DSR 16x16" in e.message for e in seen)   # the log, from log.jsonl
         progress = [e for e in seen if isinstance(e, ev.Progress)]                     # from progress.jsonl
@@ -90,3 +81,24 @@ def test_a_resume_cuts_progress_jsonl_back_to_its_checkpoint_like_metrics(tmp_pa
     (tmp_path / "preset.toml").write_text("")
     events = [e for e in RunFollower(tmp_path).poll() if isinstance(e, ev.Progress)]
     assert [(e.step, e.loss, e.eta_seconds) for e in events] == [(5, 0.5, 3.0), (10, 0.5, 3.0)]
+
+
+def test_a_followed_pipeline_stage_carries_the_pipelines_stage_n_of_n_and_overall_eta(tmp_path):
+    """Issue 26, defect 5, for a pipeline followed on disk (the app's own-process p, or attach)."""
+    import socket
+
+    from engine.runs.run_dir import RunDir
+
+    root, stage = tmp_path / "pipe", tmp_path / "dsr-stage"
+    for folder in (root, stage):
+        folder.mkdir()
+        (folder / "preset.toml").write_text("")
+    running = {"state": "running", "pid": os.getpid(), "host": socket.gethostname()}
+    (root / "status.json").write_text(json.dumps({**running, "job": "pipeline", "stage": "train-dsr", "part": 2,
+                                                  "parts": 4, "overall_eta_seconds": 300.0}))
+    (root / "summary.json").write_text(json.dumps({"stage_runs": {"train-dsr": str(stage)}}))
+    (stage / "status.json").write_text(json.dumps({**running, "job": "train-dsr"}))
+    RunDir(stage).log_progress(ev.Progress("train-dsr", "dsr", 1, 2, 5, 20, 50.0, 30.0, 0.5), global_step=5)
+    progress = [e for e in RunFollower(root).poll() if isinstance(e, ev.Progress)]
+    assert [(e.stage, e.part, e.parts, e.eta_seconds, e.overall_eta_seconds) for e in progress] == [
+        ("dsr", 2, 4, 30.0, 300.0)]

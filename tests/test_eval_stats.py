@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -112,16 +111,18 @@ def test_comparison_wording_when_significant():
     assert wording.rate_with_interval(None, [0.1, 0.2]) == "-"
 
 
-def test_a_thousand_resamples_of_hundreds_of_probes_take_well_under_a_second():
-    sim, labels, gallery = _synthetic_sim(60, 5, seed=0)     # 300 probes x 60 subjects = 18,000 trials
+def test_a_thousand_resamples_of_hundreds_of_probes_bracket_the_point_estimates():
+    """300 probes x 60 subjects, 1000 subject resamples (their time: benchmarks/bench_eval_stats.py)."""
+    sim, labels, gallery = _synthetic_sim(60, 5, seed=0)
     genuine = labels[:, None] == gallery[None, :]
     ranks = metrics.probe_ranks(sim, labels, gallery)
-    started = time.perf_counter()
     weights = stats.subject_weights(labels, 1000, seed=0)
-    stats.row_intervals(sim, ranks, genuine, weights, FAR)
-    stats.paired_difference(ranks == 1, ranks <= 2, weights)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 2.0, f"{elapsed:.2f} s"   # about 0.2-0.4 s on 2 busy cores; generous for a loaded CI
+    intervals = stats.row_intervals(sim, ranks, genuine, weights, FAR)
+    rank1 = float((ranks == 1).float().mean())
+    assert intervals["rank1"][0] < rank1 < intervals["rank1"][1]
+    assert intervals["rank1"][0] <= intervals["rank5"][0] and intervals["rank1"][1] <= intervals["rank5"][1]
+    difference = stats.paired_difference(ranks == 1, ranks <= 2, weights)   # rank-1 never beats rank-2
+    assert difference["difference"] < 0 and difference["interval"][1] < 0 and difference["mcnemar"]["a_only"] == 0
 
 
 def test_large_test_sets_use_quantile_thresholds_close_to_the_exact_bootstrap(monkeypatch):

@@ -11,7 +11,7 @@ import torch
 
 from engine.io import atomic
 from engine.data import PairedSplit, load_split
-from engine.errors import WeightsError, WorkbenchError
+from engine.errors import JobStopped, WeightsError, WorkbenchError
 from engine.events import Failed, Finished, Log, Metrics, Progress
 from engine.jobs.registry import JobRequest, StopFlag, run_job
 from engine.models.dsr import DSRNet
@@ -21,7 +21,7 @@ from engine.runs.status import StatusWriter
 from engine.runs.run_dir import RunDir
 from engine.runs.records import read_metrics
 from engine.jobs.recogniser import recogniser_weights
-from engine.train.recognition import closed_set, prediction_entropy
+from engine.train.recognition import closed_set, histogram_entropy
 from engine.data.augment import FinetuneAugment
 from workbench.cli.main import main
 
@@ -195,6 +195,30 @@ def test_recogniser_weights_pretrains_on_hr_when_nothing_exists(mini, mini_root)
     assert {e.stage for e in events if isinstance(e, Metrics)} == {"pretrain"}
 
 
+def test_a_job_given_its_run_dir_names_the_pretraining_it_waits_for_and_passes_its_stop_on(mini, mini_root):
+    """The app follows an own-process train-dsr through its directory: while the job pre-trains its recogniser,
+    the run's status names the pre-training run (the follower follows it), and x on the run stops it."""
+    from engine.runs.follow import RunFollower
+    from engine.runs.status import read_status, request_stop, run_state
+
+    host = RunDir.create(mini.runtime.runs_dir, mini, "train-dsr").path
+    seen: list = []
+
+    def emit(event):
+        if isinstance(event, Progress) and event.stage == "pretrain" and not seen:
+            status = read_status(host)
+            seen.append((status["stage"], status["stage_run"], RunFollower(host)._current_dir()))
+            request_stop(host)                               # what x writes for a followed run
+    with pytest.raises(JobStopped):
+        recogniser_weights(mini.with_changes({"finetune.pretrain_epochs": 500}), mini_root, emit, StopFlag(),
+                           host=(host, "train-dsr"))
+    stage, stage_run, followed = seen[0]
+    assert stage == "pretrain" and Path(stage_run).name.endswith("-cpu-demo-pretrain")
+    assert followed == Path(stage_run)                       # the follower reads the pre-training run meanwhile
+    assert run_state(host) == "stopped" and f"pretrain --resume {stage_run}" in read_status(host)["message"]
+    assert run_state(stage_run) == "stopped" and (Path(stage_run) / "last.pt").is_file()
+
+
 def test_missing_data_root_and_zero_epochs_are_user_errors(preset, tmp_path):
     result = run_job(JobRequest("pretrain", preset, data=str(tmp_path / "no-data")), lambda e: None)
     assert not isinstance(result, Finished)
@@ -228,9 +252,11 @@ def test_closed_set_uses_val_images_of_training_identities(demo_root):
 
 
 def test_prediction_entropy_shows_collapse():
-    assert prediction_entropy(torch.zeros(20, dtype=torch.long), 5) == 0.0
-    assert prediction_entropy(torch.arange(20) % 5, 5) == pytest.approx(1.0)
-    assert 0.0 < prediction_entropy(torch.tensor([0, 0, 0, 1]), 5) < 0.5
+    def entropy(predicted):
+        return histogram_entropy(torch.bincount(predicted, minlength=5))
+    assert entropy(torch.zeros(20, dtype=torch.long)) == 0.0
+    assert entropy(torch.arange(20) % 5) == pytest.approx(1.0)
+    assert 0.0 < entropy(torch.tensor([0, 0, 0, 1])) < 0.5
 
 
 def test_augmentation_is_per_sample_and_stays_in_range():

@@ -52,6 +52,10 @@ def test_pipeline_links_every_stage_and_writes_headline_numbers(tmp_path, demo_r
         assert summary[f"{variant}_rank1"] == eval_doc[variant]["rank1"]
     # every stage's progress reached the caller, and the stages were announced in order
     assert {"train-dsr", "finetune", "evaluate"} <= {e.job for e in events if isinstance(e, Progress)}
+    # ... each with the pipeline's stage n/N (issue 26, defect 5): recogniser, train-dsr, finetune, evaluate
+    parts = {e.job: (e.part, e.parts) for e in events if isinstance(e, Progress)}
+    assert parts["train-dsr"] == (2, 4) and parts["finetune"] == (3, 4) and parts["evaluate"] == (4, 4)
+    assert any(e.overall_eta_seconds is not None for e in events if isinstance(e, Progress) and e.job == "train-dsr")
     announced = [e.message for e in events if isinstance(e, Log) and e.job == "pipeline" and "stage" in e.message]
     assert [m.split(": ")[1] for m in announced] == ["recogniser", "train-dsr", "finetune", "evaluate"]
     assert events[-1] is result

@@ -167,3 +167,16 @@ def test_on_a_gpu_a_dsr_training_step_makes_no_synchronisation_at_all(demo_root)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
+
+
+def test_a_checkpoint_with_non_finite_weights_in_any_state_dict_is_named():
+    """Bookkeeper.save refuses non-finite weights in every state dict of a checkpoint: the ArcFace
+    ``state_dict`` and DSR's raw ``model`` alike (only the first was checked once)."""
+    from engine.train.bookkeeper import non_finite_weight
+
+    good = {"conv.weight": torch.ones(2, 2), "steps": torch.tensor(3)}
+    bad = {"conv.weight": torch.tensor([[1.0, float("nan")]]), "steps": torch.tensor(3)}
+    optimizer = {"state": {0: {"exp_avg": torch.tensor([float("inf")])}}, "param_groups": [{"lr": 0.1}]}
+    assert non_finite_weight({"model": good, "state_dict": good, "optimizer": optimizer, "epoch": 3}) is None
+    assert non_finite_weight({"model": bad, "optimizer": optimizer}) == "model.conv.weight"
+    assert non_finite_weight({"state_dict": good, "head": {"weight": torch.tensor([float("-inf")])}}) == "head.weight"

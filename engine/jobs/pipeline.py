@@ -35,7 +35,8 @@ from typing import Any
 from engine import distributed
 from engine.io import atomic
 from engine.errors import JobStopped, WeightsError, WorkbenchError
-from engine.events import Emit, Event, Failed, Finished, Log, ignore
+from engine.events import Emit, Event, Failed, Finished, Log, Progress, ignore
+from engine.jobs.pipeline_progress import PipelineProgress
 from engine.jobs.options import DSROptions, FinetuneOptions, PipelineOptions, PretrainOptions
 from engine.jobs.registry import JobRequest, StopFlag, job_function
 from engine.presets import load as load_preset
@@ -189,7 +190,7 @@ class PipelineRun:
                  ctx, emit: Emit, stop: StopFlag) -> None:
         self.run_dir, self.preset, self.opts, self.data, self.ctx = run, preset, opts, data, ctx
         self.say = emit if ctx.is_main else ignore
-        self.forward = _pass_on(emit)
+        self.forward = _pass_on(self._annotated(emit))
         lock = RunLock(run.path)
         if ctx.is_main and not lock.adopt():   # --run-dir: taken before the directory was written
             lock.acquire()
@@ -206,6 +207,7 @@ class PipelineRun:
             lock.release()
             raise
         self.names = stage_names(opts.baselines)
+        self.progress = PipelineProgress(self.names, preset, opts.folds)
         self.where: dict[str, Any] = {"stage": self.names[0], "fold": None}   # what runs now (failures, messages)
         self.started = time.perf_counter()
 
@@ -348,7 +350,16 @@ class PipelineRun:
         fold = self.where["fold"]
         prefix = f"fold {fold}/{self.opts.folds}, " if fold else ""
         self.say(Log(JOB, f"{prefix}stage {self.names.index(kind) + 1}/{len(self.names)}: {kind}"))
-        self.life.status.update(force=True, stage=kind, fold=fold)
+        self.life.status.update(force=True, stage=kind, fold=fold, **self.progress.at(kind, fold))
+
+    def _annotated(self, emit: Emit) -> Emit:
+        """Stage progress with the pipeline's stage n/N and overall ETA (also in its status, for followers)."""
+        def annotate(event: Event) -> None:
+            if isinstance(event, Progress):
+                event = self.progress.annotate(event)
+                self.life.status.update(overall_eta_seconds=event.overall_eta_seconds)
+            emit(event)
+        return annotate
 
     def stage_run(self, record: dict, name: str, options: Any, runs_dir: str, data: str) -> Path:
         """Run (or resume) a training stage in a run directory recorded before it starts; its run dir when done."""

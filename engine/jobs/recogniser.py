@@ -3,6 +3,10 @@
 ``recogniser_weights``: the preset's ``runtime.edgeface_weights``, else the ``best.pt`` of the
 latest *finished* pretrain run of the preset (a stopped, failed or still running one is never
 reused), else a pre-training run made now when ``finetune.pretrain_epochs > 0`` (the demo path).
+
+A job that was given its run directory (``--run-dir``: the app's own-process jobs) says in that
+run's status that it is pre-training and where (``stage_run``), so whoever follows the run follows
+the pre-training run meanwhile, and a stop request in the run reaches the pre-training.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from engine.events import Emit, Log, ignore
 from engine.jobs.registry import StopFlag
 from engine.models.edgeface import OBTAIN_WEIGHTS
 from engine.presets import Preset
-from engine.runs.status import run_state
+from engine.runs.status import FileStop, StatusWriter, run_state
 from engine.runs.run_dir import RunDir, iter_runs, run_matches
 
 PRETRAIN = "pretrain"
@@ -74,11 +78,13 @@ def pretrain_epochs(preset: Preset) -> int:
 
 
 def recogniser_weights(preset: Preset, data_root: Path | str, emit: Emit, stop: StopFlag,
-                       ctx: Context = SINGLE) -> Path:
+                       ctx: Context = SINGLE, host: tuple[str | Path, str] | None = None) -> Path:
     """The recogniser weights a job should use (see the module docstring).
 
     A stop request during an on-demand pre-training raises :class:`JobStopped` to the calling job,
     after saying how to resume that pre-training run. Under torchrun every rank gets rank 0's answer.
+    ``host``: (the calling job's run directory, its job) when it was given one: its status names the
+    pre-training run meanwhile, and ends as stopped or failed with it.
     """
     say = emit if ctx.is_main else ignore
     found = existing_recogniser(preset, data_root, say)
@@ -93,11 +99,28 @@ def recogniser_weights(preset: Preset, data_root: Path | str, emit: Emit, stop: 
                       f"{epochs} epochs (finetune.pretrain_epochs)"))
     runtime = resolve(preset)
     _, device = distributed.setup(runtime.device)
-    result = pretrain(preset, Path(data_root), epochs, emit, stop, ctx, replace(runtime, device=device))
+    run_dir = distributed.broadcast(str(RunDir.create(preset.runtime.runs_dir, preset, PRETRAIN).path)
+                                    if ctx.is_main else None, ctx)
+    status = StatusWriter(host[0], host[1], enabled=ctx.is_main) if host else None
+    if status is not None:
+        status.update(force=True, stage=PRETRAIN, stage_run=run_dir)
+        stop = FileStop(stop, host[0])         # x on the followed run stops the pre-training
+    try:
+        result = pretrain(preset, Path(data_root), epochs, emit, stop, ctx, replace(runtime, device=device),
+                          run_dir=run_dir)
+    except BaseException as exc:
+        if status is not None:
+            status.end("failed", f"the recogniser pre-training failed: {exc}")
+        raise
     if result.stopped:
-        say(Log(PRETRAIN, f"stopped during the recogniser pre-training; `vlr-workbench pretrain --resume "
-                          f"{result.run_dir}` finishes it, then start this job again", "warning"))
+        note = (f"stopped during the recogniser pre-training; `vlr-workbench pretrain --resume {result.run_dir}` "
+                "finishes it, then start this job again")
+        if status is not None:
+            status.end("stopped", note)
+        say(Log(PRETRAIN, note, "warning"))
         raise JobStopped()
+    if status is not None:
+        status.hand_over()                     # the job's own status takes over (no final state written)
     return Path(result.run_dir) / "best.pt"
 
 

@@ -11,6 +11,7 @@ pipeline run is followed through the stage run it is in.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from engine.events import Event, Failed, Finished, Log, Metrics, Progress, Samples
@@ -63,8 +64,12 @@ class RunFollower:
         self.ended = False
 
     def _current_dir(self) -> Path:
-        """The directory being written: the run itself, or a pipeline's current stage run."""
+        """The directory being written: the run itself, a pipeline's current stage run, or the run a job
+        writes before its own (``stage_run``: the recogniser pre-training of a train-dsr or finetune)."""
         status = read_status(self.root)
+        stage_run = status.get("stage_run")
+        if isinstance(stage_run, str) and Path(stage_run).is_dir():
+            return Path(stage_run)
         if status.get("job") == "pipeline":
             stage_runs = RunDir(self.root).read_summary().get("stage_runs", {})
             stage = status.get("stage")
@@ -100,8 +105,20 @@ class RunFollower:
             events.append(Progress(status.get("job", ""), status.get("stage") or "", int(status.get("epoch") or 0),
                                    int(status.get("epochs") or 0), int(status.get("step") or 0),
                                    int(status.get("steps") or 0), float(status.get("images_per_second") or 0.0)))
+        if folder != self.root:
+            events = self._as_part_of_root(events)
         events.extend(self._end())
         return events
+
+    def _as_part_of_root(self, events: list[Event]) -> list[Event]:
+        """A stage run's progress with the pipeline's stage n/N and overall ETA (from the pipeline's status)."""
+        status = read_status(self.root)
+        part, parts, overall = status.get("part"), status.get("parts"), status.get("overall_eta_seconds")
+        if not (isinstance(part, int) and isinstance(parts, int)):
+            return events
+        overall = float(overall) if isinstance(overall, (int, float)) else None
+        return [replace(e, part=part, parts=parts, overall_eta_seconds=overall) if isinstance(e, Progress) else e
+                for e in events]
 
     def _end(self) -> list[Event]:
         state = run_state(self.root)

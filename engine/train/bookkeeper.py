@@ -48,6 +48,17 @@ def main_only(emit: Emit, ctx: Context) -> Emit:
 # ----------------------------------------------------------------------------- the bookkeeper
 
 
+def non_finite_weight(checkpoint: dict[str, Any]) -> str | None:
+    """``entry.key`` of the first non-finite floating-point tensor in any state dict of ``checkpoint`` (a
+    top-level mapping of tensors: ``state_dict``, DSR's ``model``, a head), else None."""
+    for entry, value in checkpoint.items():
+        if isinstance(value, dict) and value and all(torch.is_tensor(t) for t in value.values()):
+            for key, tensor in value.items():
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    return f"{entry}.{key}"
+    return None
+
+
 class Bookkeeper:
     """Run directory, status, events and stop requests of one training job (rank 0 writes)."""
 
@@ -223,11 +234,11 @@ class Bookkeeper:
     def save(self, name: str, checkpoint: dict[str, Any]) -> Path:
         """Write a checkpoint atomically; a checkpoint with non-finite weights is never written."""
         path = self.run.path / name
-        for key, tensor in checkpoint.get("state_dict", {}).items():   # every rank: they hold the same weights
-            if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                raise WorkbenchError(f"{self.job}: the weights became non-finite ({key}); {path} was not "
-                                     "written and the previous one is intact. Lower the learning rate and "
-                                     f"resume or start again (`vlr-workbench tips {self.run.path}`).")
+        key = non_finite_weight(checkpoint)          # every rank: they hold the same weights
+        if key is not None:
+            raise WorkbenchError(f"{self.job}: the weights became non-finite ({key}); {path} was not "
+                                 "written and the previous one is intact. Lower the learning rate and "
+                                 f"resume or start again (`vlr-workbench tips {self.run.path}`).")
         if self.ctx.is_main:
             atomic.torch_save(path, checkpoint)
         return path

@@ -90,7 +90,8 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     recogniser_path = None
     if weights.needs_recogniser:
         recogniser_path = (opts.edgeface or (resume and resume.checkpoint.get("recogniser"))
-                           or recogniser_weights(preset, data_root, emit, stop, ctx))
+                           or recogniser_weights(preset, data_root, emit, stop, ctx,
+                                                 host=(opts.run_dir, JOB) if opts.run_dir else None))
     recogniser = load_frozen_recogniser(recogniser_path, emit, JOB) if recogniser_path else None
     criterion = prepare_model(build_criterion(cfg, recogniser, device, vgg=vgg), runtime, log,
                               "frozen recogniser and losses")

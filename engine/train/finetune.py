@@ -55,7 +55,8 @@ def run_finetune(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     check_resume_data(resume, data, opts.allow_other_data)
 
     weights = (opts.edgeface or (resume and resume.checkpoint.get("edgeface_weights"))
-               or recogniser_weights(preset, data_root, emit, stop, ctx))
+               or recogniser_weights(preset, data_root, emit, stop, ctx,
+                                     host=(opts.run_dir, JOB) if opts.run_dir else None))
     model = load_edgeface(weights).to(device)  # the file decides the architecture
     prepare_model(model, runtime, lambda m: quiet_emit(Log(JOB, m)), "EdgeFace")
     if ctx.is_main:

@@ -91,12 +91,8 @@ def closed_set(train: PairedSplit, val: PairedSplit, field_name: str) -> tuple[L
             LabelledImages(train_images[~mask.to(device)], train.labels[~mask.to(train.labels.device)]), note)
 
 
-def prediction_entropy(predicted: torch.Tensor, num_classes: int) -> float:
-    """Entropy of the predicted-class histogram over ``log(num_classes)``: 0 = one class for everything."""
-    return histogram_entropy(torch.bincount(predicted.flatten(), minlength=num_classes))
-
-
 def histogram_entropy(counts: torch.Tensor) -> float:
+    """Entropy of a predicted-class histogram over ``log(classes)``: 0 = one class for everything."""
     total = counts.sum()
     if counts.numel() < 2 or total == 0:
         return 0.0

@@ -36,12 +36,22 @@ def stage_done(event: Progress) -> bool:
     return bool(event.steps) and event.step >= event.steps and (not event.epochs or event.epoch >= event.epochs)
 
 
+def pipeline_part(event: Progress) -> str:
+    """``stage 2/4 · `` of a pipeline's stage ('' outside a pipeline)."""
+    return f"stage {event.part}/{event.parts} · " if event.parts else ""
+
+
+def overall_eta(event: Progress) -> str:
+    """`` · all ≈0:42:00``: a pipeline's whole remaining time (rough), '' outside a pipeline."""
+    return f" · all ≈{format_eta(event.overall_eta_seconds)}" if event.parts and event.overall_eta_seconds else ""
+
+
 def progress_text(event: Progress) -> str:
     where = f"{event.stage} · {unit(event)} {event.epoch}/{event.epochs} · step {event.step}/{event.steps}" \
         if event.epochs else f"{event.stage} · step {event.step}/{event.steps}"
     loss = f" · loss {event.loss:.4g}" if event.loss is not None else ""
     eta = "done" if stage_done(event) else f"ETA {format_eta(event.eta_seconds)}"
-    return f"{where}\n{eta} · {event.images_per_second:.1f} img/s{loss}"
+    return f"{pipeline_part(event)}{where}\n{eta}{overall_eta(event)} · {event.images_per_second:.1f} img/s{loss}"
 
 
 class JobPanel(Vertical):
@@ -104,6 +114,6 @@ class JobPanel(Vertical):
         if self.last is not None and self.state in ("running", "stopping"):
             event = self.last
             eta = "" if stage_done(event) else f" · ETA {format_eta(event.eta_seconds)}"
-            text += f" · {event.stage} {event.epoch}/{event.epochs} · {progress_fraction(event):.0%}{eta} · " \
-                    f"{event.images_per_second:.1f} img/s"
+            text += f" · {pipeline_part(event)}{event.stage} {event.epoch}/{event.epochs} · " \
+                    f"{progress_fraction(event):.0%}{eta}{overall_eta(event)} · {event.images_per_second:.1f} img/s"
         return text
