@@ -32,8 +32,10 @@ into a temporary directory (generation time not counted):
   for jobs inside the app (``B``: the job in the app's worker thread, sharing the interpreter and the
   OpenMP runtime with the UI);
   ``app_overhead_ratio_steady``: one long headless job with the app attached to it (charts on
-  screen) in every other window of 12 s, rates from the run's progress.jsonl: the app's cost in
-  steady state, free of run-to-run drift and of start-up work (``--steady-windows``).
+  screen) in every other window of 12 s, rates from the run's progress.jsonl; each window with the
+  app against the mean of its neighbours without it, the median of those ratios: the app's cost in
+  steady state, free of run-to-run drift and of start-up work (``--steady-windows``;
+  ``--steady-only`` measures only this).
 
 ``--set`` changes the preset for both paths (e.g. ``--set runtime.amp=bf16 --set
 runtime.channels_last=true`` to measure the levers; the baseline always runs fp32 eager).
@@ -386,6 +388,15 @@ def baseline_finetune(preset, device, root: Path, train, workers: int, total_ste
 # ----------------------------------------------------------------------------- app overhead
 
 
+def app_job_preset(preset, work: Path) -> Path:
+    """The app-overhead job: the preset's networks and losses with a random-init recogniser file, APP_EPOCHS."""
+    weights = work / "recogniser.pt"
+    torch.save(build_edgeface(preset.runtime.edgeface_variant).state_dict(), weights)
+    job_preset = preset.with_changes({"dsr.epochs": APP_EPOCHS, "dsr.warmup_epochs": 0,
+                                      "runtime.edgeface_weights": str(weights), "runtime.runs_dir": str(work / "runs")})
+    return presets.save(job_preset, work / "app-job.toml", overwrite=True)
+
+
 def app_overhead(preset, root: Path, work: Path, repeats: int = 5) -> dict[str, Any]:
     """The same train-dsr job headless and in the app (Pilot); median img/s of ``repeats`` each.
 
@@ -393,11 +404,7 @@ def app_overhead(preset, root: Path, work: Path, repeats: int = 5) -> dict[str, 
     work on its main thread, and a job then run in a worker thread of the same process pays an
     OpenMP penalty (two thread teams on two cores: up to 0.76x) that the real app does not.
     """
-    weights = work / "recogniser.pt"
-    torch.save(build_edgeface(preset.runtime.edgeface_variant).state_dict(), weights)
-    job_preset = preset.with_changes({"dsr.epochs": APP_EPOCHS, "dsr.warmup_epochs": 0,
-                                      "runtime.edgeface_weights": str(weights), "runtime.runs_dir": str(work / "runs")})
-    preset_file = presets.save(job_preset, work / "app-job.toml", overwrite=True)
+    preset_file = app_job_preset(preset, work)
     runs: dict[str, list[float]] = {"headless": [], "app": [], "app-thread": []}
     app_cpu: list[float] = []
     for repeat in range(repeats):     # the order turns around each repeat, so a drift of the machine is shared
@@ -440,7 +447,7 @@ def app_overhead_steady(preset, root: Path, work: Path, windows: int = 12) -> di
     the ratio is mean rate without the app over mean rate with it."""
     import subprocess
 
-    job_preset = presets.load(work / "app-job.toml").with_changes({"dsr.epochs": 10_000})
+    job_preset = presets.load(app_job_preset(preset, work)).with_changes({"dsr.epochs": 10_000})
     preset_file = presets.save(job_preset, work / "steady-job.toml", overwrite=True)
     run_dir = work / "steady-run"
     job = subprocess.Popen([sys.executable, "-m", "workbench.cli.main", "train-dsr", "--preset", str(preset_file),
@@ -481,10 +488,13 @@ def app_overhead_steady(preset, root: Path, work: Path, windows: int = 12) -> di
                 seconds += b["time"] - a["time"]
         return images / seconds if seconds else float("nan")
 
-    without = [rate(a, b) for on, a, b in spans if not on]
-    beside = [rate(a, b) for on, a, b in spans if on]
-    return {"steady_without_app_img_s": without, "steady_with_app_img_s": beside,
-            "app_overhead_ratio_steady": statistics.mean(without) / statistics.mean(beside)}
+    rates = [rate(a, b) for _, a, b in spans]
+    # each window with the app against the mean of the windows without it on either side: drift cancels
+    paired = [statistics.mean([rates[j] for j in (i - 1, i + 1) if 0 <= j < len(spans) and not spans[j][0]])
+              / rates[i] for i, (on, _, _) in enumerate(spans) if on]
+    return {"steady_without_app_img_s": [r for (on, _, _), r in zip(spans, rates) if not on],
+            "steady_with_app_img_s": [r for (on, _, _), r in zip(spans, rates) if on],
+            "steady_window_ratios": paired, "app_overhead_ratio_steady": statistics.median(paired)}
 
 
 async def _attached_app(run_dir: Path, root: Path) -> None:
@@ -597,6 +607,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="preset change (both paths)")
     ap.add_argument("--no-app", action="store_true", help="skip the app-overhead measurement")
     ap.add_argument("--app-only", action="store_true", help="only the app-overhead measurement")
+    ap.add_argument("--steady-only", action="store_true", help="only the steady-state app-overhead measurement")
     ap.add_argument("--app-repeats", type=int, default=5, help="headless and in-app runs each, alternating")
     ap.add_argument("--steady-windows", type=int, default=12,
                     help="windows of the steady-state app measurement (every other one with the app; 0 = skip)")
@@ -638,7 +649,7 @@ def main() -> None:
         _log(f"{len(train)} training pairs; {report['threads']} torch threads on {device}")
 
         results = {}
-        for name, make_engine, make_baseline in () if args.app_only else (
+        for name, make_engine, make_baseline in () if args.app_only or args.steady_only else (
                 ("dsr", lambda: engine_dsr(preset, runtime, train, feeder, total, seed),
                  lambda: baseline_dsr(preset, device, root, train.names, args.workers, total, seed)),
                 ("finetune", lambda: engine_finetune(preset, runtime, train, feeder, total, seed),
@@ -657,17 +668,17 @@ def main() -> None:
             _log(f"{name}: engine {engine['img_s']:.1f} img/s, baseline {baseline['img_s']:.1f} img/s, "
                  f"ratio {results[name]['ratio']:.2f}")
         report.update(results)
-        if not args.no_app:
+        if not args.no_app and not args.steady_only:
             with contextlib.redirect_stdout(io.StringIO()):
                 app = app_overhead(preset, root, work, args.app_repeats)
             report["app"] = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in app.items()}
             report["app_overhead_ratio"] = round(app["app_overhead_ratio"], 3)
             report["app_overhead_ratio_in_thread"] = round(app["app_overhead_ratio_in_thread"], 3)
-            if args.steady_windows:
-                steady = app_overhead_steady(preset, root, work, args.steady_windows)
-                report["app"].update({k: [round(x, 1) for x in v] if isinstance(v, list) else round(v, 3)
-                                      for k, v in steady.items()})
-                report["app_overhead_ratio_steady"] = round(steady["app_overhead_ratio_steady"], 3)
+        if not args.no_app and args.steady_windows:
+            steady = app_overhead_steady(preset, root, work, args.steady_windows)
+            report.setdefault("app", {}).update({k: [round(x, 3) for x in v] if isinstance(v, list) else round(v, 3)
+                                                 for k, v in steady.items()})
+            report["app_overhead_ratio_steady"] = round(steady["app_overhead_ratio_steady"], 3)
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
     if args.json:
@@ -682,15 +693,16 @@ def main() -> None:
         print(f"{name:9s} engine {r['engine_img_s']:8.1f} img/s   baseline {r['baseline_img_s']:8.1f} img/s   "
               f"ratio {r['ratio']:.2f}   peak {r['engine_peak_mb']:.0f} / {r['baseline_peak_mb']:.0f} MB"
               f"{flops}{frac}")
-    if "app" in report:
+    if "app_overhead_ratio" in report:
         a = report["app"]
         print(f"app       headless {a['headless_img_s']:.1f} img/s, in the app {a['in_app_img_s']:.1f} img/s "
               f"(own process; the app used {a['app_cpu_percent']:.1f}% of one core): overhead ratio "
               f"{report['app_overhead_ratio']:.3f}; inside the app (B) "
               f"{a['in_thread_img_s']:.1f} img/s: ratio {report['app_overhead_ratio_in_thread']:.3f}")
-        if "app_overhead_ratio_steady" in report:
-            print(f"app       steady state (the app attached to a running job, every other {STEADY_WINDOW_S:.0f} s "
-                  f"window): ratio {report['app_overhead_ratio_steady']:.3f}")
+    if "app_overhead_ratio_steady" in report:
+        print(f"app       steady state (the app attached to a running job, every other {STEADY_WINDOW_S:.0f} s "
+              f"window): ratio {report['app_overhead_ratio_steady']:.3f} (median of "
+              f"{', '.join(f'{r:.3f}' for r in report['app']['steady_window_ratios'])})")
     print(f"peak RSS {report['peak_rss_mb']:.0f} MB")
     if report.get("cpu_native_bf16") and runtime.amp_dtype is None:
         print("this CPU computes bf16 natively: try --set runtime.amp=bf16 --set runtime.channels_last=true")

@@ -19,6 +19,14 @@ def isolated_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("VLR_WORKBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
+@pytest.fixture(autouse=True)
+def prompt_charts(monkeypatch):
+    """App tests see new job data drawn within 0.2 s (the app waits up to REDRAW_SECONDS = 5 s: a quieter job)."""
+    from workbench.app.widgets import charts
+
+    monkeypatch.setattr(charts, "REDRAW_SECONDS", 0.2)
+
+
 @pytest.fixture
 def shared_dir() -> Path:
     """``../shared`` beside the checkout (real weights and faces); skips when absent."""

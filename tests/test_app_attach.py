@@ -18,7 +18,8 @@ from engine import presets as P
 from engine.runs.status import read_status, request_stop, run_state
 from workbench.app.app import WorkbenchApp
 from workbench.app.detached_launch import OUTPUT_FILE, command
-from workbench.app.messages import JobLog
+from engine.events import Log
+from workbench.app.messages import JobEvents
 from workbench.app.widgets.dialogs import ConfirmDialog
 from workbench.app.widgets.job_panel import JobPanel
 from workbench.app.widgets.run_history import RunHistory
@@ -92,7 +93,8 @@ async def test_app_attaches_to_a_headless_run_fills_charts_and_stops_it_cleanly(
             await wait_for(pilot, lambda: app.buffers.series("dsr", "val", "psnr"), timeout=60,
                            what="val PSNR of the attached run in the chart buffers")
             assert 5.0 < app.buffers.series("dsr", "val", "psnr")[0][1] < 60.0
-            assert any(isinstance(m, JobLog) and "DSR 16x16" in m.event.message for m in seen)  # its log
+            logs = [e for m in seen if isinstance(m, JobEvents) for e in m.events if isinstance(e, Log)]
+            assert any("DSR 16x16" in log.message for log in logs)                      # its log, in batches
             await wait_for(pilot, lambda: panel.last is not None and panel.last.epochs == 200, timeout=30,
                            what="progress from the run's status.json")
             await pilot.press("t")                       # the app's own jobs wait while attached

@@ -104,6 +104,7 @@ async def test_a_burst_of_progress_is_shown_once_and_a_quiet_job_wakes_nothing(m
         await wait_for(pilot, lambda: app.query_one("#chart-dsr-train", MetricChart).draws > 0, what="a draw")
         draws = {c.id: c.draws for c in charts.query(MetricChart)}
         app.buffers.add("dsr", "live", 1.5, {"loss": 0.001})          # more live loss: only its chart redraws
+        charts.changed()                                              # (the app says so with each event)
         await wait_for(pilot, lambda: app.query_one("#chart-dsr-train", MetricChart).draws > draws["chart-dsr-train"],
                        what="the live-loss chart redrawn")
         assert {c.id: c.draws for c in charts.query(MetricChart) if c.id != "chart-dsr-train"} == \
@@ -287,11 +288,13 @@ async def test_progress_and_redraws_beside_a_job_need_no_layout_pass_yet_every_l
 
         app.query_one(TabbedContent).active = "tab-charts"
         app.buffers.add("dsr", "val", 1, {"psnr": 20.0, "bicubic_psnr": 19.0})
+        app.query_one(ChartsPanel).changed()        # what the app does with each event
         chart = app.query_one("#chart-psnr", MetricChart)
         await wait_for(pilot, lambda: chart.draws > 0, what="the PSNR chart drawn")
         legend = chart.parent.query_one(".chart-legend", Static)
         legend_layouts = count_layout_requests([legend])
         app.buffers.add("dsr", "val", 2, {"psnr": 21.0, "bicubic_psnr": 19.0})
+        app.query_one(ChartsPanel).changed()
         await wait_for(pilot, lambda: chart.draws > 1, what="the PSNR chart redrawn")
         assert legend_layouts == []                 # same lines, same legend: not redrawn
         assert "bicubic" in str(legend.render()) and "DSR" in str(legend.render())

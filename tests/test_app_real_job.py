@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from textual.widgets import DataTable
 
+from engine.events import Finished, Progress
 from engine.presets import load
 from workbench.app.app import WorkbenchApp
-from workbench.app.messages import JobFinished, JobProgress
+from workbench.app.messages import JobEvents
 from workbench.app.metric_buffers import LIVE_SPLIT
 from workbench.app.widgets.charts import MetricChart
 from workbench.app.widgets.job_panel import JobPanel
@@ -25,6 +26,15 @@ def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
+def events_of(messages, kind) -> list:
+    """The engine events of ``kind`` the app received, in order (a followed run's arrive in batches)."""
+    found = []
+    for message in messages:
+        batch = message.events if isinstance(message, JobEvents) else [getattr(message, "event", None)]
+        found += [event for event in batch if isinstance(event, kind)]
+    return found
+
+
 @pytest.mark.parametrize("own_process", [True, False], ids=["own-process", "in-app"])
 async def test_real_train_dsr_updates_progress_and_charts_then_stops_resumably(demo_root, tmp_path, own_process):
     """Both ways the app runs a job: its own process (the default; followed from its run directory) and
@@ -39,7 +49,7 @@ async def test_real_train_dsr_updates_progress_and_charts_then_stops_resumably(d
         await wait_for(pilot, lambda: not app.job_running, timeout=120, what="the real train-dsr job")
         panel = app.query_one(JobPanel)
         assert panel.state == "finished", str(app.query_one("#job-detail").render())
-        assert any(isinstance(m, JobProgress) for m in seen) and panel.last is not None and panel.last.steps > 0
+        assert events_of(seen, Progress) and panel.last is not None and panel.last.steps > 0
         psnr = app.buffers.series("dsr", "val", "psnr")
         assert len(psnr) == 1 and 5.0 < psnr[0][1] < 60.0
         assert app.buffers.last("dsr", "val", "bicubic_psnr") is not None
@@ -57,6 +67,6 @@ async def test_real_train_dsr_updates_progress_and_charts_then_stops_resumably(d
         await pilot.press("x", "y")
         await wait_for(pilot, lambda: not app.job_running, timeout=60, what="the stop")
         assert panel.state == "stopped"
-    finished = [m.event for m in seen if isinstance(m, JobFinished)]
+    finished = events_of(seen, Finished)
     assert [f.stopped for f in finished] == [False, True]
     assert (finished[1].run_dir / "last.pt").is_file() and finished[1].run_dir != finished[0].run_dir

@@ -49,7 +49,6 @@ from workbench.app.widgets.tips_panel import TipsPanel
 from workbench.app.widgets.vram_gauge import VramGauge
 
 MAIN_SCREEN_WAIT_S = 30.0   # how long the app waits for its main screen's first layout
-STATUS_SECONDS = 2.0   # the status line's own refresh (GPU readings); job events refresh it at once
 TABS = ("tab-presets", "tab-charts", "tab-results", "tab-runs", "tab-tips", "tab-log")
 RUNS_KEYS = {"attach": "a attaches to a running run", "toggle_mark": "space marks runs",
              "diff": "d compares two marked runs"}
@@ -141,7 +140,6 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         self.main_widget("#field-input").cursor_blink = self.cursor_blink
         await self._show_preset(self.preset, self.saved)
         self.main_widget(PresetList).focus()
-        self.set_interval(STATUS_SECONDS, self._update_status)   # also redrawn on every job event
 
     async def _show_preset(self, preset: Preset, saved: Preset) -> None:
         self.preset, self.saved = preset, saved
@@ -224,7 +222,9 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
             hints.append("unsaved changes: ctrl+s saves")
         return " · ".join(hints)
 
+    @on(VramGauge.Changed)
     def _update_status(self) -> None:
+        """The status line (narrow terminals): on job events, key state changes and new GPU readings."""
         if not self.main_widget_ready():
             return
         parts = [self.main_widget(JobPanel).status_line(), self.main_widget(VramGauge).status_text(), self._hint()]
@@ -473,6 +473,8 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         """The Runs tab takes the keyboard to its table (arrows, Enter), unless focus is already in it."""
+        if event.pane is not None and event.pane.id == "tab-charts":
+            self.main_widget(ChartsPanel).call_after_refresh(self.main_widget(ChartsPanel).flush)   # hidden: skipped
         if event.pane is not None and event.pane.id == "tab-runs":
             history = self.main_widget(RunHistory)
             if self.focused is None or history not in self.focused.ancestors_with_self:

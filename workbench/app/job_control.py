@@ -12,22 +12,27 @@ import asyncio
 import time
 from functools import partial
 from pathlib import Path
+from typing import Sequence
 
 from textual.widgets import TabbedContent
 from textual.worker import Worker, WorkerState
 
 from engine.errors import WorkbenchError
+from engine import events as ev
 from engine.events import Event, Progress
 from engine.jobs.registry import JobRequest
 from workbench.app import messages as msg
 from workbench.app.job_handle import JobHandle, ThreadJob
 from workbench.app.job_plans import plan_job
 from workbench.app.metric_buffers import LIVE_SPLIT
+from workbench.app.widgets.charts import ChartsPanel
 from workbench.app.widgets.dialogs import ConfirmDialog
 from workbench.app.widgets.job_panel import JobPanel
 from workbench.app.widgets.run_history import RunHistory
 from workbench.app.widgets.samples_view import SamplesScreen
 
+EVENT_HANDLERS = {ev.Progress: "on_job_progress", ev.Metrics: "on_job_metrics", ev.Log: "on_job_log",
+                  ev.Samples: "on_job_samples", ev.Finished: "on_job_finished", ev.Failed: "on_job_failed"}
 ERROR_DETAIL_CHARS = 600   # the job panel shows this much of an error (cut at a word), the log all of it
 PROGRESS_HZ = 4.0       # at most this often the job panel shows the latest progress
 UNMOUNT_WAIT_S = 120.0  # how long a closing app waits for the stopped job to save its checkpoint
@@ -103,19 +108,29 @@ class JobControl:
         self.job, self.last_kind = handle, handle.kind
         self.pending_progress = None
         self.buffers.clear()
+        self.main_widget(ChartsPanel).flush()      # the last job's curves go at once
         self.records.clear()
         self.tips_run = None       # the Tips tab follows the new job
         self.main_widget(JobPanel).set_state("running", handle.label, detail)
         self._log(announce, "bold")
         if charts:
             self.main_widget(TabbedContent).active = "tab-charts"
-        self.job_worker = self.run_worker(partial(handle.work, self._emit), name=handle.kind, group="job",
+        self.job_worker = self.run_worker(partial(handle.work, self._post), name=handle.kind, group="job",
                                           thread=True, exit_on_error=False)
         self._refresh_state()
 
-    def _emit(self, event: Event) -> None:
-        """Called in the job's thread: hand the event to the UI thread."""
-        self.post_message(msg.message_for(event))
+    def _post(self, events: Sequence[Event]) -> None:
+        """Called in the job's thread: hand the events to the UI thread (one message: one wake-up)."""
+        self.post_message(msg.message_for(events[0]) if len(events) == 1 else msg.JobEvents(list(events)))
+
+    def on_job_events(self, message: msg.JobEvents) -> None:
+        """A followed run's news since the last poll: each event handled as if alone, the progress shown
+        once at the end (no timer: the batch is already at most one a second)."""
+        for event in message.events:
+            getattr(self, EVENT_HANDLERS[type(event)])(msg.message_for(event))
+        if self._progress_timer is not None:
+            self._progress_timer.stop()
+            self._show_pending_progress()
 
     def action_stop(self) -> None:
         self.push_screen(ConfirmDialog(self.job.stop_question(), "Stop"), self._stop_confirmed)
@@ -153,10 +168,12 @@ class JobControl:
         if event.loss is not None and event.steps:
             self.buffers.add(event.stage, LIVE_SPLIT, max(event.epoch, 1) - 1 + event.step / event.steps,
                              {"loss": event.loss})
+            self.main_widget(ChartsPanel).changed()
 
     def on_job_metrics(self, message: msg.JobMetrics) -> None:
         event = message.event
         self.buffers.add(event.stage, event.split, event.epoch, event.values)
+        self.main_widget(ChartsPanel).changed()
         self.records.append({"job": event.job, "stage": event.stage, "epoch": event.epoch, "step": event.step,
                              "split": event.split, **event.values})
         if event.split != "train":
@@ -174,6 +191,7 @@ class JobControl:
 
     def on_job_finished(self, message: msg.JobFinished) -> None:
         self._show_pending_progress()
+        self.main_widget(ChartsPanel).flush()      # the final curves at once
         event = message.event
         state = "stopped" if event.stopped else "finished"
         summary = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
@@ -199,6 +217,7 @@ class JobControl:
 
     def on_job_failed(self, message: msg.JobFailed) -> None:
         self._show_pending_progress()
+        self.main_widget(ChartsPanel).flush()
         self._show_failure(message.event.job, message.event.error, message.event.traceback)
         self._update_tips()     # a diverged run's metrics call for tips too
 

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from engine import events as ev
 from engine.jobs.registry import JobRequest, StopFlag, run_job
 from engine.runs.follow import RunFollower
 from engine.runs.status import read_status, request_stop
 
-POLL_SECONDS = 1.0       # how often a followed run directory is read
+POLL_SECONDS = 2.0       # how often a followed run directory is read (each read wakes the UI once: a job beside
+                         # the app on a small CPU machine pays for every wake-up)
 
 
 class JobHandle:
@@ -41,14 +42,15 @@ class JobHandle:
     def run_dir(self) -> Path | None:
         return None
 
-    def work(self, emit: Callable[[ev.Event], None]) -> None:
-        """In the worker thread: hand the job's events to ``emit`` until it ends or the app lets go."""
+    def work(self, post: Callable[[Sequence[ev.Event]], None]) -> None:
+        """In the worker thread: hand the job's events to ``post`` (a batch at a time: one wake-up of the UI
+        each) until the job ends or the app lets go."""
         try:
-            self._work(emit)
+            self._work(post)
         finally:
             self.ended.set()
 
-    def _work(self, emit: Callable[[ev.Event], None]) -> None:
+    def _work(self, post: Callable[[Sequence[ev.Event]], None]) -> None:
         raise NotImplementedError
 
     @property
@@ -83,8 +85,8 @@ class ThreadJob(JobHandle):
         self.request = request
         self.stop_flag = StopFlag()
 
-    def _work(self, emit: Callable[[ev.Event], None]) -> None:
-        run_job(self.request, emit, self.stop_flag)
+    def _work(self, post: Callable[[Sequence[ev.Event]], None]) -> None:
+        run_job(self.request, lambda event: post((event,)), self.stop_flag)
 
     @property
     def stopping(self) -> bool:
@@ -118,20 +120,17 @@ class FollowedRun(JobHandle):
     def run_dir(self) -> Path:
         return self._run_dir
 
-    def _work(self, emit: Callable[[ev.Event], None]) -> None:
+    def _work(self, post: Callable[[Sequence[ev.Event]], None]) -> None:
         follower = RunFollower(self._run_dir)
         while True:
-            for event in follower.poll():
-                emit(event)
-            if follower.ended:
-                return
-            if self.process is not None and self.process.proc.poll() is not None:   # gone without ending its run?
-                for event in follower.poll():
-                    emit(event)
+            news = follower.poll()
+            if self.process is not None and not follower.ended and self.process.proc.poll() is not None:
+                news += follower.poll()                  # its process is gone: did it end its run first?
                 if not follower.ended:
-                    emit(ev.Failed(self.kind, self._exit_text()))
-                return
-            if self.detach.wait(POLL_SECONDS):
+                    news.append(ev.Failed(self.kind, self._exit_text()))
+            if news:
+                post(news)                               # what the run wrote since the last poll, at once
+            if follower.ended or news and isinstance(news[-1], ev.Failed) or self.detach.wait(POLL_SECONDS):
                 return
 
     def _exit_text(self) -> str:

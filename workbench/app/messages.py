@@ -44,6 +44,12 @@ class JobFailed(Message):
     event: ev.Failed
 
 
+@dataclass
+class JobEvents(Message):
+    """Several events at once (what a followed run wrote since the last poll): one wake-up of the UI."""
+    events: list[ev.Event]
+
+
 _WRAPPERS: dict[type, type[Message]] = {ev.Progress: JobProgress, ev.Metrics: JobMetrics, ev.Log: JobLog,
                                         ev.Samples: JobSamples, ev.Finished: JobFinished, ev.Failed: JobFailed}
 

@@ -22,7 +22,9 @@ from textual_plotext import PlotextPlot
 
 from workbench.app.metric_buffers import LIVE_SPLIT, MetricBuffers, downsample, smooth
 
-REDRAW_HZ = 1.0   # plotext redraws run on the UI thread: at 3 Hz they cost a training job 9% (bench_train.py), at 1 Hz <1%
+# plotext redraws run on the UI thread; beside a CPU training job each costs the job its OpenMP team's time
+# (bench_train.py: attached with charts on screen 1.04-1.08 at one redraw every 1-2 s, 1.01 with them hidden)
+REDRAW_SECONDS = 5.0   # new job data is drawn at most this long after it arrived (TensorBoard: 30 s)
 SMOOTHING_STEPS = (0.0, 0.6, 0.9)
 COLORS = ("cyan", "orange", "green", "magenta", "blue", "red", "yellow")
 OVERLAY_COLORS = ("gray", "magenta", "yellow", "blue", "green", "orange")
@@ -204,6 +206,7 @@ class ChartsPanel(Grid):
     def __init__(self, current: MetricBuffers, **kwargs) -> None:
         super().__init__(**kwargs)
         self.current = current
+        self._timer = None          # the one pending redraw (armed by ``changed``; none while nothing changes)
         self.overlays: list[Overlay] = []
         self.log_y = False
         self.smoothing = 0.0
@@ -212,8 +215,21 @@ class ChartsPanel(Grid):
         for spec in CHARTS:
             yield ChartBox(spec)
 
-    def on_mount(self) -> None:
-        self.set_interval(1 / REDRAW_HZ, self.redraw)
+    def changed(self) -> None:
+        """New job data: the charts redraw within REDRAW_SECONDS (one timer at a time; an app beside a quiet job
+        wakes for nothing)."""
+        if self._timer is None:
+            self._timer = self.set_timer(REDRAW_SECONDS, self.flush)
+
+    def flush(self) -> int:
+        """Redraw now what changed (what the user asked for shows at once)."""
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        return self.redraw()
+
+    def on_show(self) -> None:
+        self.call_after_refresh(self.flush)     # hidden charts skipped their redraws
 
     def redraw(self) -> int:
         """Redraw the charts that need it; returns how many drew."""
@@ -230,11 +246,13 @@ class ChartsPanel(Grid):
     def set_overlays(self, overlays: list[Overlay]) -> None:
         """Past runs drawn beside the current one, each named in the legends (an empty list clears)."""
         self.overlays = list(overlays)
+        self.flush()
 
     def toggle_log_y(self) -> bool:
         self.log_y = not self.log_y
         for chart in self.query(MetricChart):
             chart.log_y = self.log_y
+        self.flush()
         return self.log_y
 
     def cycle_smoothing(self) -> float:
@@ -242,4 +260,5 @@ class ChartsPanel(Grid):
         self.smoothing = SMOOTHING_STEPS[(position + 1) % len(SMOOTHING_STEPS)]
         for chart in self.query(MetricChart):
             chart.smoothing = self.smoothing
+        self.flush()
         return self.smoothing

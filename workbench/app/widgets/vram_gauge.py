@@ -15,6 +15,7 @@ from rich.text import Text
 from textual import work
 from textual.containers import Vertical
 from textual.app import ComposeResult
+from textual.message import Message
 from textual.widgets import Static
 from textual.worker import get_current_worker
 
@@ -69,6 +70,9 @@ class VramGauge(Vertical):
 
     BORDER_TITLE = "GPU"
 
+    class Changed(Message):
+        """The reading shows something new (the status line follows it; an unchanged one wakes nothing)."""
+
     def __init__(self, probe_factory: Callable[[], GpuProbe] = GpuProbe, interval: float = 1.0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.probe_factory = probe_factory
@@ -112,6 +116,7 @@ class VramGauge(Vertical):
         text, shown = self.describe(), self.query_one("#vram-text", Static)
         if text != shown.content:     # an unchanged text is not drawn again
             shown.update(text)
+            self.post_message(self.Changed())
 
     def describe(self) -> Text:
         reading = self.reading
