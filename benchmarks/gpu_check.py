@@ -141,16 +141,18 @@ def _bench(ctx: PartContext, sets: dict[str, Any], *extra: str, env: dict[str, s
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
 
 
-def _with_derived(report: dict[str, Any]) -> dict[str, Any]:
-    """bench_train's report plus achieved TFLOP/s and the DSR peak memory against the guide's 7.2 GB."""
+def _with_derived(report: dict[str, Any], guide_batch: bool = False) -> dict[str, Any]:
+    """bench_train's report plus achieved TFLOP/s and peak GB; at the guide's batch, the DSR peak against the
+    guide's 7.2 GB."""
     for name in ("dsr", "finetune"):
         kind = report.get(name)
         if kind and kind.get("flops_per_image"):
             kind["engine_tflops"] = round(kind["flops_per_image"] * kind["engine_img_s"] / 1e12, 2)
-    if "dsr" in report:
-        peak_gb = report["dsr"]["engine_peak_mb"] * 2**20 / 1e9
-        report["dsr"].update(engine_peak_gb=round(peak_gb, 2), guide_peak_gb=GUIDE["dsr_peak_gb"],
-                             peak_vs_guide=round(peak_gb / GUIDE["dsr_peak_gb"], 3))
+        if kind:
+            kind["engine_peak_gb"] = round(kind["engine_peak_mb"] * 2**20 / 1e9, 2)
+    if guide_batch and "dsr" in report:
+        peak_gb = report["dsr"]["engine_peak_gb"]
+        report["dsr"].update(guide_peak_gb=GUIDE["dsr_peak_gb"], peak_vs_guide=round(peak_gb / GUIDE["dsr_peak_gb"], 3))
     return report
 
 
@@ -173,7 +175,8 @@ def part_machine(ctx: PartContext) -> None:
     props = torch.cuda.get_device_properties(0)
     nccl = torch.cuda.nccl.version() if hasattr(torch.cuda, "nccl") else None
     peak = peak_bf16_flops(props.name)
-    figures.update(gpu=props.name, gpu_count=torch.cuda.device_count(), gpu_memory_gb=round(props.total_memory / 1e9, 1),
+    figures.update(gpu=props.name, gpu_count=torch.cuda.device_count(),
+                   gpu_memory_gb=round(props.total_memory / 1e9, 1),
                    compute_capability=f"{props.major}.{props.minor}", multiprocessors=props.multi_processor_count,
                    driver=_driver_version(), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
                    nccl=".".join(map(str, nccl)) if isinstance(nccl, tuple) else nccl,
@@ -186,7 +189,7 @@ def part_bench_guide(ctx: PartContext) -> None:
     report, stderr = _bench(ctx, {})
     if report is None:
         raise SystemExit(f"bench_train.py failed:\n{stderr[-TAIL_CHARS:]}")
-    ctx.save("ok", _with_derived(report))
+    ctx.save("ok", _with_derived(report, guide_batch=True))
 
 
 def part_cuda_tests(ctx: PartContext) -> None:
@@ -553,14 +556,11 @@ def _rates(sections: dict[str, Any]) -> dict[str, dict[str, float]]:
         section = sections.get(name) or {}
         return ((section.get("figures") or {}).get(kind) or {}).get("engine_img_s")
 
-    found = {}
-    guide = {"dsr": rate("bench_guide", "dsr"), "finetune": rate("bench_guide", "finetune")}
-    for label, dsr, finetune in (("guide batch, eager", guide["dsr"], guide["finetune"]),
-                                 ("largest batch, eager", rate("bench_largest", "dsr"), rate("bench_largest", "finetune")),
-                                 ("guide batch, DSR compiled", rate("bench_compile", "dsr"), guide["finetune"])):
-        if dsr or finetune:
-            found[label] = {"dsr": dsr, "finetune": finetune}
-    return found
+    guide_finetune, compiled = rate("bench_guide", "finetune"), rate("bench_compile", "dsr")
+    rows = {"guide batch, eager": (rate("bench_guide", "dsr"), guide_finetune),
+            "largest batch, eager": (rate("bench_largest", "dsr"), rate("bench_largest", "finetune")),
+            "guide batch, DSR compiled": (compiled, guide_finetune if compiled else None)}   # fine-tuning eager
+    return {label: {"dsr": dsr, "finetune": finetune} for label, (dsr, finetune) in rows.items() if dsr or finetune}
 
 
 def projection(sections: dict[str, Any], dry: bool, final: bool) -> dict[str, Any]:
@@ -602,7 +602,9 @@ def _bench_line(f: dict[str, Any]) -> str:
             text += f" ({_fmt(r['ratio'], 2)}x the baseline's {_fmt(r.get('baseline_img_s'))})"
         if r.get("speedup_vs_eager"):
             text += f" ({_fmt(r['speedup_vs_eager'], 2)}x eager)"
-        text += f", peak {_fmt(r.get('engine_peak_mb') and r['engine_peak_mb'] / 1024, 2)} GiB"
+        text += f", peak {_fmt(r.get('engine_peak_gb'), 2)} GB"
+        if r.get("guide_peak_gb"):
+            text += f" (guide {r['guide_peak_gb']} GB)"
         if r.get("engine_fraction_of_peak") is not None:
             text += f", {_fmt(100 * r['engine_fraction_of_peak'])}% of bf16 peak"
         parts.append(text)
@@ -642,7 +644,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"# GPU check: {where}" + (" (dry run on a CPU: tiny sizes, the figures mean nothing)"
                                        if report["dry_run"] else ""), "",
              f"Started {report['started']}, updated {report['updated']}, {report['elapsed_s']} s of the "
-             f"{report['budget_s']:.0f} s budget.", "", "| part | status | seconds | figures |", "| --- | --- | --- | --- |"]
+             f"{report['budget_s']:.0f} s budget.", "", "| part | status | seconds | figures |",
+             "| --- | --- | --- | --- |"]
     for name, section in sections.items():
         status = section["status"].replace("_", " ")
         lines.append(f"| {name} | {status} | {_fmt(section.get('seconds'))} | "

@@ -113,6 +113,7 @@ def test_the_projection_is_the_guides_images_and_epochs_at_the_measured_rates():
     assert guide["dsr_hours"] == round(111_568 * 100 / 1000 / 3600, 2) == 3.1
     assert guide["finetune_hours"] == round(111_568 * 25 / 2000 / 3600, 2) and guide["total_hours"] == 3.49
     assert "finetune_hours" not in result["figures"]["at"]["largest batch, eager"]
+    assert "guide batch, DSR compiled" not in result["figures"]["at"]          # nothing compiled was measured
     assert result["status"] == "ok" and result["figures"]["guide_dsr_hours"] == [10, 14]
     assert gpu_check.projection({}, dry=False, final=False)["status"] == "pending"
     assert gpu_check.projection({}, dry=False, final=True)["status"] == "skipped"
