@@ -63,6 +63,7 @@ BUDGET_S = 470            # the GPU limits add up to this: under 8 minutes with 
 MIN_PART_S = 10           # a part that would get less than this of the budget is skipped
 TAIL_CHARS = 3000
 HANG_ENV = "GPU_CHECK_TEST_HANG"   # test hook: the named part hangs (with a child process) until killed
+KINDS = {"dsr": "train-dsr", "finetune": "finetune"}   # bench_train's step kinds and find-batch's jobs
 TINY = {"dsr.base_channels": 8, "dsr.residual_blocks": 1, "dsr.batch_size": 4, "finetune.batch_size": 4,
         "data.demo_identities": 8, "data.demo_per_identity": 4, "runtime.edgeface_variant": "edgeface_xxs"}
 
@@ -233,19 +234,20 @@ def part_find_batch(ctx: PartContext) -> None:
 
 def part_bench_largest(ctx: PartContext) -> None:
     found = (ctx.previous("find_batch") or {}).get("figures", {})
-    batches = {job: (found.get(job) or {}).get("largest") or 0 for job in ("train-dsr", "finetune")}
-    if not all(batches.values()):
-        ctx.save("skipped", {}, "find_batch found no batch for both jobs")
+    batches = {kind: (found.get(job) or {}).get("largest") or 0 for kind, job in KINDS.items()}
+    batches = {kind: n for kind, n in batches.items() if n}
+    if not batches:
+        ctx.save("skipped", {}, "find_batch found no batch")
         return
     figures: dict[str, Any] = {"found": dict(batches)}
+    only = [] if len(batches) == len(KINDS) else ["--only", *batches]     # the kind find_batch measured
+    per = 4 if ctx.dry else 12
+    extra = ("--steps", "2", "--warmup", "1") if ctx.dry else ("--steps", "12", "--warmup", "2", "--rounds", "2")
     for attempt in range(2):
-        dsr, finetune = batches["train-dsr"], batches["finetune"]
-        per = 4 if ctx.dry else 12
-        identities = max(8 if ctx.dry else 60, math.ceil(1.3 * max(dsr, finetune) / (0.6 * per)))
-        sets = {"dsr.batch_size": dsr, "finetune.batch_size": finetune, "data.demo_identities": identities,
+        identities = max(8 if ctx.dry else 60, math.ceil(1.3 * max(batches.values()) / (0.6 * per)))
+        sets = {**{f"{kind}.batch_size": n for kind, n in batches.items()}, "data.demo_identities": identities,
                 "data.demo_per_identity": per}
-        extra = ("--steps", "2", "--warmup", "1") if ctx.dry else ("--steps", "12", "--warmup", "2", "--rounds", "2")
-        report, stderr = _bench(ctx, sets, "--no-baseline", *extra)
+        report, stderr = _bench(ctx, sets, "--no-baseline", *only, *extra)
         if report is not None:
             figures.update(_with_derived(report), batches=dict(batches))
             ctx.save("ok", figures)
@@ -253,7 +255,7 @@ def part_bench_largest(ctx: PartContext) -> None:
         if attempt or "out of memory" not in stderr.lower():
             raise SystemExit(f"bench_train.py failed:\n{stderr[-TAIL_CHARS:]}")
         figures["oom_at_found_batch"] = True     # find-batch's largest did not fit a real step: 85% of it
-        batches = {job: max(1, int(n * 0.85)) for job, n in batches.items()}
+        batches = {kind: max(1, int(n * 0.85)) for kind, n in batches.items()}
 
 
 def part_pipeline(ctx: PartContext) -> None:
