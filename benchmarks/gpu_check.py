@@ -20,9 +20,9 @@ everything it started, and the next one runs):
                  measured rates, beside the guide's 10-14 h + 12-15 h (arithmetic, refreshed after each part)
 
 ``DIR/gpu_check.json`` and ``DIR/gpu_check.md`` are rewritten atomically after every part, so a run cut
-short keeps the figures so far; every section has ``status`` (pending, ok, failed, timed_out, skipped),
-``seconds``, ``limit_s``, ``figures`` and, when it failed or timed out, ``output_tail``. Each part's whole
-output is in ``DIR/logs/PART.log``. The limits add up to under 8 minutes (``--budget``, default 470 s):
+short keeps the figures so far; every section has ``status`` (ok, failed, timed_out, skipped; pending and
+running before it ends), ``seconds``, ``limit_s``, ``figures`` and, when it failed or timed out,
+``output_tail``. Each part's whole output is in ``DIR/logs/PART.log``. The limits add up to under 8 minutes (``--budget``, default 470 s):
 a part never gets more than the budget has left.
 
 ``--dry`` runs the same parts on a CPU at tiny sizes in seconds (CI keeps the script working): every
