@@ -1,7 +1,8 @@
 """Training-step throughput: the engine's path against the straightforward baseline, in one run.
 
     python benchmarks/bench_train.py [--preset P] [--steps N] [--warmup N] [--workers K]
-                                     [--set section.key=value ...] [--no-app] [--json]
+                                     [--set section.key=value ...] [--only dsr|finetune] [--no-baseline]
+                                     [--no-app] [--json]
 
 For a preset (default ``cpu-demo`` on the CPU, ``vlr-32x32`` on CUDA), on demo faces generated
 into a temporary directory (generation time not counted):
@@ -38,7 +39,10 @@ into a temporary directory (generation time not counted):
   ``--steady-only`` measures only this).
 
 ``--set`` changes the preset for both paths (e.g. ``--set runtime.amp=bf16 --set
-runtime.channels_last=true`` to measure the levers; the baseline always runs fp32 eager).
+runtime.channels_last=true`` to measure the levers, ``--set runtime.compile=true``, ``--set
+dsr.batch_size=N``; the baseline always runs fp32 eager). ``--only`` measures one step kind,
+``--no-baseline`` the engine alone (at a batch found by ``find-batch`` the fp32 baseline would not fit
+beside it); ``engine_warmup_s`` is the time of the untimed first steps (with compile: its compile time).
 ``--json`` prints one object: ``{"dsr": {"engine_img_s", "baseline_img_s", "ratio", ...},
 "finetune": {...}, "app_overhead_ratio": x, ...}``. Figures on a shared machine are noisy:
 run it alone.
@@ -49,6 +53,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import io
 import json
 import os
@@ -84,7 +89,10 @@ from engine.train.update import NonFiniteCount, OptimizerUpdate  # noqa: E402
 
 SETTLE_SECONDS = 2.0  # the app's start-up drawing is done before the job starts
 APP_EPOCHS = 12      # long enough that one-time start-up work (the app's first chart draws) is not most of it
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "RTX 4090": 165e12}
+# Dense bf16 tensor-core peaks (vendor figures, no sparsity), matched in order against the device name: the more
+# specific names first ("L40S" before "L4", "H100 PCIe" before "H100" = SXM).
+PEAK_BF16_FLOPS = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "H200": 989e12,
+                   "A100": 312e12, "L40S": 362e12, "L4": 121e12, "RTX 4090": 165e12}
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -151,11 +159,15 @@ def flops_per_image(step: Callable[[], int]) -> float | None:
         return None
 
 
+def peak_bf16_flops(name: str) -> float | None:
+    """The dense bf16 peak FLOP/s of a device called ``name`` (torch's or NVML's name), None when unknown."""
+    return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
+
+
 def device_peak_flops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
+    return peak_bf16_flops(torch.cuda.get_device_name(device))
 
 
 # ----------------------------------------------------------------------------- shared pieces
@@ -586,25 +598,30 @@ def _value(text: str) -> Any:
     return text.strip('"')
 
 
-def _pair(engine: dict, baseline: dict, flops: float | None, device: torch.device) -> dict[str, Any]:
-    out = {"engine_img_s": round(engine["img_s"], 2), "baseline_img_s": round(baseline["img_s"], 2),
-           "ratio": round(engine["img_s"] / baseline["img_s"], 3),
-           "engine_peak_mb": round(engine["peak_mb"], 1), "baseline_peak_mb": round(baseline["peak_mb"], 1),
-           "flops_per_image": flops}
+def _pair(engine: dict, baseline: dict | None, flops: float | None, device: torch.device) -> dict[str, Any]:
+    out = {"engine_img_s": round(engine["img_s"], 2), "engine_peak_mb": round(engine["peak_mb"], 1),
+           "engine_warmup_s": round(engine["warmup_s"], 2), "flops_per_image": flops}
+    if baseline is not None:
+        out.update(baseline_img_s=round(baseline["img_s"], 2), ratio=round(engine["img_s"] / baseline["img_s"], 3),
+                   baseline_peak_mb=round(baseline["peak_mb"], 1))
     peak = device_peak_flops(device)
     if flops and peak:
         out["engine_fraction_of_peak"] = round(flops * engine["img_s"] / peak, 4)
     return out
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default=None, help="default: cpu-demo on the CPU, vlr-32x32 on CUDA")
     ap.add_argument("--steps", type=int, default=24, help="timed steps per path and step kind")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps each (peak memory is read over them)")
     ap.add_argument("--rounds", type=int, default=4, help="alternating timed chunks (A B B A ...)")
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="baseline DataLoader workers")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="preset change (both paths)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="preset change (both paths), e.g. dsr.batch_size=64 or runtime.compile=true")
+    ap.add_argument("--only", choices=("dsr", "finetune"), help="measure one step kind only")
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="the engine's path alone (e.g. at a batch the fp32 baseline cannot fit beside it)")
     ap.add_argument("--no-app", action="store_true", help="skip the app-overhead measurement")
     ap.add_argument("--app-only", action="store_true", help="only the app-overhead measurement")
     ap.add_argument("--steady-only", action="store_true", help="only the steady-state app-overhead measurement")
@@ -613,86 +630,105 @@ def main() -> None:
                     help="windows of the steady-state app measurement (every other one with the app; 0 = skip)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--probe", nargs=3, metavar=("MODE", "PRESET", "DATA"), help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.probe:   # one side of the app-overhead measurement, in its own process
-        print(*_run_probe(*args.probe))
-        return
+    return ap.parse_args()
 
-    preset = presets.load(args.preset or ("vlr-32x32" if torch.cuda.is_available() else "cpu-demo"))
-    if args.set:
-        preset = preset.with_changes(_parse_set(args.set))
-    runtime = resolve(preset)
+
+def _measure(name: str, make_engine, make_baseline, args, device: torch.device, compiled: bool) -> dict[str, Any]:
+    """One step kind: the engine's peak alone, then both paths timed interleaved (or the engine alone)."""
+    steps = {"engine": make_engine()}
+    start = time.perf_counter()
+    peaks = {"engine": peak_of(steps["engine"], args.warmup, device)}  # alone: the job's own peak
+    warmup_s = time.perf_counter() - start                               # with compile: the compile time
+    resident = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+    if make_baseline is not None:
+        steps["baseline"] = make_baseline()
+        peaks["baseline"] = peak_of(steps["baseline"], args.warmup, device) - resident
+    rates = interleaved(steps, args.steps, args.rounds, device)
+    flops = flops_per_image(steps["engine"]) if not compiled else None
+    engine = {"img_s": rates["engine"], "peak_mb": peaks["engine"], "warmup_s": warmup_s}
+    baseline = {"img_s": rates["baseline"], "peak_mb": peaks["baseline"]} if make_baseline is not None else None
+    del steps
+    gc.collect()                       # the step objects hold networks and batches: free them before the next kind
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    result = _pair(engine, baseline, flops, device)
+    versus = f", baseline {baseline['img_s']:.1f} img/s, ratio {result['ratio']:.2f}" if baseline else ""
+    _log(f"{name}: engine {engine['img_s']:.1f} img/s{versus}")
+    return result
+
+
+def _check_batches(preset, train_images: int, only: str | None) -> None:
+    """Each timed step takes a full batch of distinct images: a training split smaller than the batch never
+    yields one (the bench would wait forever), so say which figure to raise."""
+    for name, batch in (("dsr", preset.dsr.batch_size), ("finetune", preset.finetune.batch_size)):
+        if only in (None, name) and batch > train_images:
+            raise SystemExit(f"{name} batch {batch} is larger than the {train_images} training images of the demo "
+                             f"data: raise data.demo_identities (--set data.demo_identities=N) or lower the batch")
+
+
+def _header(preset, runtime, args) -> dict[str, Any]:
     device = runtime.device
-    configure_backends(runtime)
-    seed, total = preset.runtime.seed, args.steps + args.warmup + 2
     report: dict[str, Any] = {"preset": preset.name, "device": str(device), "threads": torch.get_num_threads(),
                               "amp": str(runtime.amp_dtype).replace("torch.", "") if runtime.amp_dtype else "off",
                               "channels_last": runtime.channels_last, "compile": runtime.compile,
                               "dsr_batch": preset.dsr.batch_size, "finetune_batch": preset.finetune.batch_size,
-                              "baseline_workers": args.workers, "steps": args.steps}
+                              "baseline_workers": None if args.no_baseline else args.workers, "steps": args.steps}
     if device.type == "cuda":
         report["device_name"] = torch.cuda.get_device_name(device)
     else:
         report["cpu_native_bf16"] = cpu_has_native_bf16()
+    return report
 
-    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        work = Path(tmp)
-        os.environ["VLR_WORKBENCH_CACHE_DIR"] = str(work / "cache")
-        root = generate_demo_dataset(work / "data", identities=preset.data.demo_identities,
-                                     per_identity=preset.data.demo_per_identity, seed=preset.data.demo_seed,
-                                     vlr_size=preset.vlr_size, hr_size=preset.data.hr_size)
-        train = load_split(root, "train", preset.vlr_size, preset.data.hr_size, log=_log)
-        (train,), placement = place_splits([train], device, job_bytes=estimate_job_bytes(preset.dsr.batch_size),
-                                           on_device=preset.data.cache_on_device, log=_log)
-        feeder = BatchFeeder(device)
-        report.update(train_images=len(train), placement=placement)
-        _log(f"{len(train)} training pairs; {report['threads']} torch threads on {device}")
 
-        results = {}
-        for name, make_engine, make_baseline in () if args.app_only or args.steady_only else (
-                ("dsr", lambda: engine_dsr(preset, runtime, train, feeder, total, seed),
-                 lambda: baseline_dsr(preset, device, root, train.names, args.workers, total, seed)),
-                ("finetune", lambda: engine_finetune(preset, runtime, train, feeder, total, seed),
-                 lambda: baseline_finetune(preset, device, root, train, args.workers, total, seed))):
-            steps = {"engine": make_engine()}
-            peaks = {"engine": peak_of(steps["engine"], args.warmup, device)}  # alone: the job's own peak
-            resident = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
-            steps["baseline"] = make_baseline()
-            peaks["baseline"] = peak_of(steps["baseline"], args.warmup, device) - resident
-            rates = interleaved(steps, args.steps, args.rounds, device)
-            flops = flops_per_image(steps["engine"]) if not runtime.compile else None
-            engine = {"img_s": rates["engine"], "peak_mb": peaks["engine"]}
-            baseline = {"img_s": rates["baseline"], "peak_mb": peaks["baseline"]}
-            del steps
-            results[name] = _pair(engine, baseline, flops, device)
-            _log(f"{name}: engine {engine['img_s']:.1f} img/s, baseline {baseline['img_s']:.1f} img/s, "
-                 f"ratio {results[name]['ratio']:.2f}")
-        report.update(results)
-        if not args.no_app and not args.steady_only:
-            with contextlib.redirect_stdout(io.StringIO()):
-                app = app_overhead(preset, root, work, args.app_repeats)
-            report["app"] = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in app.items()}
-            report["app_overhead_ratio"] = round(app["app_overhead_ratio"], 3)
-            report["app_overhead_ratio_in_thread"] = round(app["app_overhead_ratio_in_thread"], 3)
-        if not args.no_app and args.steady_windows:
-            steady = app_overhead_steady(preset, root, work, args.steady_windows)
-            report.setdefault("app", {}).update({k: [round(x, 3) for x in v] if isinstance(v, list) else round(v, 3)
-                                                 for k, v in steady.items()})
-            report["app_overhead_ratio_steady"] = round(steady["app_overhead_ratio_steady"], 3)
-    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+def _steps_and_app(preset, runtime, args, work: Path, report: dict[str, Any]) -> None:
+    """Demo data, the step measurements and the app overhead, into ``report``."""
+    device, seed, total = runtime.device, preset.runtime.seed, args.steps + args.warmup + 2
+    os.environ["VLR_WORKBENCH_CACHE_DIR"] = str(work / "cache")
+    root = generate_demo_dataset(work / "data", identities=preset.data.demo_identities,
+                                 per_identity=preset.data.demo_per_identity, seed=preset.data.demo_seed,
+                                 vlr_size=preset.vlr_size, hr_size=preset.data.hr_size)
+    train = load_split(root, "train", preset.vlr_size, preset.data.hr_size, log=_log)
+    measure_steps = not (args.app_only or args.steady_only)
+    if measure_steps:
+        _check_batches(preset, len(train), args.only)
+    (train,), placement = place_splits([train], device, job_bytes=estimate_job_bytes(preset.dsr.batch_size),
+                                       on_device=preset.data.cache_on_device, log=_log)
+    feeder = BatchFeeder(device)
+    report.update(train_images=len(train), placement=placement)
+    _log(f"{len(train)} training pairs; {report['threads']} torch threads on {device}")
+    kinds = {"dsr": (lambda: engine_dsr(preset, runtime, train, feeder, total, seed),
+                     lambda: baseline_dsr(preset, device, root, train.names, args.workers, total, seed)),
+             "finetune": (lambda: engine_finetune(preset, runtime, train, feeder, total, seed),
+                          lambda: baseline_finetune(preset, device, root, train, args.workers, total, seed))}
+    for name, (make_engine, make_baseline) in kinds.items():
+        if measure_steps and args.only in (None, name):
+            report[name] = _measure(name, make_engine, None if args.no_baseline else make_baseline, args, device,
+                                    runtime.compile)
+    if not args.no_app and not args.steady_only:
+        with contextlib.redirect_stdout(io.StringIO()):
+            app = app_overhead(preset, root, work, args.app_repeats)
+        report["app"] = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in app.items()}
+        report["app_overhead_ratio"] = round(app["app_overhead_ratio"], 3)
+        report["app_overhead_ratio_in_thread"] = round(app["app_overhead_ratio_in_thread"], 3)
+    if not args.no_app and args.steady_windows:
+        steady = app_overhead_steady(preset, root, work, args.steady_windows)
+        report.setdefault("app", {}).update({k: [round(x, 3) for x in v] if isinstance(v, list) else round(v, 3)
+                                             for k, v in steady.items()})
+        report["app_overhead_ratio_steady"] = round(steady["app_overhead_ratio_steady"], 3)
 
-    if args.json:
-        print(json.dumps(report))
-        return
+
+def _print_report(report: dict[str, Any], runtime) -> None:
     print(f"preset {report['preset']} on {report['device']} ({report['threads']} threads), AMP {report['amp']}, "
-          f"channels_last {report['channels_last']}, compile {report['compile']}; cache placement {placement}")
+          f"channels_last {report['channels_last']}, compile {report['compile']}; cache placement "
+          f"{report['placement']}")
     for name in [n for n in ("dsr", "finetune") if n in report]:
         r = report[name]
         flops = f", {r['flops_per_image'] / 1e9:.2f} GFLOP/image" if r.get("flops_per_image") else ""
         frac = f" ({100 * r['engine_fraction_of_peak']:.1f}% of peak)" if "engine_fraction_of_peak" in r else ""
-        print(f"{name:9s} engine {r['engine_img_s']:8.1f} img/s   baseline {r['baseline_img_s']:8.1f} img/s   "
-              f"ratio {r['ratio']:.2f}   peak {r['engine_peak_mb']:.0f} / {r['baseline_peak_mb']:.0f} MB"
-              f"{flops}{frac}")
+        versus = (f"   baseline {r['baseline_img_s']:8.1f} img/s   ratio {r['ratio']:.2f}   peak "
+                  f"{r['engine_peak_mb']:.0f} / {r['baseline_peak_mb']:.0f} MB" if "ratio" in r
+                  else f"   peak {r['engine_peak_mb']:.0f} MB")
+        print(f"{name:9s} engine {r['engine_img_s']:8.1f} img/s{versus}{flops}{frac}")
     if "app_overhead_ratio" in report:
         a = report["app"]
         print(f"app       headless {a['headless_img_s']:.1f} img/s, in the app {a['in_app_img_s']:.1f} img/s "
@@ -706,6 +742,26 @@ def main() -> None:
     print(f"peak RSS {report['peak_rss_mb']:.0f} MB")
     if report.get("cpu_native_bf16") and runtime.amp_dtype is None:
         print("this CPU computes bf16 natively: try --set runtime.amp=bf16 --set runtime.channels_last=true")
+
+
+def main() -> None:
+    args = _args()
+    if args.probe:   # one side of the app-overhead measurement, in its own process
+        print(*_run_probe(*args.probe))
+        return
+    preset = presets.load(args.preset or ("vlr-32x32" if torch.cuda.is_available() else "cpu-demo"))
+    if args.set:
+        preset = preset.with_changes(_parse_set(args.set))
+    runtime = resolve(preset)
+    configure_backends(runtime)
+    report = _header(preset, runtime, args)
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        _steps_and_app(preset, runtime, args, Path(tmp), report)
+    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        _print_report(report, runtime)
 
 
 if __name__ == "__main__":

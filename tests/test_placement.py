@@ -56,7 +56,7 @@ def test_place_splits_keeps_the_cache_on_the_host_when_the_measured_free_memory_
     assert where == "pinned" and "cache_on_device = false" in messages[0]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
 def test_place_splits_moves_the_cache_when_it_fits():
     placed, where = place_splits([_split()], "cuda", job_bytes=0, free_bytes=lambda device: 100 * GB)
     assert where == "device" and placed[0].hr.is_cuda
@@ -68,8 +68,7 @@ def test_cpu_jobs_have_nothing_to_place():
     assert where == "host" and placed[0] is split
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a GPU"))])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_batch_feeder_returns_the_indexed_images(device):
     split = _split(20)
     feeder = BatchFeeder(device)

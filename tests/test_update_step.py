@@ -147,7 +147,7 @@ def test_an_arcface_training_step_makes_no_host_sync(demo_root):
 
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: sync debug mode catches blocking copies too")
+@pytest.mark.gpu   # sync debug mode catches blocking host-to-device copies too
 def test_on_a_gpu_a_dsr_training_step_makes_no_synchronisation_at_all(demo_root):
     """On CUDA, torch's sync debug mode also catches blocking host-to-device copies (the CPU test cannot)."""
     cuda = torch.device("cuda")
