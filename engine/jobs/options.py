@@ -56,3 +56,18 @@ class EvaluateOptions:
     rows: list | None = None              # [{"name", "probes", "recogniser"}] instead of the default plan
     bootstrap: int | None = None          # bootstrap resamples for the intervals (None: the default, 0: none)
     run_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    space: str | None = None              # the search-space TOML (engine.sweep.space)
+    job: str = "train-dsr"                # what a trial runs: train-dsr, finetune or pipeline
+    trials: int = 10                      # finished trials the study holds at the end (a resume counts the earlier)
+    objective: str = "val.psnr"           # val.METRIC (best epoch), eval.ROW.METRIC, or summary.KEY of a trial's run
+    direction: str = "maximize"
+    study: str | None = None              # its name (default: PRESET-sweep); the same name joins or resumes it
+    storage: str | None = None            # an RDB URL; default: a journal file under runtime.runs_dir/sweeps
+    sampler: str = "tpe"                  # tpe, random or grid
+    seed: int | None = None               # the sampler's seed (default: runtime.seed)
+    prune: bool = True                    # stop trials whose per-epoch val.METRIC is below the median (not grid)
+    from_run: str | None = None           # first try this run's preset and each of its tips, then the best's tips

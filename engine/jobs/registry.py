@@ -48,6 +48,7 @@ class JobSpec:
     app_action: str | None = None  # the app's action that starts it (keys t f e p), None: CLI only
     own_process: bool = False      # the app runs it as a separate CLI process it follows (it outlives the app)
     short: str = ""                # its name in narrow tables (the kind itself when empty)
+    sweep_trial: bool = False      # a sweep's trial may run it (it records metrics a study can score)
 
     def load(self) -> "JobFn":
         module, name = self.function.split(":")
@@ -56,14 +57,15 @@ class JobSpec:
 
 JOBS: dict[str, JobSpec] = {spec.kind: spec for spec in (
     JobSpec("train-dsr", "engine.train.dsr:run_train_dsr", job_options.DSROptions, "last.pt", "train", True,
-            "train"),
+            "train", sweep_trial=True),
     JobSpec("finetune", "engine.train.finetune:run_finetune", job_options.FinetuneOptions, "last.pt", "finetune",
-            True, "tune"),
+            True, "tune", sweep_trial=True),
     JobSpec("pretrain", "engine.train.pretrain:run_pretrain", job_options.PretrainOptions, "last.pt", short="pre"),
     JobSpec("evaluate", "engine.evaluation.evaluate:run_evaluate", job_options.EvaluateOptions, None, "evaluate",
             short="eval"),
     JobSpec("pipeline", "engine.jobs.pipeline:run_pipeline", job_options.PipelineOptions, "summary.json",
-            "pipeline", True, "pipe"),
+            "pipeline", True, "pipe", sweep_trial=True),
+    JobSpec("sweep", "engine.sweep.study:run_sweep", job_options.SweepOptions, None),
 )}
 
 
@@ -76,6 +78,11 @@ def job_spec(kind: str) -> JobSpec:
 def own_process_jobs() -> list[str]:
     """The jobs the app may start as their own CLI process (they outlive the app)."""
     return [kind for kind, spec in JOBS.items() if spec.own_process]
+
+
+def sweep_trial_jobs() -> list[str]:
+    """The jobs a sweep's trial may run."""
+    return [kind for kind, spec in JOBS.items() if spec.sweep_trial]
 
 
 def short_job_name(kind: str) -> str:

@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "workbench.cli.serve_cmd",
     "workbench.cli.attach_cmd",
     "workbench.cli.batch_cmd",
+    "workbench.cli.sweep_cmd",
 ]
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # paths in errors stay unbroken

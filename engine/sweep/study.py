@@ -1,0 +1,269 @@
+"""Job ``sweep``: an Optuna study over preset keys; each trial is an ordinary run of a job.
+
+The study lives in a storage every worker can share: by default Optuna's journal file under
+``runtime.runs_dir/sweeps/`` (safe for many processes on one host), or an RDB URL (``--storage``;
+PostgreSQL for several machines; SQLite locks under parallel writers). A trial asks the sampler for
+values, saves them as the trial's preset in its own run directory (``sweep.json`` there names the
+study and trial) and runs the job there, as a user would; the study records the run directory.
+Per-epoch ``val.METRIC`` goes to the pruner, which stops a hopeless trial through its stop flag.
+Running the same command again resumes (or joins) the study: finished trials are kept, a trial left
+RUNNING by a dead process is marked failed and its values are tried again, and the budget
+(``trials``) counts every finished trial. A stop (Ctrl-C) ends the running trial with its checkpoint;
+its values are queued for the resume.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from engine.errors import WorkbenchError
+from engine.events import Emit, Failed, Finished, Log, Metrics
+from engine.io import atomic
+from engine.jobs.options import SweepOptions
+from engine.jobs.registry import JobRequest, StopFlag, run_job, sweep_trial_jobs
+from engine.presets import Preset, derive, save
+from engine.runs.run_dir import RunDir
+from engine.runs.status import run_state
+from engine.sweep.objective import check_objective, objective_value
+from engine.sweep.space import SearchSpace, load_space
+
+JOB = "sweep"
+SWEEP_FILE = "sweep.json"
+TIPS_EVERY = 3           # with --from-run: after every this many finished trials, the best trial's tips are queued
+
+
+def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
+    opts: SweepOptions = request.options or SweepOptions()
+    preset = request.preset
+    space, study = _check(preset, opts)
+    optuna_study = open_study(preset, opts, space, study)
+    _fail_dead_trials(optuna_study, emit)
+    if opts.from_run:
+        enqueue_tips(optuna_study, Path(opts.from_run), space, emit)
+    while _finished(optuna_study) < opts.trials and not stop.is_set():
+        _run_trial(optuna_study, preset, space, request.data, opts, emit, stop)
+        done = _finished(optuna_study)
+        if opts.from_run and done % TIPS_EVERY == 0 and done < opts.trials:
+            _enqueue_best_tips(optuna_study, space, emit)
+    return Finished(JOB, None, _summary(optuna_study, preset, opts))
+
+
+def _check(preset: Preset, opts: SweepOptions) -> tuple[SearchSpace, str]:
+    if not opts.space:
+        raise WorkbenchError("sweep needs --space FILE: a TOML [params] table of preset keys with ranges or "
+                             "choices (see `vlr-workbench sweep --help`).")
+    if opts.job not in sweep_trial_jobs():
+        raise WorkbenchError(f"--job {opts.job}: a trial runs one of {', '.join(sweep_trial_jobs())}.")
+    if opts.direction not in ("maximize", "minimize"):
+        raise WorkbenchError(f"--direction {opts.direction}: maximize or minimize.")
+    if opts.sampler not in ("tpe", "random", "grid"):
+        raise WorkbenchError(f"--sampler {opts.sampler}: tpe (the default), random or grid.")
+    if opts.trials < 1:
+        raise WorkbenchError(f"--trials {opts.trials}: at least 1.")
+    check_objective(opts.objective)
+    space = load_space(opts.space, preset)
+    if opts.sampler == "grid":
+        space.grid()                          # every parameter has a step or choices
+    return space, opts.study or f"{preset.name}-sweep"
+
+
+def storage_for(preset: Preset, opts: SweepOptions, study: str):
+    """The study's storage: the RDB URL given, else a journal file under runs_dir/sweeps."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if opts.storage:
+        return opts.storage
+    folder = Path(preset.runtime.runs_dir).expanduser() / "sweeps"
+    folder.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(folder / f"{study}.journal")))
+
+
+def open_study(preset: Preset, opts: SweepOptions, space: SearchSpace, study: str):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seed = preset.runtime.seed if opts.seed is None else opts.seed
+    samplers = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+                "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+                "grid": lambda: optuna.samplers.GridSampler(space.grid(), seed=seed)}
+    prune = opts.prune and opts.sampler != "grid" and opts.objective.startswith("val.")
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if prune else optuna.pruners.NopPruner()
+    return optuna.create_study(study_name=study, storage=storage_for(preset, opts, study), direction=opts.direction,
+                               sampler=samplers[opts.sampler](), pruner=pruner, load_if_exists=True)
+
+
+def _finished(study) -> int:
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}        # failed by a stop or a death, run again
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               or t.state == TrialState.FAIL and t.number not in retried for t in trials)
+
+
+def _fail_dead_trials(study, emit: Emit) -> None:
+    """Trials left RUNNING whose run is not running (its process died): failed, their values queued again."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        run_dir = trial.user_attrs.get("run_dir")
+        if run_dir and run_state(run_dir) == "running":
+            continue                                      # another worker's live trial
+        study.tell(trial.number, state=TrialState.FAIL)
+        _requeue(study, trial.number, trial.params)
+        emit(Log(JOB, f"trial {trial.number} ({run_dir}) was left running by a process that is gone: failed, its "
+                      "values queued again"))
+
+
+def _requeue(study, number: int, params: dict[str, Any]) -> None:
+    """Run trial ``number``'s values again (once: a second worker resuming the same study does not)."""
+    if not any(t.user_attrs.get("retry_of") == number for t in study.get_trials(deepcopy=False)):
+        study.enqueue_trial(params, user_attrs={"retry_of": number})
+
+
+def _run_trial(study, base: Preset, space: SearchSpace, data: str | None, opts: SweepOptions, emit: Emit,
+               stop: StopFlag) -> None:
+    from optuna.trial import TrialState
+
+    trial = study.ask()
+    changes = space.suggest(trial)
+    patch = trial.user_attrs.get("patch") or {}                  # a tip's keys outside the search space
+    preset = base.with_changes({**patch, **changes})
+    run = RunDir.create(preset.runtime.runs_dir, preset, opts.job)
+    atomic.write_json(run.path / SWEEP_FILE, {"study": study.study_name, "trial": trial.number, "params": changes,
+                                              "objective": opts.objective, "direction": opts.direction})
+    trial.set_user_attr("run_dir", str(run.path))
+    label = trial.user_attrs.get("label")
+    emit(Log(JOB, f"trial {trial.number}{f' ({label})' if label else ''}: {_shown({**patch, **changes})} in "
+                  f"{run.path.name}"))
+    pruner = _PruneOnVal(trial, opts, stop, emit)
+    result = run_job(JobRequest(opts.job, preset, data=data, options={"run_dir": str(run.path)}), pruner.emit,
+                     pruner.stop)
+    if isinstance(result, Failed):
+        trial.set_user_attr("error", result.error[:500])
+        study.tell(trial, state=TrialState.FAIL)
+        emit(Log(JOB, f"trial {trial.number} failed (the sweep goes on): {result.error}", "warning"))
+    elif pruner.pruned_at is not None:
+        trial.set_user_attr("pruned_at_epoch", pruner.pruned_at)
+        study.tell(trial, state=TrialState.PRUNED)
+        emit(Log(JOB, f"trial {trial.number} pruned at epoch {pruner.pruned_at}"))
+    elif result.stopped:
+        study.tell(trial, state=TrialState.FAIL)
+        _requeue(study, trial.number, changes)
+        emit(Log(JOB, f"trial {trial.number} stopped: its values run again when the sweep resumes", "warning"))
+    else:
+        value = objective_value(run.path, opts.objective, opts.direction == "maximize")
+        study.tell(trial, value)
+        emit(Log(JOB, f"trial {trial.number}: {opts.objective} = {value:.4g}"))
+
+
+class _PruneOnVal:
+    """The trial's events pass on; each epoch's val.METRIC is reported, and a hopeless trial is stopped."""
+
+    def __init__(self, trial, opts: SweepOptions, stop: StopFlag, emit: Emit) -> None:
+        self.trial, self.forward, self.outer = trial, emit, stop
+        self.metric = opts.objective.split(".", 1)[1] if opts.objective.startswith("val.") else None
+        self.stop, self.pruned_at = _EitherStop(stop), None
+
+    def emit(self, event) -> None:
+        if (isinstance(event, Metrics) and event.split == "val" and self.metric in event.values
+                and self.pruned_at is None):
+            self.trial.report(float(event.values[self.metric]), event.epoch)
+            if self.trial.should_prune():
+                self.pruned_at = event.epoch
+                self.stop.own.set()
+        if not isinstance(event, (Finished, Failed)):
+            self.forward(event)
+
+
+class _EitherStop(StopFlag):
+    """Set by the sweep's own stop (Ctrl-C) or by the pruner."""
+
+    def __init__(self, outer: StopFlag) -> None:
+        super().__init__()
+        self.outer, self.own = outer, StopFlag()
+
+    def is_set(self) -> bool:
+        return self.outer.is_set() or self.own.is_set()
+
+    def set(self) -> None:
+        self.own.set()
+
+    def check(self) -> None:
+        self.outer.check()
+        self.own.check()
+
+
+def enqueue_tips(study, run_dir: Path, space: SearchSpace, emit: Emit, base: bool = True) -> int:
+    """Queue ``run_dir``'s own preset (``base``) and each of its tips, each once per study; how many were
+    queued."""
+    from engine.tips import tips_for_run
+
+    labels = {t.user_attrs.get("label") for t in study.get_trials(deepcopy=False)}
+    run_preset, tips, _ = tips_for_run(run_dir)
+    seeds = [(f"base: {run_dir.name}", {})] * base + [(f"tip: {tip.title} ({run_dir.name})", tip.patch) for tip in tips]
+    queued = 0
+    for label, patch in seeds:
+        if label in labels:
+            continue
+        values = run_preset.with_changes(patch)
+        params = {param.key: values.get(param.key) for param in space.params}
+        study.enqueue_trial(params, user_attrs={"label": label, "patch": {k: v for k, v in patch.items()
+                                                                          if k not in params}})
+        queued += 1
+    emit(Log(JOB, f"queued {queued} trial(s) from {run_dir}: its preset and {len(tips)} tip(s)"))
+    return queued
+
+
+def _enqueue_best_tips(study, space: SearchSpace, emit: Emit) -> None:
+    """The tips of the best trial so far, queued like the first run's (each once)."""
+    try:
+        best = study.best_trial
+    except ValueError:                                   # no completed trial yet
+        return
+    if best.user_attrs.get("run_dir"):
+        enqueue_tips(study, Path(best.user_attrs["run_dir"]), space, emit, base=False)   # its values ran already
+
+
+def _shown(changes: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in changes.items())
+
+
+def _summary(study, base: Preset, opts: SweepOptions) -> dict[str, Any]:
+    """The study's counts and its best trial; the best trial's preset saved as PRESET-best-STUDY."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name.lower(): sum(t.state == state for t in trials)
+              for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    summary: dict[str, Any] = {"study": study.study_name, "trials": len(trials), **counts}
+    if counts["complete"]:
+        best = study.best_trial
+        name = f"{base.name}-best-{study.study_name}".replace("_", "-")
+        path = save(derive(base.with_changes(best.params), name), name, overwrite=True)
+        summary.update(best_trial=best.number, best_value=best.value, best_run=best.user_attrs.get("run_dir"),
+                       best_preset=str(path), best_params=json.dumps(best.params))
+    return summary
+
+
+def trial_rows(study) -> list[dict[str, Any]]:
+    """One row per trial for `sweep show`: number, state, value, params, run dir, pruned epoch, error."""
+    return [{"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
+             "run_dir": t.user_attrs.get("run_dir"), "pruned_at_epoch": t.user_attrs.get("pruned_at_epoch"),
+             "error": t.user_attrs.get("error"), "label": t.user_attrs.get("label")}
+            for t in study.get_trials(deepcopy=False)]
+
+
+def load_study(preset: Preset, opts: SweepOptions):
+    import optuna
+
+    study = opts.study or f"{preset.name}-sweep"
+    try:
+        return optuna.load_study(study_name=study, storage=storage_for(preset, opts, study))
+    except KeyError:
+        raise WorkbenchError(f"no study {study!r} in {opts.storage or Path(preset.runtime.runs_dir) / 'sweeps'}: "
+                             "start it with `vlr-workbench sweep --preset P --space FILE`.") from None
+

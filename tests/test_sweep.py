@@ -1,0 +1,159 @@
+"""Sweeps (issue 22, first part): an Optuna study over preset keys whose trials are ordinary runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine import presets
+from engine.data.demo import generate_demo_dataset
+from engine.jobs.options import SweepOptions
+from engine.runs.run_dir import RunDir
+from engine.sweep.space import SpaceError, load_space
+from engine.sweep.study import load_study, open_study
+from workbench.cli.main import main
+
+SPACE = """[params]
+"dsr.learning_rate" = { low = 5e-4, high = 3e-3, log = true }
+"dsr.base_channels" = { choices = [8, 16] }
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    return generate_demo_dataset(tmp_path_factory.mktemp("sweep") / "data", identities=8, per_identity=4, seed=0,
+                                 vlr_size=(8, 8), hr_size=32)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """cpu-demo scaled to a run of a few seconds: 2 epochs, recogniser losses off."""
+    preset = presets.load("cpu-demo").with_changes({
+        "data.vlr_width": 8, "data.vlr_height": 8, "data.hr_size": 32, "dsr.base_channels": 8,
+        "dsr.residual_blocks": 1, "dsr.batch_size": 8, "dsr.epochs": 2, "dsr.warmup_epochs": 0,
+        "runtime.device": "cpu", "runtime.runs_dir": str(tmp_path / "runs"), "dsr.lambda_identity": 0.0,
+        "dsr.lambda_feature_match": 0.0, "dsr.lambda_perceptual": 0.0})
+    return presets.save(presets.derive(preset, "tiny"), tmp_path / "tiny.toml")
+
+
+def _show(tmp_path, tiny, capsys, study: str = "tiny-sweep") -> dict:
+    capsys.readouterr()
+    assert main(["sweep", "--preset", str(tiny), "show", study, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_a_sweep_runs_trials_as_runs_saves_the_best_preset_and_resumes(tiny, tiny_root, tmp_path, capsys):
+    (tmp_path / "space.toml").write_text(SPACE)
+    argv = ["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
+            "--sampler", "random", "--seed", "3", "--no-prune"]
+    assert main(argv + ["--trials", "2"]) == 0, capsys.readouterr().err
+    shown = _show(tmp_path, tiny, capsys)
+    assert [t["state"] for t in shown["trials"]] == ["complete", "complete"]
+    for trial in shown["trials"]:
+        run = Path(trial["run_dir"])
+        record = json.loads((run / "sweep.json").read_text())       # the run names its study and trial
+        assert (record["study"], record["trial"]) == ("tiny-sweep", trial["number"])
+        values = presets.load(run / "preset.toml").values()          # the trial's preset is the run's own
+        assert values["dsr.base_channels"] == trial["params"]["dsr.base_channels"]
+        assert values["dsr.learning_rate"] == pytest.approx(trial["params"]["dsr.learning_rate"])
+        best_psnr = max(r["psnr"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                        if r.get("split") == "val")
+        assert trial["value"] == pytest.approx(best_psnr)             # the objective: the best epoch's val.psnr
+    best = max(shown["trials"], key=lambda t: t["value"])
+    saved = presets.load("tiny-best-tiny-sweep")
+    assert saved.values()["dsr.base_channels"] == best["params"]["dsr.base_channels"]
+    # the same command with a larger budget resumes the study: the two trials are kept, one more runs
+    assert main(argv + ["--trials", "3"]) == 0
+    assert [t["number"] for t in _show(tmp_path, tiny, capsys)["trials"]] == [0, 1, 2]
+
+
+def test_a_trial_left_running_by_a_dead_process_fails_and_its_values_run_again(tiny, tiny_root, tmp_path,
+                                                                                 capsys):
+    (tmp_path / "space.toml").write_text(SPACE)
+    preset = presets.load(tiny)
+    opts = SweepOptions(space=str(tmp_path / "space.toml"), trials=1, sampler="random", seed=0, prune=False)
+    study = open_study(preset, opts, load_space(opts.space, preset), "tiny-sweep")
+    orphan = study.ask()                                 # a worker asked, started its run, then died
+    params = load_space(opts.space, preset).suggest(orphan)
+    dead_run = RunDir.create(preset.runtime.runs_dir, preset, "train-dsr").path
+    orphan.set_user_attr("run_dir", str(dead_run))
+    assert main(["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
+                 "--trials", "1", "--sampler", "random", "--no-prune"]) == 0
+    trials = _show(tmp_path, tiny, capsys)["trials"]
+    assert trials[0]["state"] == "fail" and trials[1]["state"] == "complete"
+    assert trials[1]["params"]["dsr.base_channels"] == params["dsr.base_channels"]
+    assert trials[1]["params"]["dsr.learning_rate"] == pytest.approx(params["dsr.learning_rate"])
+    assert load_study(preset, opts).trials[1].user_attrs["retry_of"] == 0
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[params]\n"dsr.learning_rat" = { low = 1e-4, high = 1e-3 }\n', "Did you mean 'dsr.learning_rate'"),
+    ('[params]\n"dsr.learning_rate" = { low = 1e-3, high = 1e-4 }\n', "low < high"),
+    ('[params]\n"dsr.base_channels" = { low = 0, high = 8 }\n', "not a valid value"),
+    ('[params]\n"runtime.device" = { low = 0, high = 1 }\n', "choices"),
+    ('[other]\n', "no [params] table"),
+])
+def test_a_bad_search_space_is_one_message_and_exit_2_before_anything_runs(tiny, tmp_path, capsys, text,
+                                                                            message):
+    (tmp_path / "space.toml").write_text(text)
+    code = main(["sweep", "--preset", str(tiny), "--space", str(tmp_path / "space.toml"), "--trials", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists() or not any(p.name.endswith("train-dsr")
+                                                      for p in (tmp_path / "runs").iterdir())
+
+
+def test_a_grid_needs_a_step_or_choices_for_every_key(tiny, tmp_path):
+    (tmp_path / "space.toml").write_text('[params]\n"dsr.learning_rate" = { low = 1e-4, high = 1e-3 }\n')
+    space = load_space(tmp_path / "space.toml", presets.load(tiny))
+    with pytest.raises(SpaceError, match="step"):
+        space.grid()
+
+
+def test_a_pruned_trial_stops_through_its_stop_flag_keeps_its_run_and_is_listed_with_its_epoch(
+        tiny, tiny_root, tmp_path, capsys, monkeypatch):
+    """The pruner's verdict stops the trial's job like a user's stop: a resumable last.pt, state pruned."""
+    import optuna
+
+    from engine.runs.status import run_state
+
+    # a pruner that judges every trial hopeless at its first reported epoch (the median pruner needs history)
+    monkeypatch.setattr(optuna.pruners, "MedianPruner",
+                        lambda **kw: optuna.pruners.ThresholdPruner(lower=1e9, n_warmup_steps=0))
+    (tmp_path / "space.toml").write_text(SPACE)
+    assert main(["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
+                 "--trials", "1", "--sampler", "random"]) == 0
+    (trial,) = _show(tmp_path, tiny, capsys)["trials"]
+    assert trial["state"] == "pruned" and trial["pruned_at_epoch"] == 1
+    run = Path(trial["run_dir"])
+    assert run_state(run) == "stopped" and (run / "last.pt").is_file()
+
+
+def test_from_run_tries_the_runs_preset_and_each_of_its_tips_first(tiny, tiny_root, tmp_path, capsys):
+    """--from-run: the run's own preset and every tip the guide's rules give for it are the first trials,
+    labelled, each once (a resume does not queue them again)."""
+    from engine.tips import tips_for_run
+    from run_factory import dsr_metrics, write_run
+
+    preset = presets.load(tiny)
+    metrics = dsr_metrics([20.0, 21.0, 21.5, 21.4])
+    metrics[-2]["loss"] = None                                   # a non-finite train loss: the instability tip
+    run = write_run(tmp_path / "earlier", "20260101-100000-tiny-train-dsr", preset, "train-dsr", metrics=metrics,
+                    status={"state": "finished"})
+    tips = tips_for_run(run)[1]
+    assert tips, "the fabricated run must call for at least one tip"
+    (tmp_path / "space.toml").write_text(SPACE)
+    argv = ["sweep", "--from-run", str(run), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
+            "--sampler", "random", "--no-prune", "--trials", str(1 + len(tips))]
+    assert main(argv) == 0, capsys.readouterr().err
+    trials = _show(tmp_path, tiny, capsys, study="tiny-sweep")["trials"]
+    assert [t["label"] for t in trials] == [f"base: {run.name}"] + [f"tip: {tip.title} ({run.name})" for tip in tips]
+    for trial, tip in zip(trials[1:], tips):                    # each tip's values are in its trial's preset
+        values = presets.load(Path(trial["run_dir"]) / "preset.toml").values()
+        assert all(values[key] == pytest.approx(value) for key, value in tip.patch.items())
+    assert trials[0]["params"]["dsr.learning_rate"] == pytest.approx(preset.dsr.learning_rate)
+    assert main(argv[:-1] + [str(2 + len(tips))]) == 0           # resumed: the seeds are not queued twice
+    labels = [t["label"] for t in _show(tmp_path, tiny, capsys, study="tiny-sweep")["trials"]]
+    assert len(labels) == 2 + len(tips) and labels.count(f"base: {run.name}") == 1

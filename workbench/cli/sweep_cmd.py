@@ -1,0 +1,105 @@
+"""``vlr-workbench sweep``: an Optuna study over preset keys, each trial an ordinary run; ``sweep show``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from engine import presets
+from engine.jobs.options import SweepOptions
+from engine.jobs.registry import JobRequest, sweep_trial_jobs
+from workbench.cli.job_runner import run_in_foreground
+
+EXAMPLE = """example (space.toml):
+
+  [params]
+  "dsr.learning_rate" = { low = 1e-4, high = 1e-3, log = true }
+  "dsr.lambda_identity" = { low = 0.0, high = 0.4, step = 0.1 }
+  "dsr.base_channels" = { choices = [16, 32] }
+
+  vlr-workbench sweep --preset cpu-demo --space space.toml --trials 8 --objective val.psnr
+  vlr-workbench sweep show cpu-demo-sweep --preset cpu-demo
+
+Running the same command again resumes the study (finished trials are kept; a trial whose process died
+runs again). Each trial is a run in runtime.runs_dir with the trial's preset: the runs table, attach,
+stop, tips and report work on it; its sweep.json names the study and trial. The best trial's preset
+is saved as PRESET-best-STUDY. The study is an Optuna journal under runs_dir/sweeps (many processes on
+one host; optuna-dashboard reads it); --storage postgresql://... shares it between machines (SQLite
+is not safe for parallel writers)."""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("sweep", help="tune preset keys with an Optuna study (each trial a run)",
+                                   description="Search preset keys for the best value of a recorded metric.",
+                                   epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", help="the base preset (default cpu-demo, or RUN_DIR's with --from-run)")
+    parser.add_argument("--data", help="dataset root (default: the preset's data.root)")
+    parser.add_argument("--space", metavar="FILE", help="search space TOML: a [params] table (see the example)")
+    parser.add_argument("--job", default="train-dsr", choices=sweep_trial_jobs(),
+                        help="what a trial runs (default train-dsr)")
+    parser.add_argument("--trials", type=int, default=10, help="finished trials the study should hold (default 10)")
+    parser.add_argument("--objective", default="val.psnr",
+                        help="val.METRIC (best epoch), eval.ROW.METRIC or summary.KEY (default val.psnr)")
+    parser.add_argument("--direction", default="maximize", choices=("maximize", "minimize"))
+    parser.add_argument("--study", help="study name (default PRESET-sweep): the same name resumes or joins it")
+    parser.add_argument("--storage", help="an RDB URL shared by several machines (default: a journal file)")
+    parser.add_argument("--sampler", default="tpe", choices=("tpe", "random", "grid"))
+    parser.add_argument("--seed", type=int, help="the sampler's seed (default runtime.seed)")
+    parser.add_argument("--no-prune", action="store_true", help="never stop a trial early")
+    parser.add_argument("--from-run", metavar="RUN_DIR",
+                        help="first try RUN_DIR's preset and each of its tips (labelled), then the best trial's "
+                             "tips every few trials; the base preset is RUN_DIR's unless --preset is given")
+    parser.set_defaults(func=sweep)
+    actions = parser.add_subparsers(dest="sweep_action", metavar="{show}")
+    show = actions.add_parser("show", help="the trials of a study (--json: one object)")
+    show.add_argument("study_name", metavar="STUDY")
+    show.add_argument("--preset", default=argparse.SUPPRESS, help="the preset whose runs_dir holds the study")
+    show.add_argument("--storage", default=argparse.SUPPRESS, help="the study's RDB URL, when it has one")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=sweep_show)
+
+
+def _options(args, study: str | None) -> SweepOptions:
+    return SweepOptions(space=args.space, job=args.job, trials=args.trials, objective=args.objective,
+                        direction=args.direction, study=study, storage=args.storage, sampler=args.sampler,
+                        seed=args.seed, prune=not args.no_prune, from_run=getattr(args, "from_run", None))
+
+
+def _base_preset(args):
+    if args.preset:
+        return presets.load(args.preset)
+    if getattr(args, "from_run", None):
+        return presets.load(Path(args.from_run) / "preset.toml")
+    return presets.load("cpu-demo")
+
+
+def sweep(args) -> int:
+    preset = _base_preset(args)
+    return run_in_foreground(JobRequest("sweep", preset, data=args.data, options=_options(args, args.study)))
+
+
+def sweep_show(args) -> int:
+    from engine.sweep.study import load_study, trial_rows
+
+    preset = _base_preset(args)
+    study = load_study(preset, _options(args, args.study_name))
+    rows = trial_rows(study)
+    if args.json:
+        print(json.dumps({"study": study.study_name, "direction": study.direction.name.lower(), "trials": rows}))
+        return 0
+    table = Table(title=f"study {study.study_name} ({study.direction.name.lower()})")
+    for column in ("#", "state", "value", "params", "tried", "run"):
+        table.add_column(column)
+    for row in rows:
+        state = row["state"] + (f" @ epoch {row['pruned_at_epoch']}" if row["pruned_at_epoch"] else "")
+        value = "" if row["value"] is None else f"{row['value']:.4g}"
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["params"].items())
+        table.add_row(str(row["number"]), state, value, escape(params), escape(row["label"] or "sampler"),
+                      escape(str(row["run_dir"] or "")))
+    Console(highlight=False).print(table)
+    return 0
