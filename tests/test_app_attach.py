@@ -17,7 +17,7 @@ from textual.widgets import DataTable, TabbedContent
 from engine import presets as P
 from engine.runs.status import read_status, request_stop, run_state
 from workbench.app.app import WorkbenchApp
-from workbench.app.detached_launch import OUTPUT_FILE, command
+from engine.jobs.process import OUTPUT_FILE, command
 from engine.events import Log
 from workbench.app.messages import JobEvents
 from workbench.app.widgets.dialogs import ConfirmDialog

@@ -20,7 +20,7 @@ from engine.events import Progress
 from engine.runs.run_dir import RunDir
 from engine.presets import load, user_dir
 from workbench.app import attach_control
-from workbench.app.detached_launch import OUTPUT_FILE, DetachedJob
+from engine.jobs.process import OUTPUT_FILE, DetachedJob
 from workbench.app.run_columns import COLUMNS
 from workbench.app.widgets import dialogs
 from workbench.app.widgets.charts import MetricChart, linear_ticks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,24 @@ def test_from_run_tries_the_runs_preset_and_each_of_its_tips_first(tiny, tiny_ro
     assert main(argv[:-1] + [str(2 + len(tips))]) == 0           # resumed: the seeds are not queued twice
     labels = [t["label"] for t in _show(tmp_path, tiny, capsys, study="tiny-sweep")["trials"]]
     assert len(labels) == 2 + len(tips) and labels.count(f"base: {run.name}") == 1
+
+
+def test_parallel_trials_run_at_once_as_cli_processes_with_the_cores_divided(tiny, tiny_root, tmp_path, capsys):
+    """--parallel 2 on 2 cores: two trial processes at once (their runs overlap in time), one thread each."""
+    (tmp_path / "space.toml").write_text(SPACE)
+    longer = presets.save(presets.load(tiny).with_changes({"dsr.epochs": 60}), tiny, overwrite=True)  # seconds
+    assert main(["sweep", "--preset", str(longer), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
+                 "--trials", "2", "--parallel", "2", "--sampler", "random", "--no-prune"]) == 0, \
+        capsys.readouterr().err
+    trials = _show(tmp_path, tiny, capsys)["trials"]
+    assert [t["state"] for t in trials] == ["complete", "complete"]
+    spans = []
+    for trial in trials:
+        run = Path(trial["run_dir"])
+        assert (run / "detached.log").is_file()                        # a CLI process of its own
+        assert presets.load(run / "preset.toml").runtime.num_threads == max(1, (os.cpu_count() or 1) // 2)
+        times = [json.loads(line)["time"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+        status = json.loads((run / "status.json").read_text())
+        spans.append((status["started"], max(times)))
+    (a_start, a_end), (b_start, b_end) = spans
+    assert a_start < b_end and b_start < a_end                           # they ran at the same time

@@ -42,7 +42,9 @@ def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     _fail_dead_trials(optuna_study, emit)
     if opts.from_run:
         enqueue_tips(optuna_study, Path(opts.from_run), space, emit)
-    while _finished(optuna_study) < opts.trials and not stop.is_set():
+    if opts.parallel > 1:
+        _run_parallel(optuna_study, preset, space, request.data, opts, emit, stop)
+    while opts.parallel == 1 and _finished(optuna_study) < opts.trials and not stop.is_set():
         _run_trial(optuna_study, preset, space, request.data, opts, emit, stop)
         done = _finished(optuna_study)
         if opts.from_run and done % TIPS_EVERY == 0 and done < opts.trials:
@@ -60,8 +62,9 @@ def _check(preset: Preset, opts: SweepOptions) -> tuple[SearchSpace, str]:
         raise WorkbenchError(f"--direction {opts.direction}: maximize or minimize.")
     if opts.sampler not in ("tpe", "random", "grid"):
         raise WorkbenchError(f"--sampler {opts.sampler}: tpe (the default), random or grid.")
-    if opts.trials < 1:
-        raise WorkbenchError(f"--trials {opts.trials}: at least 1.")
+    if opts.trials < 1 or opts.parallel < 1 or opts.gpus_per_trial < 1:
+        raise WorkbenchError(f"--trials {opts.trials}, --parallel {opts.parallel}, --gpus-per-trial "
+                             f"{opts.gpus_per_trial}: each at least 1.")
     check_objective(opts.objective)
     space = load_space(opts.space, preset)
     if opts.sampler == "grid":
@@ -124,14 +127,13 @@ def _requeue(study, number: int, params: dict[str, Any]) -> None:
         study.enqueue_trial(params, user_attrs={"retry_of": number})
 
 
-def _run_trial(study, base: Preset, space: SearchSpace, data: str | None, opts: SweepOptions, emit: Emit,
-               stop: StopFlag) -> None:
-    from optuna.trial import TrialState
-
+def _new_trial(study, base: Preset, space: SearchSpace, opts: SweepOptions, emit: Emit,
+               runtime: dict[str, Any] | None = None):
+    """Ask for a trial and write its run directory (its preset, sweep.json): (trial, changes, run)."""
     trial = study.ask()
     changes = space.suggest(trial)
     patch = trial.user_attrs.get("patch") or {}                  # a tip's keys outside the search space
-    preset = base.with_changes({**patch, **changes})
+    preset = base.with_changes({**patch, **(runtime or {}), **changes})
     run = RunDir.create(preset.runtime.runs_dir, preset, opts.job)
     atomic.write_json(run.path / SWEEP_FILE, {"study": study.study_name, "trial": trial.number, "params": changes,
                                               "objective": opts.objective, "direction": opts.direction})
@@ -139,25 +141,67 @@ def _run_trial(study, base: Preset, space: SearchSpace, data: str | None, opts: 
     label = trial.user_attrs.get("label")
     emit(Log(JOB, f"trial {trial.number}{f' ({label})' if label else ''}: {_shown({**patch, **changes})} in "
                   f"{run.path.name}"))
+    return trial, changes, run
+
+
+def _run_trial(study, base: Preset, space: SearchSpace, data: str | None, opts: SweepOptions, emit: Emit,
+               stop: StopFlag) -> None:
+    """One trial in this process: its job runs here, its val metric reported to the pruner on the way."""
+    trial, changes, run = _new_trial(study, base, space, opts, emit)
     pruner = _PruneOnVal(trial, opts, stop, emit)
-    result = run_job(JobRequest(opts.job, preset, data=data, options={"run_dir": str(run.path)}), pruner.emit,
-                     pruner.stop)
+    result = run_job(JobRequest(opts.job, _trial_preset(run), data=data, options={"run_dir": str(run.path)}),
+                     pruner.emit, pruner.stop)
+    tell_result(study, trial, changes, run.path, result, pruner.pruned_at, opts, emit)
+
+
+def _trial_preset(run: RunDir) -> Preset:
+    from engine.presets import load
+
+    return load(run.path / "preset.toml")
+
+
+def tell_result(study, trial, changes: dict[str, Any], run_dir: Path, result, pruned_at: int | None,
+                opts: SweepOptions, emit: Emit) -> None:
+    """Tell the study how the trial's run ended: failed, pruned, stopped (queued again) or its objective."""
+    from optuna.trial import TrialState
+
     if isinstance(result, Failed):
         trial.set_user_attr("error", result.error[:500])
         study.tell(trial, state=TrialState.FAIL)
         emit(Log(JOB, f"trial {trial.number} failed (the sweep goes on): {result.error}", "warning"))
-    elif pruner.pruned_at is not None:
-        trial.set_user_attr("pruned_at_epoch", pruner.pruned_at)
+    elif pruned_at is not None:
+        trial.set_user_attr("pruned_at_epoch", pruned_at)
         study.tell(trial, state=TrialState.PRUNED)
-        emit(Log(JOB, f"trial {trial.number} pruned at epoch {pruner.pruned_at}"))
+        emit(Log(JOB, f"trial {trial.number} pruned at epoch {pruned_at}"))
     elif result.stopped:
         study.tell(trial, state=TrialState.FAIL)
         _requeue(study, trial.number, changes)
         emit(Log(JOB, f"trial {trial.number} stopped: its values run again when the sweep resumes", "warning"))
     else:
-        value = objective_value(run.path, opts.objective, opts.direction == "maximize")
+        value = objective_value(run_dir, opts.objective, opts.direction == "maximize")
         study.tell(trial, value)
         emit(Log(JOB, f"trial {trial.number}: {opts.objective} = {value:.4g}"))
+
+
+def _run_parallel(study, base: Preset, space: SearchSpace, data: str | None, opts: SweepOptions, emit: Emit,
+                  stop: StopFlag) -> None:
+    from engine.jobs.process import start_detached
+    from engine.runs.follow import RunFollower
+    from engine.sweep.parallel import LiveTrial, run_parallel
+
+    metric = opts.objective.split(".", 1)[1] if opts.objective.startswith("val.") else None
+
+    def start(study, slot):
+        runtime = {"runtime.num_threads": slot.threads} if slot.threads else {}
+        trial, changes, run = _new_trial(study, base, space, opts, emit, runtime)
+        job = start_detached(opts.job, _trial_preset(run), data, {"nproc": slot.nproc if slot.nproc > 1 else None},
+                             run_dir=run.path, env=slot.env)
+        return LiveTrial(trial, job, RunFollower(run.path), slot, changes, metric)
+
+    def finish(study, live):
+        tell_result(study, live.trial, live.changes, live.job.run_dir, live.ended, live.pruned_at, opts, emit)
+
+    run_parallel(study, opts, emit, stop, start, finish, _finished)
 
 
 class _PruneOnVal:

@@ -4,7 +4,7 @@
 another app, or detached by this one) as a ``FollowedRun`` handle (``job_handle``): the controller
 shows it as it shows a job of the app's thread, so progress, charts and log fill the same way. While attached, ``x`` writes the run's stop request (the job saves last.pt and
 ends as stopped), ``D`` detaches, and quitting leaves the job running. t / f / p start the job as a
-separate process (``detached_launch``) and attach to it, unless ``B`` switched to jobs inside the app:
+separate process (``engine.jobs.process``) and attach to it, unless ``B`` switched to jobs inside the app:
 in its own process a job outlives the app.
 """
 
@@ -16,7 +16,7 @@ from engine.errors import WorkbenchError
 from engine.jobs.registry import own_process_jobs
 from engine.runs.follow import RunFollower
 from engine.runs.status import read_status, run_state
-from workbench.app.detached_launch import DetachedJob, start_detached
+from engine.jobs.process import DetachedJob, start_detached
 from workbench.app.job_handle import FollowedRun
 from workbench.app.job_plans import JobPlan
 from workbench.app.widgets.run_history import RunHistory

@@ -51,6 +51,10 @@ def register(subparsers) -> None:
     parser.add_argument("--sampler", default="tpe", choices=("tpe", "random", "grid"))
     parser.add_argument("--seed", type=int, help="the sampler's seed (default runtime.seed)")
     parser.add_argument("--no-prune", action="store_true", help="never stop a trial early")
+    parser.add_argument("--parallel", type=int, default=1, metavar="K",
+                        help="trials at once, each a CLI process (CPU: the cores divided; CUDA: its own GPUs)")
+    parser.add_argument("--gpus-per-trial", type=int, default=1, metavar="G",
+                        help="CUDA devices of each parallel trial (more than one: the trial runs under torchrun)")
     parser.add_argument("--from-run", metavar="RUN_DIR",
                         help="first try RUN_DIR's preset and each of its tips (labelled), then the best trial's "
                              "tips every few trials; the base preset is RUN_DIR's unless --preset is given")
@@ -67,7 +71,8 @@ def register(subparsers) -> None:
 def _options(args, study: str | None) -> SweepOptions:
     return SweepOptions(space=args.space, job=args.job, trials=args.trials, objective=args.objective,
                         direction=args.direction, study=study, storage=args.storage, sampler=args.sampler,
-                        seed=args.seed, prune=not args.no_prune, from_run=getattr(args, "from_run", None))
+                        seed=args.seed, prune=not args.no_prune, from_run=getattr(args, "from_run", None),
+                        parallel=getattr(args, "parallel", 1), gpus_per_trial=getattr(args, "gpus_per_trial", 1))
 
 
 def _base_preset(args):

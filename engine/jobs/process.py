@@ -1,10 +1,12 @@
-"""Start an app job as a separate process that outlives the app (and a closed browser tab under ``serve``).
+"""Start a job as a separate process that is followed from its run directory: the app's own-process jobs
+(they outlive the app and a closed browser tab under ``serve``) and a sweep's parallel trials.
 
 The process runs the headless CLI (``python -m workbench.cli.main JOB --preset FILE --run-dir DIR``)
 in a session of its own (``start_new_session``), so no hang-up, Ctrl-C or closed tab reaches it.
-The preset the app shows, saved or not, is written to FILE first: the process runs exactly what the
-app shows. The job gets a run directory chosen here (FILE is its ``preset.toml``, the process's
-output its ``detached.log``). No Textual here: the app calls this.
+The preset, saved or not, is written to FILE first: the process runs exactly what the caller holds.
+The job gets a run directory chosen here, or the one given (FILE is its ``preset.toml``, the
+process's output its ``detached.log``). It is followed with ``engine.runs.follow.RunFollower`` and
+stopped with ``request_stop`` like any run.
 """
 
 from __future__ import annotations
@@ -57,16 +59,19 @@ def command(kind: str, preset_file: Path, data: str | None, run_dir: Path,
     return argv
 
 
-def start_detached(kind: str, preset: Preset, data: str | None, options: dict[str, Any] | None = None
-                   ) -> DetachedJob:
-    """Start ``kind`` on ``preset`` as a separate process; returns at once (the job starts in the background)."""
+def start_detached(kind: str, preset: Preset, data: str | None, options: dict[str, Any] | None = None, *,
+                   run_dir: Path | None = None, env: dict[str, str] | None = None) -> DetachedJob:
+    """Start ``kind`` on ``preset`` as a separate process; returns at once (the job starts in the background).
+    ``run_dir``: a directory the caller created (with the preset as its preset.toml); ``env``: added variables."""
     if kind not in own_process_jobs():
         own = ", ".join(own_process_jobs())
         raise WorkbenchError(f"{kind} cannot start detached (only {own}): it runs in the app.")
-    runs_dir = Path(preset.runtime.runs_dir).expanduser().resolve()
-    run_dir = RunDir.create(runs_dir, preset, kind).path      # writes the preset as preset.toml
+    if run_dir is None:
+        runs_dir = Path(preset.runtime.runs_dir).expanduser().resolve()
+        run_dir = RunDir.create(runs_dir, preset, kind).path      # writes the preset as preset.toml
     preset_file, output = run_dir / "preset.toml", run_dir / OUTPUT_FILE
     with open(output, "ab") as sink:
         proc = subprocess.Popen(command(kind, preset_file, data, run_dir, options), stdin=subprocess.DEVNULL,
-                                stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd())
+                                stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd(),
+                                env={**os.environ, **(env or {})})
     return DetachedJob(kind, proc, output, run_dir)

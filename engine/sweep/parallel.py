@@ -1,0 +1,110 @@
+"""``sweep --parallel K``: K trials at once on one machine, each an ordinary CLI job in its own process.
+
+The controller asks the study for a trial, writes the trial's run directory (preset.toml,
+sweep.json) and starts the job there (``engine.jobs.process.start_detached``) with its share of the
+machine: on CUDA ``gpus_per_trial`` devices of its own (``CUDA_VISIBLE_DEVICES``; more than one runs
+the trial under torchrun), on the CPU ``cores // K`` threads (``runtime.num_threads`` and
+``OMP_NUM_THREADS``), so K trials do not oversubscribe the cores. It follows every trial from its run
+directory (``RunFollower``): each epoch's val metric goes to the pruner, whose verdict is the run's
+stop request; the run's end is told to the study. A stop (Ctrl-C) asks every running trial to stop
+(each saves its checkpoint) and queues their values for the resume.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.events import Emit, Failed, Finished, Log, Metrics
+from engine.jobs.options import SweepOptions
+from engine.jobs.process import DetachedJob, start_detached
+from engine.jobs.registry import StopFlag
+from engine.runs.follow import RunFollower
+from engine.runs.status import request_stop
+
+POLL_SECONDS = 1.0
+
+
+@dataclass
+class Slot:
+    """One share of the machine: the variables a trial's process gets, and its thread count."""
+    env: dict[str, str]
+    threads: int = 0
+    nproc: int = 1
+
+
+def machine_slots(parallel: int, gpus_per_trial: int) -> list[Slot]:
+    """``parallel`` shares: disjoint GPU sets on CUDA (an error when there are too few), else the cores divided."""
+    import torch
+
+    if torch.cuda.is_available():
+        from engine.errors import WorkbenchError
+
+        count = torch.cuda.device_count()
+        if parallel * gpus_per_trial > count:
+            raise WorkbenchError(f"--parallel {parallel} x --gpus-per-trial {gpus_per_trial} needs "
+                                 f"{parallel * gpus_per_trial} GPUs; this machine has {count}.")
+        return [Slot({"CUDA_VISIBLE_DEVICES": ",".join(str(i * gpus_per_trial + g) for g in range(gpus_per_trial))},
+                     nproc=gpus_per_trial) for i in range(parallel)]
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    return [Slot({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}, threads) for _ in range(parallel)]
+
+
+@dataclass
+class LiveTrial:
+    trial: Any
+    job: DetachedJob
+    follower: RunFollower
+    slot: Slot
+    changes: dict[str, Any]
+    metric: str | None
+    pruned_at: int | None = None
+    ended: Finished | Failed | None = field(default=None)
+
+    def poll(self) -> None:
+        """Read the run's news: report val metrics to the pruner (stop the run if it says so); note the end."""
+        for event in self.follower.poll():
+            if (isinstance(event, Metrics) and event.split == "val" and self.metric in event.values
+                    and self.pruned_at is None):
+                self.trial.report(float(event.values[self.metric]), event.epoch)
+                if self.trial.should_prune():
+                    self.pruned_at = event.epoch
+                    request_stop(self.job.run_dir)
+            elif isinstance(event, (Finished, Failed)):
+                self.ended = event
+        if self.ended is None and self.job.proc.poll() is not None:
+            for event in self.follower.poll():
+                if isinstance(event, (Finished, Failed)):
+                    self.ended = event
+            if self.ended is None:
+                self.ended = Failed(self.job.kind, f"the trial's process exited with code {self.job.proc.returncode} "
+                                                   f"without ending its run; its output: {self.job.output}")
+
+
+def run_parallel(study, opts: SweepOptions, emit: Emit, stop: StopFlag, start_trial, finish_trial,
+                 finished) -> None:
+    """Keep ``opts.parallel`` trials running until the budget is met or a stop; ``start_trial(study, slot)``
+    returns a LiveTrial, ``finish_trial(study, live)`` tells the study its end."""
+    free = machine_slots(opts.parallel, opts.gpus_per_trial)
+    running: list[LiveTrial] = []
+    stopping = False
+    while True:
+        while free and not stop.is_set() and finished(study) + len(running) < opts.trials:
+            running.append(start_trial(study, free.pop()))
+        if not running:
+            return
+        if stop.is_set() and not stopping:
+            stopping = True
+            for live in running:
+                request_stop(live.job.run_dir)
+            emit(Log("sweep", f"stopping {len(running)} running trial(s): each saves its checkpoint"))
+        for live in list(running):
+            live.poll()
+            if live.ended is not None:
+                live.job.proc.wait()
+                finish_trial(study, live)
+                running.remove(live)
+                free.append(live.slot)
+        time.sleep(POLL_SECONDS)
