@@ -179,3 +179,14 @@ def test_parallel_trials_run_at_once_as_cli_processes_with_the_cores_divided(tin
         spans.append((status["started"], max(times)))
     (a_start, a_end), (b_start, b_end) = spans
     assert a_start < b_end and b_start < a_end                           # they ran at the same time
+
+
+def test_the_wall_time_budget_starts_no_trial_once_spent(tiny, tiny_root, tmp_path, capsys):
+    (tmp_path / "space.toml").write_text(SPACE)
+    argv = ["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
+            "--trials", "5", "--sampler", "random", "--no-prune"]
+    assert main(argv + ["--timeout", "1e-9"]) == 0                      # spent before the first trial
+    assert main(["sweep", "--preset", str(tiny), "show", "tiny-sweep", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["trials"] == []
+    assert main(argv + ["--trials", "1", "--timeout", "600"]) == 0     # a budget with time left runs trials
+    assert [t["state"] for t in _show(tmp_path, tiny, capsys)["trials"]] == ["complete"]

@@ -71,5 +71,6 @@ class SweepOptions:
     seed: int | None = None               # the sampler's seed (default: runtime.seed)
     prune: bool = True                    # stop trials whose per-epoch val.METRIC is below the median (not grid)
     from_run: str | None = None           # first try this run's preset and each of its tips, then the best's tips
+    timeout: float | None = None          # wall-time budget in seconds: no trial starts after it (running ones end)
     parallel: int = 1                     # trials at once, each a CLI process (engine.sweep.parallel)
     gpus_per_trial: int = 1               # CUDA devices of each parallel trial (more than one: torchrun)

@@ -95,7 +95,7 @@ def run_parallel(study, opts: SweepOptions, emit: Emit, stop: StopFlag, start_tr
             running.append(start_trial(study, free.pop()))
         if not running:
             return
-        if stop.is_set() and not stopping:
+        if getattr(stop, "user_stop", stop.is_set)() and not stopping:     # a user's stop, not the time budget
             stopping = True
             for live in running:
                 request_stop(live.job.run_dir)

@@ -15,6 +15,7 @@ its values are queued for the resume.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,10 @@ def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     _fail_dead_trials(optuna_study, emit)
     if opts.from_run:
         enqueue_tips(optuna_study, Path(opts.from_run), space, emit)
+    budget = _Budget(opts, stop)
     if opts.parallel > 1:
-        _run_parallel(optuna_study, preset, space, request.data, opts, emit, stop)
-    while opts.parallel == 1 and _finished(optuna_study) < opts.trials and not stop.is_set():
+        _run_parallel(optuna_study, preset, space, request.data, opts, emit, budget)
+    while opts.parallel == 1 and _finished(optuna_study) < opts.trials and not budget.is_set():
         _run_trial(optuna_study, preset, space, request.data, opts, emit, stop)
         done = _finished(optuna_study)
         if opts.from_run and done % TIPS_EVERY == 0 and done < opts.trials:
@@ -202,6 +204,21 @@ def _run_parallel(study, base: Preset, space: SearchSpace, data: str | None, opt
         tell_result(study, live.trial, live.changes, live.job.run_dir, live.ended, live.pruned_at, opts, emit)
 
     run_parallel(study, opts, emit, stop, start, finish, _finished)
+
+
+class _Budget(StopFlag):
+    """The sweep's stop as new trials see it: a user's stop, or the wall-time budget spent (``--timeout``;
+    the running trials end normally then)."""
+
+    def __init__(self, opts: SweepOptions, stop: StopFlag) -> None:
+        super().__init__()
+        self.outer, self.deadline = stop, time.monotonic() + opts.timeout if opts.timeout else None
+
+    def is_set(self) -> bool:
+        return self.outer.is_set() or self.deadline is not None and time.monotonic() >= self.deadline
+
+    def user_stop(self) -> bool:
+        return self.outer.is_set()
 
 
 class _PruneOnVal:

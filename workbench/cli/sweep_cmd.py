@@ -51,6 +51,8 @@ def register(subparsers) -> None:
     parser.add_argument("--sampler", default="tpe", choices=("tpe", "random", "grid"))
     parser.add_argument("--seed", type=int, help="the sampler's seed (default runtime.seed)")
     parser.add_argument("--no-prune", action="store_true", help="never stop a trial early")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="wall-time budget: no trial starts after it (the running ones finish)")
     parser.add_argument("--parallel", type=int, default=1, metavar="K",
                         help="trials at once, each a CLI process (CPU: the cores divided; CUDA: its own GPUs)")
     parser.add_argument("--gpus-per-trial", type=int, default=1, metavar="G",
@@ -72,7 +74,7 @@ def _options(args, study: str | None) -> SweepOptions:
     return SweepOptions(space=args.space, job=args.job, trials=args.trials, objective=args.objective,
                         direction=args.direction, study=study, storage=args.storage, sampler=args.sampler,
                         seed=args.seed, prune=not args.no_prune, from_run=getattr(args, "from_run", None),
-                        parallel=getattr(args, "parallel", 1), gpus_per_trial=getattr(args, "gpus_per_trial", 1))
+                        timeout=getattr(args, "timeout", None), parallel=getattr(args, "parallel", 1), gpus_per_trial=getattr(args, "gpus_per_trial", 1))
 
 
 def _base_preset(args):
