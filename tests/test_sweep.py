@@ -190,3 +190,20 @@ def test_the_wall_time_budget_starts_no_trial_once_spent(tiny, tiny_root, tmp_pa
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["trials"] == []
     assert main(argv + ["--trials", "1", "--timeout", "600"]) == 0     # a budget with time left runs trials
     assert [t["state"] for t in _show(tmp_path, tiny, capsys)["trials"]] == ["complete"]
+
+
+def test_a_second_objective_keeps_the_pareto_front(tiny, tiny_root, tmp_path, capsys):
+    """--objective2: both values per trial; the front is marked; no pruning (Optuna prunes one objective only)."""
+    (tmp_path / "space.toml").write_text(SPACE)
+    assert main(["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
+                 "--trials", "3", "--sampler", "random", "--objective2", "summary.parameters"]) == 0
+    shown = _show(tmp_path, tiny, capsys)
+    assert shown["directions"] == ["maximize", "minimize"]
+    rows = shown["trials"]
+    for row in rows:
+        summary = json.loads((Path(row["run_dir"]) / "summary.json").read_text())
+        assert row["value"][1] == summary["parameters"] and row["state"] == "complete"
+    front = [r for r in rows if r["best"]]
+    dominated = [r for r in rows if not r["best"]]
+    assert front and all(any(f["value"][0] >= d["value"][0] and f["value"][1] <= d["value"][1] for f in front)
+                         for d in dominated)

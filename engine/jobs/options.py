@@ -65,6 +65,8 @@ class SweepOptions:
     trials: int = 10                      # finished trials the study holds at the end (a resume counts the earlier)
     objective: str = "val.psnr"           # val.METRIC (best epoch), eval.ROW.METRIC, or summary.KEY of a trial's run
     direction: str = "maximize"
+    objective2: str | None = None         # a second objective: the study keeps the Pareto front of the two
+    direction2: str = "minimize"
     study: str | None = None              # its name (default: PRESET-sweep); the same name joins or resumes it
     storage: str | None = None            # an RDB URL; default: a journal file under runtime.runs_dir/sweeps
     sampler: str = "tpe"                  # tpe, random or grid

@@ -24,7 +24,7 @@ from engine.events import Emit, Failed, Finished, Log, Metrics
 from engine.io import atomic
 from engine.jobs.options import SweepOptions
 from engine.jobs.registry import JobRequest, StopFlag, run_job, sweep_trial_jobs
-from engine.presets import Preset, derive, save
+from engine.presets import Preset, derive, load, save
 from engine.runs.run_dir import RunDir
 from engine.runs.status import run_state
 from engine.sweep.objective import check_objective, objective_value
@@ -60,14 +60,17 @@ def _check(preset: Preset, opts: SweepOptions) -> tuple[SearchSpace, str]:
                              "choices (see `vlr-workbench sweep --help`).")
     if opts.job not in sweep_trial_jobs():
         raise WorkbenchError(f"--job {opts.job}: a trial runs one of {', '.join(sweep_trial_jobs())}.")
-    if opts.direction not in ("maximize", "minimize"):
-        raise WorkbenchError(f"--direction {opts.direction}: maximize or minimize.")
+    for flag, direction in (("--direction", opts.direction), ("--direction2", opts.direction2)):
+        if direction not in ("maximize", "minimize"):
+            raise WorkbenchError(f"{flag} {direction}: maximize or minimize.")
     if opts.sampler not in ("tpe", "random", "grid"):
         raise WorkbenchError(f"--sampler {opts.sampler}: tpe (the default), random or grid.")
     if opts.trials < 1 or opts.parallel < 1 or opts.gpus_per_trial < 1:
         raise WorkbenchError(f"--trials {opts.trials}, --parallel {opts.parallel}, --gpus-per-trial "
                              f"{opts.gpus_per_trial}: each at least 1.")
     check_objective(opts.objective)
+    if opts.objective2:
+        check_objective(opts.objective2)
     space = load_space(opts.space, preset)
     if opts.sampler == "grid":
         space.grid()                          # every parameter has a step or choices
@@ -94,10 +97,19 @@ def open_study(preset: Preset, opts: SweepOptions, space: SearchSpace, study: st
     samplers = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
                 "random": lambda: optuna.samplers.RandomSampler(seed=seed),
                 "grid": lambda: optuna.samplers.GridSampler(space.grid(), seed=seed)}
-    prune = opts.prune and opts.sampler != "grid" and opts.objective.startswith("val.")
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if prune else optuna.pruners.NopPruner()
-    return optuna.create_study(study_name=study, storage=storage_for(preset, opts, study), direction=opts.direction,
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if pruning_metric(opts)
+              else optuna.pruners.NopPruner())
+    return optuna.create_study(study_name=study, storage=storage_for(preset, opts, study),
+                               directions=[opts.direction] + ([opts.direction2] if opts.objective2 else []),
                                sampler=samplers[opts.sampler](), pruner=pruner, load_if_exists=True)
+
+
+def pruning_metric(opts: SweepOptions) -> str | None:
+    """The per-epoch val metric the pruner judges; None when nothing is pruned (off, grid, a non-val objective,
+    or two objectives: Optuna prunes single-objective studies only)."""
+    if not opts.prune or opts.sampler == "grid" or opts.objective2 or not opts.objective.startswith("val."):
+        return None
+    return opts.objective.split(".", 1)[1]
 
 
 def _finished(study) -> int:
@@ -180,9 +192,11 @@ def tell_result(study, trial, changes: dict[str, Any], run_dir: Path, result, pr
         _requeue(study, trial.number, changes)
         emit(Log(JOB, f"trial {trial.number} stopped: its values run again when the sweep resumes", "warning"))
     else:
-        value = objective_value(run_dir, opts.objective, opts.direction == "maximize")
-        study.tell(trial, value)
-        emit(Log(JOB, f"trial {trial.number}: {opts.objective} = {value:.4g}"))
+        values = [objective_value(run_dir, name, direction == "maximize")
+                  for name, direction in ((opts.objective, opts.direction), (opts.objective2, opts.direction2)) if name]
+        study.tell(trial, values if len(values) > 1 else values[0])
+        emit(Log(JOB, f"trial {trial.number}: " + ", ".join(f"{name} = {value:.4g}" for name, value in
+                                                           zip((opts.objective, opts.objective2), values))))
 
 
 def _run_parallel(study, base: Preset, space: SearchSpace, data: str | None, opts: SweepOptions, emit: Emit,
@@ -191,7 +205,7 @@ def _run_parallel(study, base: Preset, space: SearchSpace, data: str | None, opt
     from engine.runs.follow import RunFollower
     from engine.sweep.parallel import LiveTrial, run_parallel
 
-    metric = opts.objective.split(".", 1)[1] if opts.objective.startswith("val.") else None
+    metric = pruning_metric(opts)
 
     def start(study, slot):
         runtime = {"runtime.num_threads": slot.threads} if slot.threads else {}
@@ -226,7 +240,7 @@ class _PruneOnVal:
 
     def __init__(self, trial, opts: SweepOptions, stop: StopFlag, emit: Emit) -> None:
         self.trial, self.forward, self.outer = trial, emit, stop
-        self.metric = opts.objective.split(".", 1)[1] if opts.objective.startswith("val.") else None
+        self.metric = pruning_metric(opts)
         self.stop, self.pruned_at = _EitherStop(stop), None
 
     def emit(self, event) -> None:
@@ -281,12 +295,9 @@ def enqueue_tips(study, run_dir: Path, space: SearchSpace, emit: Emit, base: boo
 
 def _enqueue_best_tips(study, space: SearchSpace, emit: Emit) -> None:
     """The tips of the best trial so far, queued like the first run's (each once)."""
-    try:
-        best = study.best_trial
-    except ValueError:                                   # no completed trial yet
-        return
-    if best.user_attrs.get("run_dir"):
-        enqueue_tips(study, Path(best.user_attrs["run_dir"]), space, emit, base=False)   # its values ran already
+    for best in study.best_trials:                       # one best, or the Pareto front of two objectives
+        if best.user_attrs.get("run_dir"):
+            enqueue_tips(study, Path(best.user_attrs["run_dir"]), space, emit, base=False)   # its values ran already
 
 
 def _shown(changes: dict[str, Any]) -> str:
@@ -301,10 +312,13 @@ def _summary(study, base: Preset, opts: SweepOptions) -> dict[str, Any]:
     counts = {state.name.lower(): sum(t.state == state for t in trials)
               for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     summary: dict[str, Any] = {"study": study.study_name, "trials": len(trials), **counts}
-    if counts["complete"]:
+    if counts["complete"] and opts.objective2:
+        summary["pareto_trials"] = ", ".join(str(t.number) for t in study.best_trials)
+    elif counts["complete"]:
         best = study.best_trial
         name = f"{base.name}-best-{study.study_name}".replace("_", "-")
-        path = save(derive(base.with_changes(best.params), name), name, overwrite=True)
+        run_preset = load(Path(best.user_attrs["run_dir"]) / "preset.toml")     # the trial's exact preset (tips too)
+        path = save(derive(run_preset, name), name, overwrite=True)
         summary.update(best_trial=best.number, best_value=best.value, best_run=best.user_attrs.get("run_dir"),
                        best_preset=str(path), best_params=json.dumps(best.params))
     return summary
@@ -312,9 +326,11 @@ def _summary(study, base: Preset, opts: SweepOptions) -> dict[str, Any]:
 
 def trial_rows(study) -> list[dict[str, Any]]:
     """One row per trial for `sweep show`: number, state, value, params, run dir, pruned epoch, error."""
-    return [{"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
+    front = {t.number for t in study.best_trials}       # the best trial(s), or the Pareto front of two objectives
+    return [{"number": t.number, "state": t.state.name.lower(),
+             "value": t.values if len(study.directions) > 1 and t.values else t.value, "params": t.params,
              "run_dir": t.user_attrs.get("run_dir"), "pruned_at_epoch": t.user_attrs.get("pruned_at_epoch"),
-             "error": t.user_attrs.get("error"), "label": t.user_attrs.get("label")}
+             "error": t.user_attrs.get("error"), "label": t.user_attrs.get("label"), "best": t.number in front}
             for t in study.get_trials(deepcopy=False)]
 
 

@@ -46,6 +46,9 @@ def register(subparsers) -> None:
     parser.add_argument("--objective", default="val.psnr",
                         help="val.METRIC (best epoch), eval.ROW.METRIC or summary.KEY (default val.psnr)")
     parser.add_argument("--direction", default="maximize", choices=("maximize", "minimize"))
+    parser.add_argument("--objective2", help="a second objective, e.g. summary.parameters or summary.images_per_second:"
+                                             " the study keeps the Pareto front of the two (no pruning)")
+    parser.add_argument("--direction2", default="minimize", choices=("maximize", "minimize"))
     parser.add_argument("--study", help="study name (default PRESET-sweep): the same name resumes or joins it")
     parser.add_argument("--storage", help="an RDB URL shared by several machines (default: a journal file)")
     parser.add_argument("--sampler", default="tpe", choices=("tpe", "random", "grid"))
@@ -72,6 +75,7 @@ def register(subparsers) -> None:
 
 def _options(args, study: str | None) -> SweepOptions:
     return SweepOptions(space=args.space, job=args.job, trials=args.trials, objective=args.objective,
+                        objective2=getattr(args, "objective2", None), direction2=getattr(args, "direction2", "minimize"),
                         direction=args.direction, study=study, storage=args.storage, sampler=args.sampler,
                         seed=args.seed, prune=not args.no_prune, from_run=getattr(args, "from_run", None),
                         timeout=getattr(args, "timeout", None), parallel=getattr(args, "parallel", 1), gpus_per_trial=getattr(args, "gpus_per_trial", 1))
@@ -97,14 +101,17 @@ def sweep_show(args) -> int:
     study = load_study(preset, _options(args, args.study_name))
     rows = trial_rows(study)
     if args.json:
-        print(json.dumps({"study": study.study_name, "direction": study.direction.name.lower(), "trials": rows}))
+        directions = [d.name.lower() for d in study.directions]
+        print(json.dumps({"study": study.study_name, "directions": directions, "trials": rows}))
         return 0
-    table = Table(title=f"study {study.study_name} ({study.direction.name.lower()})")
+    table = Table(title=f"study {study.study_name} ({', '.join(d.name.lower() for d in study.directions)}; "
+                        "* = best, or on the Pareto front)")
     for column in ("#", "state", "value", "params", "tried", "run"):
         table.add_column(column)
     for row in rows:
         state = row["state"] + (f" @ epoch {row['pruned_at_epoch']}" if row["pruned_at_epoch"] else "")
-        value = "" if row["value"] is None else f"{row['value']:.4g}"
+        values = row["value"] if isinstance(row["value"], list) else [row["value"]]
+        value = " / ".join(f"{v:.4g}" for v in values if v is not None) + (" *" if row["best"] else "")
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["params"].items())
         table.add_row(str(row["number"]), state, value, escape(params), escape(row["label"] or "sampler"),
                       escape(str(row["run_dir"] or "")))
