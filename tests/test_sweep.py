@@ -80,6 +80,8 @@ def test_a_trial_left_running_by_a_dead_process_fails_and_its_values_run_again(t
     params = load_space(opts.space, preset).suggest(orphan)
     dead_run = RunDir.create(preset.runtime.runs_dir, preset, "train-dsr").path
     orphan.set_user_attr("run_dir", str(dead_run))
+    old = dead_run / "preset.toml"
+    os.utime(old, (old.stat().st_atime - 3600, old.stat().st_mtime - 3600))   # not a trial that is just starting
     assert main(["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
                  "--trials", "1", "--sampler", "random", "--no-prune"]) == 0
     trials = _show(tmp_path, tiny, capsys)["trials"]
@@ -207,3 +209,33 @@ def test_a_second_objective_keeps_the_pareto_front(tiny, tiny_root, tmp_path, ca
     dominated = [r for r in rows if not r["best"]]
     assert front and all(any(f["value"][0] >= d["value"][0] and f["value"][1] <= d["value"][1] for f in front)
                          for d in dominated)
+
+
+def test_a_trial_whose_process_died_after_a_checkpoint_resumes_its_run(tiny, tiny_root, tmp_path, capsys):
+    """The dead trial's run holds last.pt: the retry continues that run (same directory, the epochs after the
+    checkpoint), instead of starting its values from scratch."""
+    from engine.events import Metrics
+    from engine.jobs.registry import JobRequest, StopFlag, run_job
+    from engine.runs.status import run_state
+
+    (tmp_path / "space.toml").write_text(SPACE)
+    preset = presets.load(tiny).with_changes({"dsr.epochs": 4})
+    opts = SweepOptions(space=str(tmp_path / "space.toml"), trials=1, sampler="random", seed=0, prune=False)
+    space = load_space(opts.space, preset)
+    study = open_study(preset, opts, space, "tiny-sweep")
+    orphan = study.ask()
+    trial_preset = preset.with_changes(space.suggest(orphan))
+    run = RunDir.create(trial_preset.runtime.runs_dir, trial_preset, "train-dsr").path
+    orphan.set_user_attr("run_dir", str(run))
+    stop = StopFlag()
+    run_job(JobRequest("train-dsr", trial_preset, data=str(tiny_root), options={"run_dir": str(run)}),
+            lambda e: stop.set() if isinstance(e, Metrics) and e.split == "val" and e.epoch == 2 else None, stop)
+    assert run_state(run) == "stopped" and (run / "last.pt").is_file()     # then the sweep's process died
+    assert main(["sweep", "--preset", str(presets.save(preset, tmp_path / "four.toml")), "--data", str(tiny_root),
+                 "--space", str(tmp_path / "space.toml"), "--trials", "1", "--study", "tiny-sweep", "--no-prune"]) == 0
+    trials = _show(tmp_path, tiny, capsys)["trials"]
+    assert [t["state"] for t in trials] == ["fail", "complete"] and trials[1]["run_dir"] == str(run)
+    epochs = [r["epoch"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+              if r.get("split") == "val"]
+    assert epochs == [1, 2, 3, 4]                                           # continued, not started again
+    assert json.loads((run / "sweep.json").read_text())["trial"] == 1

@@ -52,7 +52,8 @@ def command(kind: str, preset_file: Path, data: str | None, run_dir: Path,
     argv = [sys.executable, "-m", "workbench.cli.main", kind, "--preset", str(preset_file)]
     if data:
         argv += ["--data", str(data)]
-    argv += ["--run-dir", str(run_dir)]
+    if not (options or {}).get("resume"):               # a resumed run is named by --resume itself
+        argv += ["--run-dir", str(run_dir)]
     for key, value in (options or {}).items():
         if value is not None and value is not False:
             argv += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])

@@ -23,7 +23,7 @@ from engine.errors import WorkbenchError
 from engine.events import Emit, Failed, Finished, Log, Metrics
 from engine.io import atomic
 from engine.jobs.options import SweepOptions
-from engine.jobs.registry import JobRequest, StopFlag, run_job, sweep_trial_jobs
+from engine.jobs.registry import JOBS, JobRequest, StopFlag, run_job, sweep_trial_jobs
 from engine.presets import Preset, derive, load, save
 from engine.runs.run_dir import RunDir
 from engine.runs.status import run_state
@@ -32,6 +32,7 @@ from engine.sweep.space import SearchSpace, load_space
 
 JOB = "sweep"
 SWEEP_FILE = "sweep.json"
+STARTING_SECONDS = 120.0  # a trial run without status.json younger than this is taken as starting, not dead
 TIPS_EVERY = 3           # with --from-run: after every this many finished trials, the best trial's tips are queued
 
 
@@ -40,7 +41,7 @@ def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     preset = request.preset
     space, study = _check(preset, opts)
     optuna_study = open_study(preset, opts, space, study)
-    _fail_dead_trials(optuna_study, emit)
+    _fail_dead_trials(optuna_study, opts.job, emit)
     if opts.from_run:
         enqueue_tips(optuna_study, Path(opts.from_run), space, emit)
     budget = _Budget(opts, stop)
@@ -121,24 +122,42 @@ def _finished(study) -> int:
                or t.state == TrialState.FAIL and t.number not in retried for t in trials)
 
 
-def _fail_dead_trials(study, emit: Emit) -> None:
+def _fail_dead_trials(study, job: str, emit: Emit) -> None:
     """Trials left RUNNING whose run is not running (its process died): failed, their values queued again."""
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         run_dir = trial.user_attrs.get("run_dir")
-        if run_dir and run_state(run_dir) == "running":
-            continue                                      # another worker's live trial
+        if run_dir and _maybe_live(Path(run_dir)):
+            continue                                      # another worker's live (or just starting) trial
         study.tell(trial.number, state=TrialState.FAIL)
-        _requeue(study, trial.number, trial.params)
-        emit(Log(JOB, f"trial {trial.number} ({run_dir}) was left running by a process that is gone: failed, its "
-                      "values queued again"))
+        resumes = _requeue(study, trial, trial.params, job)
+        emit(Log(JOB, f"trial {trial.number} ({run_dir}) was left running by a process that is gone: failed; "
+                      + ("it resumes from its checkpoint" if resumes else "its values run again")))
 
 
-def _requeue(study, number: int, params: dict[str, Any]) -> None:
-    """Run trial ``number``'s values again (once: a second worker resuming the same study does not)."""
-    if not any(t.user_attrs.get("retry_of") == number for t in study.get_trials(deepcopy=False)):
-        study.enqueue_trial(params, user_attrs={"retry_of": number})
+def _maybe_live(run_dir: Path) -> bool:
+    """A trial run that is running, or was created moments ago and has no status yet (its job is starting)."""
+    state = run_state(run_dir)
+    if state == "running":
+        return True
+    try:
+        return state == "unknown" and time.time() - (run_dir / "preset.toml").stat().st_mtime < STARTING_SECONDS
+    except OSError:
+        return False
+
+
+def _requeue(study, trial, params: dict[str, Any], job: str) -> bool:
+    """Queue ``trial`` once more (once: a second worker resuming the same study does not): it resumes its run
+    when the run holds a resumable checkpoint, else its values run again. True when it resumes."""
+    if any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(deepcopy=False)):
+        return False
+    attrs = {key: trial.user_attrs[key] for key in ("label", "patch") if key in trial.user_attrs}
+    run_dir, resume_file = trial.user_attrs.get("run_dir"), JOBS[job].resume_file
+    resumes = bool(run_dir and resume_file and (Path(run_dir) / resume_file).is_file())
+    study.enqueue_trial(params, user_attrs={**attrs, "retry_of": trial.number,
+                                            **({"resume": run_dir} if resumes else {})})
+    return resumes
 
 
 def _new_trial(study, base: Preset, space: SearchSpace, opts: SweepOptions, emit: Emit,
@@ -148,7 +167,8 @@ def _new_trial(study, base: Preset, space: SearchSpace, opts: SweepOptions, emit
     changes = space.suggest(trial)
     patch = trial.user_attrs.get("patch") or {}                  # a tip's keys outside the search space
     preset = base.with_changes({**patch, **(runtime or {}), **changes})
-    run = RunDir.create(preset.runtime.runs_dir, preset, opts.job)
+    resume = trial.user_attrs.get("resume")                      # a stopped or dead trial's run, continued
+    run = RunDir(Path(resume)) if resume else RunDir.create(preset.runtime.runs_dir, preset, opts.job)
     atomic.write_json(run.path / SWEEP_FILE, {"study": study.study_name, "trial": trial.number, "params": changes,
                                               "objective": opts.objective, "direction": opts.direction})
     trial.set_user_attr("run_dir", str(run.path))
@@ -163,9 +183,14 @@ def _run_trial(study, base: Preset, space: SearchSpace, data: str | None, opts: 
     """One trial in this process: its job runs here, its val metric reported to the pruner on the way."""
     trial, changes, run = _new_trial(study, base, space, opts, emit)
     pruner = _PruneOnVal(trial, opts, stop, emit)
-    result = run_job(JobRequest(opts.job, _trial_preset(run), data=data, options={"run_dir": str(run.path)}),
+    result = run_job(JobRequest(opts.job, _trial_preset(run), data=data, options=_where(trial, run)),
                      pruner.emit, pruner.stop)
     tell_result(study, trial, changes, run.path, result, pruner.pruned_at, opts, emit)
+
+
+def _where(trial, run: RunDir) -> dict[str, str]:
+    """The trial job's directory option: resume its run, or write a new one there."""
+    return {"resume": str(run.path)} if trial.user_attrs.get("resume") else {"run_dir": str(run.path)}
 
 
 def _trial_preset(run: RunDir) -> Preset:
@@ -189,8 +214,9 @@ def tell_result(study, trial, changes: dict[str, Any], run_dir: Path, result, pr
         emit(Log(JOB, f"trial {trial.number} pruned at epoch {pruned_at}"))
     elif result.stopped:
         study.tell(trial, state=TrialState.FAIL)
-        _requeue(study, trial.number, changes)
-        emit(Log(JOB, f"trial {trial.number} stopped: its values run again when the sweep resumes", "warning"))
+        _requeue(study, trial, changes, opts.job)
+        emit(Log(JOB, f"trial {trial.number} stopped: it resumes from its checkpoint when the sweep resumes",
+                 "warning"))
     else:
         values = [objective_value(run_dir, name, direction == "maximize")
                   for name, direction in ((opts.objective, opts.direction), (opts.objective2, opts.direction2)) if name]
@@ -210,8 +236,8 @@ def _run_parallel(study, base: Preset, space: SearchSpace, data: str | None, opt
     def start(study, slot):
         runtime = {"runtime.num_threads": slot.threads} if slot.threads else {}
         trial, changes, run = _new_trial(study, base, space, opts, emit, runtime)
-        job = start_detached(opts.job, _trial_preset(run), data, {"nproc": slot.nproc if slot.nproc > 1 else None},
-                             run_dir=run.path, env=slot.env)
+        options = {**_where(trial, run), "nproc": slot.nproc if slot.nproc > 1 else None}
+        job = start_detached(opts.job, _trial_preset(run), data, options, run_dir=run.path, env=slot.env)
         return LiveTrial(trial, job, RunFollower(run.path), slot, changes, metric)
 
     def finish(study, live):
