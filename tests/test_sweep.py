@@ -12,6 +12,7 @@ from engine import presets
 from engine.data.demo import generate_demo_dataset
 from engine.jobs.options import SweepOptions
 from engine.runs.run_dir import RunDir
+from engine.runs.status import StatusWriter
 from engine.sweep.space import SpaceError, load_space
 from engine.sweep.study import load_study, open_study
 from workbench.cli.main import main
@@ -80,8 +81,7 @@ def test_a_trial_left_running_by_a_dead_process_fails_and_its_values_run_again(t
     params = load_space(opts.space, preset).suggest(orphan)
     dead_run = RunDir.create(preset.runtime.runs_dir, preset, "train-dsr").path
     orphan.set_user_attr("run_dir", str(dead_run))
-    old = dead_run / "preset.toml"
-    os.utime(old, (old.stat().st_atime - 3600, old.stat().st_mtime - 3600))   # not a trial that is just starting
+    StatusWriter(dead_run, "train-dsr").end("failed", "killed")         # its job had started, then died
     assert main(["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
                  "--trials", "1", "--sampler", "random", "--no-prune"]) == 0
     trials = _show(tmp_path, tiny, capsys)["trials"]
@@ -239,3 +239,24 @@ def test_a_trial_whose_process_died_after_a_checkpoint_resumes_its_run(tiny, tin
               if r.get("split") == "val"]
     assert epochs == [1, 2, 3, 4]                                           # continued, not started again
     assert json.loads((run / "sweep.json").read_text())["trial"] == 1
+
+
+def test_two_controllers_on_one_storage_share_the_study_and_the_budget(tiny, tiny_root, tmp_path, capsys):
+    """Two `sweep` processes on one journal (two machines would share an RDB the same way): every trial runs
+    once, in its own run directory, and the study ends with exactly the budget."""
+    import subprocess
+    import sys
+
+    (tmp_path / "space.toml").write_text(SPACE)
+    argv = [sys.executable, "-m", "workbench.cli.main", "sweep", "--preset", str(tiny), "--data", str(tiny_root),
+            "--space", str(tmp_path / "space.toml"), "--trials", "4", "--sampler", "random", "--no-prune"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    workers = [subprocess.Popen(argv + ["--seed", str(seed)], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    assert [w.wait(timeout=300) for w in workers] == [0, 0], [w.stderr.read()[-2000:] for w in workers]
+    trials = _show(tmp_path, tiny, capsys)["trials"]
+    assert [t["state"] for t in trials] == ["complete"] * 4
+    runs = [t["run_dir"] for t in trials]
+    assert len(set(runs)) == 4
+    assert sorted(json.loads((Path(r) / "sweep.json").read_text())["trial"] for r in runs) == \
+        [t["number"] for t in trials]

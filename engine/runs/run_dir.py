@@ -34,11 +34,15 @@ class RunDir:
     def create(cls, runs_dir: str | Path, preset: Preset, job: str) -> "RunDir":
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = Path(runs_dir) / f"{stamp}-{preset.name}-{job}"
+        base.parent.mkdir(parents=True, exist_ok=True)
         path, n = base, 1
-        while path.exists():
-            n += 1
-            path = base.with_name(f"{base.name}-{n}")
-        path.mkdir(parents=True)
+        while True:                  # mkdir is the claim: two processes starting at once never share a directory
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+                path = base.with_name(f"{base.name}-{n}")
         run = cls(path)
         run.write_preset(preset)
         return run

@@ -84,15 +84,21 @@ class LiveTrial:
 
 
 def run_parallel(study, opts: SweepOptions, emit: Emit, stop: StopFlag, start_trial, finish_trial,
-                 finished) -> None:
+                 claimed) -> None:
     """Keep ``opts.parallel`` trials running until the budget is met or a stop; ``start_trial(study, slot)``
-    returns a LiveTrial, ``finish_trial(study, live)`` tells the study its end."""
+    returns a LiveTrial (None: the budget was taken meanwhile), ``finish_trial(study, live)`` tells the study
+    its end, ``claimed(study)`` counts the trials finished or running anywhere."""
     free = machine_slots(opts.parallel, opts.gpus_per_trial)
     running: list[LiveTrial] = []
     stopping = False
     while True:
-        while free and not stop.is_set() and finished(study) + len(running) < opts.trials:
-            running.append(start_trial(study, free.pop()))
+        while free and not stop.is_set() and claimed(study) < opts.trials:
+            slot = free.pop()
+            live = start_trial(study, slot)
+            if live is None:                    # another worker took the last place of the budget
+                free.append(slot)
+                break
+            running.append(live)
         if not running:
             return
         if getattr(stop, "user_stop", stop.is_set)() and not stopping:     # a user's stop, not the time budget

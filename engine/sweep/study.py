@@ -32,7 +32,7 @@ from engine.sweep.space import SearchSpace, load_space
 
 JOB = "sweep"
 SWEEP_FILE = "sweep.json"
-STARTING_SECONDS = 120.0  # a trial run without status.json younger than this is taken as starting, not dead
+STARTING_SECONDS = 120.0  # a RUNNING trial asked this recently whose run has no status yet is starting, not dead
 TIPS_EVERY = 3           # with --from-run: after every this many finished trials, the best trial's tips are queued
 
 
@@ -47,7 +47,7 @@ def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     budget = _Budget(opts, stop)
     if opts.parallel > 1:
         _run_parallel(optuna_study, preset, space, request.data, opts, emit, budget)
-    while opts.parallel == 1 and _finished(optuna_study) < opts.trials and not budget.is_set():
+    while opts.parallel == 1 and claimed(optuna_study) < opts.trials and not budget.is_set():
         _run_trial(optuna_study, preset, space, request.data, opts, emit, stop)
         done = _finished(optuna_study)
         if opts.from_run and done % TIPS_EVERY == 0 and done < opts.trials:
@@ -119,7 +119,31 @@ def _finished(study) -> int:
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}        # failed by a stop or a death, run again
     return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-               or t.state == TrialState.FAIL and t.number not in retried for t in trials)
+               or t.state == TrialState.FAIL and t.number not in retried and not t.user_attrs.get("surplus")
+               for t in trials)
+
+
+def claimed(study) -> int:
+    """Finished trials and those running anywhere (every worker of the study): what the budget counts."""
+    from optuna.trial import TrialState
+
+    return _finished(study) + len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def surplus(study, trial, budget: int) -> bool:
+    """Whether ``trial`` (just asked) is beyond the budget because other workers asked at the same moment: the
+    running trials are ranked by number and the latest ones give way, so exactly the budget runs."""
+    from optuna.trial import TrialState
+
+    running = sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    return trial.number in running and running.index(trial.number) >= budget - _finished(study)
+
+
+def give_way(study, trial) -> None:
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("surplus", True)
+    study.tell(trial, state=TrialState.FAIL)
 
 
 def _fail_dead_trials(study, job: str, emit: Emit) -> None:
@@ -127,24 +151,22 @@ def _fail_dead_trials(study, job: str, emit: Emit) -> None:
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        run_dir = trial.user_attrs.get("run_dir")
-        if run_dir and _maybe_live(Path(run_dir)):
+        if _maybe_live(trial):
             continue                                      # another worker's live (or just starting) trial
+        run_dir = trial.user_attrs.get("run_dir")
         study.tell(trial.number, state=TrialState.FAIL)
         resumes = _requeue(study, trial, trial.params, job)
         emit(Log(JOB, f"trial {trial.number} ({run_dir}) was left running by a process that is gone: failed; "
                       + ("it resumes from its checkpoint" if resumes else "its values run again")))
 
 
-def _maybe_live(run_dir: Path) -> bool:
-    """A trial run that is running, or was created moments ago and has no status yet (its job is starting)."""
-    state = run_state(run_dir)
-    if state == "running":
-        return True
-    try:
-        return state == "unknown" and time.time() - (run_dir / "preset.toml").stat().st_mtime < STARTING_SECONDS
-    except OSError:
-        return False
+def _maybe_live(trial) -> bool:
+    """A RUNNING trial whose run is running, or that was asked moments ago and whose job has not written a
+    status yet (another worker is starting it)."""
+    run_dir = trial.user_attrs.get("run_dir")
+    state = run_state(run_dir) if run_dir else "unknown"
+    started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+    return state == "running" or state == "unknown" and time.time() - started < STARTING_SECONDS
 
 
 def _requeue(study, trial, params: dict[str, Any], job: str) -> bool:
@@ -164,6 +186,9 @@ def _new_trial(study, base: Preset, space: SearchSpace, opts: SweepOptions, emit
                runtime: dict[str, Any] | None = None):
     """Ask for a trial and write its run directory (its preset, sweep.json): (trial, changes, run)."""
     trial = study.ask()
+    if surplus(study, trial, opts.trials):
+        give_way(study, trial)
+        return None
     changes = space.suggest(trial)
     patch = trial.user_attrs.get("patch") or {}                  # a tip's keys outside the search space
     preset = base.with_changes({**patch, **(runtime or {}), **changes})
@@ -181,7 +206,10 @@ def _new_trial(study, base: Preset, space: SearchSpace, opts: SweepOptions, emit
 def _run_trial(study, base: Preset, space: SearchSpace, data: str | None, opts: SweepOptions, emit: Emit,
                stop: StopFlag) -> None:
     """One trial in this process: its job runs here, its val metric reported to the pruner on the way."""
-    trial, changes, run = _new_trial(study, base, space, opts, emit)
+    asked = _new_trial(study, base, space, opts, emit)
+    if asked is None:                                   # another worker took the last place of the budget
+        return
+    trial, changes, run = asked
     pruner = _PruneOnVal(trial, opts, stop, emit)
     result = run_job(JobRequest(opts.job, _trial_preset(run), data=data, options=_where(trial, run)),
                      pruner.emit, pruner.stop)
@@ -235,7 +263,10 @@ def _run_parallel(study, base: Preset, space: SearchSpace, data: str | None, opt
 
     def start(study, slot):
         runtime = {"runtime.num_threads": slot.threads} if slot.threads else {}
-        trial, changes, run = _new_trial(study, base, space, opts, emit, runtime)
+        asked = _new_trial(study, base, space, opts, emit, runtime)
+        if asked is None:
+            return None
+        trial, changes, run = asked
         options = {**_where(trial, run), "nproc": slot.nproc if slot.nproc > 1 else None}
         job = start_detached(opts.job, _trial_preset(run), data, options, run_dir=run.path, env=slot.env)
         return LiveTrial(trial, job, RunFollower(run.path), slot, changes, metric)
@@ -243,7 +274,7 @@ def _run_parallel(study, base: Preset, space: SearchSpace, data: str | None, opt
     def finish(study, live):
         tell_result(study, live.trial, live.changes, live.job.run_dir, live.ended, live.pruned_at, opts, emit)
 
-    run_parallel(study, opts, emit, stop, start, finish, _finished)
+    run_parallel(study, opts, emit, stop, start, finish, claimed)
 
 
 class _Budget(StopFlag):
@@ -357,7 +388,7 @@ def trial_rows(study) -> list[dict[str, Any]]:
              "value": t.values if len(study.directions) > 1 and t.values else t.value, "params": t.params,
              "run_dir": t.user_attrs.get("run_dir"), "pruned_at_epoch": t.user_attrs.get("pruned_at_epoch"),
              "error": t.user_attrs.get("error"), "label": t.user_attrs.get("label"), "best": t.number in front}
-            for t in study.get_trials(deepcopy=False)]
+            for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
 
 
 def load_study(preset: Preset, opts: SweepOptions):
