@@ -260,3 +260,21 @@ def test_two_controllers_on_one_storage_share_the_study_and_the_budget(tiny, tin
     assert len(set(runs)) == 4
     assert sorted(json.loads((Path(r) / "sweep.json").read_text())["trial"] for r in runs) == \
         [t["number"] for t in trials]
+
+
+def test_save_best_writes_the_best_trials_preset_and_prints_its_diff(tiny, tiny_root, tmp_path, capsys):
+    (tmp_path / "space.toml").write_text(SPACE)
+    assert main(["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
+                 "--trials", "3", "--sampler", "random", "--no-prune"]) == 0
+    shown = _show(tmp_path, tiny, capsys)
+    best = max(shown["trials"], key=lambda t: t["value"])
+    assert set(shown["importances"]) <= {"dsr.learning_rate", "dsr.base_channels"}
+    assert main(["sweep", "--preset", str(tiny), "save-best", "tiny-sweep", "my-best"]) == 0
+    out = capsys.readouterr().out
+    saved = presets.load("my-best")
+    assert f"saved trial {best['number']}" in out and "dsr.learning_rate" in out
+    changed = {key for key, _, _ in presets.diff(presets.load(tiny), saved)}
+    assert changed <= {"dsr.learning_rate", "dsr.base_channels"} and changed   # exactly the trial's values
+    assert saved.dsr.learning_rate == pytest.approx(best["params"]["dsr.learning_rate"])
+    assert main(["sweep", "--preset", str(tiny), "save-best", "tiny-sweep", "other", "--trial", "99"]) == 2
+    assert "no complete trial 99" in capsys.readouterr().err

@@ -374,11 +374,30 @@ def _summary(study, base: Preset, opts: SweepOptions) -> dict[str, Any]:
     elif counts["complete"]:
         best = study.best_trial
         name = f"{base.name}-best-{study.study_name}".replace("_", "-")
-        run_preset = load(Path(best.user_attrs["run_dir"]) / "preset.toml")     # the trial's exact preset (tips too)
-        path = save(derive(run_preset, name), name, overwrite=True)
+        path = save(trial_preset_as(best, base, name), name, overwrite=True)
         summary.update(best_trial=best.number, best_value=best.value, best_run=best.user_attrs.get("run_dir"),
                        best_preset=str(path), best_params=json.dumps(best.params))
     return summary
+
+
+def trial_preset_as(trial, base: Preset, name: str) -> Preset:
+    """The trial's exact preset (its values and a tip's patch) as a new preset ``name``; the machine share a
+    parallel sweep gave it (runtime.num_threads) goes back to the base's."""
+    run_dir = trial.user_attrs.get("run_dir")
+    if not run_dir or not (Path(run_dir) / "preset.toml").is_file():
+        raise WorkbenchError(f"trial {trial.number} has no run directory with a preset.toml ({run_dir}).")
+    ran = load(Path(run_dir) / "preset.toml")
+    return derive(ran.with_changes({"runtime.num_threads": base.runtime.num_threads}), name)
+
+
+def importances(study) -> dict[str, float]:
+    """Optuna's parameter importances (fANOVA) once two trials completed; {} before (or with two objectives)."""
+    import optuna
+
+    try:
+        return {key: round(value, 3) for key, value in optuna.importance.get_param_importances(study).items()}
+    except (ValueError, RuntimeError):
+        return {}
 
 
 def trial_rows(study) -> list[dict[str, Any]]:

@@ -71,6 +71,14 @@ def register(subparsers) -> None:
     show.add_argument("--storage", default=argparse.SUPPRESS, help="the study's RDB URL, when it has one")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=sweep_show)
+    best = actions.add_parser("save-best", help="save the best trial's preset (or --trial N's) as a user preset")
+    best.add_argument("study_name", metavar="STUDY")
+    best.add_argument("name", metavar="NAME", help="the new preset's name")
+    best.add_argument("--trial", type=int, help="this trial instead of the best")
+    best.add_argument("--force", action="store_true", help="replace NAME if it exists (never a built-in)")
+    best.add_argument("--preset", default=argparse.SUPPRESS, help="the base preset (its runs_dir holds the study)")
+    best.add_argument("--storage", default=argparse.SUPPRESS, help="the study's RDB URL, when it has one")
+    best.set_defaults(func=sweep_save_best)
 
 
 def _options(args, study: str | None) -> SweepOptions:
@@ -95,14 +103,15 @@ def sweep(args) -> int:
 
 
 def sweep_show(args) -> int:
-    from engine.sweep.study import load_study, trial_rows
+    from engine.sweep.study import importances, load_study, trial_rows
 
     preset = _base_preset(args)
     study = load_study(preset, _options(args, args.study_name))
     rows = trial_rows(study)
     if args.json:
         directions = [d.name.lower() for d in study.directions]
-        print(json.dumps({"study": study.study_name, "directions": directions, "trials": rows}))
+        print(json.dumps({"study": study.study_name, "directions": directions, "trials": rows,
+                          "importances": importances(study)}))
         return 0
     table = Table(title=f"study {study.study_name} ({', '.join(d.name.lower() for d in study.directions)}; "
                         "* = best, or on the Pareto front)")
@@ -115,5 +124,38 @@ def sweep_show(args) -> int:
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["params"].items())
         table.add_row(str(row["number"]), state, value, escape(params), escape(row["label"] or "sampler"),
                       escape(str(row["run_dir"] or "")))
-    Console(highlight=False).print(table)
+    console = Console(highlight=False)
+    console.print(table)
+    weights = importances(study)
+    if weights:
+        console.print("importances: " + ", ".join(f"{escape(k)} {v:.2f}" for k, v in weights.items()))
+    return 0
+
+
+def sweep_save_best(args) -> int:
+    from engine.errors import WorkbenchError
+    from engine.sweep.study import load_study, trial_preset_as
+
+    base = _base_preset(args)
+    study = load_study(base, _options(args, args.study_name))
+    if args.trial is not None:
+        chosen = next((t for t in study.get_trials(deepcopy=False) if t.number == args.trial), None)
+        if chosen is None or chosen.state.name != "COMPLETE":
+            raise WorkbenchError(f"study {study.study_name} has no complete trial {args.trial}: `vlr-workbench sweep "
+                                 f"show {study.study_name}` lists them.")
+    elif len(study.directions) > 1:
+        raise WorkbenchError(f"study {study.study_name} has two objectives: pick a trial of its Pareto front with "
+                             "--trial N (`sweep show` marks them with *).")
+    else:
+        try:
+            chosen = study.best_trial
+        except ValueError:
+            raise WorkbenchError(f"study {study.study_name} has no complete trial yet.") from None
+    saved = trial_preset_as(chosen, base, args.name)
+    path = presets.save(saved, args.name, overwrite=args.force)
+    console = Console(highlight=False)
+    console.print(f"saved trial {chosen.number} as {escape(args.name)} ({escape(str(path))}); it differs from "
+                  f"{escape(base.name)} in:")
+    for key, old, new in presets.diff(base, saved):
+        console.print(f"  {escape(key)}: {escape(presets.show_value(old))} -> {escape(presets.show_value(new))}")
     return 0
