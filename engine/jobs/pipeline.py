@@ -404,8 +404,12 @@ class PipelineRun:
             record["stage_runs"]["evaluate"] = recorded
             self.summary.write()
         t0 = time.perf_counter()
-        request = JobRequest("evaluate", self.preset, data=data, options={**options, "run_dir": recorded})
-        result = job_function("evaluate")(request, self.forward, self.stop)
+        if (Path(recorded) / "summary.json").is_file() and (Path(recorded) / "eval.json").is_file():
+            self.say(Log(JOB, f"evaluate: the stage run {recorded} had finished; reusing it"))   # killed after it
+            result = Finished(job="evaluate", run_dir=Path(recorded), summary={})
+        else:
+            request = JobRequest("evaluate", self.preset, data=data, options={**options, "run_dir": recorded})
+            result = job_function("evaluate")(request, self.forward, self.stop)
         if result.stopped:
             raise JobStopped()
         record["eval_json"] = str(Path(result.run_dir) / "eval.json")

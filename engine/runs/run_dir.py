@@ -19,6 +19,7 @@ from engine.io import atomic
 from engine.errors import WorkbenchError
 from engine.events import Log, Metrics, Progress
 from engine.runs.records import read_metrics
+from engine.runs.status import read_status
 from engine.presets import Preset
 
 
@@ -52,9 +53,11 @@ class RunDir:
         if not path:
             return cls.create(preset.runtime.runs_dir, preset, job)
         path = Path(path).expanduser()
-        if (path / "last.pt").exists():
-            raise WorkbenchError(f"{path} already holds a run (last.pt). Give a new --run-dir, leave it out to get "
-                                 "runs/<time>-<preset>-<job>, or continue a train-dsr run with --resume.")
+        held = holds_run(path, job)
+        if held:
+            raise WorkbenchError(f"{path} already holds a run ({held}); a new {job} run would overwrite or mix with "
+                                 "its files. Give a new --run-dir, leave it out to get runs/<time>-<preset>-<job>, "
+                                 "or continue an unfinished run of the same job with --resume.")
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
         run.write_preset(preset)
@@ -141,6 +144,33 @@ class RunDir:
 
     def read_summary(self) -> dict[str, Any]:
         return json.loads(self.summary_path.read_text()) if self.summary_path.is_file() else {}
+
+
+RESULT_FILES = ("last.pt", "summary.json", "eval.json")   # a run has produced results: never start another in it
+
+
+def holds_run(path: Path, job: str) -> str | None:
+    """Why ``path`` holds a run a new ``job`` must not be started in, or None.
+
+    A folder holding only preset.toml (and a launcher's log) is not a run yet: the app, the pipeline and
+    pre-training make it before they pass it as --run-dir. An attempt of the same job killed before its
+    first last.pt (status/metrics only) may start again in place; another job's files never.
+    """
+    for name in RESULT_FILES:
+        if (path / name).exists():
+            return name
+    owner = read_status(path).get("job")
+    if owner is not None and owner != job:
+        return f"status.json of a {owner} run"
+    try:
+        with open(path / "metrics.jsonl", encoding="utf-8", errors="replace") as handle:
+            first = json.loads(handle.readline() or "{}")
+    except (OSError, ValueError):
+        first = {}
+    logged = first.get("job") if isinstance(first, dict) else None
+    if logged is not None and logged != job:
+        return f"metrics.jsonl of a {logged} run"
+    return None
 
 
 def _torn(path: Path) -> bool:

@@ -1,0 +1,70 @@
+"""Issue 25: run directories are untrusted input; nothing we write lands on what we did not create."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from engine import presets
+from engine.data.demo import generate_demo_dataset
+from engine.errors import WorkbenchError
+from engine.runs.run_dir import RunDir
+from workbench.cli.main import main
+
+from run_factory import dsr_metrics, write_run
+
+
+def _tree_hash(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    return generate_demo_dataset(tmp_path_factory.mktemp("safety") / "data", identities=6, per_identity=4, seed=0,
+                                 vlr_size=(8, 8), hr_size=32)
+
+
+@pytest.fixture
+def tiny_preset_file(tmp_path):
+    preset = presets.load("cpu-demo").with_changes({
+        "data.vlr_width": 8, "data.vlr_height": 8, "data.hr_size": 32, "dsr.base_channels": 8,
+        "dsr.residual_blocks": 1, "dsr.batch_size": 8, "runtime.device": "cpu",
+        "runtime.runs_dir": str(tmp_path / "runs"), "dsr.lambda_identity": 0.0,
+        "dsr.lambda_feature_match": 0.0, "dsr.lambda_perceptual": 0.0})
+    return presets.save(preset, tmp_path / "tiny.toml")
+
+
+@pytest.mark.parametrize("job", ["evaluate", "pipeline"])
+def test_train_dsr_refuses_a_run_dir_holding_another_run(job, tiny_root, tiny_preset_file, tmp_path, capsys):
+    existing = write_run(tmp_path / "runs", f"20260101-100000-cpu-demo-{job}", presets.load("cpu-demo"), job,
+                         metrics=[{"stage": job, "epoch": 0, "step": 0, "split": "test", "rank1": 0.5}],
+                         status={"state": "finished", "heartbeat": 0.0}, summary={"rank1": 0.5},
+                         evaluation={"rows": []} if job == "evaluate" else None)
+    before = _tree_hash(existing)
+    code = main(["train-dsr", "--preset", str(tiny_preset_file), "--data", str(tiny_root), "--epochs", "1",
+                 "--run-dir", str(existing)])
+    out = "".join(capsys.readouterr())
+    assert code == 2, out
+    assert "already holds" in out and str(existing) in out and "Traceback" not in out
+    assert _tree_hash(existing) == before
+
+
+def test_a_directory_with_only_a_preset_is_not_a_run_yet(tmp_path):
+    """The app's own-process start, the pipeline's stage dirs and a pre-training dir are made with preset.toml
+    (and maybe detached.log) before the job is given them as --run-dir."""
+    preset = presets.load("cpu-demo")
+    made = RunDir.create(tmp_path / "runs", preset, "train-dsr")
+    (made.path / "detached.log").write_text("starting\n")
+    assert RunDir.for_job(preset, "train-dsr", made.path).path == made.path
+    other = write_run(tmp_path / "runs", "x-evaluate", preset, "evaluate", summary={"rank1": 0.5})
+    with pytest.raises(WorkbenchError, match="already holds"):
+        RunDir.for_job(preset, "train-dsr", other)
+    dead = write_run(tmp_path / "runs", "x-train-dsr", preset, "train-dsr",   # killed before its first last.pt
+                     metrics=dsr_metrics([20.0]), status={"state": "running", "heartbeat": 0.0, "pid": 1})
+    assert RunDir.for_job(preset, "train-dsr", dead).path == dead          # restarted in place, as before
+    with pytest.raises(WorkbenchError, match="already holds"):
+        RunDir.for_job(preset, "finetune", dead)                           # but never by another job
