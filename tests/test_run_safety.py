@@ -68,3 +68,31 @@ def test_a_directory_with_only_a_preset_is_not_a_run_yet(tmp_path):
     assert RunDir.for_job(preset, "train-dsr", dead).path == dead          # restarted in place, as before
     with pytest.raises(WorkbenchError, match="already holds"):
         RunDir.for_job(preset, "finetune", dead)                           # but never by another job
+
+
+def test_runs_dir_expands_home_and_refuses_the_filesystem_root(tmp_path, monkeypatch):
+    from engine.errors import PresetError
+    from engine.runs.run_dir import iter_runs, runs_root
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    preset = presets.load("cpu-demo").with_changes({"runtime.runs_dir": "~/x"})
+    run = RunDir.create(preset.runtime.runs_dir, preset, "train-dsr")
+    assert run.path.parent == tmp_path / "home" / "x"
+    assert not (tmp_path / "~").exists()                            # no literal ./~ folder
+    assert list(iter_runs("~/x")) == [run.path]
+    for root in ("/", "//", "/.", "/etc/.."):
+        with pytest.raises(PresetError, match="runtime.runs_dir"):
+            presets.load("cpu-demo").with_changes({"runtime.runs_dir": root})
+        with pytest.raises(WorkbenchError, match="runtime.runs_dir"):
+            runs_root(root)
+
+
+def test_cli_refuses_runs_dir_root(tiny_root, tmp_path, capsys):
+    preset_file = tmp_path / "root.toml"
+    preset_file.write_text(Path(presets.save(presets.load("cpu-demo"), tmp_path / "base.toml")).read_text()
+                           .replace('runs_dir = "runs"', 'runs_dir = "/"'))
+    assert 'runs_dir = "/"' in preset_file.read_text()
+    code = main(["train-dsr", "--preset", str(preset_file), "--data", str(tiny_root), "--epochs", "1"])
+    out = "".join(capsys.readouterr())
+    assert code == 2 and "runtime.runs_dir" in out and "Traceback" not in out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -34,7 +35,7 @@ class RunDir:
     @classmethod
     def create(cls, runs_dir: str | Path, preset: Preset, job: str) -> "RunDir":
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = Path(runs_dir) / f"{stamp}-{preset.name}-{job}"
+        base = runs_root(runs_dir) / f"{stamp}-{preset.name}-{job}"
         path, n = base, 1
         while path.exists():
             n += 1
@@ -186,9 +187,19 @@ def _progress_step(line: str) -> float:
         return math.inf
 
 
+def runs_root(runs_dir: str | Path) -> Path:
+    """``runtime.runs_dir`` as a path: ``~`` and ``~user`` expanded; the filesystem root refused."""
+    root = Path(runs_dir).expanduser()
+    if str(root) and Path(os.path.abspath(root)) == Path(os.path.abspath(root)).parent:
+        raise WorkbenchError(f"runtime.runs_dir is {str(runs_dir)!r}, the filesystem root: every run would become a "
+                             "folder in it. Set runtime.runs_dir to a directory of its own, e.g. \"runs\" or "
+                             "\"~/vlr-runs\" (or give --run-dir).")
+    return root
+
+
 def iter_runs(runs_dir: str | Path) -> Iterator[Path]:
     """Run directories under ``runs_dir``, newest first."""
-    root = Path(runs_dir)
+    root = runs_root(runs_dir)
     if not root.is_dir():
         return iter(())
     return iter(sorted((p for p in root.iterdir() if (p / "preset.toml").is_file()), key=lambda p: p.name,
