@@ -141,7 +141,8 @@ class RunDir:
         return len(records) - len(keep)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic.write_json(self.summary_path, summary)
+        """summary.json; the files it names inside the run are written relative to the run (a copy stays whole)."""
+        atomic.write_json(self.summary_path, _relative_links(self.path, summary))
 
     def read_summary(self) -> dict[str, Any]:
         return json.loads(self.summary_path.read_text()) if self.summary_path.is_file() else {}
@@ -172,6 +173,45 @@ def holds_run(path: Path, job: str) -> str | None:
     if logged is not None and logged != job:
         return f"metrics.jsonl of a {logged} run"
     return None
+
+
+LINK_KEYS = ("eval_json", "eval_folds_json")   # summary.json keys naming a file (also in each of ``folds``)
+
+
+def _relative_links(run: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    def relative(value: Any) -> Any:
+        if not isinstance(value, str) or not value:
+            return value
+        try:
+            return str(Path(os.path.abspath(value)).relative_to(os.path.abspath(run)))
+        except ValueError:   # outside the run (e.g. a pipeline's stage runs beside it): kept as it is
+            return value
+
+    out = {k: relative(v) if k in LINK_KEYS else v for k, v in summary.items()}
+    if isinstance(summary.get("folds"), list):
+        out["folds"] = [_relative_links(run, f) if isinstance(f, dict) else f for f in summary["folds"]]
+    return out
+
+
+def linked_file(run_dir: str | Path, named: Any) -> Path | None:
+    """The file a run's summary.json names (``eval_json``, ...), or None when it names none.
+
+    A relative name is relative to the run. An absolute one (runs written before, or a copy's) is the run's
+    own file when the run holds it: the longest tail of the name found inside the run, else beside the run
+    (a copied runs directory), else the name itself.
+    """
+    if not isinstance(named, str) or not named:
+        return None
+    run, path = Path(run_dir), Path(named)
+    if not path.is_absolute():
+        return run / path
+    parts = path.parts[1:]
+    for base in (run, run.parent):
+        for i in range(len(parts)):
+            candidate = base.joinpath(*parts[i:])
+            if candidate.is_file():
+                return candidate
+    return path
 
 
 def _torn(path: Path) -> bool:
