@@ -96,3 +96,23 @@ def test_cli_refuses_runs_dir_root(tiny_root, tmp_path, capsys):
     code = main(["train-dsr", "--preset", str(preset_file), "--data", str(tiny_root), "--epochs", "1"])
     out = "".join(capsys.readouterr())
     assert code == 2 and "runtime.runs_dir" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("damage", ['{"step": "abc", "job": "train-dsr"}\n', "5\n"])
+def test_a_resume_that_cannot_start_leaves_the_run_as_it_was(damage, tiny_root, tiny_preset_file, tmp_path, capsys):
+    from engine.runs.status import run_state
+
+    run = tmp_path / "run"
+    assert main(["train-dsr", "--preset", str(tiny_preset_file), "--data", str(tiny_root), "--epochs", "1",
+                 "--run-dir", str(run)]) == 0
+    assert run_state(run) == "finished"
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(damage)
+    before = _tree_hash(run)
+    capsys.readouterr()
+    code = main(["train-dsr", "--resume", str(run), "--epochs", "2"])
+    out = "".join(capsys.readouterr())
+    assert "Traceback" not in out, out
+    assert code == 2 and "metrics.jsonl" in out, out
+    assert run_state(run) == "finished"                       # not "running", then "dead"
+    assert _tree_hash(run) == before                          # status.json included: exactly as it was

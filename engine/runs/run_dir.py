@@ -129,7 +129,7 @@ class RunDir:
         A run killed between logging an epoch and saving last.pt would otherwise list that epoch twice.
         """
         records = read_metrics(self.path)
-        keep = [r for r in records if r.get("split") == "error" or int(r.get("step") or 0) <= last_step]
+        keep = [r for r in records if self._step(r) <= last_step or r.get("split") == "error"]
         if len(keep) != len(records) or _torn(self.metrics_path):
             atomic.write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
         progress_path = self.path / PROGRESS_FILE
@@ -139,6 +139,14 @@ class RunDir:
             if len(kept) != len(lines) or _torn(progress_path):
                 atomic.write_text(progress_path, "".join(line + "\n" for line in kept))
         return len(records) - len(keep)
+
+    def _step(self, record: Any) -> int:
+        step = record.get("step") or 0 if isinstance(record, dict) else None
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step):
+            raise WorkbenchError(f"{self.metrics_path} has a line that is not a metrics record with a numeric step: "
+                                 f"{json.dumps(record)[:200]}. The file was damaged or edited; delete that line "
+                                 "(or restore the file from a copy), then resume again.")
+        return int(step)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """summary.json; the files it names inside the run are written relative to the run (a copy stays whole)."""
