@@ -116,3 +116,35 @@ def test_a_resume_that_cannot_start_leaves_the_run_as_it_was(damage, tiny_root, 
     assert code == 2 and "metrics.jsonl" in out, out
     assert run_state(run) == "finished"                       # not "running", then "dead"
     assert _tree_hash(run) == before                          # status.json included: exactly as it was
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG that says it is width x height (a few hundred bytes on disk, like a real compressed bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side", [30000, 12000])
+def test_prepare_refuses_an_image_over_the_pixel_limit_without_decoding_it(side, tmp_path, capsys):
+    from PIL import Image
+
+    src = tmp_path / "photos"
+    for subject in ("alice", "bob", "carol"):
+        (src / subject).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40, 40), (40 * i, 90, 120)).save(src / subject / f"{i}.png")
+    bomb = src / "bob" / "huge.png"
+    _png_header_only(bomb, side, side)
+    code = main(["prepare", str(src), str(tmp_path / "out"), "--vlr", "8x8"])
+    out = "".join(capsys.readouterr())
+    assert code == 2, out
+    assert str(bomb) in out and f"{side}x{side}" in out and "pixels" in out
+    assert "Traceback" not in out and "DecompressionBomb" not in out
+    assert not (tmp_path / "out").exists()
