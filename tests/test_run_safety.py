@@ -148,3 +148,38 @@ def test_prepare_refuses_an_image_over_the_pixel_limit_without_decoding_it(side,
     assert str(bomb) in out and f"{side}x{side}" in out and "pixels" in out
     assert "Traceback" not in out and "DecompressionBomb" not in out
     assert not (tmp_path / "out").exists()
+
+
+def _photos(src: Path) -> Path:
+    from PIL import Image
+
+    for subject in ("alice", "bob", "carol"):
+        (src / subject).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40, 40), (40 * i, 90, 120)).save(src / subject / f"{i}.png")
+    return src
+
+
+def test_prepare_into_a_link_to_an_empty_folder_writes_there(tmp_path, capsys):
+    src = _photos(tmp_path / "photos")
+    target = tmp_path / "target"
+    target.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    assert main(["prepare", str(src), str(link), "--vlr", "8x8"]) == 0
+    assert json.loads((link / "manifest.json").read_text())["vlr_size"] == [8, 8]   # on disk, through the link
+    assert link.is_symlink() and (target / "manifest.json").is_file()
+
+
+def test_a_dataset_written_meanwhile_is_reported_not_silently_kept(tmp_path):
+    from engine.data.writer import staged_dir
+    from engine.errors import DataError
+
+    dst = tmp_path / "data"
+    with pytest.raises(DataError, match=r"16x16") as caught:
+        with staged_dir(dst) as tmp:
+            (tmp / "manifest.json").write_text(json.dumps({"vlr_size": [32, 32]}))
+            dst.mkdir()                                              # another prepare finished first
+            (dst / "manifest.json").write_text(json.dumps({"vlr_size": [16, 16]}))
+    assert str(dst) in str(caught.value) and "not saved" in str(caught.value)
+    assert json.loads((dst / "manifest.json").read_text())["vlr_size"] == [16, 16]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from contextlib import contextmanager
@@ -10,7 +11,7 @@ from typing import Iterator
 
 from PIL import Image
 
-from engine.data.layout import HR_DIR, SPLITS, VLR_DIR, split_dir
+from engine.data.layout import HR_DIR, MANIFEST, SPLITS, VLR_DIR, split_dir
 from engine.errors import DataError
 from engine.io.atomic import make_temp_dir
 
@@ -42,6 +43,7 @@ def write_pair(root: Path, split: str, name: str, hr: Image.Image, vlr_size: tup
 
 
 def check_destination(dst: Path) -> None:
+    dst = _through_link(Path(dst))
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise DataError(f"Destination {dst} already exists and is not an empty folder. Choose a new folder "
                         f"(it is created) or delete this one first.")
@@ -54,7 +56,7 @@ def staged_dir(dst: Path) -> Iterator[Path]:
     If ``dst`` appeared meanwhile (another process finished the same dataset first) the staged
     copy is discarded and ``dst`` kept.
     """
-    dst = Path(dst)
+    dst = _through_link(Path(dst))
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(dst)  # the user's umask, not mkdtemp's 0700: a dataset is often shared
     try:
@@ -66,5 +68,24 @@ def staged_dir(dst: Path) -> Iterator[Path]:
         except OSError:
             if not dst.is_dir():
                 raise
+            raise DataError(f"{dst} was written by another process while this dataset was made ({on_disk(dst)}); "
+                            "this dataset was not saved. One destination holds one dataset: give another "
+                            "destination, or delete that one and run again.") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _through_link(dst: Path) -> Path:
+    """A destination that is a symbolic link means the folder it names (written there, the link kept)."""
+    return dst.resolve() if dst.is_symlink() else dst
+
+
+def on_disk(root: Path) -> str:
+    """What a dataset folder really holds, from its manifest (for messages)."""
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        vlr, splits = manifest.get("vlr_size"), manifest.get("splits") or {}
+        images = sum(int(s.get("images", 0)) for s in splits.values() if isinstance(s, dict))
+        return f"on disk: VLR {vlr[0]}x{vlr[1]}, {images} images"
+    except (OSError, ValueError, TypeError, AttributeError, IndexError, KeyError):
+        return "on disk: no readable manifest.json"
