@@ -183,3 +183,25 @@ def test_a_dataset_written_meanwhile_is_reported_not_silently_kept(tmp_path):
             (dst / "manifest.json").write_text(json.dumps({"vlr_size": [16, 16]}))
     assert str(dst) in str(caught.value) and "not saved" in str(caught.value)
     assert json.loads((dst / "manifest.json").read_text())["vlr_size"] == [16, 16]
+
+
+@pytest.mark.parametrize("pid", ["abc", [1], -5, 10 ** 30, True])
+def test_a_garbage_pid_is_dead_once_the_heartbeat_is_stale(pid, tmp_path):
+    import os
+    import socket
+    import time
+
+    from engine.runs.status import STALE_SECONDS, RunLock, run_state
+
+    run = write_run(tmp_path / "runs", "x-train-dsr", presets.load("cpu-demo"), "train-dsr",
+                    status={"state": "running", "pid": pid, "heartbeat": time.time() - 10 * STALE_SECONDS})
+    assert run_state(run) == "dead"
+    fresh = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**fresh, "heartbeat": time.time()}))
+    assert run_state(run) == "running"                      # a fresh heartbeat: still trusted
+    (run / "status.json").write_text(json.dumps(fresh))      # stale again
+    lock = run / "owner.lock"
+    lock.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "time": time.time() - 1000}))
+    old = time.time() - 10 * STALE_SECONDS
+    os.utime(lock, (old, old))
+    assert "took over" in RunLock(run).acquire()            # not refused forever
