@@ -205,3 +205,15 @@ def test_a_garbage_pid_is_dead_once_the_heartbeat_is_stale(pid, tmp_path):
     old = time.time() - 10 * STALE_SECONDS
     os.utime(lock, (old, old))
     assert "took over" in RunLock(run).acquire()            # not refused forever
+
+
+def test_a_stop_at_the_moment_a_run_finishes_leaves_no_stop_request(tmp_path):
+    from engine.runs.status import STOP_FILE, StatusWriter, request_stop, run_state
+
+    run = write_run(tmp_path / "runs", "x-train-dsr", presets.load("cpu-demo"), "train-dsr")
+    writer = StatusWriter(run, "train-dsr")
+    request_stop(run)                       # asked while it runs ...
+    writer.end("finished")                  # ... and it finished before its next step
+    assert run_state(run) == "finished" and not (run / STOP_FILE).exists()
+    request_stop(run)                       # asked just after it finished (the check said "running")
+    assert not (run / STOP_FILE).exists()

@@ -20,7 +20,6 @@ from engine.io import atomic
 from engine.errors import WorkbenchError
 from engine.events import Log, Metrics, Progress
 from engine.runs.records import read_metrics
-from engine.runs.status import read_status
 from engine.presets import Preset
 
 
@@ -169,7 +168,7 @@ def holds_run(path: Path, job: str) -> str | None:
     for name in RESULT_FILES:
         if (path / name).exists():
             return name
-    owner = read_status(path).get("job")
+    owner = _json_field(path / "status.json", "job")
     if owner is not None and owner != job:
         return f"status.json of a {owner} run"
     try:
@@ -220,6 +219,15 @@ def linked_file(run_dir: str | Path, named: Any) -> Path | None:
             if candidate.is_file():
                 return candidate
     return path
+
+
+def _json_field(path: Path, key: str) -> Any:
+    """``key`` of a JSON object file, or None (no file, unreadable, not an object)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc.get(key) if isinstance(doc, dict) else None
 
 
 def _torn(path: Path) -> bool:

@@ -117,7 +117,12 @@ class FileStop:
 def request_stop(run_path: str | Path) -> Path:
     """Ask the job that owns ``run_path`` (any process, any front end) to stop at its next step."""
     path = Path(run_path) / STOP_FILE
-    atomic.write_text(path, f"{time.time()}\n")
+    mark = f"{time.time()} {os.getpid()}\n"
+    atomic.write_text(path, mark)
+    if run_state(run_path) in ("finished", "stopped", "failed"):   # it ended meanwhile (its writer removes a request made before that)
+        with contextlib.suppress(OSError):
+            if path.read_text(encoding="utf-8") == mark:
+                path.unlink()
     return path
 
 
@@ -167,6 +172,9 @@ class StatusWriter:
         self.fields.update(state=state, message=message[:2000])
         self._ended.set()
         self.write()
+        if self.enabled:   # a request that came too late to stop it must not stay behind (request_stop checks after)
+            with contextlib.suppress(OSError):
+                (self.path.parent / STOP_FILE).unlink(missing_ok=True)
 
     def hand_over(self) -> None:
         """Stop writing (the heartbeat included) without a final state: another writer of the run takes over."""

@@ -123,16 +123,11 @@ def export_run(run_dir: str | Path) -> tuple[Path, dict[str, int]]:
 
 
 def _export_target(run_dir: Path) -> Path:
-    """RUN_DIR/tensorboard, checked: a run directory, not running, the folder not a link nor a file."""
-    from engine.runs.status import run_state
-
+    """RUN_DIR/tensorboard, checked: a run directory, the folder not a link nor a file (a running run is
+    refused by the caller, who knows its state: `export-tb`)."""
     if not (run_dir / "preset.toml").is_file():
         raise WorkbenchError(f"{run_dir} is not a run directory (it has no preset.toml). Give directories listed "
                              "by `vlr-workbench runs`.")
-    if run_state(run_dir) == "running":
-        raise WorkbenchError(f"{run_dir} is running: `export-tb` converts finished runs only (a running job writes "
-                             "its own events when runtime.tensorboard = true). Export it after it ends, or stop it "
-                             "first with `vlr-workbench stop`.")
     events = run_dir / EVENTS_DIR
     if events.is_symlink() or (events.exists() and not events.is_dir()):
         kind = "a symlink" if events.is_symlink() else "not a folder"
