@@ -217,3 +217,22 @@ def test_a_stop_at_the_moment_a_run_finishes_leaves_no_stop_request(tmp_path):
     assert run_state(run) == "finished" and not (run / STOP_FILE).exists()
     request_stop(run)                       # asked just after it finished (the check said "running")
     assert not (run / STOP_FILE).exists()
+
+
+def test_one_destination_one_dataset_unless_force(tmp_path, capsys):
+    src = _photos(tmp_path / "photos")
+    dst = tmp_path / "data"
+    assert main(["prepare", str(src), str(dst), "--vlr", "16x16"]) == 0
+    capsys.readouterr()
+    assert main(["prepare", str(src), str(dst), "--vlr", "32x32"]) == 2
+    out = "".join(capsys.readouterr())
+    assert "VLR 16x16" in out and "--force" in out                  # what is really on disk
+    assert json.loads((dst / "manifest.json").read_text())["vlr_size"] == [16, 16]
+    assert main(["prepare", str(src), str(dst), "--vlr", "32x32", "--force"]) == 0
+    assert json.loads((dst / "manifest.json").read_text())["vlr_size"] == [32, 32]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]    # nothing left aside
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("not a dataset")
+    assert main(["prepare", str(src), str(other), "--vlr", "16x16", "--force"]) == 2   # never replaces other files
+    assert (other / "mine.txt").read_text() == "not a dataset"

@@ -183,7 +183,7 @@ def to_hr(image: Image.Image, hr_size: int) -> Image.Image:
 
 def prepare_dataset(src: Path | str, dst: Path | str, *, vlr_size: tuple[int, int],
                     split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0, hr_size: int = 128,
-                    progress: ProgressFn | None = None, degrade=None) -> dict:
+                    progress: ProgressFn | None = None, degrade=None, force: bool = False) -> dict:
     """Write the layout for the photos in ``src`` to the new folder ``dst``; returns the manifest.
 
     ``degrade`` (an :class:`engine.data.degrade.Degradation`) makes camera-like VLR images, seeded
@@ -193,7 +193,7 @@ def prepare_dataset(src: Path | str, dst: Path | str, *, vlr_size: tuple[int, in
     if not src.is_dir():
         raise DataError(f"Source folder {src} does not exist or is not a folder. Give a folder of face photos: "
                         f"one sub-folder per subject, or files named SUBJECT_rest.ext / SUBJECT.rest.")
-    check_destination(dst)
+    check_destination(dst, force)
     vlr_size = (int(vlr_size[0]), int(vlr_size[1]))
     _train, val_fraction, test_fraction = split
     subjects, skipped = collect_images(src)
@@ -223,7 +223,7 @@ def prepare_dataset(src: Path | str, dst: Path | str, *, vlr_size: tuple[int, in
             degrade = parse_degradation(degrade)
         except ValueError as exc:
             raise DataError(f"--degrade {degrade}: {exc}.") from None
-    with staged_dir(dst) as tmp:
+    with staged_dir(dst, replace=force) as tmp:
         make_split_dirs(tmp)
 
         def convert(job) -> None:

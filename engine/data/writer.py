@@ -42,15 +42,20 @@ def write_pair(root: Path, split: str, name: str, hr: Image.Image, vlr_size: tup
     make_vlr(hr, vlr_size).save(folder / VLR_DIR / name, format="PNG", compress_level=1)
 
 
-def check_destination(dst: Path) -> None:
+def check_destination(dst: Path, force: bool = False) -> None:
+    """``dst`` is new or an empty folder; with ``force`` it may also hold a dataset (one with a manifest.json)."""
     dst = _through_link(Path(dst))
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        raise DataError(f"Destination {dst} already exists and is not an empty folder. Choose a new folder "
-                        f"(it is created) or delete this one first.")
+        if force and dst.is_dir() and (dst / MANIFEST).is_file():
+            return
+        held = f"it holds a dataset ({on_disk(dst)})" if (dst / MANIFEST).is_file() else "it is not an empty folder"
+        raise DataError(f"Destination {dst} already exists and {held}. One destination holds one dataset: choose a "
+                        "new folder (it is created), delete this one first, or pass --force to replace a dataset "
+                        "(only a folder with a manifest.json is replaced).")
 
 
 @contextmanager
-def staged_dir(dst: Path) -> Iterator[Path]:
+def staged_dir(dst: Path, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``dst``; on success rename it to ``dst``, on error delete it.
 
     If ``dst`` appeared meanwhile (another process finished the same dataset first) the staged
@@ -64,6 +69,9 @@ def staged_dir(dst: Path) -> Iterator[Path]:
         try:
             if dst.is_dir() and not any(dst.iterdir()):
                 dst.rmdir()
+            elif replace and (dst / MANIFEST).is_file():   # --force: the old dataset goes only once the new is whole
+                _replace_dataset(tmp, dst)
+                return
             os.replace(tmp, dst)
         except OSError:
             if not dst.is_dir():
@@ -73,6 +81,19 @@ def staged_dir(dst: Path) -> Iterator[Path]:
                             "destination, or delete that one and run again.") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_dataset(tmp: Path, dst: Path) -> None:
+    """``tmp`` becomes ``dst``; the dataset there is set aside first and deleted only once that worked."""
+    old = make_temp_dir(dst, ".replaced")
+    os.replace(dst, old / "data")
+    try:
+        os.replace(tmp, dst)
+    except OSError:
+        os.replace(old / "data", dst)
+        old.rmdir()
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _through_link(dst: Path) -> Path:
