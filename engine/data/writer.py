@@ -50,8 +50,8 @@ def check_destination(dst: Path, force: bool = False) -> None:
             return
         held = f"it holds a dataset ({on_disk(dst)})" if (dst / MANIFEST).is_file() else "it is not an empty folder"
         raise DataError(f"Destination {dst} already exists and {held}. One destination holds one dataset: choose a "
-                        "new folder (it is created), delete this one first, or (prepare) pass --force to replace a dataset "
-                        "(only a folder with a manifest.json is replaced).")
+                        "new folder (it is created), delete this one first, or (prepare) pass --force to replace "
+                        "a dataset (only a folder with a manifest.json is replaced).")
 
 
 @contextmanager

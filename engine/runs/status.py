@@ -119,7 +119,8 @@ def request_stop(run_path: str | Path) -> Path:
     path = Path(run_path) / STOP_FILE
     mark = f"{time.time()} {os.getpid()}\n"
     atomic.write_text(path, mark)
-    if run_state(run_path) in ("finished", "stopped", "failed"):   # it ended meanwhile (its writer removes a request made before that)
+    # it ended meanwhile: take back this request (its writer's end removed any request made before that)
+    if run_state(run_path) in ("finished", "stopped", "failed"):
         with contextlib.suppress(OSError):
             if path.read_text(encoding="utf-8") == mark:
                 path.unlink()
