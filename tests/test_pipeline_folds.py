@@ -115,12 +115,12 @@ def test_folds_stop_then_resume_reuses_the_finished_fold_and_aggregates(tmp_path
     assert _stage_files(summary["folds"][0]) == before[1]                 # fold 1 not retrained
     assert _stage_files(summary["folds"][1])["train-dsr"] == before[2]["train-dsr"]
 
-    docs = [json.loads(Path(f["eval_json"]).read_text()) for f in summary["folds"]]
+    docs = [json.loads((run_dir / f["eval_json"]).read_text()) for f in summary["folds"]]   # relative to the run
     for doc, held_out in zip(docs, tests):
         assert doc["protocol"]["subjects"] == len(held_out)
         assert Path(doc["protocol"]["data_root"]).parent.parent == run_dir
-    aggregated = json.loads(Path(summary["eval_folds_json"]).read_text())
-    assert aggregated["folds"] == 2 and Path(summary["eval_folds_json"]) == run_dir / "eval_folds.json"
+    aggregated = json.loads((run_dir / summary["eval_folds_json"]).read_text())
+    assert aggregated["folds"] == 2 and summary["eval_folds_json"] == "eval_folds.json"   # relative to the run
     for row in ("dsr", "dsr_base", "bicubic", "hr"):
         values = [d[row]["rank1"] for d in docs]
         stat = aggregated["rows"][row]["rank1"]

@@ -101,3 +101,23 @@ def test_a_run_without_evaluation_is_a_user_error(tmp_path, capsys):
     assert main(["report", str(run.path)]) == 2
     assert str(run.path) in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nope")]) == 2
+
+
+def test_report_of_a_copied_run_reads_the_copy(evaluated, tmp_path):
+    """A run's files refer to each other relative to the run: a copy never reads the original's eval.json."""
+    import shutil
+
+    from engine.runs.run_dir import linked_file
+    from workbench.cli.main import main
+
+    _folder, _preset, run_dir = evaluated
+    assert json.loads((run_dir / "summary.json").read_text())["eval_json"] == "eval.json"   # written relative
+    copy = tmp_path / "copied" / run_dir.name
+    shutil.copytree(run_dir, copy)
+    old = json.loads((copy / "summary.json").read_text())
+    old["eval_json"] = str(run_dir / "eval.json")          # a run written before: an absolute path to the original
+    (copy / "summary.json").write_text(json.dumps(old))
+    assert linked_file(copy, old["eval_json"]) == copy / "eval.json"
+    assert main(["report", str(copy), "--out", str(tmp_path / "r.md")]) == 0
+    text = (tmp_path / "r.md").read_text()
+    assert f"Results: {copy / 'eval.json'}" in text and str(run_dir) not in text

@@ -44,3 +44,42 @@ def test_runtime_tensorboard_writes_events_while_logging(tmp_path):
     plain = RunDir.create(tmp_path / "runs", load("cpu-demo"), "train-dsr")
     plain.log_metrics(Metrics("train-dsr", "dsr", 1, 10, "val", {"psnr": 21.5}))
     assert not (plain.path / "tensorboard").exists()                # off by default
+
+
+def test_export_tb_never_deletes_what_it_did_not_write(tmp_path, capsys):
+    run = write_run(tmp_path / "runs", "20260101-100000-cpu-demo-train-dsr", load("cpu-demo"), "train-dsr",
+                    metrics=dsr_metrics([23.0, 24.5]), samples=0)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    theirs = elsewhere / "events.out.tfevents.1.host"
+    theirs.write_bytes(b"someone else's events")
+    (run / "tensorboard").symlink_to(elsewhere)
+    assert main(["export-tb", str(run)]) == 2                   # never writes or deletes through a link
+    assert "symlink" in "".join(capsys.readouterr())
+    assert theirs.read_bytes() == b"someone else's events"
+    (run / "tensorboard").unlink()
+    (run / "tensorboard").mkdir()
+    live = run / "tensorboard" / "events.out.tfevents.2.host"   # e.g. written live by runtime.tensorboard
+    live.write_bytes(b"live events")
+    assert main(["export-tb", str(run)]) == 0
+    assert main(["export-tb", str(run)]) == 0                   # replaces only its own earlier export
+    assert live.read_bytes() == b"live events"
+    ours = [p for p in (run / "tensorboard").glob("events.out.tfevents.*") if p != live]
+    assert len(ours) == 1
+
+
+def test_export_tb_refuses_a_running_run(tmp_path, capsys):
+    import json
+    import os
+    import time
+    run = write_run(tmp_path / "runs", "20260101-100000-cpu-demo-train-dsr", load("cpu-demo"), "train-dsr",
+                    metrics=dsr_metrics([23.0]), samples=0)
+    (run / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid(), "job": "train-dsr",
+                                                 "heartbeat": time.time()}))
+    (run / "tensorboard").mkdir()
+    live = run / "tensorboard" / "events.out.tfevents.3.host"
+    live.write_bytes(b"live events")
+    assert main(["export-tb", str(run)]) == 2
+    assert "running" in "".join(capsys.readouterr())
+    assert live.read_bytes() == b"live events"
+    assert sorted(p.name for p in (run / "tensorboard").iterdir()) == [live.name]

@@ -17,11 +17,13 @@ fraction of subjects held out whole, ``val`` the fraction of each remaining subj
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -60,11 +62,51 @@ def _safe(text: str, keep: str = "") -> str:
     return re.sub(rf"[^A-Za-z0-9.{keep}-]+", "-", text).strip("-.") or "x"
 
 
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485   # Pillow's limit, as check-data (and training) reads images
+
+
+@contextlib.contextmanager
+def open_photo(path: Path) -> Iterator[Image.Image]:
+    """``Image.open`` (header only), refusing an image over :data:`MAX_PIXELS` before any decode."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(path)
+        except Image.DecompressionBombError:
+            image = None
+    with contextlib.ExitStack() as closing:
+        if image is not None:
+            closing.enter_context(image)
+        size = image.size if image is not None else _header_size(path)
+        if size is None or size[0] * size[1] > MAX_PIXELS:
+            shown = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else "too many pixels"
+            raise DataError(f"{path}: this image is {shown}, over the {MAX_PIXELS:,}-pixel limit "
+                            "images are read with (decoding it would take gigabytes of memory); it was not decoded. "
+                            "Downscale it (faces need no more than a few hundred pixels a side) or move it out of "
+                            "the source folder, then run `vlr-workbench prepare` again.")
+        yield image
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """The size a refused bomb's header states (Pillow raised before telling it). Header only, never decoded;
+    called while collecting the source images, before any decoding thread starts."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(path) as image:
+                return image.size
+        except Exception:  # noqa: BLE001 - only the message's size is at stake
+            return None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
 def _is_image(path: Path) -> bool:
     if _broken_link(path):
         return False
     try:
-        with Image.open(path):
+        with open_photo(path):
             return True
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         if path.suffix.lower() in _SOURCE_SUFFIXES:
@@ -127,7 +169,7 @@ def collect_images(src: Path) -> tuple[dict[str, list[tuple[Path, str]]], list[s
 
 def load_rgb(path: Path) -> Image.Image:
     """The photo at ``path`` as 8-bit RGB, EXIF orientation applied (16-bit greyscale scaled, not clipped)."""
-    with Image.open(path) as image:
+    with open_photo(path) as image:
         return to_rgb8(ImageOps.exif_transpose(image))
 
 
@@ -141,7 +183,7 @@ def to_hr(image: Image.Image, hr_size: int) -> Image.Image:
 
 def prepare_dataset(src: Path | str, dst: Path | str, *, vlr_size: tuple[int, int],
                     split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0, hr_size: int = 128,
-                    progress: ProgressFn | None = None, degrade=None) -> dict:
+                    progress: ProgressFn | None = None, degrade=None, force: bool = False) -> dict:
     """Write the layout for the photos in ``src`` to the new folder ``dst``; returns the manifest.
 
     ``degrade`` (an :class:`engine.data.degrade.Degradation`) makes camera-like VLR images, seeded
@@ -151,7 +193,7 @@ def prepare_dataset(src: Path | str, dst: Path | str, *, vlr_size: tuple[int, in
     if not src.is_dir():
         raise DataError(f"Source folder {src} does not exist or is not a folder. Give a folder of face photos: "
                         f"one sub-folder per subject, or files named SUBJECT_rest.ext / SUBJECT.rest.")
-    check_destination(dst)
+    check_destination(dst, force)
     vlr_size = (int(vlr_size[0]), int(vlr_size[1]))
     _train, val_fraction, test_fraction = split
     subjects, skipped = collect_images(src)
@@ -181,7 +223,7 @@ def prepare_dataset(src: Path | str, dst: Path | str, *, vlr_size: tuple[int, in
             degrade = parse_degradation(degrade)
         except ValueError as exc:
             raise DataError(f"--degrade {degrade}: {exc}.") from None
-    with staged_dir(dst) as tmp:
+    with staged_dir(dst, replace=force) as tmp:
         make_split_dirs(tmp)
 
         def convert(job) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from contextlib import contextmanager
@@ -10,7 +11,7 @@ from typing import Iterator
 
 from PIL import Image
 
-from engine.data.layout import HR_DIR, SPLITS, VLR_DIR, split_dir
+from engine.data.layout import HR_DIR, MANIFEST, SPLITS, VLR_DIR, split_dir
 from engine.errors import DataError
 from engine.io.atomic import make_temp_dir
 
@@ -41,20 +42,26 @@ def write_pair(root: Path, split: str, name: str, hr: Image.Image, vlr_size: tup
     make_vlr(hr, vlr_size).save(folder / VLR_DIR / name, format="PNG", compress_level=1)
 
 
-def check_destination(dst: Path) -> None:
+def check_destination(dst: Path, force: bool = False) -> None:
+    """``dst`` is new or an empty folder; with ``force`` it may also hold a dataset (one with a manifest.json)."""
+    dst = _through_link(Path(dst))
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        raise DataError(f"Destination {dst} already exists and is not an empty folder. Choose a new folder "
-                        f"(it is created) or delete this one first.")
+        if force and dst.is_dir() and (dst / MANIFEST).is_file():
+            return
+        held = f"it holds a dataset ({on_disk(dst)})" if (dst / MANIFEST).is_file() else "it is not an empty folder"
+        raise DataError(f"Destination {dst} already exists and {held}. One destination holds one dataset: choose a "
+                        "new folder (it is created), delete this one first, or (prepare) pass --force to replace "
+                        "a dataset (only a folder with a manifest.json is replaced).")
 
 
 @contextmanager
-def staged_dir(dst: Path) -> Iterator[Path]:
+def staged_dir(dst: Path, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``dst``; on success rename it to ``dst``, on error delete it.
 
     If ``dst`` appeared meanwhile (another process finished the same dataset first) the staged
     copy is discarded and ``dst`` kept.
     """
-    dst = Path(dst)
+    dst = _through_link(Path(dst))
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(dst)  # the user's umask, not mkdtemp's 0700: a dataset is often shared
     try:
@@ -62,9 +69,44 @@ def staged_dir(dst: Path) -> Iterator[Path]:
         try:
             if dst.is_dir() and not any(dst.iterdir()):
                 dst.rmdir()
+            elif replace and (dst / MANIFEST).is_file():   # --force: the old dataset goes only once the new is whole
+                _replace_dataset(tmp, dst)
+                return
             os.replace(tmp, dst)
         except OSError:
             if not dst.is_dir():
                 raise
+            raise DataError(f"{dst} was written by another process while this dataset was made ({on_disk(dst)}); "
+                            "this dataset was not saved. One destination holds one dataset: give another "
+                            "destination, or delete that one and run again.") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_dataset(tmp: Path, dst: Path) -> None:
+    """``tmp`` becomes ``dst``; the dataset there is set aside first and deleted only once that worked."""
+    old = make_temp_dir(dst, ".replaced")
+    os.replace(dst, old / "data")
+    try:
+        os.replace(tmp, dst)
+    except OSError:
+        os.replace(old / "data", dst)
+        old.rmdir()
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _through_link(dst: Path) -> Path:
+    """A destination that is a symbolic link means the folder it names (written there, the link kept)."""
+    return dst.resolve() if dst.is_symlink() else dst
+
+
+def on_disk(root: Path) -> str:
+    """What a dataset folder really holds, from its manifest (for messages)."""
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        vlr, splits = manifest.get("vlr_size"), manifest.get("splits") or {}
+        images = sum(int(s.get("images", 0)) for s in splits.values() if isinstance(s, dict))
+        return f"on disk: VLR {vlr[0]}x{vlr[1]}, {images} images"
+    except (OSError, ValueError, TypeError, AttributeError, IndexError, KeyError):
+        return "on disk: no readable manifest.json"

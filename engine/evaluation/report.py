@@ -24,6 +24,7 @@ from typing import Any
 from engine.io import atomic
 from engine.errors import WorkbenchError
 from engine.evaluation import wording
+from engine.runs.run_dir import linked_file
 
 METRIC_COLUMNS = (("rank1", "rank-1"), ("rank5", "rank-5"), ("eer", "EER"), ("tar_at_far_1e-2", "TAR@FAR 1e-2"),
                   ("tar_at_far_1e-3", "TAR@FAR 1e-3"))
@@ -74,8 +75,9 @@ def find_eval_json(run_dir: Path, dirs: list[Path]) -> Path:
     if summary.is_file():
         doc = _read_json(summary)
         for named in [doc.get("eval_json")] + [f.get("eval_json") for f in _fold_records(doc)]:
-            if isinstance(named, str) and named and Path(named).is_file():
-                return Path(named)
+            linked = linked_file(run_dir, named)
+            if linked is not None and linked.is_file():
+                return linked
     for path in dirs:
         if (path / "eval.json").is_file():
             return path / "eval.json"
@@ -349,10 +351,11 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, as_html:
         raise WorkbenchError(f"cannot write the report's figures beside {out} ({exc}). Give a writable --out.") from None
     blocks = build_blocks(run_dir, doc, eval_json, figures, _samples(dirs))
     summary = _read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
-    folds_file = summary.get("eval_folds_json")
-    if isinstance(folds_file, str) and Path(folds_file).is_file():
-        fold = next((f.get("fold") for f in _fold_records(summary) if f.get("eval_json") == str(eval_json)), 1)
-        blocks[2:2] = fold_blocks(_read_json(Path(folds_file)), Path(folds_file), fold)
+    folds_file = linked_file(run_dir, summary.get("eval_folds_json"))
+    if folds_file is not None and folds_file.is_file():
+        fold = next((f.get("fold") for f in _fold_records(summary)
+                     if linked_file(run_dir, f.get("eval_json")) == eval_json), 1)
+        blocks[2:2] = fold_blocks(_read_json(folds_file), folds_file, fold)
     text = to_html(blocks) if as_html else to_markdown(blocks, out.parent)
     try:
         atomic.write_text(out, text)

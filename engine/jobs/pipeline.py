@@ -42,7 +42,7 @@ from engine.jobs.registry import JobRequest, StopFlag, job_function
 from engine.presets import load as load_preset
 from engine.runs.lifecycle import RunLifecycle
 from engine.runs.status import RunLock, run_state
-from engine.runs.run_dir import RunDir
+from engine.runs.run_dir import RunDir, linked_file
 
 JOB = "pipeline"
 STAGES = ("recogniser", "train-dsr", "finetune", "evaluate")
@@ -281,7 +281,8 @@ class PipelineRun:
             summary.stage_done(summary.data, f"fold_{record['fold']}", Path(record["runs_dir"]), 0.0)
         self.where.update(fold=None, stage="aggregate")
         if ctx.is_main:
-            aggregated = aggregate_eval_files([r["eval_json"] for r in summary.data["folds"]])
+            aggregated = aggregate_eval_files([linked_file(self.run_dir.path, r["eval_json"])
+                                               for r in summary.data["folds"]])
             aggregated.update(seed=summary.data["fold_seed"],
                               test_subjects=[r["test_subjects"] for r in summary.data["folds"]])
             folds_file = atomic.write_json(self.run_dir.path / FOLDS_FILE, aggregated)
@@ -404,8 +405,12 @@ class PipelineRun:
             record["stage_runs"]["evaluate"] = recorded
             self.summary.write()
         t0 = time.perf_counter()
-        request = JobRequest("evaluate", self.preset, data=data, options={**options, "run_dir": recorded})
-        result = job_function("evaluate")(request, self.forward, self.stop)
+        if (Path(recorded) / "summary.json").is_file() and (Path(recorded) / "eval.json").is_file():
+            self.say(Log(JOB, f"evaluate: the stage run {recorded} had finished; reusing it"))   # killed after it
+            result = Finished(job="evaluate", run_dir=Path(recorded), summary={})
+        else:
+            request = JobRequest("evaluate", self.preset, data=data, options={**options, "run_dir": recorded})
+            result = job_function("evaluate")(request, self.forward, self.stop)
         if result.stopped:
             raise JobStopped()
         record["eval_json"] = str(Path(result.run_dir) / "eval.json")

@@ -237,6 +237,10 @@ def _check_path_text(info: FieldInfo, value: str, where: str) -> None:
                               f"per name: {quote(value)}. Fix the path.")
     if info.key == "runtime.runs_dir" and value:
         path = os.path.expanduser(value)
+        if os.path.abspath(path) == os.path.dirname(os.path.abspath(path)):
+            raise PresetError(f"{where} is {quote(value)}, the filesystem root: every run would become a folder "
+                              "in it. Set runtime.runs_dir to a directory of its own, e.g. \"runs\" or "
+                              "\"~/vlr-runs\".")
         if os.path.lexists(path) and not os.path.isdir(path):
             raise PresetError(f"{where} is {quote(value)}, which is a file, not a directory: run directories "
                               "are created inside it. Set runtime.runs_dir to a directory (it is created when "

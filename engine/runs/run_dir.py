@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,7 +34,7 @@ class RunDir:
     @classmethod
     def create(cls, runs_dir: str | Path, preset: Preset, job: str) -> "RunDir":
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = Path(runs_dir) / f"{stamp}-{preset.name}-{job}"
+        base = runs_root(runs_dir) / f"{stamp}-{preset.name}-{job}"
         base.parent.mkdir(parents=True, exist_ok=True)
         path, n = base, 1
         while True:                  # mkdir is the claim: two processes starting at once never share a directory
@@ -56,9 +57,11 @@ class RunDir:
         if not path:
             return cls.create(preset.runtime.runs_dir, preset, job)
         path = Path(path).expanduser()
-        if (path / "last.pt").exists():
-            raise WorkbenchError(f"{path} already holds a run (last.pt). Give a new --run-dir, leave it out to get "
-                                 "runs/<time>-<preset>-<job>, or continue a train-dsr run with --resume.")
+        held = holds_run(path, job)
+        if held:
+            raise WorkbenchError(f"{path} already holds a run ({held}); a new {job} run would overwrite or mix with "
+                                 "its files. Give a new --run-dir, leave it out to get runs/<time>-<preset>-<job>, "
+                                 "or continue an unfinished run of the same job with --resume.")
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
         run.write_preset(preset)
@@ -129,7 +132,7 @@ class RunDir:
         A run killed between logging an epoch and saving last.pt would otherwise list that epoch twice.
         """
         records = read_metrics(self.path)
-        keep = [r for r in records if r.get("split") == "error" or int(r.get("step") or 0) <= last_step]
+        keep = [r for r in records if self._step(r) <= last_step or r.get("split") == "error"]
         if len(keep) != len(records) or _torn(self.metrics_path):
             atomic.write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
         progress_path = self.path / PROGRESS_FILE
@@ -140,11 +143,95 @@ class RunDir:
                 atomic.write_text(progress_path, "".join(line + "\n" for line in kept))
         return len(records) - len(keep)
 
+    def _step(self, record: Any) -> int:
+        step = record.get("step") or 0 if isinstance(record, dict) else None
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step):
+            raise WorkbenchError(f"{self.metrics_path} has a line that is not a metrics record with a numeric step: "
+                                 f"{json.dumps(record)[:200]}. The file was damaged or edited; delete that line "
+                                 "(or restore the file from a copy), then resume again.")
+        return int(step)
+
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic.write_json(self.summary_path, summary)
+        """summary.json; the files it names inside the run are written relative to the run (a copy stays whole)."""
+        atomic.write_json(self.summary_path, _relative_links(self.path, summary))
 
     def read_summary(self) -> dict[str, Any]:
         return json.loads(self.summary_path.read_text()) if self.summary_path.is_file() else {}
+
+
+RESULT_FILES = ("last.pt", "summary.json", "eval.json")   # a run has produced results: never start another in it
+
+
+def holds_run(path: Path, job: str) -> str | None:
+    """Why ``path`` holds a run a new ``job`` must not be started in, or None.
+
+    A folder holding only preset.toml (and a launcher's log) is not a run yet: the app, the pipeline and
+    pre-training make it before they pass it as --run-dir. An attempt of the same job killed before its
+    first last.pt (status/metrics only) may start again in place; another job's files never.
+    """
+    for name in RESULT_FILES:
+        if (path / name).exists():
+            return name
+    owner = _json_field(path / "status.json", "job")
+    if owner is not None and owner != job:
+        return f"status.json of a {owner} run"
+    try:
+        with open(path / "metrics.jsonl", encoding="utf-8", errors="replace") as handle:
+            first = json.loads(handle.readline() or "{}")
+    except (OSError, ValueError):
+        first = {}
+    logged = first.get("job") if isinstance(first, dict) else None
+    if logged is not None and logged != job:
+        return f"metrics.jsonl of a {logged} run"
+    return None
+
+
+LINK_KEYS = ("eval_json", "eval_folds_json")   # summary.json keys naming a file (also in each of ``folds``)
+
+
+def _relative_links(run: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    def relative(value: Any) -> Any:
+        if not isinstance(value, str) or not value:
+            return value
+        try:
+            return str(Path(os.path.abspath(value)).relative_to(os.path.abspath(run)))
+        except ValueError:   # outside the run (e.g. a pipeline's stage runs beside it): kept as it is
+            return value
+
+    out = {k: relative(v) if k in LINK_KEYS else v for k, v in summary.items()}
+    if isinstance(summary.get("folds"), list):
+        out["folds"] = [_relative_links(run, f) if isinstance(f, dict) else f for f in summary["folds"]]
+    return out
+
+
+def linked_file(run_dir: str | Path, named: Any) -> Path | None:
+    """The file a run's summary.json names (``eval_json``, ...), or None when it names none.
+
+    A relative name is relative to the run. An absolute one (runs written before, or a copy's) is the run's
+    own file when the run holds it: the longest tail of the name found inside the run, else beside the run
+    (a copied runs directory), else the name itself.
+    """
+    if not isinstance(named, str) or not named:
+        return None
+    run, path = Path(run_dir), Path(named)
+    if not path.is_absolute():
+        return run / path
+    parts = path.parts[1:]
+    for base in (run, run.parent):
+        for i in range(len(parts)):
+            candidate = base.joinpath(*parts[i:])
+            if candidate.is_file():
+                return candidate
+    return path
+
+
+def _json_field(path: Path, key: str) -> Any:
+    """``key`` of a JSON object file, or None (no file, unreadable, not an object)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc.get(key) if isinstance(doc, dict) else None
 
 
 def _torn(path: Path) -> bool:
@@ -160,9 +247,19 @@ def _progress_step(line: str) -> float:
         return math.inf
 
 
+def runs_root(runs_dir: str | Path) -> Path:
+    """``runtime.runs_dir`` as a path: ``~`` and ``~user`` expanded; the filesystem root refused."""
+    root = Path(runs_dir).expanduser()
+    if str(root) and Path(os.path.abspath(root)) == Path(os.path.abspath(root)).parent:
+        raise WorkbenchError(f"runtime.runs_dir is {str(runs_dir)!r}, the filesystem root: every run would become a "
+                             "folder in it. Set runtime.runs_dir to a directory of its own, e.g. \"runs\" or "
+                             "\"~/vlr-runs\" (or give --run-dir).")
+    return root
+
+
 def iter_runs(runs_dir: str | Path) -> Iterator[Path]:
     """Run directories under ``runs_dir``, newest first."""
-    root = Path(runs_dir)
+    root = runs_root(runs_dir)
     if not root.is_dir():
         return iter(())
     return iter(sorted((p for p in root.iterdir() if (p / "preset.toml").is_file()), key=lambda p: p.name,

@@ -49,15 +49,31 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
+def valid_pid(pid: Any) -> int | None:
+    """A process id as written by us (a positive int), or None for anything else (edited, damaged)."""
+    if isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2 ** 31:
+        return pid
+    return None
+
+
+def _seconds(value: Any) -> float:
+    """A time stamp from a run file; anything unreadable counts as long ago."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        return float(value)
+    return 0.0
+
+
 def run_state(run_path: str | Path, now: float | None = None) -> str:
     """running, finished, stopped, failed, dead, or unknown (a run from before status.json)."""
     path = Path(run_path)
     status = read_status(path)
     state = status.get("state")
     if state == "running":
-        if status.get("host") == socket.gethostname():   # this host: the process itself says
-            return "running" if pid_alive(status.get("pid")) else "dead"
-        age = (now or time.time()) - float(status.get("heartbeat") or 0)
+        pid = valid_pid(status.get("pid"))
+        if pid is not None and status.get("host") == socket.gethostname():   # this host: the process itself says
+            return "running" if pid_alive(pid) else "dead"
+        # another host, or an unreadable pid: trust a fresh heartbeat only
+        age = (now or time.time()) - _seconds(status.get("heartbeat"))
         return "dead" if age > STALE_SECONDS else "running"
     if state in STATES:
         return state
@@ -101,7 +117,13 @@ class FileStop:
 def request_stop(run_path: str | Path) -> Path:
     """Ask the job that owns ``run_path`` (any process, any front end) to stop at its next step."""
     path = Path(run_path) / STOP_FILE
-    atomic.write_text(path, f"{time.time()}\n")
+    mark = f"{time.time()} {os.getpid()}\n"
+    atomic.write_text(path, mark)
+    # it ended meanwhile: take back this request (its writer's end removed any request made before that)
+    if run_state(run_path) in ("finished", "stopped", "failed"):
+        with contextlib.suppress(OSError):
+            if path.read_text(encoding="utf-8") == mark:
+                path.unlink()
     return path
 
 
@@ -151,6 +173,9 @@ class StatusWriter:
         self.fields.update(state=state, message=message[:2000])
         self._ended.set()
         self.write()
+        if self.enabled:   # a request that came too late to stop it must not stay behind (request_stop checks after)
+            with contextlib.suppress(OSError):
+                (self.path.parent / STOP_FILE).unlink(missing_ok=True)
 
     def hand_over(self) -> None:
         """Stop writing (the heartbeat included) without a final state: another writer of the run takes over."""
@@ -233,10 +258,12 @@ class RunLock:
                 return time.time() - self.path.stat().st_mtime < STALE_SECONDS
             except OSError:
                 return False
-        if owner.get("host") == socket.gethostname():
-            return pid_alive(owner.get("pid"))
-        status = read_status(self.path.parent)  # another host: trust a fresh heartbeat only
-        return time.time() - float(status.get("heartbeat") or owner.get("time") or 0) < STALE_SECONDS
+        pid = valid_pid(owner.get("pid"))
+        if pid is not None and owner.get("host") == socket.gethostname():
+            return pid_alive(pid)
+        status = read_status(self.path.parent)  # another host or an unreadable pid: trust a fresh heartbeat only
+        beat = _seconds(status.get("heartbeat")) or _seconds(owner.get("time"))
+        return time.time() - beat < STALE_SECONDS
 
 
 @contextlib.contextmanager

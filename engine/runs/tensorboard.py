@@ -8,12 +8,14 @@ torch.utils.tensorboard needs the ``tensorboard`` package; it is imported only h
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
 from typing import Any
 
 from engine.errors import WorkbenchError
+from engine.io import atomic
 from engine.runs.records import read_metrics
 
 EVENTS_DIR = "tensorboard"
@@ -92,18 +94,19 @@ class LiveLog(TensorBoardLog):
                 self.log_image("samples", png, int(match.group(1)))
 
 
+EXPORT_RECORD = "export.json"   # inside the events folder: the events files `export-tb` wrote (only these are replaced)
+
+
 def export_run(run_dir: str | Path) -> tuple[Path, dict[str, int]]:
     """Convert a past run (metrics.jsonl and samples/epoch_NNN.png) to TensorBoard events.
 
-    Returns the events folder and the counts written. An earlier export is replaced.
+    Returns the events folder and the counts written. An earlier export is replaced: only the events
+    files recorded in ``tensorboard/export.json`` are deleted (never live events, never through a link).
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "preset.toml").is_file():
-        raise WorkbenchError(f"{run_dir} is not a run directory (it has no preset.toml). Give directories listed "
-                             "by `vlr-workbench runs`.")
-    events = run_dir / EVENTS_DIR
-    for old in events.glob("events.out.tfevents.*"):
-        old.unlink()
+    events = _export_target(run_dir)
+    _remove_own_export(events)
+    before = set(events.glob("events.out.tfevents.*")) if events.is_dir() else set()
     log = TensorBoardLog(run_dir)
     try:
         for record in read_metrics(run_dir):
@@ -114,4 +117,36 @@ def export_run(run_dir: str | Path) -> tuple[Path, dict[str, int]]:
                 log.log_image("samples", png, int(match.group(1)))
     finally:
         log.close()
+        written = sorted(p.name for p in set(events.glob("events.out.tfevents.*")) - before)
+        atomic.write_json(events / EXPORT_RECORD, {"files": written})
     return log.path, {"scalars": log.scalars, "images": log.images}
+
+
+def _export_target(run_dir: Path) -> Path:
+    """RUN_DIR/tensorboard, checked: a run directory, the folder not a link nor a file (a running run is
+    refused by the caller, who knows its state: `export-tb`)."""
+    if not (run_dir / "preset.toml").is_file():
+        raise WorkbenchError(f"{run_dir} is not a run directory (it has no preset.toml). Give directories listed "
+                             "by `vlr-workbench runs`.")
+    events = run_dir / EVENTS_DIR
+    if events.is_symlink() or (events.exists() and not events.is_dir()):
+        kind = "a symlink" if events.is_symlink() else "not a folder"
+        raise WorkbenchError(f"{events} is {kind}: `export-tb` writes only into a real `{EVENTS_DIR}` folder inside "
+                             "the run and never writes or deletes through a link. Remove or rename it, then export "
+                             "again.")
+    return events
+
+
+def _remove_own_export(events: Path) -> None:
+    """Delete the events files an earlier `export-tb` recorded as its own (plain files directly inside)."""
+    record = events / EXPORT_RECORD
+    try:
+        names = json.loads(record.read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return
+    for name in names if isinstance(names, list) else []:
+        if not isinstance(name, str) or not name.startswith("events.out.tfevents.") or "/" in name:
+            continue
+        path = events / name
+        if path.is_file() and not path.is_symlink():
+            path.unlink()

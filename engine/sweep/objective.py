@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine.errors import WorkbenchError
 from engine.runs.records import read_metrics
-from engine.runs.run_dir import RunDir
+from engine.runs.run_dir import RunDir, linked_file
 
 KINDS = ("val", "eval", "summary")
 
@@ -42,7 +42,7 @@ def objective_value(run_dir: Path, name: str, maximize: bool) -> float:
 
 def _eval_doc(run_dir: Path) -> dict:
     linked = RunDir(run_dir).read_summary().get("eval_json")
-    for path in (run_dir / "eval.json", Path(linked) if linked else None):
+    for path in (run_dir / "eval.json", linked_file(run_dir, linked)):
         if path is not None and path.is_file():
             try:
                 doc = json.loads(path.read_text(encoding="utf-8"))

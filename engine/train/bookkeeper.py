@@ -27,7 +27,7 @@ from engine.events import Emit, Finished, Log, Metrics, Progress, ignore
 from engine.jobs.registry import StopFlag
 from engine.presets import Preset
 from engine.runs.lifecycle import RunLifecycle
-from engine.runs.status import RunLock
+from engine.runs.status import STATUS_FILE, RunLock
 from engine.runs.run_dir import PROGRESS_FILE, RunDir
 from engine.train.loop_state import LoopState, Sums
 from engine.train.oom import out_of_memory
@@ -105,6 +105,7 @@ class Bookkeeper:
                 lock = RunLock(path)
                 notes.append(lock.acquire())
             run, state = RunDir(Path(distributed.broadcast(str(path) if path else None, ctx))), LoopState()
+        before, book = _status_bytes(run.path) if resume is not None and ctx.is_main else None, None
         try:
             if resume is not None and int(resume.checkpoint.get("world_size", 1)) != ctx.world_size:
                 raise WorkbenchError(
@@ -126,6 +127,10 @@ class Bookkeeper:
                         book.log(f"metrics.jsonl: dropped {dropped} record(s) logged after last.pt (step "
                                  f"{state.global_step}); the resumed run logs them again")
         except BaseException:
+            if book is not None and before is not None:   # a resume that cannot start leaves the run as it was
+                book.status.hand_over()
+                with book.status._lock:   # after any heartbeat write in progress
+                    _restore_status(run.path, before)
             lock.release()
             raise
         return book
@@ -276,3 +281,19 @@ class _NoRun:
 
     def log_error(self, *args, **kwargs) -> None:
         pass
+
+
+def _status_bytes(run_path: Path) -> bytes | None:
+    """status.json as it is (None: none), so a resume that fails before it starts can put it back."""
+    try:
+        return (run_path / STATUS_FILE).read_bytes()
+    except OSError:
+        return None
+
+
+def _restore_status(run_path: Path, before: bytes | None) -> None:
+    with contextlib.suppress(OSError):
+        if before is None:
+            (run_path / STATUS_FILE).unlink(missing_ok=True)
+        else:
+            atomic.write_bytes(run_path / STATUS_FILE, before)

@@ -68,6 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--degrade", nargs="?", const="default", type=_degrade_arg, metavar="SPEC",
                    help="camera-like VLR images: blur, sensor noise, JPEG, drawn per image from --seed "
                         "(SPEC e.g. 'blur=0.3:1.5,noise=0:6,jpeg=40:90', the default; recorded in the manifest)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the dataset DST holds (a folder with a manifest.json; never other files)")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser(
@@ -115,7 +117,7 @@ def _counts_table(title: str, counts: dict) -> Table:
 def cmd_prepare(args: argparse.Namespace) -> int:
     with _progress_bar("preparing") as progress:
         manifest = prepare_dataset(args.src, args.dst, vlr_size=args.vlr, split=args.split, seed=args.seed,
-                                   progress=progress, degrade=args.degrade)
+                                   progress=progress, degrade=args.degrade, force=args.force)
     console.print(_counts_table(f"{escape(str(args.dst))}  (VLR {args.vlr[0]}x{args.vlr[1]})", manifest["splits"]))
     if manifest["skipped"]:
         console.print(f"skipped {len(manifest['skipped'])} file(s) that are not images (listed in {MANIFEST})")

@@ -88,10 +88,15 @@ def cmd_export_csv(args) -> int:
 
 
 def cmd_export_tb(args) -> int:
+    from engine.runs.status import run_state
     from engine.runs.tensorboard import export_run
 
     console = Console(highlight=False)
     for run_dir in args.run_dirs:
+        if run_state(run_dir) == "running":
+            raise WorkbenchError(f"{run_dir} is running: `export-tb` converts finished runs only (a running job "
+                                 "writes its own events when runtime.tensorboard = true). Export it after it ends, "
+                                 "or stop it first with `vlr-workbench stop`.")
         out, counts = export_run(run_dir)
         console.print(f"{escape(str(run_dir))}: {counts['scalars']} scalars, {counts['images']} images -> "
                       f"{escape(str(out))}")
