@@ -23,7 +23,7 @@ from typing import Any
 from engine.errors import WorkbenchError
 from engine.jobs.registry import own_process_jobs
 from engine.presets import Preset
-from engine.runs.run_dir import RunDir
+from engine.runs.run_dir import RunDir, runs_root
 
 OUTPUT_FILE = "detached.log"          # stdout and stderr of the process, in its run directory
 
@@ -68,7 +68,7 @@ def start_detached(kind: str, preset: Preset, data: str | None, options: dict[st
         own = ", ".join(own_process_jobs())
         raise WorkbenchError(f"{kind} cannot start detached (only {own}): it runs in the app.")
     if run_dir is None:
-        runs_dir = Path(preset.runtime.runs_dir).expanduser().resolve()
+        runs_dir = runs_root(preset.runtime.runs_dir).resolve()
         run_dir = RunDir.create(runs_dir, preset, kind).path      # writes the preset as preset.toml
     preset_file, output = run_dir / "preset.toml", run_dir / OUTPUT_FILE
     with open(output, "ab") as sink:

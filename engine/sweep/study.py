@@ -25,7 +25,7 @@ from engine.io import atomic
 from engine.jobs.options import SweepOptions
 from engine.jobs.registry import JOBS, JobRequest, StopFlag, run_job, sweep_trial_jobs
 from engine.presets import Preset, derive, load, save
-from engine.runs.run_dir import RunDir
+from engine.runs.run_dir import RunDir, runs_root
 from engine.runs.status import run_state
 from engine.sweep.objective import check_objective, objective_value
 from engine.sweep.space import SearchSpace, load_space
@@ -85,7 +85,7 @@ def storage_for(preset: Preset, opts: SweepOptions, study: str):
 
     if opts.storage:
         return opts.storage
-    folder = Path(preset.runtime.runs_dir).expanduser() / "sweeps"
+    folder = runs_root(preset.runtime.runs_dir) / "sweeps"
     folder.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(folder / f"{study}.journal")))
 
@@ -417,6 +417,6 @@ def load_study(preset: Preset, opts: SweepOptions):
     try:
         return optuna.load_study(study_name=study, storage=storage_for(preset, opts, study))
     except KeyError:
-        raise WorkbenchError(f"no study {study!r} in {opts.storage or Path(preset.runtime.runs_dir) / 'sweeps'}: "
+        raise WorkbenchError(f"no study {study!r} in {opts.storage or runs_root(preset.runtime.runs_dir) / 'sweeps'}: "
                              "start it with `vlr-workbench sweep --preset P --space FILE`.") from None
 
