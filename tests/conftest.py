@@ -57,6 +57,25 @@ def demo_root(tmp_path_factory) -> Path:
                                  seed=0, vlr_size=(16, 16), hr_size=128)
 
 
+@pytest.fixture
+def fast_pipeline_preset(tmp_path):
+    """cpu-demo at 16x16 with one epoch per stage and a random edgeface_xxs as its weights (no pre-training):
+    a pipeline of seconds per fold on ``demo_root``; runs go to tmp_path/runs."""
+    import torch
+
+    from engine import presets
+    from engine.io import atomic
+    from engine.models.edgeface import build_edgeface, edgeface_checkpoint
+
+    torch.manual_seed(0)
+    weights = atomic.torch_save(tmp_path / "edgeface.pt", edgeface_checkpoint(build_edgeface("edgeface_xxs")))
+    return presets.load("cpu-demo").with_changes({
+        "data.vlr_width": 16, "data.vlr_height": 16, "runtime.device": "cpu", "dsr.epochs": 1, "dsr.batch_size": 16,
+        "dsr.base_channels": 8, "dsr.residual_blocks": 1, "finetune.stage1_epochs": 1, "finetune.stage2_epochs": 1,
+        "finetune.batch_size": 16, "runtime.edgeface_variant": "edgeface_xxs",
+        "runtime.runs_dir": str(tmp_path / "runs"), "runtime.edgeface_weights": str(weights)})
+
+
 @pytest.fixture(scope="session")
 def demo_root_32(tmp_path_factory) -> Path:
     """The same tiny demo dataset as ``demo_root`` with 32x32 VLR images."""

@@ -13,30 +13,9 @@ from engine.events import Finished, Log
 from engine.jobs.registry import JobRequest, StopFlag, run_job
 
 FIVE_ROWS = {"dsr", "dsr_base", "bicubic", "bicubic_base", "hr"}
-TINY = {
-    "data.vlr_width": 16, "data.vlr_height": 16, "runtime.device": "cpu",
-    "dsr.epochs": 1, "dsr.batch_size": 16, "dsr.base_channels": 8, "dsr.residual_blocks": 1,
-    "finetune.stage1_epochs": 1, "finetune.stage2_epochs": 1, "finetune.batch_size": 16,
-    "runtime.edgeface_variant": "edgeface_xxs",
-}
-
-
-def _fast_preset(tmp_path: Path):
-    """A tiny preset with a random edgeface_xxs as its weights (no pre-training: seconds per fold)."""
-    import torch
-
-    from engine.io import atomic
-    from engine.models.edgeface import build_edgeface, edgeface_checkpoint
-
-    torch.manual_seed(0)
-    weights = atomic.torch_save(tmp_path / "edgeface.pt", edgeface_checkpoint(build_edgeface("edgeface_xxs")))
-    return P.load("cpu-demo").with_changes({**TINY, "runtime.runs_dir": str(tmp_path / "runs"),
-                                             "runtime.edgeface_weights": str(weights)})
-
-
-def test_baselines_give_five_rows_each_scored_by_its_own_recogniser(tmp_path, demo_root):
+def test_baselines_give_five_rows_each_scored_by_its_own_recogniser(tmp_path, demo_root, fast_pipeline_preset):
     events = []
-    preset = _fast_preset(tmp_path)
+    preset = fast_pipeline_preset
     result = run_job(JobRequest("pipeline", preset, data=str(demo_root),
                                 options={"baselines": True, "bootstrap": 50}), events.append)
     assert isinstance(result, Finished) and not result.stopped, getattr(result, "error", "")
@@ -72,12 +51,13 @@ def _stage_files(record: dict) -> dict[str, tuple[str, int]]:
             for name, path in record["stages"].items() if path and (Path(path) / "best.pt").is_file()}
 
 
-def test_folds_stop_then_resume_reuses_the_finished_fold_and_aggregates(tmp_path, demo_root, capsys):
+def test_folds_stop_then_resume_reuses_the_finished_fold_and_aggregates(tmp_path, demo_root, capsys,
+                                                                         fast_pipeline_preset):
     from engine.data.layout import subject_of
     from engine.evaluation.report import write_report
     from workbench.cli.main import main
 
-    preset = _fast_preset(tmp_path)
+    preset = fast_pipeline_preset
     stop = StopFlag()
 
     def emit(event):   # stop in the second fold, once its DSR is trained
@@ -135,10 +115,10 @@ def test_folds_stop_then_resume_reuses_the_finished_fold_and_aggregates(tmp_path
     assert (run_dir / "report_files" / "cmc.png").is_file()
 
 
-def test_folds_bad_input_exits_2_with_a_message(tmp_path, demo_root, capsys):
+def test_folds_bad_input_exits_2_with_a_message(tmp_path, demo_root, capsys, fast_pipeline_preset):
     from workbench.cli.main import main
 
-    preset_file = P.save(_fast_preset(tmp_path), tmp_path / "tiny.toml")
+    preset_file = P.save(fast_pipeline_preset, tmp_path / "tiny.toml")
     assert main(["pipeline", "--preset", str(preset_file), "--data", str(demo_root), "--folds", "1"]) == 2
     assert "--folds 1" in capsys.readouterr().err
     assert main(["pipeline", "--preset", str(preset_file), "--data", str(demo_root), "--folds", "12"]) == 2

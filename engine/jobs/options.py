@@ -76,3 +76,5 @@ class SweepOptions:
     timeout: float | None = None          # wall-time budget in seconds: no trial starts after it (running ones end)
     parallel: int = 1                     # trials at once, each a CLI process (engine.sweep.parallel)
     gpus_per_trial: int = 1               # CUDA devices of each parallel trial (more than one: torchrun)
+    baselines: bool = False               # pipeline trials: also fine-tune on bicubic (eval.bicubic_best is fair)
+    folds: int | None = None              # pipeline trials: K subject folds (eval.ROW.METRIC = the fold mean)

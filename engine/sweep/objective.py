@@ -1,53 +1,91 @@
 """The value a trial scores: a metric its run recorded, named ``val.METRIC`` (its best epoch),
-``eval.ROW.METRIC`` (its eval.json, or its pipeline's), or ``summary.KEY``."""
+``eval.ROW.METRIC`` (its eval.json, or its pipeline's; with folds the mean over the folds), or
+``summary.KEY``; or the difference of two such names, ``A - B`` (e.g. ``eval.dsr.rank1 -
+eval.bicubic_best.rank1``). ``bicubic_best`` is the better of the two bicubic rows (the recogniser
+fine-tuned on bicubic images, or the base one): the fair baseline DSR has to beat."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
+from typing import Any
 
 from engine.errors import WorkbenchError
-from engine.runs.records import read_metrics
+from engine.runs.records import read_json_object, read_metrics
 from engine.runs.run_dir import RunDir, linked_file
 
 KINDS = ("val", "eval", "summary")
+BEST_BICUBIC, BICUBIC_ROWS = "bicubic_best", ("bicubic", "bicubic_base")
 
 
-def check_objective(name: str) -> tuple[str, ...]:
-    parts = tuple(name.split("."))
-    if parts[0] not in KINDS or len(parts) != (3 if parts[0] == "eval" else 2):
+def check_objective(name: str) -> list[tuple[str, ...]]:
+    """The metric names of an objective (one, or two for ``A - B``); a WorkbenchError for a malformed one."""
+    terms = [term.strip() for term in name.split(" - ")] if " - " in name else [name.strip()]
+    parsed = [tuple(term.split(".")) for term in terms]
+    if len(parsed) > 2 or any(p[0] not in KINDS or len(p) != (3 if p[0] == "eval" else 2) for p in parsed):
         raise WorkbenchError(f"objective {name!r}: give val.METRIC (e.g. val.psnr, the best epoch's), "
-                             "eval.ROW.METRIC (e.g. eval.dsr.rank1) or summary.KEY (e.g. summary.best_psnr).")
-    return parts
+                             "eval.ROW.METRIC (e.g. eval.dsr.rank1), summary.KEY (e.g. summary.best_psnr), or the "
+                             "difference of two, e.g. \"eval.dsr.rank1 - eval.bicubic_best.rank1\".")
+    return parsed
 
 
 def objective_value(run_dir: Path, name: str, maximize: bool) -> float:
     """The objective of a finished trial's run; a WorkbenchError when the run did not record it."""
-    kind, *rest = check_objective(name)
-    value = None
+    terms = check_objective(name)
+    values = [_metric(run_dir, term, maximize) for term in terms]
+    if any(v is None for v in values):
+        missing = ".".join(terms[[v is None for v in values].index(True)])
+        raise WorkbenchError(f"{run_dir} recorded no finite {missing}: pick an objective the trial's job writes "
+                             "(train-dsr: val.psnr, val.ssim; finetune: val.top1; pipeline: eval.dsr.rank1, and "
+                             "eval.bicubic_best.rank1 with --baselines).")
+    return values[0] - values[1] if len(values) == 2 else values[0]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _metric(run_dir: Path, term: tuple[str, ...], maximize: bool) -> float | None:
+    kind, *rest = term
     if kind == "val":
-        values = [r[rest[0]] for r in read_metrics(run_dir) if r.get("split") == "val"
-                  and isinstance(r.get(rest[0]), (int, float)) and math.isfinite(r[rest[0]])]
+        values = [r[rest[0]] for r in read_metrics(run_dir) if r.get("split") == "val" and _finite(r.get(rest[0]))]
         value = (max if maximize else min)(values) if values else None
     elif kind == "summary":
         value = RunDir(run_dir).read_summary().get(rest[0])
     else:
-        value = _eval_doc(run_dir).get(rest[0], {}).get(rest[1])
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise WorkbenchError(f"{run_dir} recorded no finite {name}: pick an objective the trial's job writes "
-                             "(train-dsr: val.psnr, val.ssim; finetune: val.top1; pipeline: eval.dsr.rank1).")
-    return float(value)
+        value = eval_metric(eval_rows(run_dir), *rest)
+    return float(value) if _finite(value) else None
 
 
-def _eval_doc(run_dir: Path) -> dict:
-    linked = RunDir(run_dir).read_summary().get("eval_json")
-    for path in (run_dir / "eval.json", linked_file(run_dir, linked)):
+def eval_metric(rows: dict[str, dict[str, float]], row: str, metric: str) -> float | None:
+    """``row``'s ``metric``; ``bicubic_best``: the bicubic row with the higher rank-1 (its ``metric``)."""
+    if row == BEST_BICUBIC:
+        present = [r for r in BICUBIC_ROWS if _finite(rows.get(r, {}).get("rank1"))]
+        if not present:
+            return None
+        row = max(present, key=lambda r: rows[r]["rank1"])
+    value = rows.get(row, {}).get(metric)
+    return float(value) if _finite(value) else None
+
+
+def eval_rows(run_dir: Path) -> dict[str, dict[str, float]]:
+    """{row: {metric: value}} of the run's evaluation: the fold means when it ran folds, else its eval.json
+    (the run's own, or the one its summary links)."""
+    summary = RunDir(run_dir).read_summary()
+    folds = linked_file(run_dir, summary.get("eval_folds_json"))
+    if folds is not None and folds.is_file():
+        aggregated = _read(folds).get("rows") or {}
+        return {row: {metric: stat.get("mean") for metric, stat in body.items() if isinstance(stat, dict)}
+                for row, body in aggregated.items() if isinstance(body, dict)}
+    for path in (run_dir / "eval.json", linked_file(run_dir, summary.get("eval_json"))):
         if path is not None and path.is_file():
-            try:
-                doc = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if isinstance(doc, dict):
-                return doc
+            doc = _read(path)
+            return {row: body for row, body in doc.items() if isinstance(body, dict)}
     return {}
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return read_json_object(path, "")
+    except WorkbenchError:
+        return {}

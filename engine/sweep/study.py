@@ -69,6 +69,9 @@ def _check(preset: Preset, opts: SweepOptions) -> tuple[SearchSpace, str]:
     if opts.trials < 1 or opts.parallel < 1 or opts.gpus_per_trial < 1:
         raise WorkbenchError(f"--trials {opts.trials}, --parallel {opts.parallel}, --gpus-per-trial "
                              f"{opts.gpus_per_trial}: each at least 1.")
+    if (opts.baselines or opts.folds is not None) and opts.job != "pipeline":
+        raise WorkbenchError(f"--baselines and --folds apply to pipeline trials; this sweep's trials run {opts.job}. "
+                             "Add --job pipeline (with an eval.* objective), or leave them out.")
     check_objective(opts.objective)
     if opts.objective2:
         check_objective(opts.objective2)
@@ -211,14 +214,17 @@ def _run_trial(study, base: Preset, space: SearchSpace, data: str | None, opts: 
         return
     trial, changes, run = asked
     pruner = _PruneOnVal(trial, opts, stop, emit)
-    result = run_job(JobRequest(opts.job, _trial_preset(run), data=data, options=_where(trial, run)),
+    result = run_job(JobRequest(opts.job, _trial_preset(run), data=data, options=_where(trial, run, opts)),
                      pruner.emit, pruner.stop)
     tell_result(study, trial, changes, run.path, result, pruner.pruned_at, opts, emit)
 
 
-def _where(trial, run: RunDir) -> dict[str, str]:
-    """The trial job's directory option: resume its run, or write a new one there."""
-    return {"resume": str(run.path)} if trial.user_attrs.get("resume") else {"run_dir": str(run.path)}
+def _where(trial, run: RunDir, opts: SweepOptions) -> dict[str, Any]:
+    """The trial job's options: resume its run or write a new one there; a pipeline's baselines and folds."""
+    where: dict[str, Any] = {"resume": str(run.path)} if trial.user_attrs.get("resume") else {"run_dir": str(run.path)}
+    if opts.job == "pipeline":
+        where.update(baselines=opts.baselines, folds=opts.folds)
+    return where
 
 
 def _trial_preset(run: RunDir) -> Preset:
@@ -267,7 +273,7 @@ def _run_parallel(study, base: Preset, space: SearchSpace, data: str | None, opt
         if asked is None:
             return None
         trial, changes, run = asked
-        options = {**_where(trial, run), "nproc": slot.nproc if slot.nproc > 1 else None}
+        options = {**_where(trial, run, opts), "nproc": slot.nproc if slot.nproc > 1 else None}
         job = start_detached(opts.job, _trial_preset(run), data, options, run_dir=run.path, env=slot.env)
         return LiveTrial(trial, job, RunFollower(run.path), slot, changes, metric)
 
@@ -391,7 +397,8 @@ def trial_preset_as(trial, base: Preset, name: str) -> Preset:
 
 
 def importances(study) -> dict[str, float]:
-    """Optuna's parameter importances (fANOVA) once two trials completed; {} before (or with two objectives)."""
+    """Optuna's parameter importances (its default evaluator) once two trials completed; {} before (or with
+    two objectives)."""
     import optuna
 
     try:

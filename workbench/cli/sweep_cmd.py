@@ -24,6 +24,8 @@ EXAMPLE = """example (space.toml):
 
   vlr-workbench sweep --preset cpu-demo --space space.toml --trials 8 --objective val.psnr
   vlr-workbench sweep show cpu-demo-sweep --preset cpu-demo
+  vlr-workbench sweep --preset cpu-demo --space space.toml --job pipeline --baselines --folds 3 \
+      --objective "eval.dsr.rank1 - eval.bicubic_best.rank1" --study margin
 
 Running the same command again resumes the study (finished trials are kept; a trial whose process died
 runs again). Each trial is a run in runtime.runs_dir with the trial's preset: the runs table, attach,
@@ -60,6 +62,11 @@ def register(subparsers) -> None:
                         help="trials at once, each a CLI process (CPU: the cores divided; CUDA: its own GPUs)")
     parser.add_argument("--gpus-per-trial", type=int, default=1, metavar="G",
                         help="CUDA devices of each parallel trial (more than one: the trial runs under torchrun)")
+    parser.add_argument("--baselines", action="store_true",
+                        help="pipeline trials: also fine-tune a recogniser on bicubic images (the fair "
+                             "eval.bicubic_best row)")
+    parser.add_argument("--folds", type=int, metavar="K",
+                        help="pipeline trials: K subject folds; eval.ROW.METRIC is then the mean over the folds")
     parser.add_argument("--from-run", metavar="RUN_DIR",
                         help="first try RUN_DIR's preset and each of its tips (labelled), then the best trial's "
                              "tips every few trials; the base preset is RUN_DIR's unless --preset is given")
@@ -86,7 +93,8 @@ def _options(args, study: str | None) -> SweepOptions:
                         objective2=getattr(args, "objective2", None), direction2=getattr(args, "direction2", "minimize"),
                         direction=args.direction, study=study, storage=args.storage, sampler=args.sampler,
                         seed=args.seed, prune=not args.no_prune, from_run=getattr(args, "from_run", None),
-                        timeout=getattr(args, "timeout", None), parallel=getattr(args, "parallel", 1), gpus_per_trial=getattr(args, "gpus_per_trial", 1))
+                        timeout=getattr(args, "timeout", None), parallel=getattr(args, "parallel", 1), gpus_per_trial=getattr(args, "gpus_per_trial", 1),
+                        baselines=getattr(args, "baselines", False), folds=getattr(args, "folds", None))
 
 
 def _base_preset(args):

@@ -1,0 +1,80 @@
+"""Sweep objectives over evaluations: the difference of two metrics, the best bicubic row, fold means, and
+pipeline trials with --baselines and --folds (issue 22)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine import presets
+from engine.errors import WorkbenchError
+from engine.sweep.objective import check_objective, objective_value
+from workbench.cli.main import main
+
+MARGIN = "eval.dsr.rank1 - eval.bicubic_best.rank1"
+
+
+def _run_with_eval(tmp_path: Path, rows: dict) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "eval.json").write_text(json.dumps(rows))
+    (run / "summary.json").write_text(json.dumps({"status": "finished"}))
+    return run
+
+
+def test_a_margin_objective_subtracts_the_better_bicubic_row(tmp_path):
+    run = _run_with_eval(tmp_path, {"dsr": {"rank1": 0.70}, "bicubic": {"rank1": 0.55},
+                                    "bicubic_base": {"rank1": 0.60}, "hr": {"rank1": 0.9}})
+    assert objective_value(run, MARGIN, True) == pytest.approx(0.70 - 0.60)
+    assert objective_value(run, "eval.bicubic_best.rank1", True) == pytest.approx(0.60)
+    assert objective_value(run, "eval.dsr.rank1 - eval.hr.rank1", True) == pytest.approx(-0.2)
+
+
+def test_with_folds_an_eval_objective_is_the_mean_over_the_folds(tmp_path):
+    run = _run_with_eval(tmp_path, {"dsr": {"rank1": 0.99}, "bicubic": {"rank1": 0.0}})   # one fold's: not used
+    folds = {"folds": 2, "rows": {"dsr": {"rank1": {"mean": 0.5, "values": [0.4, 0.6]}},
+                                  "bicubic": {"rank1": {"mean": 0.3}}, "bicubic_base": {"rank1": {"mean": 0.35}}}}
+    (run / "eval_folds.json").write_text(json.dumps(folds))
+    (run / "summary.json").write_text(json.dumps({"status": "finished", "eval_folds_json": "eval_folds.json"}))
+    assert objective_value(run, MARGIN, True) == pytest.approx(0.5 - 0.35)
+
+
+def test_a_missing_row_or_a_malformed_objective_names_what_to_give(tmp_path):
+    run = _run_with_eval(tmp_path, {"dsr": {"rank1": 0.7}})
+    with pytest.raises(WorkbenchError, match="no finite eval.bicubic_best.rank1"):
+        objective_value(run, MARGIN, True)
+    for bad in ("eval.dsr.rank1 - ", "eval.dsr - eval.bicubic.rank1", "a - b - c", "val.psnr-val.ssim"):
+        with pytest.raises(WorkbenchError, match="difference of two"):
+            check_objective(bad)
+
+
+def test_baselines_or_folds_on_a_train_dsr_sweep_is_exit_2_before_anything_runs(tmp_path, capsys):
+    (tmp_path / "space.toml").write_text('[params]\n"dsr.learning_rate" = { low = 1e-4, high = 1e-3 }\n')
+    preset = presets.load("cpu-demo").with_changes({"runtime.runs_dir": str(tmp_path / "runs")})
+    tiny = presets.save(presets.derive(preset, "tiny"), tmp_path / "tiny.toml")
+    code = main(["sweep", "--preset", str(tiny), "--space", str(tmp_path / "space.toml"), "--folds", "3"])
+    assert code == 2
+    assert "--job pipeline" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_pipeline_sweep_with_baselines_and_folds_scores_each_trial_by_its_mean_margin(
+        tmp_path, demo_root, fast_pipeline_preset, capsys):
+    tiny = presets.save(presets.derive(fast_pipeline_preset, "tiny"), tmp_path / "tiny.toml")
+    (tmp_path / "space.toml").write_text('[params]\n"dsr.lambda_tv" = { low = 0.0, high = 1e-4 }\n')
+    argv = ["sweep", "--preset", str(tiny), "--data", str(demo_root), "--space", str(tmp_path / "space.toml"),
+            "--job", "pipeline", "--baselines", "--folds", "2", "--objective", MARGIN, "--trials", "1",
+            "--sampler", "random", "--no-prune"]
+    assert main(argv) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["sweep", "--preset", str(tiny), "show", "tiny-sweep", "--json"]) == 0
+    trial = json.loads(capsys.readouterr().out)["trials"][0]
+    run = Path(trial["run_dir"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["options"]["baselines"] is True and summary["options"]["folds"] == 2
+    rows = json.loads((run / "eval_folds.json").read_text())["rows"]
+    assert rows["dsr"]["rank1"]["n"] == 2 and "bicubic_base" in rows and "bicubic" in rows
+    best_bicubic = max(rows["bicubic"]["rank1"]["mean"], rows["bicubic_base"]["rank1"]["mean"])
+    assert trial["value"] == pytest.approx(rows["dsr"]["rank1"]["mean"] - best_bicubic)
