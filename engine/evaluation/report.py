@@ -12,18 +12,13 @@ backticks is inline code: kept in Markdown, ``<code>`` in HTML.
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
-import os
-import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
-from engine.io import atomic
 from engine.errors import WorkbenchError
 from engine.evaluation import wording
+from engine.evaluation.page import figure_png, write_page
 from engine.runs.run_dir import linked_file
 
 METRIC_COLUMNS = (("rank1", "rank-1"), ("rank5", "rank-5"), ("eer", "EER"), ("tar_at_far_1e-2", "TAR@FAR 1e-2"),
@@ -86,12 +81,6 @@ def find_eval_json(run_dir: Path, dirs: list[Path]) -> Path:
                          "evaluate` first.")
 
 
-def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
-
-
 def _plots(doc: dict[str, Any]) -> dict[str, bytes]:
     """The CMC (and ROC, when eval.json has curves) figures as PNG bytes, drawn in memory."""
     import matplotlib
@@ -112,7 +101,7 @@ def _plots(doc: dict[str, Any]) -> dict[str, bytes]:
     if ax.get_legend_handles_labels()[0]:  # eval.json without curves: an empty plot, no legend
         ax.legend(fontsize=8)
     fig.tight_layout()
-    written["cmc"] = _png(fig)
+    written["cmc"] = figure_png(fig)
     plt.close(fig)
 
     curves = {row: doc[row]["roc"] for row in rows if isinstance(doc[row].get("roc"), dict)}
@@ -129,14 +118,9 @@ def _plots(doc: dict[str, Any]) -> dict[str, bytes]:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        written["roc"] = _png(fig)
+        written["roc"] = figure_png(fig)
         plt.close(fig)
     return written
-
-
-def _write_figures(figures: dict[str, bytes], folder: Path) -> dict[str, Path]:
-    """The Markdown report's side files: each figure as ``folder/<name>.png``."""
-    return {name: atomic.write_bytes(folder / f"{name}.png", data) for name, data in figures.items()}
 
 
 def _samples(dirs: list[Path]) -> list[tuple[str, Path]]:
@@ -180,10 +164,26 @@ def _row_line(doc: dict[str, Any], row: str) -> list[str]:
     return cells
 
 
-def build_blocks(run_dir: Path, doc: dict[str, Any], eval_json: Path, figures: dict[str, Path | bytes],
+def result_blocks(doc: dict[str, Any]) -> list[tuple]:
+    """An eval.json's rows with their 95% intervals and its paired comparisons (is a margin beyond noise?)."""
+    blocks: list[tuple] = []
+    rows = [r for r in wording.rows_present(doc) if isinstance(doc.get(r), dict)]
+    blocks.append(("h", 2, "Rows"))
+    blocks.append(("p", "Each row: the probes (VLR through DSR, VLR through bicubic, or HR) and the recogniser that "
+                        "scored them. Rates in %, with the 95% bootstrap interval in brackets."))
+    header = ["row", "probes", "recogniser", *(label for _k, label in METRIC_COLUMNS), "AUC", "PSNR (dB)"]
+    blocks.append(("table", header, [_row_line(doc, r) for r in rows]))
+    lines = wording.comparison_lines(doc)
+    if lines:
+        blocks.append(("h", 2, "Paired comparisons (rank-1, same probes)"))
+        blocks.append(("table", ["comparison", "difference [95% interval], exact McNemar"],
+                       [[label, text] for label, text in lines]))
+    return blocks
+
+
+def build_blocks(run_dir: Path, doc: dict[str, Any], eval_json: Path, figures: Collection[str],
                  samples: list[tuple[str, Path]]) -> list[tuple]:
-    """The page as blocks: ("h", level, text), ("p", text), ("table", header, rows), ("img", path or PNG
-    bytes, alt). Text may hold `inline code` in backticks."""
+    """The page as blocks (:mod:`engine.evaluation.page`); ``figures``: the keys of the figures drawn."""
     protocol = doc.get("protocol") or {}
     blocks: list[tuple] = [("h", 1, f"Evaluation report: {run_dir.name}"),
                            ("p", f"Results: {eval_json}")]
@@ -198,21 +198,11 @@ def build_blocks(run_dir: Path, doc: dict[str, Any], eval_json: Path, figures: d
         items.append(("95% intervals", f"{intervals.get('method')}; {intervals.get('resamples')} resamples, "
                                        f"seed {intervals.get('seed')}"))
     blocks.append(("table", ["item", "value"], [[k, "-" if v is None else str(v)] for k, v in items]))
-    rows = [r for r in wording.rows_present(doc) if isinstance(doc.get(r), dict)]
-    blocks.append(("h", 2, "Rows"))
-    blocks.append(("p", "Each row: the probes (VLR through DSR, VLR through bicubic, or HR) and the recogniser that "
-                        "scored them. Rates in %, with the 95% bootstrap interval in brackets."))
-    header = ["row", "probes", "recogniser", *(label for _k, label in METRIC_COLUMNS), "AUC", "PSNR (dB)"]
-    blocks.append(("table", header, [_row_line(doc, r) for r in rows]))
-    lines = wording.comparison_lines(doc)
-    if lines:
-        blocks.append(("h", 2, "Paired comparisons (rank-1, same probes)"))
-        blocks.append(("table", ["comparison", "difference [95% interval], exact McNemar"],
-                       [[label, text] for label, text in lines]))
+    blocks += result_blocks(doc)
     blocks.append(("h", 2, "Curves"))
     for key, alt in (("cmc", "CMC curves"), ("roc", "ROC curves")):
         if key in figures:
-            blocks.append(("img", figures[key], alt))
+            blocks.append(("fig", key, alt))
     if "roc" not in figures:
         blocks.append(("p", "No ROC: this eval.json predates stored ROC curves (re-run evaluate)."))
     blocks.append(("h", 2, "Sample strips (VLR | bicubic | SR | HR)"))
@@ -270,66 +260,6 @@ def fold_blocks(aggregated: dict[str, Any], path: Path, detailed_fold: int) -> l
     return blocks
 
 
-def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def to_markdown(blocks: list[tuple], base: Path) -> str:
-    out = []
-    for block in blocks:
-        if block[0] == "h":
-            out.append(f"{'#' * block[1]} {block[2]}")
-        elif block[0] == "p":
-            out.append(block[1])
-        elif block[0] == "table":
-            header, rows = block[1], block[2]
-            out.append("| " + " | ".join(map(_md_cell, header)) + " |")
-            out.append("|" + "---|" * len(header))
-            out += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in rows]
-        elif block[0] == "img":
-            if isinstance(block[1], bytes):
-                raise ValueError("a Markdown report links its images: write the figures to files first")
-            rel = Path(os.path.relpath(block[1], base)).as_posix()
-            out.append(f"![{block[2]}]({rel})")
-        out.append("")
-    return "\n".join(out)
-
-
-_INLINE_CODE = re.compile(r"`([^`]+)`")
-
-
-def _inline(text: Any) -> str:
-    """Text as HTML: escaped, with Markdown's `inline code` as <code>."""
-    return _INLINE_CODE.sub(r"<code>\1</code>", html.escape(str(text)))
-
-
-def _data_uri(image: Path | bytes) -> str:
-    data = image if isinstance(image, bytes) else Path(image).read_bytes()
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-
-
-def to_html(blocks: list[tuple]) -> str:
-    out = ["<!DOCTYPE html>", "<html><head><meta charset=\"utf-8\"><title>VLR evaluation report</title>",
-           "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-           "text-align:left}img{max-width:100%;display:block;margin:0.5em 0}"
-           "code{background:#f3f3f3;padding:0 3px;border-radius:3px}</style></head><body>"]
-    for block in blocks:
-        if block[0] == "h":
-            out.append(f"<h{block[1]}>{_inline(block[2])}</h{block[1]}>")
-        elif block[0] == "p":
-            out.append(f"<p>{_inline(block[1])}</p>")
-        elif block[0] == "table":
-            out.append("<table><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in block[1]) + "</tr>")
-            out += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in block[2]]
-            out.append("</table>")
-        elif block[0] == "img":
-            out.append(f"<figure><img alt=\"{html.escape(block[2])}\" src=\"{_data_uri(block[1])}\">"
-                       f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
-    out.append("</body></html>")
-    return "\n".join(out)
-
-
 def write_report(run_dir: str | Path, out: str | Path | None = None, *, as_html: bool = False) -> Path:
     """Write the report of ``run_dir`` (default ``RUN_DIR/report.md`` or ``.html``); returns its path."""
     run_dir = Path(run_dir).expanduser()
@@ -342,23 +272,12 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, as_html:
     out = Path(out).expanduser() if out else run_dir / ("report.html" if as_html else "report.md")
     if out.is_dir():
         raise WorkbenchError(f"--out {out} is a directory. Give a file name, e.g. {out / 'report.md'}.")
-    figures: dict[str, Path | bytes] = dict(_plots(doc))
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if not as_html:  # HTML embeds the figures: the page is the only file written
-            figures = dict(_write_figures(figures, out.parent / f"{out.stem}_files"))
-    except OSError as exc:
-        raise WorkbenchError(f"cannot write the report's figures beside {out} ({exc}). Give a writable --out.") from None
-    blocks = build_blocks(run_dir, doc, eval_json, figures, _samples(dirs))
+    figures = _plots(doc)
+    blocks = build_blocks(run_dir, doc, eval_json, set(figures), _samples(dirs))
     summary = _read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
     folds_file = linked_file(run_dir, summary.get("eval_folds_json"))
     if folds_file is not None and folds_file.is_file():
         fold = next((f.get("fold") for f in _fold_records(summary)
                      if linked_file(run_dir, f.get("eval_json")) == eval_json), 1)
         blocks[2:2] = fold_blocks(_read_json(folds_file), folds_file, fold)
-    text = to_html(blocks) if as_html else to_markdown(blocks, out.parent)
-    try:
-        atomic.write_text(out, text)
-    except OSError as exc:
-        raise WorkbenchError(f"cannot write {out} ({exc}). Give a writable --out.") from None
-    return out
+    return write_page(out, blocks, figures, as_html=as_html)

@@ -41,6 +41,7 @@ def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     preset = request.preset
     space, study = _check(preset, opts)
     optuna_study = open_study(preset, opts, space, study)
+    record_setup(optuna_study, preset, opts)
     _fail_dead_trials(optuna_study, opts.job, emit)
     if opts.from_run:
         enqueue_tips(optuna_study, Path(opts.from_run), space, emit)
@@ -106,6 +107,23 @@ def open_study(preset: Preset, opts: SweepOptions, space: SearchSpace, study: st
     return optuna.create_study(study_name=study, storage=storage_for(preset, opts, study),
                                directions=[opts.direction] + ([opts.direction2] if opts.objective2 else []),
                                sampler=samplers[opts.sampler](), pruner=pruner, load_if_exists=True)
+
+
+def record_setup(study, preset: Preset, opts: SweepOptions) -> None:
+    """The study remembers what its trials run and score (for its report); joining or resuming it with another
+    objective or job is refused, since its values would not compare."""
+    setup = {"objective": opts.objective, "objective2": opts.objective2, "job": opts.job, "base_preset": preset.name,
+             "baselines": opts.baselines, "folds": opts.folds}
+    recorded = study.user_attrs.get("setup")
+    if recorded is None:
+        study.set_user_attr("setup", setup)
+        return
+    changed = [key for key in ("objective", "objective2", "job", "baselines", "folds")
+               if recorded.get(key) != setup[key]]
+    if changed:
+        was = ", ".join(f"{key}={recorded.get(key)!r}" for key in changed)
+        raise WorkbenchError(f"study {study.study_name} was started with {was}: its trials would not compare with "
+                             f"this command's. Give the same options to resume or join it, or a new --study NAME.")
 
 
 def pruning_metric(opts: SweepOptions) -> str | None:
@@ -417,13 +435,16 @@ def trial_rows(study) -> list[dict[str, Any]]:
             for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
 
 
-def load_study(preset: Preset, opts: SweepOptions):
+def load_study(preset: Preset, opts: SweepOptions, missing_hint: str = ""):
     import optuna
 
     study = opts.study or f"{preset.name}-sweep"
+    where = opts.storage or runs_root(preset.runtime.runs_dir) / "sweeps"
+    if not opts.storage and not (Path(where) / f"{study}.journal").is_file():
+        raise WorkbenchError(f"no study {study!r} in {where}. " + (missing_hint or
+                             "Start it with `vlr-workbench sweep --preset P --space FILE`."))
     try:
         return optuna.load_study(study_name=study, storage=storage_for(preset, opts, study))
     except KeyError:
-        raise WorkbenchError(f"no study {study!r} in {opts.storage or runs_root(preset.runtime.runs_dir) / 'sweeps'}: "
-                             "start it with `vlr-workbench sweep --preset P --space FILE`.") from None
-
+        raise WorkbenchError(f"no study {study!r} in {where}. " + (missing_hint or
+                             "Start it with `vlr-workbench sweep --preset P --space FILE`.")) from None

@@ -93,7 +93,8 @@ def _options(args, study: str | None) -> SweepOptions:
                         objective2=getattr(args, "objective2", None), direction2=getattr(args, "direction2", "minimize"),
                         direction=args.direction, study=study, storage=args.storage, sampler=args.sampler,
                         seed=args.seed, prune=not args.no_prune, from_run=getattr(args, "from_run", None),
-                        timeout=getattr(args, "timeout", None), parallel=getattr(args, "parallel", 1), gpus_per_trial=getattr(args, "gpus_per_trial", 1),
+                        timeout=getattr(args, "timeout", None), parallel=getattr(args, "parallel", 1),
+                        gpus_per_trial=getattr(args, "gpus_per_trial", 1),
                         baselines=getattr(args, "baselines", False), folds=getattr(args, "folds", None))
 
 

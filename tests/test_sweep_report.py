@@ -1,0 +1,74 @@
+"""`report STUDY`: a sweep's page (trials, tips, history, parallel coordinates, importances, the best
+trial's evaluation with intervals), self-contained in HTML (issue 22)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from engine import presets
+from engine.sweep.report import _tip_blocks
+from workbench.cli.main import main
+
+
+@pytest.fixture
+def pipeline_study(tmp_path, demo_root, fast_pipeline_preset, capsys):
+    """A finished 3-trial pipeline sweep with baselines (study `tiny-sweep`); the base preset's file."""
+    tiny = presets.save(presets.derive(fast_pipeline_preset, "tiny"), tmp_path / "tiny.toml")
+    (tmp_path / "space.toml").write_text('[params]\n"dsr.lambda_tv" = { low = 0.0, high = 1e-3 }\n'
+                                         '"dsr.learning_rate" = { low = 1e-4, high = 1e-3, log = true }\n')
+    argv = ["sweep", "--preset", str(tiny), "--data", str(demo_root), "--space", str(tmp_path / "space.toml"),
+            "--job", "pipeline", "--baselines", "--objective", "eval.dsr.rank1 - eval.bicubic_best.rank1",
+            "--trials", "3", "--sampler", "random", "--seed", "1", "--no-prune"]
+    assert main(argv) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    return tiny
+
+
+def test_the_html_report_of_a_study_is_one_file_with_its_trials_plots_and_the_winners_intervals(
+        pipeline_study, tmp_path, capsys):
+    out = tmp_path / "out" / "sweep.html"
+    assert main(["report", "tiny-sweep", "--preset", str(pipeline_study), "--html", "--out", str(out)]) == 0
+    page = out.read_text()
+    assert list(out.parent.iterdir()) == [out]                         # self-contained: nothing else written
+    assert page.count("data:image/png;base64,") == 3                   # history, parallel coordinates, importances
+    assert "eval.dsr.rank1 - eval.bicubic_best.rank1" in page and "baselines on" in page
+    assert len(re.findall(r"<tr><td>\d+</td><td>complete</td>", page)) == 3
+    assert "Paired comparisons" in page and "McNemar" in page         # the best trial's margin, beyond noise?
+    capsys.readouterr()
+    assert main(["sweep", "--preset", str(pipeline_study), "show", "tiny-sweep", "--json"]) == 0
+    best = max(json.loads(capsys.readouterr().out)["trials"], key=lambda t: t["value"])
+    assert f"Best trial: {best['number']} ({best['value']:.4g})" in page
+    assert Path(best["run_dir"]).name in page
+
+
+def test_the_markdown_report_links_its_figures_beside_it(pipeline_study, tmp_path, capsys):
+    assert main(["report", "tiny-sweep", "--preset", str(pipeline_study)]) == 0
+    out = tmp_path / "runs" / "sweeps" / "tiny-sweep-report.md"
+    text = out.read_text()
+    for name in ("history", "parallel", "importances"):
+        assert f"(tiny-sweep-report_files/{name}.png)" in text
+        assert (out.parent / "tiny-sweep-report_files" / f"{name}.png").stat().st_size > 1000
+
+
+def test_an_unknown_study_or_run_is_one_message_and_exit_2(tmp_path, capsys):
+    preset = presets.load("cpu-demo").with_changes({"runtime.runs_dir": str(tmp_path / "runs")})
+    tiny = presets.save(presets.derive(preset, "tiny"), tmp_path / "tiny.toml")
+    assert main(["report", "no-such-study", "--preset", str(tiny)]) == 2
+    err = capsys.readouterr().err
+    assert "neither a run directory nor a study" in err and "Traceback" not in err
+    assert not (tmp_path / "runs" / "sweeps" / "no-such-study.journal").exists()
+
+
+def test_which_tip_won_what_ranks_each_labelled_trial_against_the_base():
+    rows = [{"number": 0, "state": "complete", "value": 20.0, "label": "base: r1"},
+            {"number": 1, "state": "complete", "value": 22.5, "label": "tip: lower lr (r1)"},
+            {"number": 2, "state": "fail", "value": None, "label": "tip: clip (r1)"},
+            {"number": 3, "state": "complete", "value": 21.0, "label": None}]
+    table = _tip_blocks(rows, pareto=False, maximize=True)[1][2]
+    assert table[0] == ["base: r1", "0", "complete", "20", "3 of 3", "-"]
+    assert table[1] == ["tip: lower lr (r1)", "1", "complete", "22.5", "1 of 3", "+2.5"]
+    assert table[2][3:] == ["-", "-", "-"]
