@@ -71,8 +71,11 @@ def start_detached(kind: str, preset: Preset, data: str | None, options: dict[st
         runs_dir = runs_root(preset.runtime.runs_dir).resolve()
         run_dir = RunDir.create(runs_dir, preset, kind).path      # writes the preset as preset.toml
     preset_file, output = run_dir / "preset.toml", run_dir / OUTPUT_FILE
+    return spawn(kind, command(kind, preset_file, data, run_dir, options), output, run_dir, env)
+
+
+def spawn(kind: str, argv: list[str], output: Path, folder: Path, env: dict[str, str] | None) -> DetachedJob:
     with open(output, "ab") as sink:
-        proc = subprocess.Popen(command(kind, preset_file, data, run_dir, options), stdin=subprocess.DEVNULL,
-                                stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd(),
-                                env={**os.environ, **(env or {})})
-    return DetachedJob(kind, proc, output, run_dir)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=os.getcwd(), env={**os.environ, **(env or {})})
+    return DetachedJob(kind, proc, output, folder)

@@ -25,8 +25,9 @@ from engine.io import atomic
 from engine.jobs.options import SweepOptions
 from engine.jobs.registry import JOBS, JobRequest, StopFlag, run_job, sweep_trial_jobs
 from engine.presets import Preset, derive, load, save
-from engine.runs.run_dir import RunDir, runs_root
-from engine.runs.status import run_state
+from engine.runs.run_dir import RunDir
+from engine.runs.status import FileStop, StatusWriter, run_state
+from engine.sweep.places import control_dir, journal_path, sweeps_dir
 from engine.sweep.objective import check_objective, objective_value
 from engine.sweep.space import SearchSpace, load_space
 
@@ -39,24 +40,38 @@ TIPS_EVERY = 3           # with --from-run: after every this many finished trial
 def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     opts: SweepOptions = request.options or SweepOptions()
     preset = request.preset
-    space, study = _check(preset, opts)
+    space, study = check_sweep(preset, opts)
     optuna_study = open_study(preset, opts, space, study)
     record_setup(optuna_study, preset, opts)
-    _fail_dead_trials(optuna_study, opts.job, emit)
-    if opts.from_run:
-        enqueue_tips(optuna_study, Path(opts.from_run), space, emit)
-    budget = _Budget(opts, stop)
-    if opts.parallel > 1:
-        _run_parallel(optuna_study, preset, space, request.data, opts, emit, budget)
-    while opts.parallel == 1 and claimed(optuna_study) < opts.trials and not budget.is_set():
-        _run_trial(optuna_study, preset, space, request.data, opts, emit, stop)
-        done = _finished(optuna_study)
-        if opts.from_run and done % TIPS_EVERY == 0 and done < opts.trials:
-            _enqueue_best_tips(optuna_study, space, emit)
+    control = control_dir(preset.runtime.runs_dir, study)
+    status = StatusWriter(control, JOB)          # this host's controller: live or dead, and its stop.request
+    stop = FileStop(stop, control)
+    try:
+        _fail_dead_trials(optuna_study, opts.job, emit)
+        if opts.from_run:
+            enqueue_tips(optuna_study, Path(opts.from_run), space, emit)
+        _run_trials(optuna_study, preset, space, request.data, opts, emit, stop)
+    except BaseException as exc:
+        status.end("failed", str(exc))
+        raise
+    status.end("stopped" if stop.is_set() else "finished")
     return Finished(JOB, None, _summary(optuna_study, preset, opts))
 
 
-def _check(preset: Preset, opts: SweepOptions) -> tuple[SearchSpace, str]:
+def _run_trials(study, preset: Preset, space: SearchSpace, data: str | None, opts: SweepOptions, emit: Emit,
+                stop: StopFlag) -> None:
+    budget = _Budget(opts, stop)
+    if opts.parallel > 1:
+        _run_parallel(study, preset, space, data, opts, emit, budget)
+    while opts.parallel == 1 and claimed(study) < opts.trials and not budget.is_set():
+        _run_trial(study, preset, space, data, opts, emit, stop)
+        done = _finished(study)
+        if opts.from_run and done % TIPS_EVERY == 0 and done < opts.trials:
+            _enqueue_best_tips(study, space, emit)
+
+
+def check_sweep(preset: Preset, opts: SweepOptions) -> tuple[SearchSpace, str]:
+    """The sweep's space and study name; a WorkbenchError (nothing started) for any bad option."""
     if not opts.space:
         raise WorkbenchError("sweep needs --space FILE: a TOML [params] table of preset keys with ranges or "
                              "choices (see `vlr-workbench sweep --help`).")
@@ -89,9 +104,8 @@ def storage_for(preset: Preset, opts: SweepOptions, study: str):
 
     if opts.storage:
         return opts.storage
-    folder = runs_root(preset.runtime.runs_dir) / "sweeps"
-    folder.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(folder / f"{study}.journal")))
+    sweeps_dir(preset.runtime.runs_dir).mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(journal_path(preset.runtime.runs_dir, study))))
 
 
 def open_study(preset: Preset, opts: SweepOptions, space: SearchSpace, study: str):
@@ -405,12 +419,19 @@ def _summary(study, base: Preset, opts: SweepOptions) -> dict[str, Any]:
 
 
 def trial_preset_as(trial, base: Preset, name: str) -> Preset:
-    """The trial's exact preset (its values and a tip's patch) as a new preset ``name``; the machine share a
-    parallel sweep gave it (runtime.num_threads) goes back to the base's."""
+    """The trial's exact preset (its values and a tip's patch) as a new preset ``name``."""
     run_dir = trial.user_attrs.get("run_dir")
-    if not run_dir or not (Path(run_dir) / "preset.toml").is_file():
-        raise WorkbenchError(f"trial {trial.number} has no run directory with a preset.toml ({run_dir}).")
-    ran = load(Path(run_dir) / "preset.toml")
+    if not run_dir:
+        raise WorkbenchError(f"trial {trial.number} has no run directory.")
+    return preset_from_run(Path(run_dir), base, name)
+
+
+def preset_from_run(run_dir: Path, base: Preset, name: str) -> Preset:
+    """A trial run's preset as a new preset ``name``; the machine share a parallel sweep gave it
+    (runtime.num_threads) goes back to the base's."""
+    if not (run_dir / "preset.toml").is_file():
+        raise WorkbenchError(f"{run_dir} holds no preset.toml: the trial's run directory is gone or damaged.")
+    ran = load(run_dir / "preset.toml")
     return derive(ran.with_changes({"runtime.num_threads": base.runtime.num_threads}), name)
 
 
@@ -439,8 +460,8 @@ def load_study(preset: Preset, opts: SweepOptions, missing_hint: str = ""):
     import optuna
 
     study = opts.study or f"{preset.name}-sweep"
-    where = opts.storage or runs_root(preset.runtime.runs_dir) / "sweeps"
-    if not opts.storage and not (Path(where) / f"{study}.journal").is_file():
+    where = opts.storage or sweeps_dir(preset.runtime.runs_dir)
+    if not opts.storage and not journal_path(preset.runtime.runs_dir, study).is_file():
         raise WorkbenchError(f"no study {study!r} in {where}. " + (missing_hint or
                              "Start it with `vlr-workbench sweep --preset P --space FILE`."))
     try:

@@ -35,6 +35,7 @@ from workbench.app.eval_results import load_evaluation
 from workbench.app.job_control import JobControl
 from workbench.app.main_screen import MainScreen
 from workbench.app.metric_buffers import MetricBuffers
+from workbench.app.sweep_control import SweepControl
 from workbench.app.preset_reference import base_preset
 from workbench.app.gpu_probe import GpuProbe
 from workbench.app.widgets.charts import ChartsPanel
@@ -45,11 +46,12 @@ from workbench.app.widgets.preset_editor import PresetEditor
 from workbench.app.widgets.preset_list import PresetList
 from workbench.app.widgets.run_history import RunHistory, run_label
 from workbench.app.widgets.samples_view import SamplesScreen
+from workbench.app.widgets.sweeps_panel import SweepsPanel
 from workbench.app.widgets.tips_panel import TipsPanel
 from workbench.app.widgets.vram_gauge import VramGauge
 
 MAIN_SCREEN_WAIT_S = 30.0   # how long the app waits for its main screen's first layout
-TABS = ("tab-presets", "tab-charts", "tab-results", "tab-runs", "tab-tips", "tab-log")
+TABS = ("tab-presets", "tab-charts", "tab-results", "tab-runs", "tab-sweeps", "tab-tips", "tab-log")
 RUNS_KEYS = {"attach": "a attaches to a running run", "toggle_mark": "space marks runs",
              "diff": "d compares two marked runs"}
 HELP_NOTES = (
@@ -63,10 +65,13 @@ HELP_NOTES = (
     "another app): its progress, charts and log fill here, x stops it (it saves last.pt), D detaches and q leaves "
     "it running. t f p start the job in its own process (it outlives the app, a dropped SSH session and a "
     "closed browser tab) and follow it like an attached run; B switches to jobs inside "
-    "the app and back. In a browser: vlr-workbench serve (runs stay on disk).")
+    "the app and back. Sweeps tab: the studies of the runs directory and the chosen one's trials live (Enter "
+    "opens a trial's run); n starts a sweep of the selected preset in its own process, x stops it (trials keep "
+    "their checkpoints), b saves the best trial's preset, a attaches to a trial. "
+    "In a browser: vlr-workbench serve (runs stay on disk).")
 
 
-class WorkbenchApp(AttachControl, JobControl, App[int]):
+class WorkbenchApp(SweepControl, AttachControl, JobControl, App[int]):
     TITLE = "vlr-workbench"
     CSS_PATH = "app.tcss"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
@@ -75,6 +80,9 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         Binding("f", "finetune", "Tune", id="job.finetune", tooltip="fine-tune EdgeFace on DSR outputs"),
         Binding("e", "evaluate", "Eval", id="job.evaluate", tooltip="evaluate the latest checkpoints"),
         Binding("p", "pipeline", "Pipe", id="job.pipeline", tooltip="DSR -> fine-tune -> evaluate"),
+        # on the Sweeps tab x stops the sweep; elsewhere the key goes on to the job's stop
+        Binding("x", "sweeps_key('stop')", "Stop sweep", id="sweeps.stop",
+                tooltip="on the Sweeps tab: stop the shown study's controller (trials keep their checkpoints)"),
         Binding("x", "stop", "Stop", id="job.stop", tooltip="stop the job (asks first; leaves a resumable checkpoint)"),
         Binding("D", "detach", "Detach", show=False, id="job.detach",
                 tooltip="stop following the attached run; it keeps running (a on the Runs tab attaches again)"),
@@ -90,6 +98,13 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
                 tooltip="on the Runs tab: mark or unmark the highlighted run"),
         Binding("d", "runs_key('diff')", "Diff two", show=False, id="runs.tab_diff",
                 tooltip="on the Runs tab: preset diff and metric deltas of two marked runs"),
+        # the Sweeps tab's keys (a attaches to a trial there)
+        Binding("n", "sweeps_key('new')", "New sweep", show=False, id="sweeps.new",
+                tooltip="on the Sweeps tab: start a sweep of the selected preset (in its own process)"),
+        Binding("b", "sweeps_key('save_best')", "Save best", show=False, id="sweeps.save_best",
+                tooltip="on the Sweeps tab: save the best trial's preset under a new name"),
+        Binding("a", "sweeps_key('attach')", "Attach trial", id="sweeps.attach",
+                tooltip="on the Sweeps tab: follow the highlighted trial's run"),
         Binding("y", "apply_tip", "Apply tip", show=False, id="tips.apply"),
         Binding("l", "toggle_log_y", "Log-y charts", show=False, id="charts.log_y"),
         Binding("s", "smoothing", "Chart smoothing", show=False, id="charts.smoothing"),
@@ -148,6 +163,7 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         self.main_widget(PresetEditor).show(preset, saved, base, label)
         await self.main_widget(PresetList).reload(preset.name)
         self.main_widget(RunHistory).reload(preset.runtime.runs_dir, preset)
+        self.main_widget(SweepsPanel).watch_runs(preset.runtime.runs_dir)
         self._show_latest_evaluation(preset)
         self._update_tips()
         self._refresh_state()
@@ -172,8 +188,10 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         return self.preset.name in builtin_names()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "save_as" and self.runs_tab_shown():
+        if action == "save_as" and (self.runs_tab_shown() or self.sweeps_tab_shown()):
             return False         # a attaches there (the next binding of a): hidden, and the key goes on
+        if action == "sweeps_key" and parameters in (("stop",), ("attach",)) and not self.sweeps_tab_shown():
+            return False         # x and a go on to the job's stop, save-as or the Runs tab's attach
         if action == "runs_key" and parameters == ("attach",) and not self.runs_tab_shown():
             return False
         return None if self.why_disabled(action) else True
@@ -336,19 +354,23 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
 
     @on(RunHistory.Opened)
     def open_run(self, message: RunHistory.Opened) -> None:
+        self.open_run_dir(message.path)
+
+    def open_run_dir(self, path: Path) -> None:
+        """A past run's curves overlaid on the charts, its evaluation in Results and its tips in Tips."""
         overlay = MetricBuffers()
-        records = self._run_records(message.path)
+        records = self._run_records(path)
         overlay.add_records(records)
-        row = self.main_widget(RunHistory).row_for(message.path)
-        label = run_label(row) if row else message.path.name
+        row = self.main_widget(RunHistory).row_for(path)
+        label = run_label(row) if row else path.name
         self.main_widget(ChartsPanel).set_overlays([(label, overlay)] if overlay else [])
-        shown_eval = any(self._show_evaluation(folder) for folder in (message.path, *stage_dirs(message.path))
+        shown_eval = any(self._show_evaluation(folder) for folder in (path, *stage_dirs(path))
                          if (folder / "eval.json").is_file())
         if overlay and not shown_eval:
             self.main_widget(TabbedContent).active = "tab-charts"
-        self.tips_run = message.path
+        self.tips_run = path
         self._update_tips()
-        self._log(f"opened run {message.path} ({'curves overlaid' if overlay else 'no metrics'}; its tips are in "
+        self._log(f"opened run {path} ({'curves overlaid' if overlay else 'no metrics'}; its tips are in "
                   "the Tips tab)")
 
     @on(RunHistory.Compared)
@@ -475,6 +497,8 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         """The Runs tab takes the keyboard to its table (arrows, Enter), unless focus is already in it."""
         if event.pane is not None and event.pane.id == "tab-charts":
             self.main_widget(ChartsPanel).call_after_refresh(self.main_widget(ChartsPanel).flush)   # hidden: skipped
+        if event.pane is not None and event.pane.id == "tab-sweeps":
+            self.main_widget("#sweeps-table", DataTable).focus()
         if event.pane is not None and event.pane.id == "tab-runs":
             history = self.main_widget(RunHistory)
             if self.focused is None or history not in self.focused.ancestors_with_self:
@@ -498,16 +522,22 @@ class WorkbenchApp(AttachControl, JobControl, App[int]):
         yield from super().get_system_commands(screen)
         for binding in self.BINDINGS:
             if isinstance(binding, Binding) and binding.id and not binding.key.isdigit() \
-                    and not binding.action.startswith("runs_key"):     # the Runs tab's own keys
+                    and not binding.action.startswith(("runs_key", "sweeps_key")):   # the tabs' own keys
                 key = binding.key_display or binding.key
                 title = f"{binding.description} ({key})" + (f": {binding.tooltip}" if binding.tooltip else "")
                 yield SystemCommand(title, f"key {key}",
                                     partial(self._palette_action, binding.action))
         yield SystemCommand("Attach (a on the Runs tab): follow the highlighted running run",
                             "its progress, charts and log; x stops it, D detaches", self.action_attach)
+        yield SystemCommand("New sweep (n on the Sweeps tab): tune the selected preset with an Optuna study",
+                            "each trial an ordinary run, in its own process", self._palette_new_sweep)
         for tab in TABS:
             yield SystemCommand(f"Show {tab.removeprefix('tab-')}", "switch tab",
                                 partial(setattr, self.main_widget(TabbedContent), "active", tab))
+
+    def _palette_new_sweep(self) -> None:
+        self.main_widget(TabbedContent).active = "tab-sweeps"
+        self.call_after_refresh(self.action_sweeps_key, "new")
 
     async def _palette_action(self, action: str) -> None:
         """A binding's action from the palette: runs whatever tab is shown (Save as on the Runs tab too)."""

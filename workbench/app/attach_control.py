@@ -95,8 +95,7 @@ class AttachControl:
             self.notify(str(exc), title=f"{plan.kind} not started", severity="error", timeout=10)
             return True
         self.detached_jobs.append(job)
-        if self._reap_timer is None:
-            self._reap_timer = self.set_interval(REAP_SECONDS, self.reap_detached)
+        self.watch_processes()
         self._log(f"▶ {plan.kind} started in its own process with preset {self.preset.name}"
                   + (" (unsaved changes, written to its run)" if self.dirty else "")
                   + f": pid {job.proc.pid}, output {job.output}; it keeps running if the app closes", "bold")
@@ -104,6 +103,11 @@ class AttachControl:
             self._log(plan.note, "dim")
         self._follow(FollowedRun(plan.kind, job.run_dir, job), f"pid {job.proc.pid} in {job.run_dir.name}")
         return True
+
+    def watch_processes(self) -> None:
+        """Reap the processes this app started (``detached_jobs``) as they end."""
+        if self._reap_timer is None:
+            self._reap_timer = self.set_interval(REAP_SECONDS, self.reap_detached)
 
     def reap_detached(self) -> list[DetachedJob]:
         """Collect the processes this app started that have ended (``poll`` waits for them: no zombie stays

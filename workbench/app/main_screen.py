@@ -1,4 +1,4 @@
-"""The main screen: tabs (Presets, Charts, Results, Runs, Tips, Log), the job/GPU sidebar, the status line.
+"""The main screen: tabs (Presets, Charts, Results, Runs, Sweeps, Tips, Log), the job/GPU sidebar, the status line.
 
 Only the layout lives here; the panels post their own messages (``PresetList.Chosen``,
 ``RunHistory.Opened``, ...) and the app handles them. Dialogs and the samples view are screens
@@ -23,6 +23,7 @@ from workbench.app.widgets.job_panel import JobPanel
 from workbench.app.widgets.preset_editor import PresetEditor
 from workbench.app.widgets.preset_list import PresetList
 from workbench.app.widgets.run_history import RunHistory
+from workbench.app.widgets.sweeps_panel import SweepsPanel
 from workbench.app.widgets.tips_panel import TipsPanel
 from workbench.app.widgets.vram_gauge import VramGauge
 
@@ -50,6 +51,8 @@ class MainScreen(Screen):
                     yield EvalTable(id="results")
                 with TabPane("Runs", id="tab-runs"):
                     yield RunHistory(id="runs")
+                with TabPane("Sweeps", id="tab-sweeps"):
+                    yield SweepsPanel(id="sweeps")
                 with TabPane("Tips", id="tab-tips"):
                     yield TipsPanel(id="tips")
                 with TabPane("Log", id="tab-log"):

@@ -1,0 +1,191 @@
+"""The app's Sweeps tab (issue 22): a study's trials live, the best-so-far chart and importances; n starts a
+sweep in its own process, x stops it, b saves the best trial's preset, Enter opens a trial and a attaches.
+Snapshots during and after a sweep at 120x40 and 80x24 (a study written directly: fixed data)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState, create_trial
+from textual.widgets import DataTable, Input, TabbedContent, TextArea
+
+from engine import presets
+from engine.data.demo import generate_demo_dataset
+from workbench.app.widgets import sweeps_panel
+from workbench.app.widgets.sweep_dialog import SweepDialog
+from workbench.app.widgets.sweeps_panel import SweepsPanel
+from workbench.app.widgets.vram_gauge import VramGauge
+
+from app_helpers import capture_notes, make_app
+from waiting import wait_for
+
+WIDE, NARROW = (120, 40), (80, 24)
+DISTRIBUTIONS = {"dsr.learning_rate": FloatDistribution(1e-4, 1e-3, log=True),
+                 "dsr.base_channels": CategoricalDistribution([16, 32])}
+TRIALS = [  # learning rate, channels, value, state, label
+    (2e-4, 16, 21.5, TrialState.COMPLETE, "base: run-1"),
+    (5e-4, 32, 23.25, TrialState.COMPLETE, "tip: lower the learning rate (run-1)"),
+    (8e-4, 16, 19.0, TrialState.PRUNED, None),
+    (3e-4, 32, 22.0, TrialState.COMPLETE, None),
+]
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                       # cpu-demo's runs_dir "runs" is tmp_path/runs
+    monkeypatch.setattr(sweeps_panel, "POLL_SECONDS", 0.2)
+
+
+def write_study(root: Path, *, running: bool) -> Path:
+    """Study demo-sweep in root/runs: four finished trials (one pruned) and, ``running``, a fifth trial and
+    a live controller (this process)."""
+    sweeps = root / "runs" / "sweeps"
+    (sweeps / "demo-sweep").mkdir(parents=True)
+    storage = JournalStorage(JournalFileBackend(str(sweeps / "demo-sweep.journal")))
+    study = optuna.create_study(study_name="demo-sweep", storage=storage, direction="maximize")
+    study.set_user_attr("setup", {"objective": "val.psnr", "job": "train-dsr", "base_preset": "cpu-demo",
+                                  "objective2": None, "baselines": False, "folds": None})
+    base = presets.load("cpu-demo")
+    for number, (rate, channels, value, state, label) in enumerate(TRIALS + ([(4e-4, 16, None, TrialState.RUNNING,
+                                                                               None)] if running else [])):
+        run = root / "runs" / f"trial-{number}"
+        run.mkdir()
+        params = {"dsr.learning_rate": rate, "dsr.base_channels": channels}
+        presets.save(presets.derive(base.with_changes(params), "cpu-demo"), run / "preset.toml")
+        attrs = {"run_dir": str(run), **({"label": label} if label else {}),
+                 **({"pruned_at_epoch": 2} if state == TrialState.PRUNED else {})}
+        if state == TrialState.RUNNING:
+            study.enqueue_trial(params, user_attrs=attrs)
+            study.ask(DISTRIBUTIONS)
+            continue
+        study.add_trial(create_trial(params=params, distributions=DISTRIBUTIONS, state=state, user_attrs=attrs,
+                                     value=value if state == TrialState.COMPLETE else None,
+                                     intermediate_values={1: value} if state == TrialState.PRUNED else None))
+    status = {"state": "running", "pid": os.getpid(), "host": socket.gethostname(), "heartbeat": time.time(),
+              "job": "sweep"} if running else {"state": "finished", "job": "sweep"}
+    (sweeps / "demo-sweep" / "status.json").write_text(json.dumps(status))
+    return sweeps
+
+
+async def show_sweeps(pilot, trials: int) -> SweepsPanel:
+    await wait_for(pilot, lambda: pilot.app.query_one(VramGauge).reading is not None, what="the VRAM reading")
+    pilot.app.query_one(TabbedContent).active = "tab-sweeps"
+    panel = pilot.app.query_one(SweepsPanel)
+    await wait_for(pilot, lambda: panel.snapshot is not None and len(panel.snapshot["trials"]) == trials,
+                   what="the study's trials")
+    await pilot.pause(0.3)
+    pilot.app.clear_notifications()
+    await pilot.pause()
+    return panel
+
+
+@pytest.mark.parametrize("size", [WIDE, NARROW], ids=["120x40", "80x24"])
+@pytest.mark.parametrize("running", [True, False], ids=["during", "after"])
+def test_sweeps_tab_snapshot(snap_compare, tmp_path, size, running):
+    write_study(tmp_path, running=running)
+    assert snap_compare(make_app(remember=False), terminal_size=size,
+                        run_before=lambda pilot: show_sweeps(pilot, 5 if running else 4))
+
+
+async def test_the_tab_shows_trials_best_and_importances_and_its_keys_act_on_them(tmp_path):
+    write_study(tmp_path, running=False)
+    app = make_app(remember=False)
+    notes = capture_notes(app)
+    async with app.run_test(size=WIDE) as pilot:
+        panel = await show_sweeps(pilot, 4)
+        table = panel.query_one("#sweeps-table", DataTable)
+        assert [table.get_row_at(i)[1].plain for i in range(4)] == ["complete", "complete", "pruned @2", "complete"]
+        assert str(table.get_row_at(1)[2]) == "23.25 *"                   # the best trial, marked
+        assert panel.best["number"] == 1
+        assert panel.best_so_far_values() == ([0, 1, 3], [21.5, 23.25, 22.0], [21.5, 23.25, 23.25])
+        assert "importances" in str(panel.query_one("#sweeps-importances").render())
+        await pilot.press("x")                                              # the controller has finished
+        await wait_for(pilot, lambda: any("no sweep to stop" in n for n in notes), what="x's reason")
+        table.move_cursor(row=1)
+        await pilot.press("a")                                              # a finished trial: cannot attach
+        await wait_for(pilot, lambda: any("trial-1" in n for n in notes), what="a's reason")
+        await pilot.press("b")                                              # save the best trial's preset
+        await wait_for(pilot, lambda: pilot.app.screen.query("#saveas-name"), what="the save-as dialog")
+        pilot.app.screen.query_one("#saveas-name", Input).value = "lr-winner"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not pilot.app.screen.query("#saveas-name"), what="the dialog to close")
+        saved = presets.load("lr-winner").values()
+        assert (saved["dsr.learning_rate"], saved["dsr.base_channels"]) == (5e-4, 32)
+        table.focus()
+        table.move_cursor(row=0)
+        await pilot.press("enter")                                          # opens the trial's run
+        await wait_for(pilot, lambda: pilot.app.tips_run == tmp_path / "runs" / "trial-0", what="the open run")
+
+
+async def test_outside_the_tab_its_keys_say_where_they_act_and_x_a_keep_their_other_meanings(tmp_path):
+    app = make_app(remember=False)
+    notes = capture_notes(app)
+    async with app.run_test(size=WIDE) as pilot:
+        await wait_for(pilot, lambda: pilot.app.query_one(VramGauge).reading is not None, what="the VRAM reading")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: any("on the Sweeps tab" in n for n in notes), what="n's reason")
+        await pilot.press("a")                                              # the Presets tab: save as
+        await wait_for(pilot, lambda: pilot.app.screen.query("#saveas-name"), what="the save-as dialog")
+
+
+def _tiny_preset(tmp_path: Path, epochs: int) -> Path:
+    preset = presets.load("cpu-demo").with_changes({
+        "data.vlr_width": 8, "data.vlr_height": 8, "data.hr_size": 32, "dsr.base_channels": 8,
+        "dsr.residual_blocks": 1, "dsr.batch_size": 8, "dsr.epochs": epochs, "dsr.warmup_epochs": 0,
+        "runtime.device": "cpu", "runtime.runs_dir": str(tmp_path / "runs"), "dsr.lambda_identity": 0.0,
+        "dsr.lambda_feature_match": 0.0, "dsr.lambda_perceptual": 0.0, "runtime.num_threads": 1})
+    return presets.save(presets.derive(preset, "tiny"), tmp_path / "tiny.toml")
+
+
+async def _start_from_dialog(pilot, trials: int) -> None:
+    pilot.app.query_one(TabbedContent).active = "tab-sweeps"
+    await pilot.pause()
+    await pilot.press("n")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, SweepDialog), what="the sweep dialog")
+    dialog = pilot.app.screen
+    dialog.query_one("#sweep-trials", Input).value = str(trials)
+    dialog.query_one("#sweep-space", TextArea).text = '[params]\n"dsr.learning_rate" = { low = 5e-4, high = 3e-3 }\n'
+    await pilot.press("ctrl+s")
+    await wait_for(pilot, lambda: not isinstance(pilot.app.screen, SweepDialog), what="the sweep to start")
+
+
+async def test_n_starts_a_sweep_in_its_own_process_and_the_tab_follows_it_to_the_end(tmp_path):
+    data = generate_demo_dataset(tmp_path / "data", identities=8, per_identity=4, seed=0, vlr_size=(8, 8), hr_size=32)
+    app = make_app(str(_tiny_preset(tmp_path, epochs=1)), data=str(data), remember=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await _start_from_dialog(pilot, trials=2)
+        panel = pilot.app.query_one(SweepsPanel)
+        await wait_for(pilot, lambda: panel.snapshot and panel.snapshot["state"] == "finished"
+                       and [t["state"] for t in panel.snapshot["trials"]] == ["complete", "complete"],
+                       timeout=120, what="two complete trials")
+        assert panel.snapshot["study"] == "tiny-sweep"
+        control = tmp_path / "runs" / "sweeps" / "tiny-sweep"
+        assert "dsr.learning_rate" in (control / "space.toml").read_text()
+        assert presets.load(control / "tiny.toml").values()["dsr.epochs"] == 1      # the base, as the app held it
+        await wait_for(pilot, lambda: not pilot.app.detached_jobs, timeout=30, what="the process to be reaped")
+
+
+async def test_x_stops_a_running_sweep_whose_trial_keeps_its_checkpoint(tmp_path):
+    data = generate_demo_dataset(tmp_path / "data", identities=8, per_identity=4, seed=0, vlr_size=(8, 8), hr_size=32)
+    app = make_app(str(_tiny_preset(tmp_path, epochs=200)), data=str(data), remember=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await _start_from_dialog(pilot, trials=3)
+        panel = pilot.app.query_one(SweepsPanel)
+        await wait_for(pilot, lambda: panel.snapshot and panel.snapshot["state"] == "running" and any(
+            t["run_dir"] and (Path(t["run_dir"]) / "last.pt").is_file() for t in panel.snapshot["trials"]),
+                       timeout=120, what="a running trial with a checkpoint")
+        await pilot.press("x")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: panel.snapshot["state"] == "stopped", timeout=60, what="the sweep to stop")
+        trial = panel.snapshot["trials"][0]
+        assert trial["state"] == "fail"                  # stopped: queued again for the resume, with its checkpoint
+        assert json.loads((Path(trial["run_dir"]) / "status.json").read_text())["state"] == "stopped"
