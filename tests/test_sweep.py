@@ -278,3 +278,27 @@ def test_save_best_writes_the_best_trials_preset_and_prints_its_diff(tiny, tiny_
     assert saved.dsr.learning_rate == pytest.approx(best["params"]["dsr.learning_rate"])
     assert main(["sweep", "--preset", str(tiny), "save-best", "tiny-sweep", "other", "--trial", "99"]) == 2
     assert "no complete trial 99" in capsys.readouterr().err
+
+
+def test_sweep_stop_ends_a_controller_started_in_its_own_process_and_its_trial_keeps_a_checkpoint(
+        tiny, tiny_root, tmp_path, capsys):
+    from engine.jobs.options import SweepOptions
+    from engine.sweep.launch import start_sweep
+    from engine.sweep.listing import controller_state
+    from waiting import wait_until
+
+    (tmp_path / "space.toml").write_text(SPACE)
+    long_run = presets.load(tiny).with_changes({"dsr.epochs": 200, "runtime.num_threads": 1})
+    job = start_sweep(long_run, str(tiny_root), SweepOptions(space=str(tmp_path / "space.toml"), trials=3,
+                                                              sampler="random", prune=False))
+    control = tmp_path / "runs" / "sweeps" / "tiny-sweep"
+    assert main(["sweep", "--preset", str(tiny), "stop", "tiny-sweep"]) in (0, 2)   # maybe not running yet
+    wait_until(lambda: controller_state(control) == "running" and any((tmp_path / "runs").glob("*/last.pt")),
+               timeout=120, what="a running trial with a checkpoint")
+    assert main(["sweep", "--preset", str(tiny), "stop", "tiny-sweep"]) == 0
+    assert job.proc.wait(timeout=60) == 130                            # stopped, as after Ctrl-C
+    assert controller_state(control) == "stopped"
+    trial = _show(tmp_path, tiny, capsys)["trials"][0]
+    assert trial["state"] == "fail" and (Path(trial["run_dir"]) / "last.pt").is_file()
+    assert main(["sweep", "--preset", str(tiny), "stop", "tiny-sweep"]) == 2
+    assert "nothing to stop" in capsys.readouterr().err

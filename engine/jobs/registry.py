@@ -49,6 +49,7 @@ class JobSpec:
     own_process: bool = False      # the app runs it as a separate CLI process it follows (it outlives the app)
     short: str = ""                # its name in narrow tables (the kind itself when empty)
     sweep_trial: bool = False      # a sweep's trial may run it (it records metrics a study can score)
+    resumed_by_rerun: bool = False  # stopped, it resumes when the same command runs again (a sweep's study)
 
     def load(self) -> "JobFn":
         module, name = self.function.split(":")
@@ -65,7 +66,7 @@ JOBS: dict[str, JobSpec] = {spec.kind: spec for spec in (
             short="eval"),
     JobSpec("pipeline", "engine.jobs.pipeline:run_pipeline", job_options.PipelineOptions, "summary.json",
             "pipeline", True, "pipe", sweep_trial=True),
-    JobSpec("sweep", "engine.sweep.study:run_sweep", job_options.SweepOptions, None),
+    JobSpec("sweep", "engine.sweep.study:run_sweep", job_options.SweepOptions, None, resumed_by_rerun=True),
 )}
 
 

@@ -55,7 +55,7 @@ def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
         status.end("failed", str(exc))
         raise
     status.end("stopped" if stop.is_set() else "finished")
-    return Finished(JOB, None, _summary(optuna_study, preset, opts))
+    return Finished(JOB, None, _summary(optuna_study, preset, opts), stopped=stop.is_set())
 
 
 def _run_trials(study, preset: Preset, space: SearchSpace, data: str | None, opts: SweepOptions, emit: Emit,

@@ -111,9 +111,10 @@ def run_in_foreground(request: JobRequest, on_done: Callable[[ev.Finished], None
     if result.run_dir:
         console.print(f"run directory: {result.run_dir}")
     if result.stopped:
-        resume_file = job_spec(request.kind).resume_file
-        resumable = bool(resume_file and result.run_dir and (Path(result.run_dir) / resume_file).is_file())
+        spec = job_spec(request.kind)
+        resumable = bool(spec.resume_file and result.run_dir and (Path(result.run_dir) / spec.resume_file).is_file())
         hint = (f"; continue with `vlr-workbench {request.kind} --resume {result.run_dir}`" if resumable
+                else "; run the same command again to resume it" if spec.resumed_by_rerun
                 else " (nothing resumable was saved)")
         console.print(f"[yellow]stopped early{escape(hint)}[/]")
         return 0 if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 130

@@ -71,13 +71,17 @@ def register(subparsers) -> None:
                         help="first try RUN_DIR's preset and each of its tips (labelled), then the best trial's "
                              "tips every few trials; the base preset is RUN_DIR's unless --preset is given")
     parser.set_defaults(func=sweep)
-    actions = parser.add_subparsers(dest="sweep_action", metavar="{show}")
+    actions = parser.add_subparsers(dest="sweep_action", metavar="{show,stop,save-best}")
     show = actions.add_parser("show", help="the trials of a study (--json: one object)")
     show.add_argument("study_name", metavar="STUDY")
     show.add_argument("--preset", default=argparse.SUPPRESS, help="the preset whose runs_dir holds the study")
     show.add_argument("--storage", default=argparse.SUPPRESS, help="the study's RDB URL, when it has one")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=sweep_show)
+    halt = actions.add_parser("stop", help="ask this host's controller of STUDY to stop (trials keep checkpoints)")
+    halt.add_argument("study_name", metavar="STUDY")
+    halt.add_argument("--preset", default=argparse.SUPPRESS, help="the preset whose runs_dir holds the study")
+    halt.set_defaults(func=sweep_stop)
     best = actions.add_parser("save-best", help="save the best trial's preset (or --trial N's) as a user preset")
     best.add_argument("study_name", metavar="STUDY")
     best.add_argument("name", metavar="NAME", help="the new preset's name")
@@ -90,7 +94,8 @@ def register(subparsers) -> None:
 
 def _options(args, study: str | None) -> SweepOptions:
     return SweepOptions(space=args.space, job=args.job, trials=args.trials, objective=args.objective,
-                        objective2=getattr(args, "objective2", None), direction2=getattr(args, "direction2", "minimize"),
+                        objective2=getattr(args, "objective2", None),
+                        direction2=getattr(args, "direction2", "minimize"),
                         direction=args.direction, study=study, storage=args.storage, sampler=args.sampler,
                         seed=args.seed, prune=not args.no_prune, from_run=getattr(args, "from_run", None),
                         timeout=getattr(args, "timeout", None), parallel=getattr(args, "parallel", 1),
@@ -167,4 +172,21 @@ def sweep_save_best(args) -> int:
                   f"{escape(base.name)} in:")
     for key, old, new in presets.diff(base, saved):
         console.print(f"  {escape(key)}: {escape(presets.show_value(old))} -> {escape(presets.show_value(new))}")
+    return 0
+
+
+def sweep_stop(args) -> int:
+    from engine.errors import WorkbenchError
+    from engine.sweep.listing import controller_state, stop_sweep
+    from engine.sweep.places import sweeps_dir
+
+    preset = _base_preset(args)
+    control = sweeps_dir(preset.runtime.runs_dir) / args.study_name
+    state = controller_state(control)
+    if state != "running":
+        raise WorkbenchError(f"study {args.study_name} has no running controller on this host ({control}: "
+                             f"{'never run here' if state == '-' else state}); nothing to stop.")
+    stop_sweep(preset.runtime.runs_dir, args.study_name)
+    Console(highlight=False).print(f"asked {escape(args.study_name)} to stop: its running trials save their "
+                                   "checkpoints; the same `sweep` command resumes them.")
     return 0
