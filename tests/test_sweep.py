@@ -162,26 +162,53 @@ def test_from_run_tries_the_runs_preset_and_each_of_its_tips_first(tiny, tiny_ro
     assert len(labels) == 2 + len(tips) and labels.count(f"base: {run.name}") == 1
 
 
-def test_parallel_trials_run_at_once_as_cli_processes_with_the_cores_divided(tiny, tiny_root, tmp_path, capsys):
-    """--parallel 2 on 2 cores: two trial processes at once (their runs overlap in time), one thread each."""
+def test_six_trials_two_at_once_as_cli_processes_with_the_cores_divided_each_preset_its_values(
+        tiny, tiny_root, tmp_path, capsys):
+    """--parallel 2 on 2 cores: two trial processes at once (their runs overlap in time), one thread each; the
+    study holds 6 finished trials, each run's preset differs from the base in exactly the trial's values."""
     (tmp_path / "space.toml").write_text(SPACE)
-    longer = presets.save(presets.load(tiny).with_changes({"dsr.epochs": 60}), tiny, overwrite=True)  # seconds
+    longer = presets.save(presets.load(tiny).with_changes({"dsr.epochs": 30}), tiny, overwrite=True)  # seconds
     assert main(["sweep", "--preset", str(longer), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
-                 "--trials", "2", "--parallel", "2", "--sampler", "random", "--no-prune"]) == 0, \
+                 "--trials", "6", "--parallel", "2", "--sampler", "random", "--no-prune"]) == 0, \
         capsys.readouterr().err
     trials = _show(tmp_path, tiny, capsys)["trials"]
-    assert [t["state"] for t in trials] == ["complete", "complete"]
+    assert len(trials) == 6 and {t["state"] for t in trials} <= {"complete", "pruned"}
+    base, threads = presets.load(longer), max(1, (os.cpu_count() or 1) // 2)
     spans = []
     for trial in trials:
         run = Path(trial["run_dir"])
         assert (run / "detached.log").is_file()                        # a CLI process of its own
-        assert presets.load(run / "preset.toml").runtime.num_threads == max(1, (os.cpu_count() or 1) // 2)
+        ran = presets.load(run / "preset.toml")
+        assert ran.runtime.num_threads == threads
+        changed = {key for key, _a, _b in presets.diff(base, ran) if key in base.values()}
+        assert changed - {"runtime.num_threads"} <= set(trial["params"])
+        for key, value in trial["params"].items():
+            assert ran.values()[key] == pytest.approx(value)
         times = [json.loads(line)["time"] for line in (run / "metrics.jsonl").read_text().splitlines()]
         status = json.loads((run / "status.json").read_text())
         spans.append((status["started"], max(times)))
-    (a_start, a_end), (b_start, b_end) = spans
+    (a_start, a_end), (b_start, b_end) = spans[:2]
     assert a_start < b_end and b_start < a_end                           # they ran at the same time
 
+
+def test_a_diverging_trial_fails_and_the_sweep_completes(tiny, tiny_root, tmp_path, capsys, monkeypatch):
+    """A trial whose loss turns non-finite (here: lambda_tv = 7, patched to give NaN, standing in for a learning
+    rate that diverges) stops through the trainers' non-finite guard: a failed trial, not a failed sweep."""
+    import engine.losses.combined as combined
+
+    forward = combined.DSRCriterion.forward
+
+    def diverging(self, sr, hr):
+        total, terms = forward(self, sr, hr)
+        return (total * float("nan"), terms) if self.weights.tv == 7.0 else (total, terms)
+    monkeypatch.setattr(combined.DSRCriterion, "forward", diverging)
+    (tmp_path / "space.toml").write_text('[params]\n"dsr.lambda_tv" = { choices = [0.0, 7.0] }\n')
+    assert main(["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
+                 "--trials", "5", "--sampler", "grid", "--no-prune"]) == 0, capsys.readouterr().err
+    trials = {t["params"]["dsr.lambda_tv"]: t for t in _show(tmp_path, tiny, capsys)["trials"]}
+    assert len(trials) == 2                                             # the grid's two points (--trials capped)
+    assert trials[0.0]["state"] == "complete"
+    assert trials[7.0]["state"] == "fail" and "non-finite" in trials[7.0]["error"]
 
 def test_the_wall_time_budget_starts_no_trial_once_spent(tiny, tiny_root, tmp_path, capsys):
     (tmp_path / "space.toml").write_text(SPACE)

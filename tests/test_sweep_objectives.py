@@ -78,3 +78,22 @@ def test_a_pipeline_sweep_with_baselines_and_folds_scores_each_trial_by_its_mean
     assert rows["dsr"]["rank1"]["n"] == 2 and "bicubic_base" in rows and "bicubic" in rows
     best_bicubic = max(rows["bicubic"]["rank1"]["mean"], rows["bicubic_base"]["rank1"]["mean"])
     assert trial["value"] == pytest.approx(rows["dsr"]["rank1"]["mean"] - best_bicubic)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--objective", "val.psnrr"], "Did you mean val.psnr?"),
+    (["--objective", "eval.dsr.rank1"], "need pipeline trials"),
+    (["--job", "pipeline", "--objective", "eval.dsr.rank_1"], "Did you mean eval.dsr.rank1?"),
+    (["--job", "pipeline", "--objective", "val.psnr"], "scored by its evaluation"),
+    (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open the study's storage"),
+    (["--storage", "sqlite:////nonexistent-dir/x.db"], "cannot open the study's storage"),
+])
+def test_an_unknown_metric_or_an_unreachable_storage_is_exit_2_before_anything_runs(tmp_path, capsys, argv,
+                                                                                      message):
+    (tmp_path / "space.toml").write_text('[params]\n"dsr.learning_rate" = { low = 1e-4, high = 1e-3 }\n')
+    preset = presets.load("cpu-demo").with_changes({"runtime.runs_dir": str(tmp_path / "runs")})
+    tiny = presets.save(presets.derive(preset, "tiny"), tmp_path / "tiny.toml")
+    assert main(["sweep", "--preset", str(tiny), "--space", str(tmp_path / "space.toml"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not any((tmp_path / "runs").glob("*-tiny-*"))               # no trial run started

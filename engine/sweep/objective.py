@@ -16,6 +16,12 @@ from engine.runs.run_dir import RunDir, linked_file
 
 KINDS = ("val", "eval", "summary")
 BEST_BICUBIC, BICUBIC_ROWS = "bicubic_best", ("bicubic", "bicubic_base")
+VAL_METRICS = {"train-dsr": ("psnr", "ssim", "loss", "l1", "tv", "perceptual", "identity", "feature_match",
+                             "bicubic_psnr", "bicubic_ssim"),
+               "finetune": ("top1", "loss", "entropy")}
+EVAL_ROWS = ("dsr", "dsr_base", "bicubic", "bicubic_base", "hr", BEST_BICUBIC)
+EVAL_METRICS = ("rank1", "rank5", "auc", "eer", "tar_at_far_1e-2", "tar_at_far_1e-3", "open_set_accuracy", "psnr",
+                "ssim")
 
 
 def check_objective(name: str) -> list[tuple[str, ...]]:
@@ -27,6 +33,30 @@ def check_objective(name: str) -> list[tuple[str, ...]]:
                              "eval.ROW.METRIC (e.g. eval.dsr.rank1), summary.KEY (e.g. summary.best_psnr), or the "
                              "difference of two, e.g. \"eval.dsr.rank1 - eval.bicubic_best.rank1\".")
     return parsed
+
+
+def check_metric_names(name: str, job: str) -> None:
+    """Each term of the objective names a metric the trial's ``job`` records (a typo gets "did you mean")."""
+    for kind, *rest in check_objective(name):
+        if kind == "val":
+            known = VAL_METRICS.get(job, VAL_METRICS["train-dsr"]) if job != "pipeline" else ()
+            _known(f"val.{rest[0]}", rest[0], known, f"{job} validates no metric by that name" if known else
+                   "a pipeline trial is scored by its evaluation: give eval.ROW.METRIC, e.g. eval.dsr.rank1")
+        elif kind == "eval":
+            _known(f"eval.{rest[0]}", rest[0], EVAL_ROWS, "no such row")
+            _known(f"eval.{rest[0]}.{rest[1]}", rest[1], EVAL_METRICS, "no such metric")
+            if job != "pipeline":
+                raise WorkbenchError(f"objective {name!r}: a {job} trial writes no evaluation; eval.* objectives "
+                                     "need pipeline trials (--job pipeline).")
+
+
+def _known(shown: str, value: str, known: tuple[str, ...], why: str) -> None:
+    if value not in known:
+        import difflib
+
+        close = difflib.get_close_matches(value, known, n=1)
+        hint = f" Did you mean {shown.rsplit('.', 1)[0] + '.' if '.' in shown else ''}{close[0]}?" if close else ""
+        raise WorkbenchError(f"objective {shown}: {why} (known: {', '.join(known)}).{hint}")
 
 
 def objective_value(run_dir: Path, name: str, maximize: bool) -> float:

@@ -15,7 +15,9 @@ its values are queued for the resume.
 from __future__ import annotations
 
 import json
+import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from engine.presets import Preset, derive, load, save
 from engine.runs.run_dir import RunDir
 from engine.runs.status import FileStop, StatusWriter, run_state
 from engine.sweep.places import control_dir, journal_path, sweeps_dir
-from engine.sweep.objective import check_objective, objective_value
+from engine.sweep.objective import check_metric_names, check_objective, objective_value
 from engine.sweep.space import SearchSpace, load_space
 
 JOB = "sweep"
@@ -41,6 +43,10 @@ def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     opts: SweepOptions = request.options or SweepOptions()
     preset = request.preset
     space, study = check_sweep(preset, opts)
+    grid_size = math.prod(len(values) for values in space.grid().values()) if opts.sampler == "grid" else None
+    if grid_size is not None and opts.trials > grid_size:
+        emit(Log(JOB, f"the grid has {grid_size} points: --trials {opts.trials} is capped to {grid_size}"))
+        opts = replace(opts, trials=grid_size)
     optuna_study = open_study(preset, opts, space, study)
     record_setup(optuna_study, preset, opts)
     control = control_dir(preset.runtime.runs_dir, study)
@@ -88,7 +94,7 @@ def check_sweep(preset: Preset, opts: SweepOptions) -> tuple[SearchSpace, str]:
     if (opts.baselines or opts.folds is not None) and opts.job != "pipeline":
         raise WorkbenchError(f"--baselines and --folds apply to pipeline trials; this sweep's trials run {opts.job}. "
                              "Add --job pipeline (with an eval.* objective), or leave them out.")
-    check_objective(opts.objective)
+    check_metric_names(opts.objective, opts.job)
     if opts.objective2:
         check_objective(opts.objective2)
     space = load_space(opts.space, preset)
@@ -118,9 +124,34 @@ def open_study(preset: Preset, opts: SweepOptions, space: SearchSpace, study: st
                 "grid": lambda: optuna.samplers.GridSampler(space.grid(), seed=seed)}
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if pruning_metric(opts)
               else optuna.pruners.NopPruner())
-    return optuna.create_study(study_name=study, storage=storage_for(preset, opts, study),
-                               directions=[opts.direction] + ([opts.direction2] if opts.objective2 else []),
-                               sampler=samplers[opts.sampler](), pruner=pruner, load_if_exists=True)
+    try:
+        return optuna.create_study(study_name=study, storage=storage_for(preset, opts, study),
+                                   directions=[opts.direction] + ([opts.direction2] if opts.objective2 else []),
+                                   sampler=samplers[opts.sampler](), pruner=pruner, load_if_exists=True)
+    except (ImportError, OSError, ValueError) as exc:
+        raise _storage_error(opts, exc) from None
+    except Exception as exc:                          # sqlalchemy's errors: no import of sqlalchemy here
+        if type(exc).__module__.startswith("sqlalchemy"):
+            raise _storage_error(opts, exc) from None
+        raise
+
+
+def _storage_error(opts: SweepOptions, exc: Exception) -> WorkbenchError:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return WorkbenchError(f"cannot open the study's storage {opts.storage or 'journal file'} ({first}). Check the URL "
+                          "(postgresql://USER:PASSWORD@HOST:PORT/DB needs the psycopg package and a reachable "
+                          "server), or leave --storage out for a journal file in runs_dir/sweeps.")
+
+
+def tell(study, trial, values=None, state=None) -> None:
+    """``study.tell``; Optuna's grid sampler calls ``study.stop()`` once its grid is done, which raises outside
+    ``optimize()`` after the trial's result is stored: that one error is expected here (the budget is capped
+    to the grid's size)."""
+    try:
+        study.tell(trial, values, state=state)
+    except RuntimeError as exc:
+        if "Study.stop" not in str(exc):
+            raise
 
 
 def record_setup(study, preset: Preset, opts: SweepOptions) -> None:
@@ -178,7 +209,7 @@ def give_way(study, trial) -> None:
     from optuna.trial import TrialState
 
     trial.set_user_attr("surplus", True)
-    study.tell(trial, state=TrialState.FAIL)
+    tell(study, trial, state=TrialState.FAIL)
 
 
 def _fail_dead_trials(study, job: str, emit: Emit) -> None:
@@ -189,7 +220,7 @@ def _fail_dead_trials(study, job: str, emit: Emit) -> None:
         if _maybe_live(trial):
             continue                                      # another worker's live (or just starting) trial
         run_dir = trial.user_attrs.get("run_dir")
-        study.tell(trial.number, state=TrialState.FAIL)
+        tell(study, trial.number, state=TrialState.FAIL)
         resumes = _requeue(study, trial, trial.params, job)
         emit(Log(JOB, f"trial {trial.number} ({run_dir}) was left running by a process that is gone: failed; "
                       + ("it resumes from its checkpoint" if resumes else "its values run again")))
@@ -272,21 +303,21 @@ def tell_result(study, trial, changes: dict[str, Any], run_dir: Path, result, pr
 
     if isinstance(result, Failed):
         trial.set_user_attr("error", result.error[:500])
-        study.tell(trial, state=TrialState.FAIL)
+        tell(study, trial, state=TrialState.FAIL)
         emit(Log(JOB, f"trial {trial.number} failed (the sweep goes on): {result.error}", "warning"))
     elif pruned_at is not None:
         trial.set_user_attr("pruned_at_epoch", pruned_at)
-        study.tell(trial, state=TrialState.PRUNED)
+        tell(study, trial, state=TrialState.PRUNED)
         emit(Log(JOB, f"trial {trial.number} pruned at epoch {pruned_at}"))
     elif result.stopped:
-        study.tell(trial, state=TrialState.FAIL)
+        tell(study, trial, state=TrialState.FAIL)
         _requeue(study, trial, changes, opts.job)
         emit(Log(JOB, f"trial {trial.number} stopped: it resumes from its checkpoint when the sweep resumes",
                  "warning"))
     else:
         values = [objective_value(run_dir, name, direction == "maximize")
                   for name, direction in ((opts.objective, opts.direction), (opts.objective2, opts.direction2)) if name]
-        study.tell(trial, values if len(values) > 1 else values[0])
+        tell(study, trial, values if len(values) > 1 else values[0])
         emit(Log(JOB, f"trial {trial.number}: " + ", ".join(f"{name} = {value:.4g}" for name, value in
                                                            zip((opts.objective, opts.objective2), values))))
 
