@@ -137,6 +137,12 @@ async def test_outside_the_tab_its_keys_say_where_they_act_and_x_a_keep_their_ot
         await wait_for(pilot, lambda: pilot.app.screen.query("#saveas-name"), what="the save-as dialog")
 
 
+def _tiny_app(tmp_path: Path, epochs: int):
+    """The app on a tiny preset (8x8 faces, one thread, ``epochs``) and tiny generated data."""
+    data = generate_demo_dataset(tmp_path / "data", identities=8, per_identity=4, seed=0, vlr_size=(8, 8), hr_size=32)
+    return make_app(str(_tiny_preset(tmp_path, epochs)), data=str(data), remember=False)
+
+
 def _tiny_preset(tmp_path: Path, epochs: int) -> Path:
     preset = presets.load("cpu-demo").with_changes({
         "data.vlr_width": 8, "data.vlr_height": 8, "data.hr_size": 32, "dsr.base_channels": 8,
@@ -159,8 +165,7 @@ async def _start_from_dialog(pilot, trials: int) -> None:
 
 
 async def test_n_starts_a_sweep_in_its_own_process_and_the_tab_follows_it_to_the_end(tmp_path):
-    data = generate_demo_dataset(tmp_path / "data", identities=8, per_identity=4, seed=0, vlr_size=(8, 8), hr_size=32)
-    app = make_app(str(_tiny_preset(tmp_path, epochs=1)), data=str(data), remember=False)
+    app = _tiny_app(tmp_path, epochs=1)
     async with app.run_test(size=WIDE) as pilot:
         await _start_from_dialog(pilot, trials=2)
         panel = pilot.app.query_one(SweepsPanel)
@@ -175,8 +180,7 @@ async def test_n_starts_a_sweep_in_its_own_process_and_the_tab_follows_it_to_the
 
 
 async def test_x_stops_a_running_sweep_whose_trial_keeps_its_checkpoint(tmp_path):
-    data = generate_demo_dataset(tmp_path / "data", identities=8, per_identity=4, seed=0, vlr_size=(8, 8), hr_size=32)
-    app = make_app(str(_tiny_preset(tmp_path, epochs=200)), data=str(data), remember=False)
+    app = _tiny_app(tmp_path, epochs=200)
     async with app.run_test(size=WIDE) as pilot:
         await _start_from_dialog(pilot, trials=3)
         panel = pilot.app.query_one(SweepsPanel)

@@ -32,6 +32,7 @@ from workbench.app.run_columns import (Layout, cell_texts, checkpoints, detail_t
                                        mark_text, run_label, short_stamp)
 from workbench.app.runs_watch import Stamps, read_changed, take_stamps
 from workbench.app.widgets.dialogs import RunDiffDialog
+from workbench.app.widgets.polling import PollWhileShown
 
 __all__ = ["RunHistory", "run_label", "short_stamp"]
 
@@ -46,7 +47,7 @@ class RunsFilter(Select[str], inherit_bindings=False):
     BINDINGS = [Binding("enter,down,up", "show_overlay", "Show menu", show=False)]
 
 
-class RunHistory(Vertical):
+class RunHistory(PollWhileShown, Vertical):
     BORDER_TITLE = "Runs"
 
     @dataclass
@@ -104,7 +105,6 @@ class RunHistory(Vertical):
         self._ages: dict[Path, str] = {}
         self._ages_at = 0.0
         self._filter_values: dict[str, set[str]] = {}
-        self._poll_timer = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="runs-filters"):
@@ -119,16 +119,7 @@ class RunHistory(Vertical):
 
     def on_mount(self) -> None:
         self.query_one("#runs-detail").display = False
-        self._poll_timer = self.set_interval(POLL_SECONDS, self.poll, pause=True)
-
-    def on_show(self) -> None:
-        if self._poll_timer is not None:
-            self._poll_timer.resume()
-        self.poll()
-
-    def on_hide(self) -> None:
-        if self._poll_timer is not None:
-            self._poll_timer.pause()
+        self.start_polling(POLL_SECONDS)
 
     def on_resize(self) -> None:
         if self.rows and self._fit() != self.table_layout:

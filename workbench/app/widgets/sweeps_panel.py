@@ -24,6 +24,7 @@ from textual_plotext import PlotextPlot
 
 from engine.errors import WorkbenchError
 from engine.sweep.listing import StudyEntry, list_studies, study_snapshot
+from workbench.app.widgets.polling import PollWhileShown
 
 POLL_SECONDS = 2.0
 STATE_STYLE = {"complete": "green", "running": "bold yellow", "pruned": "dim", "fail": "red", "waiting": "dim"}
@@ -54,7 +55,7 @@ def best_so_far(trials: list[dict[str, Any]], maximize: bool) -> tuple[list[int]
     return numbers, values, best
 
 
-class SweepsPanel(Vertical):
+class SweepsPanel(PollWhileShown, Vertical):
     BORDER_TITLE = "Sweeps"
 
     @dataclass
@@ -68,7 +69,6 @@ class SweepsPanel(Vertical):
         self.studies: list[StudyEntry] = []
         self.snapshot: dict[str, Any] | None = None
         self.chosen: str | None = None             # the study shown (None: the most recent)
-        self._poll_timer = None
         self._reading = False
         self._param_keys: list[str] | None = None      # the table's parameter columns
 
@@ -81,16 +81,7 @@ class SweepsPanel(Vertical):
             yield Static("", id="sweeps-importances")
 
     def on_mount(self) -> None:
-        self._poll_timer = self.set_interval(POLL_SECONDS, self.poll, pause=True)
-
-    def on_show(self) -> None:
-        if self._poll_timer is not None:
-            self._poll_timer.resume()
-        self.poll()
-
-    def on_hide(self) -> None:
-        if self._poll_timer is not None:
-            self._poll_timer.pause()
+        self.start_polling(POLL_SECONDS)
 
     # ----------------------------------------------------------------- data
     def watch_runs(self, runs_dir: str | Path) -> None:
