@@ -28,6 +28,7 @@ from engine import distributed
 from engine.io import atomic
 from engine.data.augment import PairedAugment
 from engine.data import PairedSplit, load_split, to_float
+from engine.data.pairs import load_dsr_train
 from engine.data.resolve import job_data_root
 from engine.distributed import Context
 from engine.errors import JobStopped, WorkbenchError
@@ -326,8 +327,15 @@ def _restore(checkpoint: dict[str, Any], training: DSRTraining, generator: torch
 
 
 def _load(root: Path, split: str, preset: Preset, log) -> PairedSplit:
-    loaded = load_split(root, split, preset.vlr_size, preset.data.hr_size, log=log)
-    log(f"{split}: {len(loaded)} images from {root}")
+    """``val``, or DSR's training pairs: ``train`` plus the dataset's unlabelled faces, when it has them."""
+    if split != "train":
+        loaded = load_split(root, split, preset.vlr_size, preset.data.hr_size, log=log)
+        log(f"{split}: {len(loaded)} images from {root}")
+        return loaded
+    loaded = load_dsr_train(root, preset.vlr_size, preset.data.hr_size, log=log)
+    unlabelled = int((loaded.labels < 0).sum())
+    log(f"train: {len(loaded)} images from {root}" + (f" ({unlabelled} of them unlabelled faces, DSR only)"
+                                                       if unlabelled else ""))
     return loaded
 
 
