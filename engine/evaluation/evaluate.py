@@ -35,7 +35,7 @@ from engine.evaluation import distractors, metrics, stats
 from engine.evaluation.protocol import enrol, split_gallery_probes
 from engine.events import Emit, Finished, Log, Metrics, Progress
 from engine.jobs.registry import JobRequest, StopFlag
-from engine.jobs.recogniser import latest_finished_pretrain, recogniser_weights
+from engine.jobs.recogniser import latest_finished_pretrain, preset_weights, recogniser_weights
 from engine.runs.status import pick_run
 from engine.runs.run_dir import RunDir
 from engine.runtime import Runtime, resolve, seed_everything
@@ -197,8 +197,8 @@ def _base_recogniser(request: JobRequest) -> tuple[Path, str] | None:
     if given:
         return Path(given).expanduser(), "--edgeface-base"
     rt = request.preset.runtime
-    if rt.edgeface_weights and Path(rt.edgeface_weights).expanduser().is_file():
-        return Path(rt.edgeface_weights).expanduser(), "runtime.edgeface_weights"
+    if preset_weights(request.preset) is not None:
+        return preset_weights(request.preset), "runtime.edgeface_weights"
     pretrained, _passed = latest_finished_pretrain(rt.runs_dir, request.preset.name)
     if pretrained is not None:
         return pretrained / "best.pt", f"latest finished pretrain run {pretrained.name}"
@@ -211,7 +211,7 @@ def _check_files_exist(request: JobRequest) -> None:
 
     named = {f"--{k.replace('_', '-')}": getattr(request.options, k)
              for k in ("dsr", "edgeface", "edgeface_bicubic", "edgeface_base")}
-    named["runtime.edgeface_weights"] = request.preset.runtime.edgeface_weights
+    preset_weights(request.preset)
     for flag, value in named.items():
         if value and not Path(value).expanduser().is_file():
             advice = OBTAIN_WEIGHTS if flag != "--dsr" else "Give the best.pt of a train-dsr run."

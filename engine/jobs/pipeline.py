@@ -112,14 +112,15 @@ def _fold_headline(aggregated: dict[str, Any]) -> dict[str, Any]:
 
 def _given_weights(preset, opts: PipelineOptions) -> Path | None:
     """--edgeface, else runtime.edgeface_weights (checked), else None (never a pretrain run: see folds)."""
-    given = opts.edgeface or preset.runtime.edgeface_weights
-    if not given:
-        return None
-    path = Path(given).expanduser()
+    from engine.jobs.recogniser import preset_weights
+
+    if not opts.edgeface:
+        return preset_weights(preset)
+    path = Path(opts.edgeface).expanduser()
     if not path.is_file():
-        origin = "--edgeface" if opts.edgeface else "runtime.edgeface_weights"
-        raise WeightsError(f"{origin} is {given!r}, but {path} does not exist. Give an EdgeFace weights file, or "
-                           "leave it empty to pre-train a recogniser on each fold's training subjects.")
+        raise WeightsError(f"--edgeface is {opts.edgeface!r}, but {path} does not exist. Give an EdgeFace weights "
+                           "file, or leave it out to use runtime.edgeface_weights (or, when that is empty, to "
+                           "pre-train a recogniser on each fold's training subjects).")
     return path
 
 
@@ -243,6 +244,7 @@ class PipelineRun:
             raise WorkbenchError(f"--folds {opts.folds}: K-fold evaluation needs at least 2 folds (or leave --folds "
                                  "out for the single split).")
         _check_distractors(request.preset, opts, request.data)
+        _given_weights(request.preset, opts)     # a missing weights file stops it before its directory exists
         path = _new_pipeline_dir(request.preset, opts.run_dir) if ctx.is_main else None
         run = RunDir(Path(distributed.broadcast(str(path) if path else None, ctx)))
         return cls(run, request.preset, opts, request.data, None, ctx, emit, stop)

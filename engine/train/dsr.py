@@ -40,7 +40,7 @@ from engine.losses.perceptual import load_vgg19
 from engine.metrics.image import psnr, ssim
 from engine.models.dsr import DSRNet, count_trainable_parameters, upscale_bicubic
 from engine.presets import Preset
-from engine.jobs.recogniser import load_frozen_recogniser, recogniser_weights
+from engine.jobs.recogniser import load_frozen_recogniser, preset_weights, recogniser_weights
 from engine.data.placement import BatchFeeder, estimate_job_bytes, place_splits
 from engine.runs.status import run_state
 from engine.runtime import (Runtime, configure_backends, fused_adamw_kwargs, prepare_model, resolve,
@@ -70,6 +70,8 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
                              "further, or start a new run without --resume.")
     weights = LossWeights.from_config(cfg)
     vgg = load_vgg19(cfg.vgg19_weights) if weights.needs_vgg else None  # a missing file stops the run here
+    if weights.needs_recogniser and not opts.edgeface and not resume:
+        preset_weights(preset)            # so does a missing runtime.edgeface_weights (before any data is read)
 
     runtime = resolve(preset)
     ctx, device = distributed.setup(runtime.device)
