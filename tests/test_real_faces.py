@@ -266,3 +266,32 @@ def test_evaluate_and_pipeline_refuse_more_distractors_than_the_data_holds(tmp_p
                  "--data", str(prepared["root"])]) == 2
     assert "eval.distractors = 50" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())   # nothing created
+
+
+def test_pipeline_folds_share_one_gallery_of_distractors_and_dsr_trains_on_the_unlabelled(tmp_path, prepared):
+    tiny = {"runtime.runs_dir": str(tmp_path / "runs"), "runtime.device": "cpu", "dsr.epochs": 1,
+            "dsr.batch_size": 16, "dsr.base_channels": 8, "dsr.residual_blocks": 1, "finetune.stage1_epochs": 1,
+            "finetune.stage2_epochs": 1, "finetune.batch_size": 16, "finetune.pretrain_epochs": 0,
+            "runtime.edgeface_weights": str(prepared["edgeface"])}
+    request = JobRequest("pipeline", P.load("cpu-demo").with_changes(tiny), data=str(prepared["root"]),
+                         options={"baselines": True, "folds": 2, "distractors": 3, "bootstrap": 50})
+    result = run_job(request, lambda event: None)
+    assert isinstance(result, Finished) and not result.stopped, getattr(result, "error", "")
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["options"]["distractors"] == 3
+    from engine.runs.run_dir import linked_file
+
+    def at(path: str) -> Path:                      # summary.json links are relative to the pipeline directory
+        return linked_file(result.run_dir, path)
+
+    galleries = []
+    for record in summary["folds"]:
+        doc = json.loads(at(record["eval_json"]).read_text())
+        protocol = doc["protocol"]
+        assert protocol["distractors"] == 3 and protocol["gallery_subjects"] == protocol["subjects"] + 3
+        assert set(doc["comparisons"]) >= {"dsr_vs_bicubic", "dsr_vs_bicubic_base"}   # five rows, one gallery
+        galleries.append(protocol["distractor_files"])
+        last = torch.load(at(record["stages"]["train-dsr"]) / "last.pt", map_location="cpu", weights_only=True)
+        fold_train = len(_names(at(record["data_root"]), "train"))
+        assert last["data"]["images"] == fold_train + 6                     # the 6 unlabelled faces too
+    assert galleries[0] == galleries[1] and len(galleries[0]) == 3
