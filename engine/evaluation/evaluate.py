@@ -198,8 +198,9 @@ def _base_recogniser(request: JobRequest) -> tuple[Path, str] | None:
     if given:
         return Path(given).expanduser(), "--edgeface-base"
     rt = request.preset.runtime
-    if preset_weights(request.preset) is not None:
-        return preset_weights(request.preset), "runtime.edgeface_weights"
+    weights = preset_weights(request.preset)
+    if weights is not None:
+        return weights, "runtime.edgeface_weights"
     pretrained, _passed = latest_finished_pretrain(rt.runs_dir, request.preset.name)
     if pretrained is not None:
         return pretrained / "best.pt", f"latest finished pretrain run {pretrained.name}"
