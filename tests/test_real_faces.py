@@ -207,6 +207,19 @@ def test_unlabelled_and_distractors_stay_out_of_the_labelled_splits_and_go_to_ev
     assert fold_manifest[UNLABELLED]["images"] == 6
 
 
+def test_degraded_vlr_covers_the_unlabelled_faces_and_check_data_lists_them(tmp_path, prepared, capsys):
+    root = tmp_path / "degraded"
+    assert main(["prepare", str(prepared["src"]), str(root), "--vlr", "16x16", "--degrade",
+                 "--unlabelled", str(prepared["unlabelled"]), "--distractors", "2"]) == 0
+    drawn = json.loads((root / "manifest.json").read_text())["degrade"]["images"]
+    assert {k.split("/")[0] for k in drawn} == {"train", "val", "test", UNLABELLED, DISTRACTORS}
+    assert sum(k.startswith(f"{UNLABELLED}/") for k in drawn) == 10
+    capsys.readouterr()
+    assert main(["check-data", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "unlabelled" in out and "distractors" in out
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
