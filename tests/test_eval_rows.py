@@ -82,8 +82,8 @@ def test_five_rows_each_scored_by_its_own_recogniser_with_intervals(tmp_path, de
         roc = doc[name]["roc"]
         assert roc["far"][0] == 0.0 and roc["far"][-1] == 1.0 and roc["tar"][-1] == 1.0
     comparisons = doc["comparisons"]
-    assert set(comparisons) == {"dsr_vs_bicubic", "dsr_finetuned_vs_base", "bicubic_finetuned_vs_base",
-                                "dsr_vs_bicubic_base_recogniser"}
+    assert set(comparisons) == {"dsr_vs_bicubic", "dsr_vs_bicubic_base", "dsr_finetuned_vs_base",
+                                "bicubic_finetuned_vs_base", "dsr_vs_bicubic_base_recogniser"}
     for body in comparisons.values():
         a, b = doc[body["a"]]["rank1"], doc[body["b"]]["rank1"]
         assert body["difference"] == pytest.approx(a - b)

@@ -110,7 +110,7 @@ def test_diff_lists_the_summary_table_and_vlr_size(capsys):
 def test_list_and_show(capsys):
     code, out, _ = cli(capsys, "presets", "list")
     assert code == 0
-    for name in ("cpu-demo", "vlr-14x16", "vlr-32x32"):
+    for name in ("cpu-demo", "cpu-real", "vlr-14x16", "vlr-32x32"):
         assert name in out
     code, out, _ = cli(capsys, "presets", "show", "vlr-32x32", "--toml")
     doc = tomllib.loads(out)
@@ -233,7 +233,7 @@ def test_builtins_found_from_a_wheel_install(tmp_path):
                              "print(builtin_names(), store.builtin_dir())"],
                             cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
                             capture_output=True, text=True, check=True)
-    assert "['cpu-demo', 'vlr-14x16', 'vlr-32x32']" in result.stdout
+    assert "['cpu-demo', 'cpu-real', 'vlr-14x16', 'vlr-32x32']" in result.stdout
     assert str(target) in result.stdout
 
 
@@ -248,3 +248,48 @@ def test_a_device_typo_in_set_names_the_key_and_the_devices():
     message = str(caught.value)
     assert "'runtime.device' is 'gpu'" in message and "auto, cpu, cuda or cuda:N" in message
     assert "\n" not in message
+
+
+# cpu-real: cpu-demo's values at 16x16 with the authors' EdgeFace weights required, sized, not tuned (issue 24)
+CPU_REAL_CHANGES = {"dsr.epochs", "finetune.stage1_epochs", "finetune.stage2_epochs", "finetune.pretrain_epochs",
+                    "runtime.edgeface_weights"}
+
+
+def test_cpu_real_is_cpu_demo_sized_for_real_faces_with_required_weights(capsys):
+    real, demo = P.load("cpu-real"), P.load("cpu-demo")
+    assert real.vlr_size == (16, 16) and real.derived_from == "cpu-demo"
+    assert {key for key, _, _ in P.diff(demo, real)} == CPU_REAL_CHANGES      # nothing else moved from cpu-demo
+    assert real.finetune.pretrain_epochs == 0                                  # never pre-trains: weights required
+    assert Path(real.runtime.edgeface_weights).name == "edgeface_xxs_q.pt"
+    assert real.runtime.edgeface_variant == "edgeface_xxs" and real.eval.distractors == 0
+    code, out, _ = cli(capsys, "presets", "validate", str(ROOT / "presets" / "cpu-real.toml"))
+    assert code == 0 and "valid" in out
+
+
+def test_cpu_real_without_its_weights_names_the_key_and_the_path(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)            # ../shared/weights does not exist from here
+    runs = tmp_path / "runs"               # the built-in's runtime.runs_dir, relative to the working directory
+    missing = (tmp_path / ".." / "shared" / "weights" / "edgeface_xxs_q.pt").absolute()
+    for argv in (["pipeline", "--preset", "cpu-real", "--baselines"], ["train-dsr", "--preset", "cpu-real"],
+                 ["finetune", "--preset", "cpu-real"], ["evaluate", "--preset", "cpu-real"]):
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2, argv
+        assert "runtime.edgeface_weights of preset cpu-real" in err and str(missing) in err, argv
+        assert "--edgeface PATH" in err and "Traceback" not in err, argv
+    assert not runs.exists() or not any(runs.iterdir())     # refused before any run directory
+    from engine.io.paths import cache_dir
+
+    assert not list(cache_dir().glob("demo/*/manifest.json"))   # and before the demo faces were drawn
+
+
+def test_cpu_real_finds_the_authors_weights_beside_a_checkout(shared_dir, monkeypatch):
+    from engine.jobs.recogniser import preset_weights
+    from engine.models.edgeface import load_edgeface
+
+    if not (shared_dir / "weights" / "edgeface_xxs_q.pt").is_file():
+        pytest.skip("../shared/weights/edgeface_xxs_q.pt is absent")
+    monkeypatch.chdir(ROOT)
+    path = preset_weights(P.load("cpu-real"))
+    assert path.resolve() == (shared_dir / "weights" / "edgeface_xxs_q.pt").resolve()
+    assert load_edgeface(path).variant == "edgeface_xxs"

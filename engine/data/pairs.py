@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from engine.data import disk_cache
-from engine.data.layout import HR_DIR, SPLITS, VLR_DIR, split_dir, subject_of
+from engine.data.layout import EXTRA_SPLITS, HR_DIR, SPLITS, UNLABELLED, VLR_DIR, has_split, split_dir, subject_of
 from engine.data.pixels import to_rgb8
 from engine.errors import DataError
 
@@ -102,8 +102,8 @@ def load_split(root: Path | str, split: str, vlr_size: tuple[int, int], hr_size:
     on-disk cache of :mod:`engine.data.disk_cache` (memory-mapped); ``log`` hears about its building
     and about a fallback to decoding in memory.
     """
-    if split not in SPLITS:
-        raise DataError(f"Unknown split '{split}'; the layout's splits are {', '.join(SPLITS)}.")
+    if split not in SPLITS + EXTRA_SPLITS:
+        raise DataError(f"Unknown split '{split}'; the layout's splits are {', '.join(SPLITS + EXTRA_SPLITS)}.")
     root = Path(root).expanduser().resolve()
     vlr_size = (int(vlr_size[0]), int(vlr_size[1]))
     hr_dir, vlr_dir = split_dir(root, split) / HR_DIR, split_dir(root, split) / VLR_DIR
@@ -136,6 +136,23 @@ def load_split(root: Path | str, split: str, vlr_size: tuple[int, int], hr_size:
         while len(_cache) > CACHE_ENTRIES:
             _cache.popitem(last=False)
     return replace(loaded)
+
+
+def load_dsr_train(root: Path | str, vlr_size: tuple[int, int], hr_size: int = 128,
+                   log: Callable[[str], None] | None = None) -> PairedSplit:
+    """DSR's training pairs: the ``train`` split plus the ``unlabelled`` one when the dataset has it.
+
+    Super-resolution needs no identity labels, so the unlabelled faces (``prepare --unlabelled``)
+    train DSR only; they keep label -1 and are not among ``classes``. Each split keeps its own slot in
+    the decoded disk cache; only DSR training ever loads the unlabelled one.
+    """
+    train = load_split(root, "train", vlr_size, hr_size, log=log)
+    if not has_split(Path(root).expanduser(), UNLABELLED):
+        return train
+    extra = load_split(root, UNLABELLED, vlr_size, hr_size, log=log)
+    return replace(train, names=train.names + extra.names, subjects=train.subjects + extra.subjects,
+                   labels=torch.cat([train.labels, torch.full((len(extra),), -1, dtype=torch.long)]),
+                   hr=torch.cat([train.hr, extra.hr]), vlr=torch.cat([train.vlr, extra.vlr]))
 
 
 def _fingerprint(folder: Path) -> int:

@@ -18,17 +18,20 @@ fraction of subjects held out whole, ``val`` the fraction of each remaining subj
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import random
 import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from engine.io import atomic
-from engine.data.layout import MANIFEST, SPLITS
+from engine.data.layout import DISTRACTORS, MANIFEST, SPLITS, UNLABELLED
 from engine.data.pairs import IMAGE_SUFFIXES
 from engine.data.pixels import to_rgb8
 from engine.data.splitting import SPLIT_RULE, split_by_subject
@@ -181,13 +184,24 @@ def to_hr(image: Image.Image, hr_size: int) -> Image.Image:
     return image.crop((left, top, left + side, top + side)).resize((hr_size, hr_size), Image.LANCZOS)
 
 
+UNLABELLED_RULE = ("unlabelled: every image of --unlabelled DIR (flat or nested; no identity labels) except the "
+                   "distractors; DSR training pairs only, never fine-tuning, validation or evaluation")
+DISTRACTOR_RULE = ("distractors: --distractors N images of --unlabelled DIR, drawn with --seed before anything "
+                   "trains; one identity each, never trained on; `evaluate --distractors M` (M <= N) enrols M "
+                   "of them in the gallery with no probe")
+
+
 def prepare_dataset(src: Path | str, dst: Path | str, *, vlr_size: tuple[int, int],
                     split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0, hr_size: int = 128,
-                    progress: ProgressFn | None = None, degrade=None, force: bool = False) -> dict:
+                    progress: ProgressFn | None = None, degrade=None, force: bool = False,
+                    unlabelled: Path | str | None = None, distractors: int = 0) -> dict:
     """Write the layout for the photos in ``src`` to the new folder ``dst``; returns the manifest.
 
     ``degrade`` (an :class:`engine.data.degrade.Degradation`) makes camera-like VLR images, seeded
     per image by ``seed``; the ranges and each image's drawn values go to the manifest.
+    ``unlabelled``: a folder of faces without labels (people not in ``src``) for DSR training only
+    (:data:`UNLABELLED_RULE`); ``distractors`` of them are held out as gallery distractors
+    (:data:`DISTRACTOR_RULE`). Every check runs before anything is written.
     """
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
     if not src.is_dir():
@@ -203,6 +217,127 @@ def prepare_dataset(src: Path | str, dst: Path | str, *, vlr_size: tuple[int, in
                         f"image(s): a split needs at least two subjects with two or more images each (one for "
                         f"training, one unseen for testing). Check the folder structure (one sub-folder per "
                         f"subject, or a SUBJECT_ / SUBJECT. file-name prefix).")
+    extra = plan_unlabelled(src, subjects, unlabelled, distractors, seed)
+    jobs = _named_jobs(plan) + [(name_split, name, path) for name_split, members in extra.splits.items()
+                                for name, path in members]
+    degrade = _parse_degrade(degrade)
+    with staged_dir(dst, replace=force) as tmp:
+        drawn = _write_pairs(tmp, jobs, hr_size, vlr_size, degrade, seed, progress)
+        manifest = {
+            "source": str(src.resolve()), "seed": seed,
+            "split": {"train": split[0], "val": val_fraction, "test": test_fraction}, "split_rule": SPLIT_RULE,
+            "hr_size": [hr_size, hr_size], "vlr_size": list(vlr_size),
+            "hr_method": HR_METHOD, "vlr_method": VLR_METHOD,
+            "splits": {**{s: {"images": len(plan[s]), "subjects": len({sub for sub, _ in plan[s]})} for s in SPLITS},
+                       **extra.counts()},
+            "skipped": skipped,
+            **extra.manifest(),
+            **({} if degrade is None else {"degrade": _degrade_manifest(degrade, drawn)}),
+        }
+        atomic.write_json(tmp / MANIFEST, manifest)
+    return manifest
+
+
+@dataclass
+class UnlabelledPlan:
+    """The unlabelled faces of ``prepare --unlabelled DIR``: {split: [(layout name, path)]}, and the folder."""
+
+    source: Path | None = None
+    splits: dict[str, list[tuple[str, Path]]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, dict]:
+        """The manifest's ``splits`` entries (one identity per distractor image; unlabelled have none)."""
+        out: dict[str, dict] = {}
+        if self.source is not None:
+            out[UNLABELLED] = {"images": len(self.splits.get(UNLABELLED, []))}
+            out[DISTRACTORS] = {"images": len(self.splits.get(DISTRACTORS, [])),
+                                "subjects": len(self.splits.get(DISTRACTORS, []))}
+        return out
+
+    def manifest(self) -> dict[str, dict]:
+        if self.source is None:
+            return {}
+        return {UNLABELLED: {"source": str(self.source.resolve()), "images": len(self.splits.get(UNLABELLED, [])),
+                             "rule": UNLABELLED_RULE, "skipped": self.skipped},
+                DISTRACTORS: {"source": str(self.source.resolve()), "images": len(self.splits.get(DISTRACTORS, [])),
+                              "rule": DISTRACTOR_RULE}}
+
+
+def plan_unlabelled(src: Path, subjects: dict[str, list[tuple[Path, str]]], folder: Path | str | None,
+                    distractors: int, seed: int) -> UnlabelledPlan:
+    """Check ``--unlabelled`` / ``--distractors`` and deal the folder's images (DataError before any write)."""
+    if distractors < 0:
+        raise DataError(f"--distractors {distractors}: give a number of images >= 0 to hold out of --unlabelled "
+                        "as gallery distractors.")
+    if folder is None:
+        if distractors:
+            raise DataError(f"--distractors {distractors} holds gallery distractors out of the unlabelled faces, "
+                            "but no --unlabelled DIR was given. Add --unlabelled DIR (a folder of faces of people "
+                            "not in SRC, e.g. lfw-dev/singles), or leave --distractors out.")
+        return UnlabelledPlan()
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        state = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise DataError(f"--unlabelled {folder} {state}. Give a folder of face images without labels (flat or "
+                        "nested), or leave --unlabelled out.")
+    inner, outer = sorted((src.resolve(), folder.resolve()), key=lambda p: len(p.parts), reverse=True)
+    if inner == outer or outer in inner.parents:
+        raise DataError(f"--unlabelled {folder} and SRC {src} overlap (one is inside the other): its faces would "
+                        "reach fine-tuning and evaluation. Give a folder of other people's faces, outside SRC.")
+    images, skipped = collect_unlabelled(folder)
+    if not images:
+        raise DataError(f"--unlabelled {folder} holds no images Pillow can read ({len(skipped)} other file(s) "
+                        "skipped). Give a folder of face images (flat or nested, any format Pillow reads), or "
+                        "leave --unlabelled out.")
+    if distractors > len(images):
+        raise DataError(f"--distractors {distractors} is more than the {len(images)} image(s) of --unlabelled "
+                        f"{folder}. Give at most --distractors {len(images)}, or a larger unlabelled folder.")
+    _refuse_shared_files(src, subjects, folder, images)
+    order = list(images)
+    random.Random(f"{seed}:distractors").shuffle(order)
+    return UnlabelledPlan(folder, {DISTRACTORS: sorted(order[:distractors]), UNLABELLED: sorted(order[distractors:])},
+                          skipped)
+
+
+def collect_unlabelled(folder: Path) -> tuple[list[tuple[str, Path]], list[str]]:
+    """``([(layout name, path)], skipped)``: every image under ``folder`` at any depth, one identity per file
+    (its relative path, without ``_``, is its name: ``singles/A_B_0001.jpg`` -> ``A-B-0001.png``)."""
+    found, skipped, used = [], [], set()
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts) or not (path.is_file() or _broken_link(path)):
+            continue
+        if _broken_link(path) or not _is_image(path):
+            skipped.append(str(relative) + (" (broken symbolic link)" if _broken_link(path) else ""))
+            continue
+        stem = _safe("-".join(relative.with_suffix("").parts))
+        name, n = f"{stem}.png", 1
+        while name in used:
+            n += 1
+            name = f"{stem}-{n}.png"
+        used.add(name)
+        found.append((name, path))
+    return found, skipped
+
+
+def _refuse_shared_files(src: Path, subjects: dict[str, list[tuple[Path, str]]], folder: Path,
+                         images: list[tuple[str, Path]]) -> None:
+    """DataError when a file of the unlabelled folder has the same bytes as a photo of SRC."""
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    labelled = {digest(path): path for members in subjects.values() for path, _rest in members}
+    for _name, path in images:
+        twin = labelled.get(digest(path))
+        if twin is not None:
+            raise DataError(f"{path} (in --unlabelled {folder}) is the same file as {twin} (in SRC {src}): a face "
+                            "in both would let DSR train on a fine-tuning or test image. Remove it from one of "
+                            "the two folders, then run `vlr-workbench prepare` again.")
+
+
+def _named_jobs(plan: dict) -> list[tuple[str, str, Path]]:
+    """(split, layout file name, source path) of every labelled image (names made unique per split)."""
     jobs = []
     for name_split in SPLITS:
         used: set[str] = set()
@@ -214,47 +349,45 @@ def prepare_dataset(src: Path | str, dst: Path | str, *, vlr_size: tuple[int, in
                 name = f"{subject}_{rest}-{n}.png"
             used.add(name)
             jobs.append((name_split, name, path))
+    return jobs
 
+
+def _parse_degrade(degrade):
+    if not isinstance(degrade, str):
+        return degrade
+    from engine.data.degrade import parse_degradation
+
+    try:
+        return parse_degradation(degrade)
+    except ValueError as exc:
+        raise DataError(f"--degrade {degrade}: {exc}.") from None
+
+
+def _write_pairs(tmp: Path, jobs: list, hr_size: int, vlr_size: tuple[int, int], degrade, seed: int,
+                 progress: ProgressFn | None) -> dict[str, dict]:
+    """Every (split, name, path) job as an HR/VLR pair under ``tmp``; returns the degradation values drawn."""
     drawn: dict[str, dict] = {}   # degraded VLR: image -> the values drawn for it
-    if isinstance(degrade, str):
-        from engine.data.degrade import parse_degradation
+    make_split_dirs(tmp, sorted({job[0] for job in jobs}))
 
+    def convert(job) -> None:
+        name_split, name, path = job
         try:
-            degrade = parse_degradation(degrade)
-        except ValueError as exc:
-            raise DataError(f"--degrade {degrade}: {exc}.") from None
-    with staged_dir(dst, replace=force) as tmp:
-        make_split_dirs(tmp)
+            image = load_rgb(path)
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise DataError(f"{path}: cannot read this image ({exc}). Delete or replace it, then run "
+                            f"`vlr-workbench prepare` again.") from exc
+        if degrade is None:
+            write_pair(tmp, name_split, name, to_hr(image, hr_size), vlr_size)
+        else:
+            from engine.data.degrade import write_degraded_pair
+            drawn[f"{name_split}/{name}"] = write_degraded_pair(tmp, name_split, name, to_hr(image, hr_size),
+                                                                vlr_size, degrade, seed)
 
-        def convert(job) -> None:
-            name_split, name, path = job
-            try:
-                image = load_rgb(path)
-            except (OSError, ValueError, SyntaxError) as exc:
-                raise DataError(f"{path}: cannot read this image ({exc}). Delete or replace it, then run "
-                                f"`vlr-workbench prepare` again.") from exc
-            if degrade is None:
-                write_pair(tmp, name_split, name, to_hr(image, hr_size), vlr_size)
-            else:
-                from engine.data.degrade import write_degraded_pair
-                drawn[f"{name_split}/{name}"] = write_degraded_pair(tmp, name_split, name, to_hr(image, hr_size),
-                                                                    vlr_size, degrade, seed)
-
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            for done, _ in enumerate(pool.map(convert, jobs), start=1):
-                if progress is not None:
-                    progress(done, len(jobs))
-        manifest = {
-            "source": str(src.resolve()), "seed": seed,
-            "split": {"train": split[0], "val": val_fraction, "test": test_fraction}, "split_rule": SPLIT_RULE,
-            "hr_size": [hr_size, hr_size], "vlr_size": list(vlr_size),
-            "hr_method": HR_METHOD, "vlr_method": VLR_METHOD,
-            "splits": {s: {"images": len(plan[s]), "subjects": len({sub for sub, _ in plan[s]})} for s in SPLITS},
-            "skipped": skipped,
-            **({} if degrade is None else {"degrade": _degrade_manifest(degrade, drawn)}),
-        }
-        atomic.write_json(tmp / MANIFEST, manifest)
-    return manifest
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for done, _ in enumerate(pool.map(convert, jobs), start=1):
+            if progress is not None:
+                progress(done, len(jobs))
+    return drawn
 
 
 def _degrade_manifest(degrade, drawn: dict[str, dict]) -> dict:

@@ -25,8 +25,9 @@ def make_vlr(hr: Image.Image, vlr_size: tuple[int, int]) -> Image.Image:
     return hr.resize(tuple(vlr_size), Image.BICUBIC)
 
 
-def make_split_dirs(root: Path) -> None:
-    for split in SPLITS:
+def make_split_dirs(root: Path, also: tuple[str, ...] | list[str] = ()) -> None:
+    """The folders of the three splits, and of the extra splits in ``also`` (unlabelled, distractors)."""
+    for split in dict.fromkeys((*SPLITS, *also)):
         for sub in (HR_DIR, VLR_DIR):
             (split_dir(root, split) / sub).mkdir(parents=True, exist_ok=True)
 

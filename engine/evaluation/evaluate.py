@@ -30,11 +30,12 @@ import torch
 
 from engine.io import atomic
 from engine.errors import DataError, WeightsError, WorkbenchError
-from engine.evaluation import metrics, stats
+from engine.data.layout import DISTRACTORS
+from engine.evaluation import distractors, metrics, stats
 from engine.evaluation.protocol import enrol, split_gallery_probes
 from engine.events import Emit, Finished, Log, Metrics, Progress
 from engine.jobs.registry import JobRequest, StopFlag
-from engine.jobs.recogniser import latest_finished_pretrain, recogniser_weights
+from engine.jobs.recogniser import latest_finished_pretrain, preset_weights, recogniser_weights
 from engine.runs.status import pick_run
 from engine.runs.run_dir import RunDir
 from engine.runtime import Runtime, resolve, seed_everything
@@ -53,6 +54,7 @@ DEGENERATE_SPREAD = 1e-3    # max distance of a gallery embedding from their mea
 # (name, row A, row B): rank-1 of A minus rank-1 of B, on the same probes
 COMPARISONS = (
     ("dsr_vs_bicubic", "dsr", "bicubic"),
+    ("dsr_vs_bicubic_base", "dsr", "bicubic_base"),      # so DSR meets the best bicubic row, whichever it is
     ("dsr_finetuned_vs_base", "dsr", "dsr_base"),
     ("bicubic_finetuned_vs_base", "bicubic", "bicubic_base"),
     ("dsr_vs_bicubic_base_recogniser", "dsr_base", "bicubic_base"),
@@ -196,8 +198,9 @@ def _base_recogniser(request: JobRequest) -> tuple[Path, str] | None:
     if given:
         return Path(given).expanduser(), "--edgeface-base"
     rt = request.preset.runtime
-    if rt.edgeface_weights and Path(rt.edgeface_weights).expanduser().is_file():
-        return Path(rt.edgeface_weights).expanduser(), "runtime.edgeface_weights"
+    weights = preset_weights(request.preset)
+    if weights is not None:
+        return weights, "runtime.edgeface_weights"
     pretrained, _passed = latest_finished_pretrain(rt.runs_dir, request.preset.name)
     if pretrained is not None:
         return pretrained / "best.pt", f"latest finished pretrain run {pretrained.name}"
@@ -210,7 +213,7 @@ def _check_files_exist(request: JobRequest) -> None:
 
     named = {f"--{k.replace('_', '-')}": getattr(request.options, k)
              for k in ("dsr", "edgeface", "edgeface_bicubic", "edgeface_base")}
-    named["runtime.edgeface_weights"] = request.preset.runtime.edgeface_weights
+    preset_weights(request.preset)
     for flag, value in named.items():
         if value and not Path(value).expanduser().is_file():
             advice = OBTAIN_WEIGHTS if flag != "--dsr" else "Give the best.pt of a train-dsr run."
@@ -355,14 +358,13 @@ def uncertainty(scored: dict[str, dict[str, Any]], probe_labels: torch.Tensor, r
 
 
 def run_evaluate(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
-    from engine.data import load_split, to_float
-    from engine.data.resolve import job_data_root
+    from engine.data import load_split
 
     preset = request.preset
     runtime = resolve(preset)
     seed_everything(preset.runtime.seed)
     _check_files_exist(request)   # before the data: a missing weights file must not wait for demo faces
-    data_root = job_data_root(preset, request.data, emit, JOB)
+    data_root, n_distractors = _data_root_and_distractors(request, emit)
     files = _recogniser_files(request, data_root, emit, stop)
     dsr_file, dsr_source = _dsr_path(request)
     split = load_split(data_root, "test", preset.vlr_size, preset.data.hr_size)
@@ -375,6 +377,7 @@ def run_evaluate(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
                         "which can only enrol). Give each test subject at least two images, or lower "
                         "eval.gallery_per_subject.")
     plan = plan_rows(files, dsr_file is not None, request.options.rows)
+    chosen = distractors.load(data_root, n_distractors, preset.runtime.seed, preset.vlr_size, preset.data.hr_size)
     run = RunDir.for_job(preset, JOB, request.options.run_dir)
 
     recognisers = _load_recognisers(plan, files, runtime, emit)
@@ -384,19 +387,71 @@ def run_evaluate(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
                       "only bicubic and hr were evaluated", level="warning"))
     else:
         emit(Log(JOB, f"DSR: {dsr_file} ({dsr_source})"))
+    if len(chosen):
+        emit(Log(JOB, f"gallery: {split.num_subjects} test subjects + {len(chosen)} distractors (no probe)"))
 
-    gallery_hr = split.hr[protocol_split.gallery_index]
-    gallery_labels_all = split.labels[protocol_split.gallery_index]
-    templates: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    for role, recogniser in recognisers.items():
-        embeddings = torch.cat([recogniser.embed(to_float(chunk.to(runtime.device))).cpu()
-                                for chunk in gallery_hr.split(EVAL_BATCH)])
-        check_not_degenerate(embeddings, recogniser.path)
-        templates[role] = enrol(embeddings, gallery_labels_all)
+    gallery_hr, gallery_labels_all = distractors.extend_gallery(
+        split.hr[protocol_split.gallery_index], split.labels[protocol_split.gallery_index], chosen,
+        split.num_subjects)
+    templates = _enrol_gallery(recognisers, gallery_hr, gallery_labels_all, runtime)
     gallery_labels = next(iter(templates.values()))[0]
     probe_labels = split.labels[protocol_split.probe_index]
-    threshold = preset.eval.threshold
+    results, scored = _score_rows(plan, recognisers, templates, split, protocol_split, dsr_model, dsr_file,
+                                  preset.eval.threshold, runtime, emit, stop)
+    resamples = stats.DEFAULT_RESAMPLES if request.options.bootstrap is None else int(request.options.bootstrap)
+    intervals, comparisons = uncertainty(scored, probe_labels, resamples, preset.runtime.seed)
 
+    protocol = _protocol_record(preset, data_root, split, protocol_split, plan, files, recognisers, dsr_file,
+                                dsr_source, subjects=len(gallery_labels) - len(chosen), probes=len(probe_labels))
+    protocol.update(_distractor_record(chosen, gallery_labels, protocol["gallery_images"]))
+    document = eval_document(results, protocol, intervals, comparisons)
+    atomic.write_json(run.path / "eval.json", document)
+
+    values = {f"{variant}_{key}": float(value) for variant, body in results.items() if body
+              for key, value in body.items() if isinstance(value, float) and math.isfinite(value)}
+    metric_event = Metrics(job=JOB, stage=STAGE, epoch=0, step=0, split="test", values=values)
+    run.log_metrics(metric_event)
+    emit(metric_event)
+    summary = {f"{variant}_rank1": (body["rank1"] if body else None) for variant, body in results.items()}
+    summary.update({"probes": len(probe_labels), "subjects": protocol["subjects"], "distractors": len(chosen),
+                    "eval_json": str(run.path / "eval.json")})
+    run.write_summary(summary)
+    return Finished(job=JOB, run_dir=run.path, summary=summary)
+
+
+def _data_root_and_distractors(request: JobRequest, emit: Emit) -> tuple[Path, int]:
+    """The data root and the number of gallery distractors, checked against it before anything is written
+    (the demo faces hold none: refused before they are generated)."""
+    from engine.data.resolve import job_data_root
+
+    count, origin = distractors.requested(request.preset, request.options.distractors)
+    if count and not (request.data or request.preset.data.root):
+        distractors.check(None, count, origin)
+    data_root = job_data_root(request.preset, request.data, emit, JOB)
+    distractors.check(data_root, count, origin)
+    return data_root, count
+
+
+def _enrol_gallery(recognisers: dict[str, "_Recogniser"], hr: torch.Tensor, labels: torch.Tensor,
+                   runtime: Runtime) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{role: (subject labels, templates)}: the same gallery images enrolled by each recogniser."""
+    from engine.data import to_float
+
+    templates = {}
+    for role, recogniser in recognisers.items():
+        embeddings = torch.cat([recogniser.embed(to_float(chunk.to(runtime.device))).cpu()
+                                for chunk in hr.split(EVAL_BATCH)])
+        check_not_degenerate(embeddings, recogniser.path)
+        templates[role] = enrol(embeddings, labels)
+    return templates
+
+
+def _score_rows(plan: dict, recognisers: dict, templates: dict, split, protocol_split, dsr_model, dsr_file,
+                threshold: float, runtime: Runtime, emit: Emit, stop: StopFlag
+                ) -> tuple[dict[str, dict | None], dict[str, dict[str, Any]]]:
+    """(results per row, {row: sim, ranks, genuine}): every probe kind embedded once, each row scored."""
+    gallery_labels = next(iter(templates.values()))[0]
+    probe_labels = split.labels[protocol_split.probe_index]
     results: dict[str, dict | None] = {"dsr": None}
     scored: dict[str, dict[str, Any]] = {}
     kinds = [kind for kind in PROBE_KINDS if any(k == kind for k, _ in plan.values())]
@@ -414,24 +469,18 @@ def run_evaluate(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
                              "psnr": mean_psnr, "ssim": mean_ssim}
             scored[name] = {"sim": sim, "ranks": metrics.probe_ranks(sim, probe_labels, gallery_labels),
                             "genuine": probe_labels[:, None] == gallery_labels[None, :]}
-    resamples = stats.DEFAULT_RESAMPLES if request.options.bootstrap is None else int(request.options.bootstrap)
-    intervals, comparisons = uncertainty(scored, probe_labels, resamples, preset.runtime.seed)
+    return results, scored
 
-    protocol = _protocol_record(preset, data_root, split, protocol_split, plan, files, recognisers, dsr_file,
-                                dsr_source, subjects=len(gallery_labels), probes=len(probe_labels))
-    document = eval_document(results, protocol, intervals, comparisons)
-    atomic.write_json(run.path / "eval.json", document)
 
-    values = {f"{variant}_{key}": float(value) for variant, body in results.items() if body
-              for key, value in body.items() if isinstance(value, float) and math.isfinite(value)}
-    metric_event = Metrics(job=JOB, stage=STAGE, epoch=0, step=0, split="test", values=values)
-    run.log_metrics(metric_event)
-    emit(metric_event)
-    summary = {f"{variant}_rank1": (body["rank1"] if body else None) for variant, body in results.items()}
-    summary.update({"probes": len(probe_labels), "subjects": len(gallery_labels),
-                    "eval_json": str(run.path / "eval.json")})
-    run.write_summary(summary)
-    return Finished(job=JOB, run_dir=run.path, summary=summary)
+def _distractor_record(chosen: "distractors.Distractors", gallery_labels: torch.Tensor, test_gallery_images: int
+                       ) -> dict[str, Any]:
+    """eval.json's protocol entries on the gallery's size and its distractors (the same for every row)."""
+    return {"distractors": len(chosen), "gallery_subjects": len(gallery_labels),
+            "gallery_images": test_gallery_images + len(chosen),
+            "distractor_source": (f"{DISTRACTORS}_processed: faces held out of the unlabelled folder at prepare "
+                                  "time (never trained on), the first N after a shuffle seeded by runtime.seed"
+                                  if len(chosen) else None),
+            "distractor_files": list(chosen.names)}
 
 
 def _load_recognisers(plan: dict, files: dict, runtime, emit: Emit) -> dict[str, "_Recogniser"]:

@@ -80,37 +80,53 @@ def layout_items(root: str | Path) -> dict[str, list[tuple[str, str]]]:
 
 def write_fold_layout(root: str | Path, dst: str | Path, fold: Fold, *, val_fraction: float, seed: int) -> Path:
     """Write fold ``fold`` of the dataset ``root`` as a new dataset ``dst`` in the layout (files hard-linked,
-    copied where links fail), with a manifest naming the fold and its test subjects."""
-    import os
-    import shutil
-
+    copied where links fail), with a manifest naming the fold and its test subjects. The dataset's
+    unlabelled faces and gallery distractors (no labelled identity: in no fold's train or test) go to
+    every fold unchanged."""
     from engine.io import atomic
-    from engine.data.layout import HR_DIR, MANIFEST, SPLITS, VLR_DIR, split_dir
+    from engine.data.layout import DISTRACTORS, EXTRA_SPLITS, HR_DIR, MANIFEST, SPLITS, has_split
     from engine.data.writer import check_destination, make_split_dirs, staged_dir
 
     root, dst = Path(root), Path(dst)
     check_destination(dst)
     items = layout_items(root)
     plan = fold_split(items, fold, val_fraction=val_fraction, seed=seed)
+    extras = [split for split in EXTRA_SPLITS if has_split(root, split)]
     with staged_dir(dst) as tmp:
-        make_split_dirs(tmp)
+        make_split_dirs(tmp, extras)
         for split, members in plan.items():
             for _subject, (source_split, name) in members:
-                for sub in (HR_DIR, VLR_DIR):
-                    source, target = split_dir(root, source_split) / sub / name, split_dir(tmp, split) / sub / name
-                    try:
-                        os.link(source, target)
-                    except OSError:
-                        shutil.copy2(source, target)
+                _link_pair(root, source_split, tmp, split, name)
+        counts = {s: {"images": len(plan[s]), "subjects": len({sub for sub, _ in plan[s]})} for s in SPLITS}
+        for split in extras:
+            names = sorted(p.name for p in (Path(root) / f"{split}_processed" / HR_DIR).glob("*.png"))
+            for name in names:
+                _link_pair(root, split, tmp, split, name)
+            counts[split] = {"images": len(names), **({"subjects": len(names)} if split == DISTRACTORS else {})}
         source_manifest = root / MANIFEST
         base = json.loads(source_manifest.read_text(encoding="utf-8")) if source_manifest.is_file() else {}
         atomic.write_json(tmp / MANIFEST, {
-            **{k: v for k, v in base.items() if k in ("hr_size", "vlr_size", "source", "degrade")},
+            **{k: v for k, v in base.items() if k in ("hr_size", "vlr_size", "source", "degrade", *EXTRA_SPLITS)},
             "fold": {"index": fold.index, "test_subjects": list(fold.test_subjects), "seed": seed,
                      "val_fraction": val_fraction, "from": str(root)},
-            "splits": {s: {"images": len(plan[s]), "subjects": len({sub for sub, _ in plan[s]})} for s in SPLITS},
+            "splits": counts,
         })
     return dst
+
+
+def _link_pair(root: Path, source_split: str, dst: Path, split: str, name: str) -> None:
+    """The HR/VLR pair ``name`` of ``root``'s ``source_split`` into ``dst``'s ``split`` (hard link, else copy)."""
+    import os
+    import shutil
+
+    from engine.data.layout import HR_DIR, VLR_DIR, split_dir
+
+    for sub in (HR_DIR, VLR_DIR):
+        source, target = split_dir(root, source_split) / sub / name, split_dir(dst, split) / sub / name
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
 
 
 def _stats(values: list[float]) -> dict[str, Any]:

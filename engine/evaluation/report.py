@@ -189,8 +189,9 @@ def build_blocks(run_dir: Path, doc: dict[str, Any], eval_json: Path, figures: C
                            ("p", f"Results: {eval_json}")]
     blocks.append(("h", 2, "Protocol"))
     items = [("split", protocol.get("split")), ("data", protocol.get("data_root")),
-             ("subjects (unseen identities)", protocol.get("subjects")), ("gallery images", protocol.get("gallery_images")),
-             ("probes", protocol.get("probes")), ("VLR size", protocol.get("vlr_size")),
+             ("subjects (unseen identities)", protocol.get("subjects")),
+             ("gallery distractors (no probe, never trained on)", protocol.get("distractors", 0)),
+             ("gallery images", protocol.get("gallery_images")), ("probes", protocol.get("probes")), ("VLR size", protocol.get("vlr_size")),
              ("HR size", protocol.get("hr_size")), ("open-set threshold", protocol.get("threshold")),
              ("seed", protocol.get("seed")), ("DSR", protocol.get("dsr")), ("ties", protocol.get("ties"))]
     intervals = doc.get("intervals")

@@ -20,7 +20,7 @@ ROW_LABELS = {
     "hr": ("HR (upper bound)", "HR probe -> the DSR row's recogniser"),
 }
 ROW_ORDER = tuple(ROW_LABELS)
-COMPARISON_ORDER = ("dsr_vs_bicubic", "dsr_finetuned_vs_base", "bicubic_finetuned_vs_base",
+COMPARISON_ORDER = ("dsr_vs_bicubic", "dsr_vs_bicubic_base", "dsr_finetuned_vs_base", "bicubic_finetuned_vs_base",
                     "dsr_vs_bicubic_base_recogniser")   # eval.json may store them sorted by name
 
 

@@ -44,6 +44,7 @@ class PipelineOptions:
     baselines: bool = False               # also fine-tune a recogniser on bicubic images (the fair bicubic row)
     folds: int | None = None              # repeat the whole pipeline on K subject splits (None: the data's split)
     bootstrap: int | None = None          # evaluation's bootstrap resamples (None: evaluate's default)
+    distractors: int | None = None        # gallery distractors of the evaluation (None: eval.distractors)
     run_dir: str | None = None            # exactly this pipeline directory (None: a new one under runs_dir)
 
 
@@ -55,6 +56,7 @@ class EvaluateOptions:
     edgeface_base: str | None = None      # base recogniser (the *_base rows)
     rows: list | None = None              # [{"name", "probes", "recogniser"}] instead of the default plan
     bootstrap: int | None = None          # bootstrap resamples for the intervals (None: the default, 0: none)
+    distractors: int | None = None        # extra gallery identities with no probe (None: eval.distractors)
     run_dir: str | None = None
 
 

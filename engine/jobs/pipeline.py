@@ -112,25 +112,39 @@ def _fold_headline(aggregated: dict[str, Any]) -> dict[str, Any]:
 
 def _given_weights(preset, opts: PipelineOptions) -> Path | None:
     """--edgeface, else runtime.edgeface_weights (checked), else None (never a pretrain run: see folds)."""
-    given = opts.edgeface or preset.runtime.edgeface_weights
-    if not given:
-        return None
-    path = Path(given).expanduser()
+    from engine.jobs.recogniser import preset_weights
+
+    if not opts.edgeface:
+        return preset_weights(preset)
+    path = Path(opts.edgeface).expanduser()
     if not path.is_file():
-        origin = "--edgeface" if opts.edgeface else "runtime.edgeface_weights"
-        raise WeightsError(f"{origin} is {given!r}, but {path} does not exist. Give an EdgeFace weights file, or "
-                           "leave it empty to pre-train a recogniser on each fold's training subjects.")
+        raise WeightsError(f"--edgeface is {opts.edgeface!r}, but {path} does not exist. Give an EdgeFace weights "
+                           "file, or leave it out to use runtime.edgeface_weights (or, when that is empty, to "
+                           "pre-train a recogniser on each fold's training subjects).")
     return path
 
 
 def _check_resume_options(opts: PipelineOptions, recorded: dict[str, Any], path: Path) -> PipelineOptions:
-    """The run's own baselines/folds; a conflicting value on the resume command is an error."""
-    baselines, folds = bool(recorded.get("baselines")), recorded.get("folds")
-    if (opts.baselines and not baselines) or (opts.folds is not None and opts.folds != folds):
-        raise WorkbenchError(f"{path} was started with baselines={'on' if baselines else 'off'} and "
-                             f"folds={folds or 'none'}; --resume continues it as it was. Leave --baselines and "
-                             "--folds out when resuming, or start a new pipeline with the options you want.")
-    return replace(opts, baselines=baselines, folds=folds)
+    """The run's own baselines/folds/distractors; a conflicting value on the resume command is an error."""
+    baselines, folds, distractors = bool(recorded.get("baselines")), recorded.get("folds"), recorded.get("distractors")
+    if ((opts.baselines and not baselines) or (opts.folds is not None and opts.folds != folds)
+            or (opts.distractors is not None and opts.distractors != distractors)):
+        shown = "the preset's" if distractors is None else distractors
+        raise WorkbenchError(f"{path} was started with baselines={'on' if baselines else 'off'}, "
+                             f"folds={folds or 'none'} and distractors={shown}; "
+                             "--resume continues it as it was. Leave --baselines, --folds and --distractors out "
+                             "when resuming, or start a new pipeline with the options you want.")
+    return replace(opts, baselines=baselines, folds=folds, distractors=distractors)
+
+
+def _check_distractors(preset, opts: PipelineOptions, data: str | None) -> None:
+    """A distractor count the dataset cannot meet stops the pipeline before its directory or any training."""
+    from engine.evaluation import distractors
+
+    count, origin = distractors.requested(preset, opts.distractors)
+    root = data or preset.data.root
+    if count and (not root or Path(root).expanduser().is_dir()):
+        distractors.check(root or None, count, origin)
 
 
 def _val_fraction(root: Path) -> float:
@@ -201,7 +215,7 @@ class PipelineRun:
             record = previous or _new_record()
             if data and not record.get("data_root"):   # a resume killed before the data was resolved uses it too
                 record["data_root"] = str(data)
-            record["options"] = {"baselines": opts.baselines, "folds": opts.folds}
+            record["options"] = {"baselines": opts.baselines, "folds": opts.folds, "distractors": opts.distractors}
             self.summary = _Summary(run, record, ctx.is_main)
         except BaseException:      # e.g. a full disk: the directory is not left locked
             lock.release()
@@ -229,6 +243,8 @@ class PipelineRun:
         if opts.folds is not None and opts.folds < 2:
             raise WorkbenchError(f"--folds {opts.folds}: K-fold evaluation needs at least 2 folds (or leave --folds "
                                  "out for the single split).")
+        _check_distractors(request.preset, opts, request.data)
+        _given_weights(request.preset, opts)     # a missing weights file stops it before its directory exists
         path = _new_pipeline_dir(request.preset, opts.run_dir) if ctx.is_main else None
         run = RunDir(Path(distributed.broadcast(str(path) if path else None, ctx)))
         return cls(run, request.preset, opts, request.data, None, ctx, emit, stop)
@@ -315,6 +331,8 @@ class PipelineRun:
             options["edgeface_bicubic"] = str(bicubic)
         if self.opts.bootstrap is not None:
             options["bootstrap"] = self.opts.bootstrap
+        if self.opts.distractors is not None:
+            options["distractors"] = self.opts.distractors
         self.evaluate(record, options, runs_dir, data)
         distributed.barrier(self.ctx)
 

@@ -42,15 +42,28 @@ def latest_finished_pretrain(runs_dir: str | Path, preset_name: str) -> tuple[Pa
     return None, passed
 
 
+def preset_weights(preset: Preset) -> Path | None:
+    """``runtime.edgeface_weights`` as a path (None when empty); a WeightsError naming the key, the preset and
+    the path (relative paths are read from the working directory) when it is not a file."""
+    value = preset.runtime.edgeface_weights
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    state = "is a folder, not a file" if path.is_dir() else "does not exist"
+    relative = "" if path.is_absolute() else f" (a relative path is read from the working directory {Path.cwd()})"
+    raise WeightsError(f"runtime.edgeface_weights of preset {preset.name} is {value!r}, but {path.absolute()} "
+                       f"{state}{relative}. Put the EdgeFace weights file there, pass --edgeface PATH, or save a "
+                       f"preset that names it: `vlr-workbench presets save-as {preset.name} my-{preset.name} --set "
+                       f"runtime.edgeface_weights=PATH`. {OBTAIN_WEIGHTS}")
+
+
 def existing_recogniser(preset: Preset, data_root: Path | str, emit: Emit) -> Path | None:
     """The preset's weights file, else the latest finished pretrain run's best.pt, else None."""
     rt = preset.runtime
     if rt.edgeface_weights:
-        path = Path(rt.edgeface_weights).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"runtime.edgeface_weights is {rt.edgeface_weights!r}, but {path} does not exist. "
-                               f"{OBTAIN_WEIGHTS}")
-        return path
+        return preset_weights(preset)
     previous, passed = latest_finished_pretrain(rt.runs_dir, preset.name)
     if passed:
         emit(Log(PRETRAIN, f"not reusing unfinished pretrain run(s) {', '.join(passed[:3])}: only a finished run's "

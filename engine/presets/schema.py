@@ -111,6 +111,8 @@ class FinetuneConfig:
 class EvalConfig:
     threshold: float = spec(0.35, "cosine rejection threshold of open-set identification", min=-1.0, max=1.0)
     gallery_per_subject: int = spec(1, "HR gallery images per test subject (their mean embedding)", min=1, max=1000)
+    distractors: int = spec(0, "extra gallery identities with no probe, from the dataset's distractors (prepare "
+                               "--unlabelled DIR --distractors N; never trained on); 0 = none", min=0, max=10_000_000)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from engine import distributed
 from engine.io import atomic
 from engine.data.augment import PairedAugment
 from engine.data import PairedSplit, load_split, to_float
+from engine.data.pairs import load_dsr_train
 from engine.data.resolve import job_data_root
 from engine.distributed import Context
 from engine.errors import JobStopped, WorkbenchError
@@ -39,7 +40,7 @@ from engine.losses.perceptual import load_vgg19
 from engine.metrics.image import psnr, ssim
 from engine.models.dsr import DSRNet, count_trainable_parameters, upscale_bicubic
 from engine.presets import Preset
-from engine.jobs.recogniser import load_frozen_recogniser, recogniser_weights
+from engine.jobs.recogniser import load_frozen_recogniser, preset_weights, recogniser_weights
 from engine.data.placement import BatchFeeder, estimate_job_bytes, place_splits
 from engine.runs.status import run_state
 from engine.runtime import (Runtime, configure_backends, fused_adamw_kwargs, prepare_model, resolve,
@@ -69,6 +70,8 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
                              "further, or start a new run without --resume.")
     weights = LossWeights.from_config(cfg)
     vgg = load_vgg19(cfg.vgg19_weights) if weights.needs_vgg else None  # a missing file stops the run here
+    if weights.needs_recogniser and not opts.edgeface and not resume:
+        preset_weights(preset)            # so does a missing runtime.edgeface_weights (before any data is read)
 
     runtime = resolve(preset)
     ctx, device = distributed.setup(runtime.device)
@@ -326,8 +329,15 @@ def _restore(checkpoint: dict[str, Any], training: DSRTraining, generator: torch
 
 
 def _load(root: Path, split: str, preset: Preset, log) -> PairedSplit:
-    loaded = load_split(root, split, preset.vlr_size, preset.data.hr_size, log=log)
-    log(f"{split}: {len(loaded)} images from {root}")
+    """``val``, or DSR's training pairs: ``train`` plus the dataset's unlabelled faces, when it has them."""
+    if split != "train":
+        loaded = load_split(root, split, preset.vlr_size, preset.data.hr_size, log=log)
+        log(f"{split}: {len(loaded)} images from {root}")
+        return loaded
+    loaded = load_dsr_train(root, preset.vlr_size, preset.data.hr_size, log=log)
+    unlabelled = int((loaded.labels < 0).sum())
+    log(f"train: {len(loaded)} images from {root}" + (f" ({unlabelled} of them unlabelled faces, DSR only)"
+                                                       if unlabelled else ""))
     return loaded
 
 

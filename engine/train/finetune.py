@@ -21,7 +21,7 @@ from engine.jobs.options import FinetuneOptions
 from engine.jobs.registry import JobRequest, StopFlag
 from engine.models.edgeface import load_edgeface
 from engine.presets import Preset
-from engine.jobs.recogniser import recogniser_weights
+from engine.jobs.recogniser import preset_weights, recogniser_weights
 from engine.runtime import Runtime, configure_backends, prepare_model, resolve, seed_everything
 from engine.train.bookkeeper import Bookkeeper, main_only
 from engine.train.resume import check_resume_data, data_record, read_resume, resume_data_root
@@ -49,6 +49,8 @@ def run_finetune(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     configure_backends(runtime)
     generator = seed_everything(preset.runtime.seed)
     quiet_emit = main_only(emit, ctx)
+    if not opts.edgeface and not resume:
+        preset_weights(preset)        # a missing runtime.edgeface_weights stops it before any data is read
     data_root = job_data_root(preset, resume_data_root(resume, request.data), quiet_emit, JOB)
     train, val = load_splits(data_root, preset, runtime, quiet_emit, JOB)
     data = data_record(data_root, train)

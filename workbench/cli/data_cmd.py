@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from engine.data.demo import generate_demo_dataset
-from engine.data.layout import MANIFEST, SPLITS, parse_size
+from engine.data.layout import EXTRA_SPLITS, MANIFEST, SPLITS, has_split, parse_size
 from engine.data.pairs import load_split
 from engine.data.prepare import parse_split, prepare_dataset
 from engine.errors import DataError
@@ -44,6 +44,12 @@ def _degrade_arg(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _count_arg(text: str) -> int:
+    if not text.strip().isdigit() or len(text.strip()) > 9:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text[:50]!r}")
+    return int(text)
+
+
 def _split_arg(text: str) -> tuple[float, float, float]:
     try:
         return parse_split(text)
@@ -58,7 +64,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "sub-folder per subject (s1/, s2/, ...) or files named SUBJECT_rest.ext / SUBJECT.rest (Yale). "
                     "HR = centre square crop resized to 128x128 (LANCZOS); VLR = antialiased bicubic downsample "
                     "of HR. Split by subject: TEST% of the subjects are held out whole (unseen identities), VAL% "
-                    "of each remaining subject's images are held out (closed-set validation), TRAIN is the rest.")
+                    "of each remaining subject's images are held out (closed-set validation), TRAIN is the rest. "
+                    "--unlabelled DIR adds faces without labels to DSR's training pairs only "
+                    "(ROOT/unlabelled_processed); --distractors N holds N of them out as gallery distractors "
+                    "(ROOT/distractors_processed).")
     p.add_argument("src", type=Path, metavar="SRC", help="folder of face photos (any format Pillow reads)")
     p.add_argument("dst", type=Path, metavar="DST", help="new dataset folder (must not exist or be empty)")
     p.add_argument("--vlr", type=_size_arg, default=(32, 32), metavar="WxH", help="VLR size, e.g. 32x32 or 14x16")
@@ -70,6 +79,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(SPEC e.g. 'blur=0.3:1.5,noise=0:6,jpeg=40:90', the default; recorded in the manifest)")
     p.add_argument("--force", action="store_true",
                    help="replace the dataset DST holds (a folder with a manifest.json; never other files)")
+    p.add_argument("--unlabelled", type=Path, metavar="DIR",
+                   help="a folder of faces without identity labels (flat or nested; people not in SRC): DSR "
+                        "training pairs only, never fine-tuning, validation or evaluation")
+    p.add_argument("--distractors", type=_count_arg, default=0, metavar="N",
+                   help="hold N images of --unlabelled out of all training as gallery distractors (one identity "
+                        "each) for `evaluate --distractors M` (M <= N); drawn with --seed")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser(
@@ -109,15 +124,18 @@ def _counts_table(title: str, counts: dict) -> Table:
     table.add_column("split")
     table.add_column("images", justify="right")
     table.add_column("subjects", justify="right")
-    for split in SPLITS:
-        table.add_row(split, str(counts[split]["images"]), str(counts[split]["subjects"]))
+    for split in (*SPLITS, *EXTRA_SPLITS):
+        if split in counts:
+            subjects = counts[split].get("subjects")
+            table.add_row(split, str(counts[split]["images"]), "-" if subjects is None else str(subjects))
     return table
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     with _progress_bar("preparing") as progress:
         manifest = prepare_dataset(args.src, args.dst, vlr_size=args.vlr, split=args.split, seed=args.seed,
-                                   progress=progress, degrade=args.degrade, force=args.force)
+                                   progress=progress, degrade=args.degrade, force=args.force,
+                                   unlabelled=args.unlabelled, distractors=args.distractors)
     console.print(_counts_table(f"{escape(str(args.dst))}  (VLR {args.vlr[0]}x{args.vlr[1]})", manifest["splits"]))
     if manifest["skipped"]:
         console.print(f"skipped {len(manifest['skipped'])} file(s) that are not images (listed in {MANIFEST})")
@@ -175,9 +193,9 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     hr_pair = None if args.hr_size else _manifest_size(manifest, "hr_size", args.root)
     hr = args.hr_size or (hr_pair[0] if hr_pair else 128)
     counts = {}
-    for split in SPLITS:
+    for split in (*SPLITS, *(s for s in EXTRA_SPLITS if has_split(args.root, s))):
         with _progress_bar(f"loading {split}") as progress:
             loaded = load_split(args.root, split, vlr, hr, progress=progress)
-        counts[split] = {"images": len(loaded), "subjects": loaded.num_subjects}
+        counts[split] = {"images": len(loaded), "subjects": None if split == "unlabelled" else loaded.num_subjects}
     console.print(_counts_table(f"{escape(str(args.root))}  (HR {hr}x{hr}, VLR {vlr[0]}x{vlr[1]}): OK", counts))
     return 0

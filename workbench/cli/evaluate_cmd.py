@@ -63,7 +63,8 @@ def table_rows(doc: dict) -> list[list[str]]:
 def results_table(doc: dict) -> Table:
     """eval.json as a table: one row per metric, one column per scored row (missing = "-")."""
     protocol = doc.get("protocol", {})
-    title = (f"test split: {protocol.get('subjects', '?')} subjects, {protocol.get('probes', '?')} probes, "
+    extra = f" + {protocol['distractors']} distractors" if protocol.get("distractors") else ""
+    title = (f"test split: {protocol.get('subjects', '?')} subjects{extra}, {protocol.get('probes', '?')} probes, "
              f"threshold {protocol.get('threshold', '?')}")
     intervals = doc.get("intervals")
     if isinstance(intervals, dict):
@@ -104,6 +105,19 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="dataset root (default: the preset's data.root, else the demo faces)")
 
 
+def _add_distractors(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--distractors", type=int, metavar="N",
+                   help="enrol N extra identities with no probe in the gallery (every row and fold the same N), "
+                        "from the dataset's distractors, which `prepare --unlabelled DIR --distractors N` holds out "
+                        "of all training (default: the preset's eval.distractors, 0 = none)")
+
+
+def _check_distractors_flag(args) -> None:
+    if args.distractors is not None and args.distractors < 0:
+        raise WorkbenchError(f"--distractors {args.distractors}: give a number of distractor identities >= 0 "
+                             "(0 = none).")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="rank-1/5, CMC, open set and verification of DSR vs bicubic vs HR probes, "
                                         "with intervals",
@@ -126,6 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "runtime.edgeface_weights, else the latest pretrain run; none = no base rows)")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                    help="bootstrap resamples over test subjects for the 95%% intervals (default 1000; 0 = none)")
+    _add_distractors(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("pipeline", help="train DSR, fine-tune EdgeFace and evaluate, in one go",
@@ -145,6 +160,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "different identities out for testing) and report each row's mean and spread")
     p.add_argument("--bootstrap", type=int, metavar="N",
                    help="bootstrap resamples for the evaluation's 95%% intervals (default 1000; 0 = none)")
+    _add_distractors(p)
     add_run_flags(p, "pipeline")
     p.set_defaults(func=cmd_pipeline)
 
@@ -169,8 +185,9 @@ def cmd_evaluate(args) -> int:
     if args.bootstrap < 0:
         raise WorkbenchError(f"--bootstrap {args.bootstrap}: give a number of resamples >= 0 (1000 is usual, "
                              "0 turns the intervals off).")
+    _check_distractors_flag(args)
     options = EvaluateOptions(dsr=args.dsr, edgeface=args.edgeface, edgeface_bicubic=args.edgeface_bicubic,
-                              edgeface_base=args.edgeface_base, bootstrap=args.bootstrap)
+                              edgeface_base=args.edgeface_base, bootstrap=args.bootstrap, distractors=args.distractors)
     return run_in_foreground(JobRequest(kind="evaluate", preset=P.load(args.preset), data=args.data,
                                         options=options), on_done=_print_eval)
 
@@ -233,11 +250,12 @@ def cmd_pipeline(args) -> int:
     if args.bootstrap is not None and args.bootstrap < 0:
         raise WorkbenchError(f"--bootstrap {args.bootstrap}: give a number of resamples >= 0 (1000 is usual, "
                              "0 turns the intervals off).")
+    _check_distractors_flag(args)
     check_resume(args.resume, "pipeline")
     if args.nproc and args.nproc > 1:
         return launch_torchrun(args.nproc)
     options = PipelineOptions(edgeface=args.edgeface, resume=args.resume, allow_other_data=args.allow_other_data,
                               baselines=args.baselines, folds=args.folds, bootstrap=args.bootstrap,
-                              run_dir=args.run_dir)
+                              distractors=args.distractors, run_dir=args.run_dir)
     return run_in_foreground(JobRequest(kind="pipeline", preset=P.load(args.preset), data=args.data,
                                         options=options), on_done=report)
