@@ -121,9 +121,36 @@ class RunDir:
         self._append(record, self.path / PROGRESS_FILE)
 
     def _append(self, record: dict[str, Any], path: Path | None = None) -> None:
-        with open(path or self.metrics_path, "a", encoding="utf-8") as handle:
+        path = path or self.metrics_path
+        try:   # never through a link (check_own_files refuses one up front; this is the last line of defence)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as exc:
+            if path.is_symlink():
+                raise WorkbenchError(f"{path} is a symlink: a run appends only to its own files. Replace the link "
+                                     "with a copy of its target (or remove it).") from None
+            raise
+        with os.fdopen(fd, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
+
+    WRITTEN = ("metrics.jsonl", LOG_FILE, PROGRESS_FILE, "status.json", "summary.json", "owner.lock",
+               "stop.request", "samples", "tensorboard", "best.pt", "last.pt", "preset.toml")
+
+    def check_own_files(self) -> None:
+        """A run resumed writes into its own directory: a file or folder it writes that is a symlink (copied or
+        synced runs hold them) is refused before anything is written, so nothing lands outside the run."""
+        linked = [name for name in self.WRITTEN if (self.path / name).is_symlink()]
+        folders = ("samples", "tensorboard")
+        wrong = [name for name in self.WRITTEN if not (self.path / name).is_symlink() and (self.path / name).exists()
+                 and (self.path / name).is_dir() != (name in folders)]
+        if wrong:
+            raise WorkbenchError(f"{self.path}: {', '.join(wrong)} should be "
+                                 f"{'a folder' if wrong[0] in folders else 'a file'} but is not; the run directory "
+                                 "was damaged or edited. Move it away (or restore it from a copy), then resume again.")
+        if linked:
+            verb = "is a symlink" if len(linked) == 1 else "are symlinks"
+            raise WorkbenchError(f"{self.path}: {', '.join(linked)} {verb}; a resumed run writes only into its own files, never through a link. Replace each "
+                                 "link with a copy of what it points to (or remove it), then resume again.")
 
     def truncate_metrics(self, last_step: int) -> int:
         """Drop records logged after global step ``last_step`` (a resumed run re-logs them); returns how many

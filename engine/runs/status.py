@@ -224,6 +224,11 @@ class RunLock:
     def _in_use(self, owner: dict[str, Any]):
         from engine.errors import WorkbenchError
 
+        if valid_pid(owner.get("pid")) is None:
+            return WorkbenchError(
+                f"{self.path} names no readable owner, and it (or the run's heartbeat) is less than {STALE_SECONDS:g} "
+                f"s old: its owner may be writing it right now. Try again in {STALE_SECONDS:g} s (an owner that stays "
+                "unreadable is then taken over), or give another --run-dir.")
         return WorkbenchError(
             f"{self.path.parent} is in use by another job (pid {owner.get('pid')} on {owner.get('host')}, "
             f"{LOCK_FILE}). Give another --run-dir, wait for that job to end, or stop it "

@@ -32,6 +32,7 @@ class Resume:
 def read_resume(run_dir: str | Path, job: str) -> Resume:
     """Open a run directory for ``--resume``: its own preset.toml and a resumable last.pt of ``job``."""
     run = RunDir.open(run_dir)
+    run.check_own_files()
     last = run.path / "last.pt"
     if not last.is_file():
         raise WorkbenchError(f"cannot resume {run.path}: it has no last.pt (the run ended before its first "
