@@ -41,6 +41,7 @@ from engine.jobs.options import DSROptions, FinetuneOptions, PipelineOptions, Pr
 from engine.jobs.registry import JobRequest, StopFlag, job_function
 from engine.presets import load as load_preset
 from engine.runs.lifecycle import RunLifecycle
+from engine.runs.records import read_evaluation
 from engine.runs.status import RunLock, run_state
 from engine.runs.run_dir import RunDir, linked_file
 
@@ -95,8 +96,8 @@ class _Summary:
 
 
 def _headline(eval_json: Path) -> dict[str, Any]:
-    doc = json.loads(eval_json.read_text())
-    return {f"{variant}_{key}": (doc[variant] or {}).get(key) for variant in ("dsr", "bicubic", "hr")
+    doc = read_evaluation(eval_json) or {}
+    return {f"{variant}_{key}": (doc.get(variant) or {}).get(key) for variant in ("dsr", "bicubic", "hr")
             for key in HEADLINE_KEYS}
 
 

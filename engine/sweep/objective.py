@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from engine.errors import WorkbenchError
-from engine.runs.records import read_metrics
+from engine.runs.records import read_evaluation, read_metrics
 from engine.runs.run_dir import RunDir, linked_file
 
 KINDS = ("val", "eval", "summary")
@@ -44,10 +43,7 @@ def _eval_doc(run_dir: Path) -> dict:
     linked = RunDir(run_dir).read_summary().get("eval_json")
     for path in (run_dir / "eval.json", linked_file(run_dir, linked)):
         if path is not None and path.is_file():
-            try:
-                doc = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if isinstance(doc, dict):
+            doc = read_evaluation(path)
+            if doc is not None:
                 return doc
     return {}
