@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from engine.io import atomic
+from engine.io.atomic import pid_alive
 from engine.runs.records import read_owner, read_status, read_summary  # noqa: F401 - read_status re-exported
 
 STATUS_FILE = "status.json"
@@ -27,18 +28,6 @@ STOP_FILE = "stop.request"        # created by a front end to stop a detached jo
 HEARTBEAT_SECONDS = 5.0           # the writer refreshes at least this often while a job runs
 STALE_SECONDS = 30.0              # a heartbeat older than this may belong to a dead process
 STATES = ("running", "finished", "stopped", "failed", "dead", "unknown")
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
-    return True
 
 
 def valid_pid(pid: Any) -> int | None:
