@@ -230,6 +230,9 @@ class PipelineRun:
         if opts.folds is not None and opts.folds < 2:
             raise WorkbenchError(f"--folds {opts.folds}: K-fold evaluation needs at least 2 folds (or leave --folds "
                                  "out for the single split).")
+        from engine.data.resolve import check_data_root
+
+        check_data_root(request.preset, request.data)   # a --data that is no folder leaves no run directory behind
         path = _new_pipeline_dir(request.preset, opts.run_dir) if ctx.is_main else None
         run = RunDir(Path(distributed.broadcast(str(path) if path else None, ctx)))
         return cls(run, request.preset, opts, request.data, None, ctx, emit, stop)
