@@ -288,3 +288,35 @@ def test_damage_corpus(base_run, tmp_path, monkeypatch):
     print(f"\ndamage corpus: {len(FILE_KINDS)} file kinds x {len(DAMAGES)} damages = {cases} damaged runs, "
           f"{sum(results.values())} command runs in {time.time() - started:.0f} s\n{table}")
     assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures)
+
+
+def test_the_damage_seen_in_issue_25_is_skipped_with_warnings_and_one_bad_run_hides_no_other(tmp_path, capsys):
+    from run_factory import dsr_metrics, write_run
+
+    preset = presets.load("cpu-demo")
+    runs = tmp_path / "runs"
+    sound = write_run(runs, "20260101-100000-cpu-demo-train-dsr", preset, "train-dsr",
+                      metrics=dsr_metrics([23.0]), status={"state": "finished", "heartbeat": 0.0})
+    typed = write_run(runs, "20260101-110000-cpu-demo-train-dsr", preset, "train-dsr",
+                      metrics=dsr_metrics([24.0]), status={"state": "finished", "heartbeat": "abc", "pid": [1]})
+    lines = write_run(runs, "20260101-120000-cpu-demo-train-dsr", preset, "train-dsr", metrics=dsr_metrics([25.0]))
+    good = (lines / "metrics.jsonl").read_bytes()
+    (lines / "metrics.jsonl").write_bytes(b'{"job": "\xff"}\n5\n{"step": "abc", "split": "val"}\n' + good)
+    cut = write_run(runs, "20260101-130000-cpu-demo-evaluate", preset, "evaluate", summary={"rank1_dsr": 0.5})
+    (cut / "summary.json").write_text('{"rank1_dsr": 0.')
+
+    assert main(["runs", "--json", str(runs)]) == 0
+    out, err = capsys.readouterr()
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert len(rows) == 4
+    assert rows[sound.name]["state"] == rows[typed.name]["state"] == "finished"
+    assert rows[lines.name]["best_psnr"] == 25.0                          # the good records still count
+    assert rows[cut.name]["state"] == "damaged" and rows[cut.name]["problem"].startswith("summary.json: not JSON")
+    for number, why in ((1, "not UTF-8 text"), (2, "a JSON int, not an object"), (3, "field 'step' is \"abc\"")):
+        assert f"{lines / 'metrics.jsonl'} line {number}: {why}" in err
+    assert f"{typed / 'status.json'}: field 'heartbeat'" in err
+
+    assert main(["runs", str(runs)]) == 0
+    assert f"{cut.name}: summary.json: not JSON" in " ".join(capsys.readouterr().out.split())
+    assert main(["export-csv", str(lines)]) == 0
+    assert capsys.readouterr().out.count("\n") == 1 + 2                   # header + the two good records
