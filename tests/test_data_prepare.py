@@ -169,3 +169,20 @@ def test_prepare_yale(shared_dir, tmp_path):
     assert all(n.startswith("subject") and "_" in n for n in test.names)
     # greyscale source: the three channels are equal
     assert bool((test.hr[:, 0] == test.hr[:, 1]).all())
+
+
+def test_photos_smaller_than_the_vlr_size_are_skipped_and_listed(tmp_path):
+    """Issue 25: a 1x1 photo (or any under the VLR size) silently became a flat training face."""
+    src = tmp_path / "photos"
+    for subject in ("alice", "bob", "carol"):
+        (src / subject).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40, 40), (40 * i, 90, 120)).save(src / subject / f"{i}.png")
+    Image.new("RGB", (1, 1), (9, 9, 9)).save(src / "alice" / "dot.png")
+    Image.new("RGB", (30, 7), (9, 9, 9)).save(src / "bob" / "strip.png")       # short side 7 < 8
+    manifest = prepare_dataset(src, tmp_path / "out", vlr_size=(8, 8), hr_size=32)
+    assert sum(s["images"] for s in manifest["splits"].values()) == 9
+    assert "alice/dot.png (1x1: smaller than the VLR size 8x8)" in manifest["skipped"]
+    assert "bob/strip.png (30x7: smaller than the VLR size 8x8)" in manifest["skipped"]
+    written = [p.name for p in (tmp_path / "out").rglob("*.png")]
+    assert not any("dot" in name or "strip" in name for name in written)

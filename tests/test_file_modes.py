@@ -101,3 +101,22 @@ def test_concurrent_writers_in_threads_all_get_the_umask_mode(tmp_path, umask_02
         thread.join()
     assert len(os.listdir(tmp_path)) == 160
     assert {mode(p) for p in tmp_path.iterdir()} == {0o644}
+
+
+def test_save_as_force_keeps_the_mode_and_writes_through_a_symlinked_preset(tmp_path, monkeypatch, capsys):
+    """Issue 25: `save-as --force` over a preset reset its mode and replaced a symlinked preset by a file."""
+    from workbench.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    target = presets.save(presets.load("cpu-demo"), shared / "team.toml")
+    os.chmod(target, 0o640)
+    link = presets.user_dir() / "team.toml"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target)
+    assert main(["presets", "save-as", "cpu-demo", "team", "--force", "--set", "dsr.epochs=7"]) == 0, capsys.readouterr()
+    assert link.is_symlink() and link.resolve() == target.resolve()        # the link stays, the file it names changed
+    assert presets.load(target).dsr.epochs == 7 and presets.load("team").dsr.epochs == 7
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o640
+    assert [p.name for p in link.parent.iterdir()] == ["team.toml"]        # no stray file beside the link

@@ -87,12 +87,26 @@ def test_cli_pipeline_failure_exits_2_and_records_the_failed_stage(tmp_path, cap
     from workbench.cli.main import main
 
     preset_file = P.save(_tiny_preset(tmp_path), tmp_path / "tiny.toml")
-    code = main(["pipeline", "--preset", str(preset_file), "--data", str(tmp_path / "no-such-data")])
+    (tmp_path / "empty-data").mkdir()                      # a folder, but no dataset in it: a stage fails
+    code = main(["pipeline", "--preset", str(preset_file), "--data", str(tmp_path / "empty-data")])
     assert code == 2
-    assert "no-such-data" in capsys.readouterr().err
+    assert "empty-data" in capsys.readouterr().err
     summary = json.loads(next((tmp_path / "runs").glob("*-tiny-pipeline/summary.json")).read_text())
     assert (summary["status"], summary["failed_stage"]) == ("failed", "recogniser")
-    assert "no-such-data" in summary["error"]
+    assert "empty-data" in summary["error"]
+
+
+@pytest.mark.parametrize("data", ["a-file", "no-such-data"])
+def test_pipeline_data_that_is_no_folder_is_refused_before_a_run_directory_is_made(data, tmp_path, capsys):
+    """Issue 25: `pipeline --data FILE` left a failed run directory behind."""
+    from workbench.cli.main import main
+
+    preset_file = P.save(_tiny_preset(tmp_path), tmp_path / "tiny.toml")
+    (tmp_path / "a-file").write_text("not a dataset")
+    code = main(["pipeline", "--preset", str(preset_file), "--data", str(tmp_path / data)])
+    err = capsys.readouterr().err
+    assert code == 2 and data in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_pipeline_writes_exactly_the_given_run_dir_and_refuses_one_that_holds_a_pipeline(tmp_path, demo_root):

@@ -236,3 +236,26 @@ def test_one_destination_one_dataset_unless_force(tmp_path, capsys):
     (other / "mine.txt").write_text("not a dataset")
     assert main(["prepare", str(src), str(other), "--vlr", "16x16", "--force"]) == 2   # never replaces other files
     assert (other / "mine.txt").read_text() == "not a dataset"
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_restarts_it_in_place(tiny_root, tiny_preset_file,
+                                                                               tmp_path, capsys):
+    """Issue 25: it said "start a new run"; now it restarts in place from its own preset.toml, saying so."""
+    from run_factory import gone_pid
+
+    from engine.runs.records import read_metrics
+    from engine.runs.status import run_state
+
+    preset = presets.load(tiny_preset_file).with_changes({"dsr.learning_rate": 7e-4})   # the run's own
+    run = write_run(tmp_path / "runs", "20260101-100000-tiny-train-dsr", preset, "train-dsr",
+                    metrics=[{"stage": "dsr", "epoch": 1, "step": 3, "split": "train", "loss": 99.0}],
+                    status={"state": "running", "pid": gone_pid(), "heartbeat": 0.0})
+    assert run_state(run) == "dead" and not (run / "last.pt").exists()
+    code = main(["train-dsr", "--resume", str(run), "--data", str(tiny_root), "--epochs", "1"])
+    out = "".join(capsys.readouterr())
+    assert code == 0, out
+    assert "restarting it in place from its own preset.toml" in " ".join(out.split())
+    assert run_state(run) == "finished" and (run / "last.pt").is_file()
+    assert presets.load(run / "preset.toml").dsr.learning_rate == 7e-4
+    assert all(r.get("loss") != 99.0 for r in read_metrics(run))        # the killed attempt's records went
+    assert sorted(p.name for p in run.parent.iterdir()) == [run.name]    # no second run directory

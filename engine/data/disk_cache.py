@@ -177,7 +177,7 @@ def _build(slot: Path, fingerprint: str, files: SplitFiles, decode: DecodeFn,
     for kind, folder, size, offset in (("hr", files.hr_dir, (files.hr_size, files.hr_size), 0),
                                        ("vlr", files.vlr_dir, files.vlr_size, n)):
         final = slot / f"{kind}-{build}.npy"
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{kind}-{build}.", suffix=".tmp", dir=slot)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{kind}-{build}.{atomic.owner_tag()}.", suffix=".tmp", dir=slot)
         os.close(fd)
         try:
             array = np.lib.format.open_memmap(tmp_name, mode="w+", dtype=np.uint8, shape=(n, 3, size[1], size[0]))
@@ -207,13 +207,10 @@ def _build(slot: Path, fingerprint: str, files: SplitFiles, decode: DecodeFn,
 
 
 def _remove_leftovers(slot: Path) -> None:
-    now = time.time()
+    """Delete the temporary arrays of builds killed mid-way (a live build's, of this host or another, stay)."""
     for tmp in slot.glob(".*.tmp"):
-        try:
-            if now - tmp.stat().st_mtime > STALE_TEMP_SECONDS:
-                tmp.unlink()
-        except OSError:
-            pass
+        if atomic.left_by_dead_writer(tmp, STALE_TEMP_SECONDS):
+            tmp.unlink(missing_ok=True)
 
 
 def _decode_in_memory(files: SplitFiles, decode: DecodeFn,

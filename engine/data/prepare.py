@@ -7,7 +7,8 @@ Subjects come from the folder structure:
   (``subject01.glasses`` -> ``subject01``, Yale style; ``001_01_crop.png`` -> ``001``).
 
 Any file Pillow can read counts, with or without an extension (greyscale, palette and 16-bit
-images become RGB); other files (a README, say) are skipped and listed in the manifest. HR is a
+images become RGB); other files (a README, say), and photos whose shorter side is under the VLR size
+(a 1x1 photo would become a flat face), are skipped and listed in the manifest. HR is a
 centre square crop (side = the shorter edge; fine for portrait photos and Yale's heads on a plain
 background, and a no-op for face crops that are already square) resized with Pillow's LANCZOS
 filter; VLR is made from HR by :data:`engine.data.writer.VLR_METHOD`. Splits follow
@@ -191,6 +192,23 @@ DISTRACTOR_RULE = ("distractors: --distractors N images of --unlabelled DIR, dra
                    "of them in the gallery with no probe")
 
 
+def _large_enough(src: Path, subjects: dict[str, list[tuple[Path, str]]], vlr_size: tuple[int, int],
+                  skipped: list[str]) -> dict[str, list[tuple[Path, str]]]:
+    """``subjects`` without the photos whose short side is under the VLR size (a 1x1 photo would become a
+    flat face); those are added to ``skipped`` (the manifest lists them) with their size. Headers only."""
+    kept: dict[str, list[tuple[Path, str]]] = {}
+    for subject, items in subjects.items():
+        for path, rest in items:
+            with open_photo(path) as image:
+                width, height = image.size
+            if min(width, height) < max(vlr_size):
+                skipped.append(f"{path.relative_to(src)} ({width}x{height}: smaller than the VLR size "
+                               f"{vlr_size[0]}x{vlr_size[1]})")
+            else:
+                kept.setdefault(subject, []).append((path, rest))
+    return kept
+
+
 def prepare_dataset(src: Path | str, dst: Path | str, *, vlr_size: tuple[int, int],
                     split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0, hr_size: int = 128,
                     progress: ProgressFn | None = None, degrade=None, force: bool = False,
@@ -211,6 +229,7 @@ def prepare_dataset(src: Path | str, dst: Path | str, *, vlr_size: tuple[int, in
     vlr_size = (int(vlr_size[0]), int(vlr_size[1]))
     _train, val_fraction, test_fraction = split
     subjects, skipped = collect_images(src)
+    subjects = _large_enough(src, subjects, vlr_size, skipped)
     plan = split_by_subject(subjects, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
     if not plan["train"] or (test_fraction > 0 and not plan["test"]):
         raise DataError(f"{src} holds {len(subjects)} subject(s) with {sum(map(len, subjects.values()))} readable "

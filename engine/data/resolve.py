@@ -42,6 +42,17 @@ def ensure_demo_dataset(identities: int, per_identity: int, seed: int, vlr_size:
 
 def resolve_data_root(preset, override: str | Path | None = None, progress: ProgressFn | None = None) -> Path:
     """``override``, else ``preset.data.root``, else the demo faces for the preset's demo settings."""
+    root = check_data_root(preset, override)
+    if root is not None:
+        return root
+    d = preset.data
+    return ensure_demo_dataset(d.demo_identities, d.demo_per_identity, d.demo_seed, (d.vlr_width, d.vlr_height),
+                               d.hr_size, progress)
+
+
+def check_data_root(preset, override: str | Path | None = None) -> Path | None:
+    """The dataset root ``override`` or ``preset.data.root`` names (None: the demo faces), refused when it is no
+    folder: a job checks it before it makes its run directory."""
     configured = str(override) if override else preset.data.root
     if configured:
         root = Path(configured).expanduser()
@@ -54,9 +65,7 @@ def resolve_data_root(preset, override: str | Path | None = None, progress: Prog
                             f"`vlr-workbench demo-data {root} --vlr {size}` for demo faces; or leave data.root "
                             f"empty to use the built-in demo faces.")
         return root
-    d = preset.data
-    return ensure_demo_dataset(d.demo_identities, d.demo_per_identity, d.demo_seed, (d.vlr_width, d.vlr_height),
-                               d.hr_size, progress)
+    return None
 
 
 def job_data_root(preset, override: str | Path | None, emit, job: str) -> Path:

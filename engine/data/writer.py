@@ -13,7 +13,7 @@ from PIL import Image
 
 from engine.data.layout import HR_DIR, MANIFEST, SPLITS, VLR_DIR, split_dir
 from engine.errors import DataError
-from engine.io.atomic import make_temp_dir
+from engine.io.atomic import make_temp_dir, remove_stale_temp_dirs
 
 VLR_METHOD = ("PIL Image.resize(HR, (w, h), Image.BICUBIC): Pillow widens the bicubic kernel by the "
               "downscale factor, so this is an antialiased bicubic downsample (like torch interpolate "
@@ -64,6 +64,7 @@ def staged_dir(dst: Path, replace: bool = False) -> Iterator[Path]:
     """
     dst = _through_link(Path(dst))
     dst.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_dirs(dst)   # left by a killed prepare/demo-data (never a live one's)
     tmp = make_temp_dir(dst)  # the user's umask, not mkdtemp's 0700: a dataset is often shared
     try:
         yield tmp

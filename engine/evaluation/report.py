@@ -12,13 +12,13 @@ backticks is inline code: kept in Markdown, ``<code>`` in HTML.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Collection
 
 from engine.errors import WorkbenchError
 from engine.evaluation import wording
 from engine.evaluation.page import figure_png, write_page
+from engine.runs.records import read_json_object, read_summary, sample_strips
 from engine.runs.run_dir import linked_file
 
 METRIC_COLUMNS = (("rank1", "rank-1"), ("rank5", "rank-5"), ("eer", "EER"), ("tar_at_far_1e-2", "TAR@FAR 1e-2"),
@@ -27,24 +27,17 @@ SAMPLES_PER_STAGE = 2
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WorkbenchError(f"{path}: cannot read it ({exc}). Re-run the job that wrote it.") from None
-    if not isinstance(doc, dict):
-        raise WorkbenchError(f"{path}: expected a JSON object. Re-run the job that wrote it.")
-    return doc
+    return read_json_object(path, "Re-run the job that wrote it.")
 
 
 def run_dirs(run_dir: Path) -> list[Path]:
     """The run directory, the stage runs its summary.json names, and its sub-directories that are runs."""
     found = [run_dir]
-    summary = run_dir / "summary.json"
-    doc = _read_json(summary) if summary.is_file() else {}
+    doc = read_summary(run_dir)
     stored_paths = [p for stages in [doc.get("stages")] + [f.get("stages") for f in _fold_records(doc)]
                     if isinstance(stages, dict) for p in stages.values()]
     for stored in stored_paths:
-        if not stored:
+        if not isinstance(stored, str) or not stored:
             continue
         for candidate in (Path(stored), run_dir / stored, run_dir.parent / Path(stored).name):
             if (candidate / "preset.toml").is_file() or (candidate / "eval.json").is_file():
@@ -66,9 +59,8 @@ def _fold_records(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def find_eval_json(run_dir: Path, dirs: list[Path]) -> Path:
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        doc = _read_json(summary)
+    doc = read_summary(run_dir)
+    if doc:
         for named in [doc.get("eval_json")] + [f.get("eval_json") for f in _fold_records(doc)]:
             linked = linked_file(run_dir, named)
             if linked is not None and linked.is_file():
@@ -126,7 +118,7 @@ def _plots(doc: dict[str, Any]) -> dict[str, bytes]:
 def _samples(dirs: list[Path]) -> list[tuple[str, Path]]:
     found = []
     for path in dirs:
-        strips = sorted((path / "samples").glob("*.png"))
+        strips = [png for _epoch, png in sample_strips([path])]
         picks = strips if len(strips) <= SAMPLES_PER_STAGE else [strips[0], strips[-1]]
         found += [(f"{path.name}/samples/{p.name}", p) for p in picks]
     return found
@@ -275,7 +267,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, as_html:
         raise WorkbenchError(f"--out {out} is a directory. Give a file name, e.g. {out / 'report.md'}.")
     figures = _plots(doc)
     blocks = build_blocks(run_dir, doc, eval_json, set(figures), _samples(dirs))
-    summary = _read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
+    summary = read_summary(run_dir)
     folds_file = linked_file(run_dir, summary.get("eval_folds_json"))
     if folds_file is not None and folds_file.is_file():
         fold = next((f.get("fold") for f in _fold_records(summary)

@@ -20,8 +20,10 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import stat
 import string
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -104,15 +106,71 @@ def open_temp(path: Path) -> tuple[int, str]:
     raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(path.parent))
 
 
+def pid_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` of this host lives (one of another user counts as alive)."""
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def owner_tag() -> str:
+    """``PID@HOST``: put in the name of a temporary file or folder, so that a later run can tell a killed
+    writer's leftover from the work of a live one (``left_by_dead_writer``)."""
+    return f"{os.getpid()}@{re.sub(r'[^A-Za-z0-9.-]', '-', socket.gethostname())}"
+
+
+_OWNER_TAG = re.compile(r"\.(\d+)@([A-Za-z0-9.-]+?)\.(?:[A-Za-z0-9_]{6,}\.tmp|partial)$")
+
+
+def left_by_dead_writer(path: Path, max_age: float) -> bool:
+    """True for a temporary file or folder whose writer is gone: the ``owner_tag`` in its name names a process
+    of this host that has ended; without a tag of this host (older names, another host sharing the disk),
+    when it is older than ``max_age`` seconds."""
+    found = _OWNER_TAG.search(path.name)
+    if found and found.group(2) == owner_tag().split("@", 1)[1]:
+        return not pid_alive(int(found.group(1)))
+    try:
+        return time.time() - path.lstat().st_mtime > max_age
+    except OSError:
+        return False
+
+
+PARTIAL_MAX_AGE = 24 * 3600   # an untagged or other host's .partial folder older than this is a leftover
+
+
+def remove_stale_temp_dirs(path: Path, suffix: str = ".partial") -> list[Path]:
+    """Delete the ``make_temp_dir`` folders beside ``path`` left by killed writers (``left_by_dead_writer``);
+    a live writer's folder, and anything that is not a plain folder, stay."""
+    path = Path(path)
+    removed = []
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if (entry.name.startswith(f".{path.name}.") and entry.name.endswith(suffix) and entry.is_dir()
+                and not entry.is_symlink() and left_by_dead_writer(entry, PARTIAL_MAX_AGE)):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
 def make_temp_dir(path: Path, suffix: str = ".partial") -> Path:
-    """Create the folder ``.NAME.XXXXXXXX<suffix>`` beside ``path`` (to be renamed to ``path`` when complete).
+    """Create the folder ``.NAME.XXXXXXXX.PID@HOST<suffix>`` beside ``path`` (to be renamed to ``path`` when
+    complete; ``remove_stale_temp_dirs`` clears those of killed writers).
 
     Like ``tempfile.mkdtemp`` but with mode 0777 less the umask (mkdtemp's 0700 would make the
     finished folder, e.g. a prepared dataset, unreadable to everyone else).
     """
     for _ in range(100):
         name = "".join(secrets.choice(_TEMP_CHARS) for _ in range(8))
-        folder = Path(path).parent / f".{Path(path).name}.{name}{suffix}"
+        folder = Path(path).parent / f".{Path(path).name}.{name}.{owner_tag()}{suffix}"
         try:
             folder.mkdir(0o777)
             return folder

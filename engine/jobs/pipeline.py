@@ -41,6 +41,7 @@ from engine.jobs.options import DSROptions, FinetuneOptions, PipelineOptions, Pr
 from engine.jobs.registry import JobRequest, StopFlag, job_function
 from engine.presets import load as load_preset
 from engine.runs.lifecycle import RunLifecycle
+from engine.runs.records import read_evaluation
 from engine.runs.status import RunLock, run_state
 from engine.runs.run_dir import RunDir, linked_file
 
@@ -95,8 +96,8 @@ class _Summary:
 
 
 def _headline(eval_json: Path) -> dict[str, Any]:
-    doc = json.loads(eval_json.read_text())
-    return {f"{variant}_{key}": (doc[variant] or {}).get(key) for variant in ("dsr", "bicubic", "hr")
+    doc = read_evaluation(eval_json) or {}
+    return {f"{variant}_{key}": (doc.get(variant) or {}).get(key) for variant in ("dsr", "bicubic", "hr")
             for key in HEADLINE_KEYS}
 
 
@@ -243,6 +244,9 @@ class PipelineRun:
         if opts.folds is not None and opts.folds < 2:
             raise WorkbenchError(f"--folds {opts.folds}: K-fold evaluation needs at least 2 folds (or leave --folds "
                                  "out for the single split).")
+        from engine.data.resolve import check_data_root
+
+        check_data_root(request.preset, request.data)   # a --data that is no folder leaves no run directory behind
         _check_distractors(request.preset, opts, request.data)
         _given_weights(request.preset, opts)     # a missing weights file stops it before its directory exists
         path = _new_pipeline_dir(request.preset, opts.run_dir) if ctx.is_main else None

@@ -203,7 +203,8 @@ def save(preset: Preset, dest: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``preset`` atomically as a user preset name or a path. Built-ins are never overwritten.
 
     Without ``overwrite`` the file is created exclusively: of several concurrent saves of one
-    name exactly one succeeds, the others get "already exists".
+    name exactly one succeeds, the others get "already exists". With it, the file keeps its mode, and a
+    symlinked preset is written through its link (the link stays).
     """
     dest = str(dest)
     if "\x00" in dest:
@@ -214,6 +215,8 @@ def save(preset: Preset, dest: str | Path, *, overwrite: bool = False) -> Path:
     else:
         name = check_name(dest, "the preset name")
         path = user_dir() / f"{dest}.toml"
+    if overwrite and path.is_symlink():   # replacing a linked preset writes the file it links to; the link stays
+        path = Path(os.path.realpath(path))
     if _is_builtin_path(path) or (not is_path(dest) and dest in builtin_names()):
         raise PresetError(f"'{dest}' is a built-in preset and built-ins are read-only. Save your changes "
                           f"under a new name instead: `vlr-workbench presets save-as {dest} my-{dest}` "

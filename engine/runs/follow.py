@@ -10,11 +10,11 @@ pipeline run is followed through the stage run it is in.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
 from engine.events import Event, Failed, Finished, Log, Metrics, Progress, Samples
+from engine.runs.records import LOG_LINE, METRICS, PROGRESS, parse_lines, read_summary, sample_strips
 from engine.runs.status import read_status, run_state
 from engine.runs.run_dir import LOG_FILE, PROGRESS_FILE, RunDir
 
@@ -24,13 +24,15 @@ METRIC_FIELDS = ("job", "stage", "epoch", "step", "split", "time")
 class _Tail:
     """New complete lines of an append-only JSON-lines file since the last read."""
 
-    def __init__(self, path: Path) -> None:
-        self.path, self.offset = path, 0
+    def __init__(self, path: Path, schema: dict) -> None:
+        self.path, self.schema, self.offset, self.line = path, schema, 0, 1
 
     def read(self) -> list[dict]:
         try:
+            if not self.path.is_file():
+                return []
             if self.path.stat().st_size < self.offset:   # rewritten shorter (a resume truncated it): read again
-                self.offset = 0
+                self.offset, self.line = 0, 1
             with open(self.path, "rb") as handle:
                 handle.seek(self.offset)
                 chunk = handle.read()
@@ -38,19 +40,16 @@ class _Tail:
             return []
         end = chunk.rfind(b"\n") + 1          # a line still being written waits for the next poll
         self.offset += end
-        records = []
-        for line in chunk[:end].splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue
+        records = parse_lines(self.path, chunk[:end], self.schema, first_line=self.line)
+        self.line += chunk[:end].count(b"\n")
         return records
 
 
 def _progress(record: dict) -> Progress:
+    """A progress.jsonl record (checked against ``PROGRESS``) as the Progress it was written from."""
     eta, loss = record.get("eta_seconds"), record.get("loss")
-    return Progress(record.get("job", ""), record.get("stage") or "", int(record.get("epoch") or 0),
-                    int(record.get("epochs") or 0), int(record.get("step") or 0), int(record.get("steps") or 0),
+    return Progress(record.get("job", ""), record.get("stage") or "", record.get("epoch") or 0,
+                    record.get("epochs") or 0, record.get("step") or 0, record.get("steps") or 0,
                     float(record.get("images_per_second") or 0.0), None if eta is None else float(eta),
                     None if loss is None else float(loss))
 
@@ -71,9 +70,9 @@ class RunFollower:
         if isinstance(stage_run, str) and Path(stage_run).is_dir():
             return Path(stage_run)
         if status.get("job") == "pipeline":
-            stage_runs = RunDir(self.root).read_summary().get("stage_runs", {})
+            stage_runs = read_summary(self.root).get("stage_runs", {})
             stage = status.get("stage")
-            if stage in stage_runs and Path(stage_runs[stage]).is_dir():
+            if isinstance(stage_runs.get(stage), str) and Path(stage_runs[stage]).is_dir():
                 return Path(stage_runs[stage])
         return self.root
 
@@ -83,19 +82,20 @@ class RunFollower:
             return []
         folder = self._current_dir()
         metrics, logs, progress = self._tails.setdefault(
-            folder, (_Tail(folder / "metrics.jsonl"), _Tail(folder / LOG_FILE), _Tail(folder / PROGRESS_FILE)))
+            folder, (_Tail(folder / "metrics.jsonl", METRICS), _Tail(folder / LOG_FILE, LOG_LINE),
+                     _Tail(folder / PROGRESS_FILE, PROGRESS)))
         events: list[Event] = [Log(r.get("job", ""), r.get("message", ""), r.get("level", "info")) for r in logs.read()]
         for record in metrics.read():
             if record.get("split") in (None, "error"):
                 continue
             values = {k: float(v) if v is not None else float("nan") for k, v in record.items()
                       if k not in METRIC_FIELDS and isinstance(v, (int, float, type(None)))}
-            events.append(Metrics(record.get("job", ""), record.get("stage", ""), int(record.get("epoch") or 0),
+            events.append(Metrics(record.get("job", ""), record.get("stage") or "", record.get("epoch") or 0,
                                   int(record.get("step") or 0), record["split"], values))
-        for path in sorted((folder / "samples").glob("epoch_*.png")):
+        for epoch, path in sample_strips([folder]):
             if path not in self._samples:
                 self._samples.add(path)
-                events.append(Samples(read_status(folder).get("job", ""), int(path.stem.split("_")[-1]), path))
+                events.append(Samples(read_status(folder).get("job", ""), epoch, path))
         events.extend(_progress(record) for record in progress.read() if record.get("steps"))
         status = read_status(folder)
         key = (status.get("stage"), status.get("epoch"), status.get("step"))
@@ -132,4 +132,4 @@ class RunFollower:
         if state == "dead":
             return [Failed(job, f"the process of {self.root} is gone (killed or crashed) without ending the run; "
                                 f"`vlr-workbench {job} --resume {self.root}` continues it")]
-        return [Finished(job, self.root, RunDir(self.root).read_summary(), stopped=state == "stopped")]
+        return [Finished(job, self.root, read_summary(self.root), stopped=state == "stopped")]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import re
 import time
@@ -24,7 +23,9 @@ from engine.presets import Preset, diff, load
 from engine.jobs.registry import JOBS
 from engine.runs.status import read_status, run_state
 from engine.runs.run_dir import iter_runs
-from engine.runs.records import read_metrics
+from engine.runs.records import key_file_problems, read_evaluation, read_metrics, stage_dirs
+
+RUN_FILES = ("preset.toml", "status.json", "metrics.jsonl", "summary.json")   # any one: a run (maybe damaged)
 
 JOB_NAMES = tuple(JOBS)          # the job kinds a run directory name may end with
 SORT_KEYS = ("age", "name", "preset", "job", "state", "epochs", "psnr", "gain", "dsr", "bicubic", "hr")
@@ -112,23 +113,6 @@ def split_name(name: str) -> tuple[str, str, float | None]:
     return rest, "", started
 
 
-def stage_dirs(run_path: Path) -> list[Path]:
-    """The stage run directories a pipeline's summary.json names (absolute, or siblings by name)."""
-    try:
-        stages = json.loads((run_path / "summary.json").read_text(encoding="utf-8")).get("stages")
-    except (OSError, ValueError, AttributeError):
-        return []
-    found = []
-    for stored in (stages.values() if isinstance(stages, dict) else ()):
-        if not stored:
-            continue
-        for candidate in (Path(stored), run_path.parent / Path(stored).name):
-            if (candidate / "preset.toml").is_file():
-                found.append(candidate)
-                break
-    return found
-
-
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
@@ -137,11 +121,8 @@ def _number(value: Any) -> float | None:
 
 def _evaluation(dirs: Iterable[Path]) -> dict[str, Any]:
     for path in dirs:
-        try:
-            data = json.loads((path / "eval.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict):
+        data = read_evaluation(path / "eval.json")
+        if data is not None:
             return data
     return {}
 
@@ -179,8 +160,9 @@ def read_row(path: str | Path, reference: Preset | None = None) -> RunRow:
         preset_name = preset.name
     except WorkbenchError as exc:
         problem = f"preset.toml unreadable: {str(exc).splitlines()[0][:120]}"
+    problem = "; ".join(filter(None, [problem, *key_file_problems(path)]))
     job = str(status.get("job") or job)
-    if isinstance(status.get("started"), (int, float)):
+    if "started" in status:
         started = float(status["started"])
     if started is None:
         started = path.stat().st_mtime
@@ -193,14 +175,15 @@ def read_row(path: str | Path, reference: Preset | None = None) -> RunRow:
     rank1 = {row: _number((evaluation.get(row) or {}).get("rank1")) if isinstance(evaluation.get(row), dict)
              else None for row in ("dsr", "bicubic", "hr")}
     differs = [key for key, _, _ in diff(reference, preset)] if reference is not None and preset is not None else []
-    return RunRow(path=path, name=path.name, preset=preset_name, job=job, state=run_state(path), started=started,
+    state = "damaged" if problem else run_state(path)
+    return RunRow(path=path, name=path.name, preset=preset_name, job=job, state=state, started=started,
                   epochs=_epochs(records), best_psnr=best, bicubic_psnr=bicubic, rank1=rank1, differs=differs,
                   problem=problem)
 
 
 def index_runs(runs_dir: str | Path, reference: Preset | None = None) -> list[RunRow]:
     """Every run directory under ``runs_dir`` (newest first)."""
-    return [read_row(path, reference) for path in iter_runs(runs_dir)]
+    return [read_row(path, reference) for path in iter_runs(runs_dir, marks=RUN_FILES)]
 
 
 def filter_rows(rows: Iterable[RunRow], *, preset: str | None = None, job: str | None = None) -> list[RunRow]:

@@ -19,7 +19,7 @@ import tomli_w
 from engine.io import atomic
 from engine.errors import WorkbenchError
 from engine.events import Log, Metrics, Progress
-from engine.runs.records import read_metrics
+from engine.runs.records import METRICS, first_record, progress_step, read_metrics, read_status, read_summary
 from engine.presets import Preset
 
 
@@ -121,9 +121,36 @@ class RunDir:
         self._append(record, self.path / PROGRESS_FILE)
 
     def _append(self, record: dict[str, Any], path: Path | None = None) -> None:
-        with open(path or self.metrics_path, "a", encoding="utf-8") as handle:
+        path = path or self.metrics_path
+        try:   # never through a link (check_own_files refuses one up front; this is the last line of defence)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as exc:
+            if path.is_symlink():
+                raise WorkbenchError(f"{path} is a symlink: a run appends only to its own files. Replace the link "
+                                     "with a copy of its target (or remove it).") from None
+            raise
+        with os.fdopen(fd, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
+
+    WRITTEN = ("metrics.jsonl", LOG_FILE, PROGRESS_FILE, "status.json", "summary.json", "owner.lock",
+               "stop.request", "samples", "tensorboard", "best.pt", "last.pt", "preset.toml")
+
+    def check_own_files(self) -> None:
+        """A run resumed writes into its own directory: a file or folder it writes that is a symlink (copied or
+        synced runs hold them) is refused before anything is written, so nothing lands outside the run."""
+        linked = [name for name in self.WRITTEN if (self.path / name).is_symlink()]
+        folders = ("samples", "tensorboard")
+        wrong = [name for name in self.WRITTEN if not (self.path / name).is_symlink() and (self.path / name).exists()
+                 and (self.path / name).is_dir() != (name in folders)]
+        if wrong:
+            raise WorkbenchError(f"{self.path}: {', '.join(wrong)} should be "
+                                 f"{'a folder' if wrong[0] in folders else 'a file'} but is not; the run directory "
+                                 "was damaged or edited. Move it away (or restore it from a copy), then resume again.")
+        if linked:
+            verb = "is a symlink" if len(linked) == 1 else "are symlinks"
+            raise WorkbenchError(f"{self.path}: {', '.join(linked)} {verb}; a resumed run writes only into its own files, never through a link. Replace each "
+                                 "link with a copy of what it points to (or remove it), then resume again.")
 
     def truncate_metrics(self, last_step: int) -> int:
         """Drop records logged after global step ``last_step`` (a resumed run re-logs them); returns how many
@@ -131,32 +158,24 @@ class RunDir:
 
         A run killed between logging an epoch and saving last.pt would otherwise list that epoch twice.
         """
-        records = read_metrics(self.path)
-        keep = [r for r in records if self._step(r) <= last_step or r.get("split") == "error"]
+        records = read_metrics(self.path, strict=True)
+        keep = [r for r in records if (r.get("step") or 0) <= last_step or r.get("split") == "error"]
         if len(keep) != len(records) or _torn(self.metrics_path):
             atomic.write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
         progress_path = self.path / PROGRESS_FILE
         if progress_path.is_file():
             lines = progress_path.read_text(encoding="utf-8", errors="replace").splitlines()
-            kept = [line for line in lines if _progress_step(line) <= last_step]
+            kept = [line for line in lines if progress_step(line) <= last_step]
             if len(kept) != len(lines) or _torn(progress_path):
                 atomic.write_text(progress_path, "".join(line + "\n" for line in kept))
         return len(records) - len(keep)
-
-    def _step(self, record: Any) -> int:
-        step = record.get("step") or 0 if isinstance(record, dict) else None
-        if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step):
-            raise WorkbenchError(f"{self.metrics_path} has a line that is not a metrics record with a numeric step: "
-                                 f"{json.dumps(record)[:200]}. The file was damaged or edited; delete that line "
-                                 "(or restore the file from a copy), then resume again.")
-        return int(step)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """summary.json; the files it names inside the run are written relative to the run (a copy stays whole)."""
         atomic.write_json(self.summary_path, _relative_links(self.path, summary))
 
     def read_summary(self) -> dict[str, Any]:
-        return json.loads(self.summary_path.read_text()) if self.summary_path.is_file() else {}
+        return read_summary(self.path)
 
 
 RESULT_FILES = ("last.pt", "summary.json", "eval.json")   # a run has produced results: never start another in it
@@ -172,15 +191,10 @@ def holds_run(path: Path, job: str) -> str | None:
     for name in RESULT_FILES:
         if (path / name).exists():
             return name
-    owner = _json_field(path / "status.json", "job")
+    owner = read_status(path).get("job")
     if owner is not None and owner != job:
         return f"status.json of a {owner} run"
-    try:
-        with open(path / "metrics.jsonl", encoding="utf-8", errors="replace") as handle:
-            first = json.loads(handle.readline() or "{}")
-    except (OSError, ValueError):
-        first = {}
-    logged = first.get("job") if isinstance(first, dict) else None
+    logged = first_record(path / "metrics.jsonl", METRICS).get("job")
     if logged is not None and logged != job:
         return f"metrics.jsonl of a {logged} run"
     return None
@@ -225,26 +239,9 @@ def linked_file(run_dir: str | Path, named: Any) -> Path | None:
     return path
 
 
-def _json_field(path: Path, key: str) -> Any:
-    """``key`` of a JSON object file, or None (no file, unreadable, not an object)."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return doc.get(key) if isinstance(doc, dict) else None
-
-
 def _torn(path: Path) -> bool:
     """True when a JSON-lines file ends inside a line (its writer was killed mid-line)."""
     return path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-
-
-def _progress_step(line: str) -> float:
-    """The global step of a progress.jsonl line (a torn or foreign line: infinity, so it is dropped)."""
-    try:
-        return int(json.loads(line)["global_step"])
-    except (ValueError, KeyError, TypeError):
-        return math.inf
 
 
 def runs_root(runs_dir: str | Path) -> Path:
@@ -257,13 +254,16 @@ def runs_root(runs_dir: str | Path) -> Path:
     return root
 
 
-def iter_runs(runs_dir: str | Path) -> Iterator[Path]:
-    """Run directories under ``runs_dir``, newest first."""
+def iter_runs(runs_dir: str | Path, marks: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Run directories under ``runs_dir`` (holding preset.toml, or any of ``marks``), newest first."""
     root = runs_root(runs_dir)
     if not root.is_dir():
         return iter(())
-    return iter(sorted((p for p in root.iterdir() if (p / "preset.toml").is_file()), key=lambda p: p.name,
-                       reverse=True))
+
+    def is_run(p: Path) -> bool:
+        return (p / "preset.toml").is_file() or (p.is_dir() and any((p / m).exists() for m in marks))
+
+    return iter(sorted((p for p in root.iterdir() if is_run(p)), key=lambda p: p.name, reverse=True))
 
 
 def latest_run(runs_dir: str | Path, preset_name: str, job: str, *, require: str | None = None) -> Path | None:

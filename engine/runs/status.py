@@ -20,33 +20,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from engine.io import atomic
+from engine.io.atomic import pid_alive
+from engine.runs.records import read_owner, read_status, read_summary  # noqa: F401 - read_status re-exported
 
 STATUS_FILE = "status.json"
 STOP_FILE = "stop.request"        # created by a front end to stop a detached job cleanly
 HEARTBEAT_SECONDS = 5.0           # the writer refreshes at least this often while a job runs
 STALE_SECONDS = 30.0              # a heartbeat older than this may belong to a dead process
 STATES = ("running", "finished", "stopped", "failed", "dead", "unknown")
-
-
-def read_status(run_path: str | Path) -> dict[str, Any]:
-    """The run's status.json, or {} when it has none or it cannot be read."""
-    try:
-        status = json.loads((Path(run_path) / STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return status if isinstance(status, dict) else {}
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
-    return True
 
 
 def valid_pid(pid: Any) -> int | None:
@@ -77,12 +58,9 @@ def run_state(run_path: str | Path, now: float | None = None) -> str:
         return "dead" if age > STALE_SECONDS else "running"
     if state in STATES:
         return state
-    summary = path / "summary.json"
-    if summary.is_file():  # runs written before status.json existed
-        try:
-            return "stopped" if json.loads(summary.read_text()).get("stopped") else "finished"
-        except (OSError, ValueError):
-            return "unknown"
+    if (path / "summary.json").is_file():  # runs written before status.json existed
+        summary = read_summary(path)
+        return ("stopped" if summary.get("stopped") else "finished") if summary else "unknown"
     return "unknown"
 
 
@@ -235,6 +213,11 @@ class RunLock:
     def _in_use(self, owner: dict[str, Any]):
         from engine.errors import WorkbenchError
 
+        if valid_pid(owner.get("pid")) is None:
+            return WorkbenchError(
+                f"{self.path} names no readable owner, and it (or the run's heartbeat) is less than {STALE_SECONDS:g} "
+                f"s old: its owner may be writing it right now. Try again in {STALE_SECONDS:g} s (an owner that stays "
+                "unreadable is then taken over), or give another --run-dir.")
         return WorkbenchError(
             f"{self.path.parent} is in use by another job (pid {owner.get('pid')} on {owner.get('host')}, "
             f"{LOCK_FILE}). Give another --run-dir, wait for that job to end, or stop it "
@@ -246,11 +229,7 @@ class RunLock:
             self.held = False
 
     def _owner(self) -> dict[str, Any]:
-        try:
-            owner = json.loads(self.path.read_text())
-            return owner if isinstance(owner, dict) else {}
-        except (OSError, ValueError):
-            return {}
+        return read_owner(self.path)
 
     def _owner_alive(self, owner: dict[str, Any]) -> bool:
         if not owner:  # being written right now by its owner, or garbage: judge by age

@@ -8,19 +8,16 @@ torch.utils.tensorboard needs the ``tensorboard`` package; it is imported only h
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 from engine.errors import WorkbenchError
 from engine.io import atomic
-from engine.runs.records import read_metrics
+from engine.runs.records import read_image, read_metrics, read_object, sample_strips
 
 EVENTS_DIR = "tensorboard"
 NOT_METRICS = {"job", "stage", "epoch", "step", "split", "time", "error", "event"}
-_EPOCH = re.compile(r"epoch_(\d+)\.png$")
 
 
 class TensorBoardLog:
@@ -56,12 +53,13 @@ class TensorBoardLog:
         return written
 
     def log_image(self, tag: str, path: str | Path, step: int) -> None:
-        """A PNG (e.g. a sample strip) as an HWC uint8 image."""
+        """A PNG (e.g. a sample strip) as an HWC uint8 image (a file that is no image: left out, warned)."""
         import numpy as np
-        from PIL import Image
 
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
+        image = read_image(Path(path))
+        if image is None:
+            return
+        pixels = np.asarray(image)
         self.writer.add_image(tag, pixels, global_step=step, dataformats="HWC")
         self.images += 1
 
@@ -87,11 +85,10 @@ class LiveLog(TensorBoardLog):
         self.flush()
 
     def log_new_strips(self) -> None:
-        for png in sorted((self.run_dir / "samples").glob("epoch_*.png")):
-            match = _EPOCH.search(png.name)
-            if match and png not in self.logged_strips:
+        for epoch, png in sample_strips([self.run_dir]):
+            if png not in self.logged_strips:
                 self.logged_strips.add(png)
-                self.log_image("samples", png, int(match.group(1)))
+                self.log_image("samples", png, epoch)
 
 
 EXPORT_RECORD = "export.json"   # inside the events folder: the events files `export-tb` wrote (only these are replaced)
@@ -111,10 +108,8 @@ def export_run(run_dir: str | Path) -> tuple[Path, dict[str, int]]:
     try:
         for record in read_metrics(run_dir):
             log.log_metrics(record)
-        for png in sorted((run_dir / "samples").glob("epoch_*.png")):
-            match = _EPOCH.search(png.name)
-            if match:
-                log.log_image("samples", png, int(match.group(1)))
+        for epoch, png in sample_strips([run_dir]):
+            log.log_image("samples", png, epoch)
     finally:
         log.close()
         written = sorted(p.name for p in set(events.glob("events.out.tfevents.*")) - before)
@@ -139,11 +134,7 @@ def _export_target(run_dir: Path) -> Path:
 
 def _remove_own_export(events: Path) -> None:
     """Delete the events files an earlier `export-tb` recorded as its own (plain files directly inside)."""
-    record = events / EXPORT_RECORD
-    try:
-        names = json.loads(record.read_text(encoding="utf-8")).get("files", [])
-    except (OSError, ValueError, AttributeError):
-        return
+    names = (read_object(events / EXPORT_RECORD)[0] or {}).get("files", [])
     for name in names if isinstance(names, list) else []:
         if not isinstance(name, str) or not name.startswith("events.out.tfevents.") or "/" in name:
             continue

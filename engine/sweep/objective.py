@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import WorkbenchError
-from engine.runs.records import read_json_object, read_metrics
+from engine.runs.records import read_evaluation, read_json_object, read_metrics
 from engine.runs.run_dir import RunDir, linked_file
 
 KINDS = ("val", "eval", "summary")
@@ -109,8 +109,9 @@ def eval_rows(run_dir: Path) -> dict[str, dict[str, float]]:
                 for row, body in aggregated.items() if isinstance(body, dict)}
     for path in (run_dir / "eval.json", linked_file(run_dir, summary.get("eval_json"))):
         if path is not None and path.is_file():
-            doc = _read(path)
-            return {row: body for row, body in doc.items() if isinstance(body, dict)}
+            doc = read_evaluation(path)
+            if doc is not None:
+                return {row: body for row, body in doc.items() if isinstance(body, dict)}
     return {}
 
 

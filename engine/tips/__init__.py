@@ -11,7 +11,7 @@ from typing import Any
 
 from engine.presets import Preset, load
 from engine.runs.run_dir import RunDir
-from engine.runs.records import read_json_object, read_metrics
+from engine.runs.records import read_evaluation as read_eval_file, read_metrics, stage_dirs
 from engine.tips import rules
 from engine.tips.model import Tip, apply_tip, tip_changes
 from engine.tips.targets import Target, check_targets
@@ -38,10 +38,7 @@ def propose_tips(history: list[dict[str, Any]], preset: Preset, *, evaluation: d
 
 def read_evaluation(run_dir: str | Path) -> dict | None:
     """The run's eval.json (rank-1 per row: dsr, bicubic, hr), or None when it has none."""
-    path = Path(run_dir) / "eval.json"
-    if not path.is_file():
-        return None
-    return read_json_object(path, "Delete the file or run `vlr-workbench evaluate` again to rewrite it.")
+    return read_eval_file(Path(run_dir) / "eval.json")
 
 
 def tips_for_run(run_dir: str | Path) -> tuple[Preset, list[Tip], list[Target]]:
@@ -57,7 +54,7 @@ def tips_for_run(run_dir: str | Path) -> tuple[Preset, list[Tip], list[Target]]:
 def _read_run(run_dir: str | Path) -> tuple[Preset, list[dict[str, Any]], dict | None]:
     run = RunDir.open(run_dir)
     preset = load(run.path / "preset.toml")
-    dirs = [run.path, *_stage_dirs(run)]
+    dirs = [run.path, *stage_dirs(run.path)]
     history = [record for path in dirs for record in read_metrics(path)]
     evaluation = next((found for found in map(read_evaluation, dirs) if found is not None), None)
     return preset, history, evaluation
@@ -83,17 +80,3 @@ def short_run_note_for_run(run_dir: str | Path) -> str | None:
     if evaluation is not None and most_epochs(history)[0] == 0:
         return None
     return short_run_note(history)
-
-
-def _stage_dirs(run: RunDir) -> list[Path]:
-    """The stage run directories a pipeline summary names (stored relative to where it ran, or absolute)."""
-    stages = run.read_summary().get("stages")
-    found = []
-    for stored in (stages.values() if isinstance(stages, dict) else ()):
-        if not stored:
-            continue
-        for candidate in (Path(stored), run.path.parent / Path(stored).name):
-            if (candidate / "preset.toml").is_file():
-                found.append(candidate)
-                break
-    return found

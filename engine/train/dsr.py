@@ -47,7 +47,7 @@ from engine.runtime import (Runtime, configure_backends, fused_adamw_kwargs, pre
                             seed_everything)
 from engine.train.bookkeeper import Bookkeeper, main_only
 from engine.train.loop_state import Sums
-from engine.train.resume import check_resume_data, data_record, read_resume, restore_rng, resume_data_root
+from engine.train.resume import check_resume_data, data_record, open_resume, restore_rng, resume_data_root
 from engine.train.loop import Stage, fit
 from engine.train.schedule import warmup_cosine
 from engine.train.update import NonFiniteCount, OptimizerUpdate, StepResult
@@ -60,8 +60,7 @@ EMA_WARMUP_POWER = 0.75  # timm's EMA warm-up: decay ramps up over the first ste
 
 def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     opts: DSROptions = request.options or DSROptions()
-    resume = read_resume(opts.resume, JOB) if opts.resume else None
-    preset = resume.preset if resume else request.preset
+    resume, opts, preset = open_resume(request, opts, JOB, emit)
     cfg = preset.dsr
     epochs = int(opts.epochs or (resume.checkpoint["epochs"] if resume else cfg.epochs))
     if resume and resume.state.epoch >= epochs and run_state(resume.run.path) == "finished":

@@ -24,7 +24,7 @@ from engine.presets import Preset
 from engine.jobs.recogniser import preset_weights, recogniser_weights
 from engine.runtime import Runtime, configure_backends, prepare_model, resolve, seed_everything
 from engine.train.bookkeeper import Bookkeeper, main_only
-from engine.train.resume import check_resume_data, data_record, read_resume, resume_data_root
+from engine.train.resume import check_resume_data, data_record, open_resume, resume_data_root
 from engine.train.recognition import ArcFaceTrainer, InputFn, load_splits
 
 JOB = "finetune"
@@ -33,8 +33,7 @@ JOB = "finetune"
 def run_finetune(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     """Stage 1 (head only) then stage 2 (whole model) on DSR outputs of the training images."""
     opts: FinetuneOptions = request.options or FinetuneOptions()
-    resume = read_resume(opts.resume, JOB) if opts.resume else None
-    preset = resume.preset if resume else request.preset
+    resume, opts, preset = open_resume(request, opts, JOB, emit)
     cfg = preset.finetune
     recorded = resume.checkpoint.get("epochs", {}) if resume else {}
     stage1 = int(_first(opts.stage1_epochs, recorded.get("stage1"), cfg.stage1_epochs))

@@ -20,7 +20,7 @@ from engine.models.edgeface import build_edgeface
 from engine.presets import Preset
 from engine.runtime import Runtime, configure_backends, prepare_model, resolve, seed_everything
 from engine.train.bookkeeper import Bookkeeper, main_only
-from engine.train.resume import Resume, check_resume_data, data_record, read_resume, resume_data_root
+from engine.train.resume import Resume, check_resume_data, data_record, open_resume, resume_data_root
 from engine.train.recognition import ArcFaceTrainer, load_splits
 
 JOB = "pretrain"
@@ -29,8 +29,7 @@ JOB = "pretrain"
 def run_pretrain(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     """Train a recogniser from scratch on the HR training images (head and whole model together)."""
     opts: PretrainOptions = request.options or PretrainOptions()
-    resume = read_resume(opts.resume, JOB) if opts.resume else None
-    preset = resume.preset if resume else request.preset
+    resume, opts, preset = open_resume(request, opts, JOB, emit)
     epochs = int(opts.epochs or (resume.checkpoint.get("epochs", {}).get("pretrain") if resume else None)
                  or preset.finetune.pretrain_epochs)
     if epochs <= 0:

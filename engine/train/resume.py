@@ -3,7 +3,7 @@ trained on (a fingerprint, so a resume on other images is refused unless asked f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,9 @@ from engine.errors import WorkbenchError
 from engine.io.checkpoints import load_checkpoint
 from engine.presets import Preset
 from engine.presets import load as load_preset
-from engine.runs.run_dir import RunDir
+from engine.events import Log
+from engine.runs.run_dir import RunDir, holds_run
+from engine.runs.status import run_state
 from engine.train.loop_state import LoopState
 
 
@@ -29,9 +31,30 @@ class Resume:
         return LoopState.from_dict(self.checkpoint["loop"])
 
 
+def open_resume(request, opts, job: str, emit) -> tuple[Resume | None, Any, Preset]:
+    """(the Resume, the options, the preset) of a job given ``opts.resume``, else (None, opts, the request's).
+
+    A run of ``job`` killed before its first last.pt restarts in place from its own preset.toml (as BasicSR's
+    auto-resume does), saying so: the options then name it as ``run_dir`` and its records are cleared.
+    """
+    if not opts.resume:
+        return None, opts, request.preset
+    run = RunDir.open(opts.resume)
+    if (run.path / "last.pt").exists() or holds_run(run.path, job) or run_state(run.path) == "running":
+        resume = read_resume(run.path, job)
+        return resume, opts, resume.preset
+    run.check_own_files()
+    preset = load_preset(run.path / "preset.toml")
+    run.truncate_metrics(-1)   # the killed attempt's records (it restarts from its first step)
+    emit(Log(job, f"{run.path} was stopped before its first checkpoint (no last.pt): restarting it in place from "
+                  "its own preset.toml"))
+    return None, replace(opts, resume=None, run_dir=str(run.path)), preset
+
+
 def read_resume(run_dir: str | Path, job: str) -> Resume:
     """Open a run directory for ``--resume``: its own preset.toml and a resumable last.pt of ``job``."""
     run = RunDir.open(run_dir)
+    run.check_own_files()
     last = run.path / "last.pt"
     if not last.is_file():
         raise WorkbenchError(f"cannot resume {run.path}: it has no last.pt (the run ended before its first "

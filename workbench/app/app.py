@@ -24,10 +24,9 @@ from textual.widgets import DataTable, RichLog, Static, TabbedContent
 from engine.errors import WorkbenchError
 from engine.jobs.registry import app_jobs
 from engine.presets import Preset, builtin_names, derive, load, save
-from engine.runs.index import stage_dirs
 from engine.runs.status import run_state
 from engine.runs.run_dir import latest_run
-from engine.runs.records import read_metrics
+from engine.runs.records import read_metrics, stage_dirs
 from engine.tips import apply_tip, tip_changes
 from workbench.app.app_state import write_last_preset
 from workbench.app.attach_control import AttachControl

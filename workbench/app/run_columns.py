@@ -22,7 +22,8 @@ COLUMNS = (("mark", " "), ("run", "run"), ("preset", "preset"), ("job", "job"), 
 SHORT_HEADERS = {"dsr": "dsr", "bicubic": "bic", "hr": "hr", "differs": "differs"}
 DROP_ORDER = ("differs", "ckpt", "epochs", "hr", "age", "bicubic", "gain")   # moved to the detail line first
 SHORT_CHARS = 10          # preset, run and differs cells of the abbreviated table are cut to this
-STATE_STYLES = {"running": "bold green", "finished": "green", "stopped": "yellow", "failed": "red", "dead": "bold red"}
+STATE_STYLES = {"running": "bold green", "finished": "green", "stopped": "yellow", "failed": "red", "dead": "bold red",
+                "damaged": "bold magenta"}
 
 
 def short_stamp(row: RunRow) -> str:

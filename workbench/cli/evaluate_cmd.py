@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from rich.console import Console
@@ -13,6 +12,7 @@ from rich.table import Table
 from engine import presets as P
 from engine.errors import WorkbenchError
 from engine.evaluation import wording
+from engine.runs.records import read_json_object
 from engine.jobs.options import EvaluateOptions, PipelineOptions
 from engine.jobs.registry import JobRequest
 from workbench.cli.run_flags import add_run_flags, check_resume, launch_torchrun
@@ -169,7 +169,7 @@ def _print_eval(result) -> None:
     """The results table of the eval.json a finished evaluate or pipeline job names in its summary."""
     eval_json = result.summary.get("eval_json")
     if eval_json and Path(eval_json).is_file():
-        doc = json.loads(Path(eval_json).read_text())
+        doc = read_json_object(Path(eval_json), "Run the evaluation again to rewrite it.")
         console.print(results_table(doc))
         comparisons = comparison_table(doc)
         if comparisons is not None:
@@ -227,7 +227,7 @@ def _print_folds(result) -> bool:
     path = result.summary.get("eval_folds_json")
     if not path or not Path(path).is_file():
         return False
-    aggregated = json.loads(Path(path).read_text())
+    aggregated = read_json_object(Path(path), "Run the pipeline with --folds again to rewrite it.")
     console.print(folds_table(aggregated))
     for line in fold_comparison_lines(aggregated):
         console.print(escape(line))

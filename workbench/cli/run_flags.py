@@ -96,20 +96,12 @@ def check_data_option(data: str | None, flag: str = "--data") -> None:
 def run_kind(run_dir: Path) -> str | None:
     """The job kind of a run directory: status.json, summary.json, the first metrics record, the directory
     name ``<time>-<preset>-<job>``, else an eval.json without last.pt (an evaluate run); None if unknown."""
-    import json
-
     from engine.jobs.registry import JOBS
     from engine.runs.index import split_name
-    from engine.runs.status import read_status
+    from engine.runs.records import METRICS, first_record, read_status, read_summary
 
-    found = [read_status(run_dir).get("job")]
-    for name in ("summary.json", "metrics.jsonl"):
-        try:
-            with open(run_dir / name, encoding="utf-8") as handle:
-                doc = json.loads(handle.read() if name == "summary.json" else handle.readline())
-            found.append(doc.get("job") if isinstance(doc, dict) else None)
-        except (OSError, ValueError):
-            pass
+    found = [read_status(run_dir).get("job"), read_summary(run_dir).get("job"),
+             first_record(run_dir / "metrics.jsonl", METRICS).get("job")]
     found.append(split_name(run_dir.name)[1])
     for kind in found:
         if isinstance(kind, str) and kind in JOBS:

@@ -74,6 +74,9 @@ def cmd_runs(args) -> int:
             cells.append(", ".join(row.differs) or "-")
         table.add_row(*map(escape, cells))
     console.print(table)
+    for row in rows:
+        if row.problem:
+            console.print(f"{escape(row.name)}: {escape(row.problem)}", soft_wrap=True)
     return 0
 
 

@@ -8,7 +8,6 @@ detected when this module is imported, before the app takes the terminal. Left/r
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
@@ -20,9 +19,8 @@ from textual.widgets import Footer, Static
 from textual_image.widget import HalfcellImage
 from textual_image.widget import Image as AutoImage
 
-from engine.runs.index import stage_dirs
+from engine.runs.records import read_image, sample_strips as strips_of, stage_dirs
 
-_EPOCH = re.compile(r"epoch_(\d+)\.png$")
 COLUMNS_NOTE = "each row: VLR (nearest) | bicubic | SR (DSR) | HR"
 
 
@@ -33,13 +31,7 @@ def image_class() -> type:
 
 def sample_strips(run_dir: str | Path) -> list[tuple[int, Path]]:
     """(epoch, png) of every sample strip of a run (for a pipeline: of its DSR stage), by epoch."""
-    run_dir = Path(run_dir)
-    for folder in (run_dir, *stage_dirs(run_dir)):
-        found = sorted((int(m.group(1)), p) for p in (folder / "samples").glob("epoch_*.png")
-                       if (m := _EPOCH.search(p.name)))
-        if found:
-            return found
-    return []
+    return strips_of([run_dir, *stage_dirs(run_dir)])
 
 
 class SamplesScreen(Screen[None]):
@@ -79,10 +71,12 @@ class SamplesScreen(Screen[None]):
             title.update(f"{self.run_dir.name}: no sample strips yet (train-dsr writes one per epoch)")
             return
         epoch, path = self.strips[self.position]
-        self.query_one("#samples-image").image = str(path)
+        image = read_image(path)          # checked first: a junk file shows no picture, said in the title
+        self.query_one("#samples-image").image = None if image is None else str(path)
         epochs = [e for e, _ in self.strips]
-        title.update(f"{self.run_dir.name} · epoch {epoch} ({self.position + 1} of {len(epochs)}: "
-                     f"{epochs[0]}-{epochs[-1]}) · ←/→ step · home/end · Esc back")
+        title.update(f"{self.run_dir.name} · epoch {epoch}{'' if image else ' (not a readable image)'} "
+                     f"({self.position + 1} of {len(epochs)}: {epochs[0]}-{epochs[-1]}) · ←/→ step · home/end · "
+                     "Esc back")
 
     def reload(self) -> None:
         """Pick up strips written since the view opened (a running job); stays on the shown epoch
