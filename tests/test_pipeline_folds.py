@@ -128,3 +128,17 @@ def test_folds_bad_input_exits_2_with_a_message(tmp_path, demo_root, capsys, fas
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
     assert main(["pipeline", "--resume", str(run_dir), "--folds", "3"]) == 2
     assert "--resume continues it as it was" in capsys.readouterr().err
+
+
+def test_folds_aggregate_with_a_relative_runs_dir(tmp_path, demo_root, fast_pipeline_preset, monkeypatch):
+    """runtime.runs_dir = "runs" (the built-ins' value): the folds' eval.json files are found for the aggregate
+    (a fold's path relative to the working directory was once joined to the pipeline's directory)."""
+    monkeypatch.chdir(tmp_path)
+    preset = fast_pipeline_preset.with_changes({"runtime.runs_dir": "runs"})
+    result = run_job(JobRequest("pipeline", preset, data=str(demo_root), options={"folds": 2}),
+                     lambda event: None, StopFlag())
+    assert isinstance(result, Finished), result
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    folds = json.loads((result.run_dir / summary["eval_folds_json"]).read_text())
+    assert folds["folds"] == 2 and folds["rows"]["dsr"]["rank1"]["n"] == 2
+    assert not Path(summary["folds"][0]["eval_json"]).is_absolute()         # written relative to the run

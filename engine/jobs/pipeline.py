@@ -435,7 +435,7 @@ class PipelineRun:
             result = job_function("evaluate")(request, self.forward, self.stop)
         if result.stopped:
             raise JobStopped()
-        record["eval_json"] = str(Path(result.run_dir) / "eval.json")
+        record["eval_json"] = str((Path(result.run_dir) / "eval.json").absolute())   # runs_dir may be relative
         record.update(_headline(Path(record["eval_json"])))
         self.summary.stage_done(record, "evaluate", result.run_dir, time.perf_counter() - t0)
 
