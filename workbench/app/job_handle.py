@@ -12,6 +12,7 @@ which kind it holds. No Textual here.
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,7 +25,7 @@ POLL_SECONDS = 2.0       # how often a followed run directory is read (each read
                          # the app on a small CPU machine pays for every wake-up)
 
 
-class JobHandle:
+class JobHandle(ABC):
     """A job the app shows. ``outlives_app``: it keeps running when the app closes or lets go."""
 
     outlives_app = False
@@ -50,23 +51,26 @@ class JobHandle:
         finally:
             self.ended.set()
 
+    @abstractmethod
     def _work(self, post: Callable[[Sequence[ev.Event]], None]) -> None:
-        raise NotImplementedError
+        """Run or follow the job, posting its events (each kind of handle does this its own way)."""
 
     @property
+    @abstractmethod
     def stopping(self) -> bool:
-        raise NotImplementedError
+        """Whether a stop was asked and the job has not ended yet."""
 
+    @abstractmethod
     def request_stop(self) -> str:
         """Ask the job to stop; what was done, for the log (raises ``WorkbenchError``/``OSError``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def let_go(self) -> None:
         """The app stops showing the job: a job of the app's thread is stopped, a followed run left running."""
-        raise NotImplementedError
 
+    @abstractmethod
     def stop_question(self) -> str:
-        raise NotImplementedError
+        """The question x asks before stopping this job."""
 
     def failure_text(self, error: BaseException) -> str:
         """The message for an error that escaped ``work`` (a bug, not the job's own failure)."""
