@@ -19,7 +19,6 @@ from optuna.trial import TrialState, create_trial
 from textual.widgets import DataTable, Input, TabbedContent, TextArea
 
 from engine import presets
-from engine.data.demo import generate_demo_dataset
 from workbench.app.widgets import sweeps_panel
 from workbench.app.widgets.sweep_dialog import SweepDialog
 from workbench.app.widgets.sweeps_panel import SweepsPanel
@@ -27,6 +26,7 @@ from workbench.app.widgets.vram_gauge import VramGauge
 
 from app_helpers import capture_notes, make_app
 from waiting import wait_for
+from tiny import tiny_dsr_data, tiny_dsr_preset
 
 WIDE, NARROW = (120, 40), (80, 24)
 DISTRIBUTIONS = {"dsr.learning_rate": FloatDistribution(1e-4, 1e-3, log=True),
@@ -139,16 +139,13 @@ async def test_outside_the_tab_its_keys_say_where_they_act_and_x_a_keep_their_ot
 
 def _tiny_app(tmp_path: Path, epochs: int):
     """The app on a tiny preset (8x8 faces, one thread, ``epochs``) and tiny generated data."""
-    data = generate_demo_dataset(tmp_path / "data", identities=8, per_identity=4, seed=0, vlr_size=(8, 8), hr_size=32)
+    data = tiny_dsr_data(tmp_path / "data", identities=8, per_identity=4)
     return make_app(str(_tiny_preset(tmp_path, epochs)), data=str(data), remember=False)
 
 
 def _tiny_preset(tmp_path: Path, epochs: int) -> Path:
-    preset = presets.load("cpu-demo").with_changes({
-        "data.vlr_width": 8, "data.vlr_height": 8, "data.hr_size": 32, "dsr.base_channels": 8,
-        "dsr.residual_blocks": 1, "dsr.batch_size": 8, "dsr.epochs": epochs, "dsr.warmup_epochs": 0,
-        "runtime.device": "cpu", "runtime.runs_dir": str(tmp_path / "runs"), "dsr.lambda_identity": 0.0,
-        "dsr.lambda_feature_match": 0.0, "dsr.lambda_perceptual": 0.0, "runtime.num_threads": 1})
+    preset = tiny_dsr_preset(tmp_path / "runs", **{"dsr.epochs": epochs, "dsr.warmup_epochs": 0,
+                                                   "runtime.num_threads": 1})
     return presets.save(presets.derive(preset, "tiny"), tmp_path / "tiny.toml")
 
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 
 from engine import presets
-from engine.data.demo import generate_demo_dataset
 from workbench.cli.main import main
 
 from run_factory import EVAL, gone_pid
+from tiny import tiny_dsr_data, tiny_dsr_preset
 
 FILE_KINDS = {   # kind -> path inside the run
     "status": "status.json", "metrics": "metrics.jsonl", "progress": "progress.jsonl", "log": "log.jsonl",
@@ -43,12 +43,8 @@ COMMAND_SECONDS = 60      # a command still going after this is a hang (attach o
 def base_run(tmp_path_factory):
     """A finished one-epoch train-dsr run with every run file kind, made once."""
     top = tmp_path_factory.mktemp("corpus")
-    data = generate_demo_dataset(top / "data", identities=6, per_identity=4, seed=0, vlr_size=(8, 8), hr_size=32)
-    preset = presets.load("cpu-demo").with_changes({
-        "data.vlr_width": 8, "data.vlr_height": 8, "data.hr_size": 32, "dsr.base_channels": 8,
-        "dsr.residual_blocks": 1, "dsr.batch_size": 8, "runtime.device": "cpu",
-        "runtime.runs_dir": str(top / "runs"), "dsr.lambda_identity": 0.0,
-        "dsr.lambda_feature_match": 0.0, "dsr.lambda_perceptual": 0.0})
+    data = tiny_dsr_data(top / "data", identities=6, per_identity=4)
+    preset = tiny_dsr_preset(top / "runs")
     preset_file = presets.save(preset, top / "tiny.toml")
     run = top / "base" / "20260101-100000-tiny-train-dsr"
     with _quiet():
@@ -320,3 +316,20 @@ def test_the_damage_seen_in_issue_25_is_skipped_with_warnings_and_one_bad_run_hi
     assert f"{cut.name}: summary.json: not JSON" in " ".join(capsys.readouterr().out.split())
     assert main(["export-csv", str(lines)]) == 0
     assert capsys.readouterr().out.count("\n") == 1 + 2                   # header + the two good records
+
+
+def test_an_evaluation_s_curves_are_read_whole_and_only_damage_is_warned(tmp_path, capsys):
+    """eval.json rows hold numbers and two curves (cmc, roc): both are kept without a warning (a pipeline read
+    its folds' eval.json with eight warnings per fold); a damaged curve or metric is left out and warned."""
+    from engine.runs.records import read_evaluation
+
+    row = {"rank1": 0.8, "cmc": [0.8, 0.85, 0.9], "roc": {"far": [0.0, 0.01], "tar": [0.5, 0.9]}}
+    path = tmp_path / "eval.json"
+    path.write_text(json.dumps({"dsr": row, "hr": {**row, "cmc": ["x"], "roc": {"far": "no"}, "rank5": "high"},
+                                "protocol": {"distractors": 0}}))
+    doc = read_evaluation(path)
+    err = capsys.readouterr().err
+    assert doc["dsr"] == row and doc["protocol"] == {"distractors": 0}
+    assert doc["hr"] == {"rank1": 0.8}
+    assert "dsr." not in err
+    assert all(f"hr.{key} is" in err for key in ("cmc", "roc", "rank5"))

@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 
 from engine import presets
-from engine.data.demo import generate_demo_dataset
 from engine.io import atomic
 from run_factory import make_runs
 from workbench.cli.main import main
+from tiny import tiny_dsr_data, tiny_dsr_preset
 
-TERMS_OFF = {"dsr.lambda_identity": 0.0, "dsr.lambda_feature_match": 0.0, "dsr.lambda_perceptual": 0.0}
 
 
 @pytest.fixture
@@ -42,13 +41,9 @@ def expected(folder: Path) -> dict[str, int]:
 
 
 def test_a_train_dsr_run_and_its_dataset_are_readable_by_others(tmp_path, umask_022, capsys):
-    root = generate_demo_dataset(tmp_path / "data", identities=12, per_identity=6, seed=0, vlr_size=(8, 8),
-                                 hr_size=32)
+    root = tiny_dsr_data(tmp_path / "data", identities=12, per_identity=6)
     assert modes_under(root) == expected(root)        # the staged dataset folder is not mkdtemp's 0700
-    preset = presets.load("cpu-demo").with_changes({
-        "data.vlr_width": 8, "data.vlr_height": 8, "data.hr_size": 32, "dsr.base_channels": 8,
-        "dsr.residual_blocks": 1, "dsr.batch_size": 8, "runtime.device": "cpu",
-        "runtime.runs_dir": str(tmp_path / "runs"), **TERMS_OFF})
+    preset = tiny_dsr_preset(tmp_path / "runs")
     preset_file = presets.save(preset, tmp_path / "tiny.toml")
     assert mode(preset_file) == 0o644
     run_dir = tmp_path / "run"

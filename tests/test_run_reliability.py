@@ -20,8 +20,8 @@ from engine.events import Failed, Finished, Log, Progress
 from engine.jobs.registry import JobRequest, StopFlag, run_job
 from engine.runs.status import LOCK_FILE, RunLock
 from engine.runs.records import read_metrics
+from tiny import tiny_dsr_preset
 
-TERMS_OFF = {"dsr.lambda_identity": 0.0, "dsr.lambda_feature_match": 0.0, "dsr.lambda_perceptual": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +34,8 @@ def roots(tmp_path_factory):
 
 @pytest.fixture
 def preset(tmp_path):
-    return presets.load("cpu-demo").with_changes({
-        "data.vlr_width": 8, "data.vlr_height": 8, "data.hr_size": 32, "dsr.base_channels": 8,
-        "dsr.residual_blocks": 1, "dsr.batch_size": 4, "dsr.ema_decay": 0.9, "dsr.early_stop_patience": 0,
-        "runtime.device": "cpu", "runtime.runs_dir": str(tmp_path / "runs"), **TERMS_OFF})
+    return tiny_dsr_preset(tmp_path / "runs", **{"dsr.batch_size": 4, "dsr.ema_decay": 0.9,
+                                                 "dsr.early_stop_patience": 0})
 
 
 def _dsr(preset, data, emit=lambda e: None, stop=None, **options) -> Finished | Failed:

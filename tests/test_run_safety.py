@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from engine import presets
-from engine.data.demo import generate_demo_dataset
 from engine.errors import WorkbenchError
 from engine.runs.run_dir import RunDir
 from workbench.cli.main import main
 
 from run_factory import dsr_metrics, write_run
+from tiny import tiny_dsr_data, tiny_dsr_preset
 
 
 def _tree_hash(folder: Path) -> dict[str, str]:
@@ -24,17 +24,12 @@ def _tree_hash(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
-    return generate_demo_dataset(tmp_path_factory.mktemp("safety") / "data", identities=6, per_identity=4, seed=0,
-                                 vlr_size=(8, 8), hr_size=32)
+    return tiny_dsr_data(tmp_path_factory.mktemp("safety") / "data", identities=6, per_identity=4)
 
 
 @pytest.fixture
 def tiny_preset_file(tmp_path):
-    preset = presets.load("cpu-demo").with_changes({
-        "data.vlr_width": 8, "data.vlr_height": 8, "data.hr_size": 32, "dsr.base_channels": 8,
-        "dsr.residual_blocks": 1, "dsr.batch_size": 8, "runtime.device": "cpu",
-        "runtime.runs_dir": str(tmp_path / "runs"), "dsr.lambda_identity": 0.0,
-        "dsr.lambda_feature_match": 0.0, "dsr.lambda_perceptual": 0.0})
+    preset = tiny_dsr_preset(tmp_path / "runs")
     return presets.save(preset, tmp_path / "tiny.toml")
 
 

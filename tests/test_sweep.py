@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from engine import presets
-from engine.data.demo import generate_demo_dataset
 from engine.jobs.options import SweepOptions
 from engine.runs.run_dir import RunDir
 from engine.runs.status import StatusWriter
 from engine.sweep.space import SpaceError, load_space
 from engine.sweep.study import load_study, open_study
 from workbench.cli.main import main
+from tiny import tiny_dsr_data, tiny_dsr_preset
 
 SPACE = """[params]
 "dsr.learning_rate" = { low = 5e-4, high = 3e-3, log = true }
@@ -25,18 +25,13 @@ SPACE = """[params]
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
-    return generate_demo_dataset(tmp_path_factory.mktemp("sweep") / "data", identities=8, per_identity=4, seed=0,
-                                 vlr_size=(8, 8), hr_size=32)
+    return tiny_dsr_data(tmp_path_factory.mktemp("sweep") / "data", identities=8, per_identity=4)
 
 
 @pytest.fixture
 def tiny(tmp_path):
     """cpu-demo scaled to a run of a few seconds: 2 epochs, recogniser losses off."""
-    preset = presets.load("cpu-demo").with_changes({
-        "data.vlr_width": 8, "data.vlr_height": 8, "data.hr_size": 32, "dsr.base_channels": 8,
-        "dsr.residual_blocks": 1, "dsr.batch_size": 8, "dsr.epochs": 2, "dsr.warmup_epochs": 0,
-        "runtime.device": "cpu", "runtime.runs_dir": str(tmp_path / "runs"), "dsr.lambda_identity": 0.0,
-        "dsr.lambda_feature_match": 0.0, "dsr.lambda_perceptual": 0.0})
+    preset = tiny_dsr_preset(tmp_path / "runs", **{"dsr.epochs": 2, "dsr.warmup_epochs": 0})
     return presets.save(presets.derive(preset, "tiny"), tmp_path / "tiny.toml")
 
 
@@ -96,7 +91,13 @@ def test_a_trial_left_running_by_a_dead_process_fails_and_its_values_run_again(t
     ('[params]\n"dsr.learning_rate" = { low = 1e-3, high = 1e-4 }\n', "low < high"),
     ('[params]\n"dsr.base_channels" = { low = 0, high = 8 }\n', "not a valid value"),
     ('[params]\n"runtime.device" = { low = 0, high = 1 }\n', "choices"),
-    ('[other]\n', "no [params] table"),
+    ('# nothing\n', "no [params] table"),
+    ('[other]\n', "unknown table(s) other"),
+    ('[[trials]]\n"dsr.epoch" = 3\n', "Did you mean 'dsr.epochs'"),
+    ('[[trials]]\n"dsr.epochs" = -1\n', "not a valid value"),
+    ('[[trials]]\nlabel = "a"\n[[trials]]\nlabel = "a"\n"dsr.epochs" = 3\n', "labels name trials once"),
+    ('[params]\n"dsr.base_channels" = { choices = [16] }\n[[trials]]\nlabel = "base"\n',
+     "not one of its [params] choices [16]"),
 ])
 def test_a_bad_search_space_is_one_message_and_exit_2_before_anything_runs(tiny, tmp_path, capsys, text,
                                                                             message):
@@ -106,6 +107,40 @@ def test_a_bad_search_space_is_one_message_and_exit_2_before_anything_runs(tiny,
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists() or not any(p.name.endswith("train-dsr")
                                                       for p in (tmp_path / "runs").iterdir())
+
+
+LISTED = """[[trials]]
+label = "base"
+
+[[trials]]
+label = "3 epochs"
+"dsr.epochs" = 3
+
+[[trials]]
+label = "wider, slower"
+"dsr.base_channels" = 16
+"dsr.learning_rate" = 1e-3
+"""
+
+
+def test_listed_trials_run_once_each_as_their_label_says(tiny, tiny_root, tmp_path, capsys):
+    """A space of [[trials]] alone: each listed trial runs once (the budget is capped to them), its run's preset is
+    the base changed by exactly the listed keys, and running the study again queues none of them twice."""
+    (tmp_path / "space.toml").write_text(LISTED)
+    argv = ["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
+            "--no-prune", "--trials", "5"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "capped to 3" in capsys.readouterr().out
+    trials = _show(tmp_path, tiny, capsys)["trials"]
+    assert [(t["label"], t["state"]) for t in trials] == [("base", "complete"), ("3 epochs", "complete"),
+                                                          ("wider, slower", "complete")]
+    base = presets.load(tiny).values()
+    expected = [{}, {"dsr.epochs": 3}, {"dsr.base_channels": 16, "dsr.learning_rate": 1e-3}]
+    for trial, changed in zip(trials, expected):
+        values = presets.load(Path(trial["run_dir"]) / "preset.toml").values()
+        assert {k: v for k, v in values.items() if base[k] != v} == changed
+    assert main(argv) == 0
+    assert len(_show(tmp_path, tiny, capsys)["trials"]) == 3
 
 
 def test_a_grid_needs_a_step_or_choices_for_every_key(tiny, tmp_path):

@@ -11,31 +11,28 @@ import torch
 from PIL import Image
 
 from engine import presets
-from engine.data.demo import generate_demo_dataset
 from engine.events import Failed, Finished, Metrics, Progress, Samples
 from engine.jobs.registry import JobRequest, StopFlag, run_job
 from engine.models.dsr import load_dsr
 from engine.models.edgeface import build_edgeface, edgeface_checkpoint
 from engine.runs.records import read_metrics
 from workbench.cli.main import main
+from tiny import tiny_dsr_data, tiny_dsr_preset
 
-TERMS_OFF = {"dsr.lambda_identity": 0.0, "dsr.lambda_feature_match": 0.0, "dsr.lambda_perceptual": 0.0}
 
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
     """12 identities x 6 demo faces, VLR 8x8, HR 32: 45 train and 9 val images."""
-    return generate_demo_dataset(tmp_path_factory.mktemp("dsr8") / "data", identities=12, per_identity=6, seed=0,
-                                 vlr_size=(8, 8), hr_size=32)
+    return tiny_dsr_data(tmp_path_factory.mktemp("dsr8") / "data", identities=12, per_identity=6)
 
 
 @pytest.fixture
 def tiny_preset(tmp_path):
     """cpu-demo scaled down to a seconds-long run, recogniser losses off."""
-    return presets.load("cpu-demo").with_changes({
-        "data.vlr_width": 8, "data.vlr_height": 8, "data.hr_size": 32, "dsr.base_channels": 16,
-        "dsr.residual_blocks": 2, "dsr.batch_size": 8, "dsr.learning_rate": 2e-3, "dsr.warmup_epochs": 1,
-        "dsr.ema_decay": 0.9, "runtime.device": "cpu", "runtime.runs_dir": str(tmp_path / "runs"), **TERMS_OFF})
+    return tiny_dsr_preset(tmp_path / "runs", **{"dsr.base_channels": 16, "dsr.residual_blocks": 2,
+                                                 "dsr.learning_rate": 2e-3, "dsr.warmup_epochs": 1,
+                                                 "dsr.ema_decay": 0.9})
 
 
 def _collect():

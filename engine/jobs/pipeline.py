@@ -244,6 +244,11 @@ class PipelineRun:
         if opts.folds is not None and opts.folds < 2:
             raise WorkbenchError(f"--folds {opts.folds}: K-fold evaluation needs at least 2 folds (or leave --folds "
                                  "out for the single split).")
+        if opts.folds and request.preset.dsr.init_weights:
+            raise WorkbenchError(f"--folds {opts.folds} with dsr.init_weights = {request.preset.dsr.init_weights!r} "
+                                 f"(preset {request.preset.name}): every labelled person is a test person of some "
+                                 "fold, so a DSR trained before on this data has seen test faces of the folds. "
+                                 "Empty dsr.init_weights for --folds, or use the warm start on the single split.")
         from engine.data.resolve import check_data_root
 
         check_data_root(request.preset, request.data)   # a --data that is no folder leaves no run directory behind

@@ -22,7 +22,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 MAX_TEXT = 4096          # characters of any text value (a path, a description)
 MAX_INT = 2**63 - 1      # whole numbers beyond this fit no setting (and crash torch/numpy)
 QUOTE_LIMIT = 200        # characters of a value quoted back in an error message
-PATH_KEYS = ("data.root", "dsr.vgg19_weights", "runtime.edgeface_weights", "runtime.runs_dir")
+PATH_KEYS = ("data.root", "dsr.vgg19_weights", "dsr.init_weights", "runtime.edgeface_weights", "runtime.runs_dir")
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,9 @@ class DSRConfig:
                                    choices=("vgg19", "edgeface"))
     vgg19_weights: str = spec("", "path of torchvision's vgg19 weights file; empty = torchvision's cache "
                                   "($TORCH_HOME/hub/checkpoints/vgg19-dcbbb69f.pth)")
+    init_weights: str = spec("", "warm start: a DSR checkpoint (best.pt or last.pt of an earlier train-dsr run "
+                                 "of the same sizes) whose weights start training; optimiser, schedule and EMA "
+                                 "start fresh; empty = random initialisation")
     base_channels: int = spec(128, "feature channels of the DSR network", min=4, max=1024)
     residual_blocks: int = spec(16, "residual blocks of the DSR network", min=1, max=256)
     rotation_p: float = spec(0.65, "probability of a random rotation of a training pair", **PROB)

@@ -247,12 +247,23 @@ def read_evaluation(path: Path) -> dict[str, Any] | None:
             continue
         row = {}
         for metric, number in value.items():
-            if _kind_ok(number, NUMBER) or number is None:
+            if _kind_ok(number, NUMBER) or number is None or _curve_ok(metric, number):
                 row[metric] = number
             else:
                 warn(path, None, f"{key}.{metric} is {json.dumps(number)[:40]}, expected a number", "ignored")
         out[key] = row
     return out
+
+
+# A row's curves: cmc = rank-k identification rates, roc = {"far": [...], "tar": [...]} (lists of numbers)
+EVAL_CURVES = ("cmc", "roc")
+
+
+def _curve_ok(metric: str, value: Any) -> bool:
+    if metric not in EVAL_CURVES:
+        return False
+    lists = [value] if isinstance(value, list) else list(value.values()) if isinstance(value, dict) else None
+    return lists is not None and all(isinstance(v, list) and all(_kind_ok(x, NUMBER) for x in v) for v in lists)
 
 
 def key_file_problems(run_path: str | Path) -> list[str]:

@@ -5,6 +5,17 @@ schema before anything runs.
     "dsr.learning_rate" = { low = 1e-4, high = 1e-3, log = true }
     "dsr.base_channels" = { choices = [16, 32] }
     "dsr.lambda_identity" = { low = 0.0, high = 0.4, step = 0.1 }
+
+Listed trials (optional; with them [params] may be left out) are queued before the sampler's, each once per study
+by its label: one lever at a time, e.g. against the base preset. A key of [params] a listed trial leaves out takes
+the base preset's value; keys outside [params] are the trial's patch.
+
+    [[trials]]
+    label = "base"
+
+    [[trials]]
+    label = "6 DSR epochs"
+    "dsr.epochs" = 6
 """
 
 from __future__ import annotations
@@ -55,9 +66,16 @@ class Param:
 
 
 @dataclass(frozen=True)
+class ListedTrial:
+    label: str
+    values: dict[str, Any]        # preset keys -> values; the rest is the base preset's
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     params: tuple[Param, ...]
     source: str
+    listed: tuple[ListedTrial, ...] = ()
 
     def suggest(self, trial) -> dict[str, Any]:
         return {param.key: param.suggest(trial) for param in self.params}
@@ -76,11 +94,46 @@ def load_space(path: str | Path, preset: Preset) -> SearchSpace:
                          '`"dsr.learning_rate" = { low = 1e-4, high = 1e-3, log = true }`.') from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise SpaceError(f"search space {path} cannot be read: {exc}. Fix the TOML and run the sweep again.") from None
-    table = doc.get("params")
-    if not isinstance(table, dict) or not table:
+    unknown = sorted(set(doc) - {"params", "trials"})
+    if unknown:
+        raise SpaceError(f"search space {path}: unknown table(s) {', '.join(unknown)}; a space holds [params] "
+                         "and [[trials]].")
+    table, listed = doc.get("params", {}), doc.get("trials", [])
+    if not isinstance(table, dict) or not (table or listed):
         raise SpaceError(f"search space {path} has no [params] table: list the preset keys to search, e.g. "
-                         '`"dsr.learning_rate" = { low = 1e-4, high = 1e-3, log = true }` under [params].')
-    return SearchSpace(tuple(_param(key, spec, preset, path) for key, spec in table.items()), str(path))
+                         '`"dsr.learning_rate" = { low = 1e-4, high = 1e-3, log = true }` under [params] '
+                         "(or list trials to run as [[trials]] tables).")
+    params = tuple(_param(key, spec, preset, path) for key, spec in table.items())
+    return SearchSpace(params, str(path), _listed_trials(listed, params, preset, path))
+
+
+def _listed_trials(listed: Any, params: tuple[Param, ...], preset: Preset, path: Path) -> tuple[ListedTrial, ...]:
+    """The [[trials]] tables, each key a preset key with a valid value, labels unique, choices respected."""
+    if not isinstance(listed, list) or not all(isinstance(t, dict) for t in listed):
+        raise SpaceError(f"search space {path}: `trials` must be [[trials]] tables of preset keys and a label.")
+    out, choices = [], {p.key: p.choices for p in params if p.kind == "choice"}
+    for number, table in enumerate(listed, 1):
+        values = {k: v for k, v in table.items() if k != "label"}
+        label = table.get("label", ", ".join(f"{k}={v}" for k, v in values.items()) or "base")
+        where = f"{path}: [[trials]] {number} ({label})"
+        if not isinstance(label, str) or not label.strip() or len(label) > 200:
+            raise SpaceError(f"{where}: `label` must be text of 1 to 200 characters.")
+        if label in {t.label for t in out}:
+            raise SpaceError(f"{where}: another listed trial has the label {label!r}; labels name trials once.")
+        for key, value in values.items():
+            if key not in FIELDS:
+                close = difflib.get_close_matches(key, FIELDS, n=1)
+                raise SpaceError(f"{where}: {key!r} is not a preset key."
+                                 + (f" Did you mean {close[0]!r}?" if close else ""))
+            _check_value(preset, key, value, where)
+        for key, allowed in choices.items():
+            value = values.get(key, preset.get(key))
+            if value not in allowed:
+                whose = "the trial's value" if key in values else "the base preset's value"
+                raise SpaceError(f"{where}: {key} would be {value!r} ({whose}), which is not one of its [params] "
+                                 f"choices {list(allowed)}. Add it to the choices or give the trial one of them.")
+        out.append(ListedTrial(label, values))
+    return tuple(out)
 
 
 def _param(key: str, spec: Any, preset: Preset, path: Path) -> Param:

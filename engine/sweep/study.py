@@ -47,6 +47,10 @@ def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     if grid_size is not None and opts.trials > grid_size:
         emit(Log(JOB, f"the grid has {grid_size} points: --trials {opts.trials} is capped to {grid_size}"))
         opts = replace(opts, trials=grid_size)
+    if not space.params and opts.trials > len(space.listed):
+        emit(Log(JOB, f"the space lists {len(space.listed)} trial(s) and no [params]: --trials {opts.trials} is "
+                      f"capped to {len(space.listed)}"))
+        opts = replace(opts, trials=len(space.listed))
     optuna_study = open_study(preset, opts, space, study)
     record_setup(optuna_study, preset, opts)
     control = control_dir(preset.runtime.runs_dir, study)
@@ -54,6 +58,7 @@ def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     stop = FileStop(stop, control)
     try:
         _fail_dead_trials(optuna_study, opts.job, emit)
+        enqueue_listed(optuna_study, preset, space, emit)
         if opts.from_run:
             enqueue_tips(optuna_study, Path(opts.from_run), space, emit)
         _run_trials(optuna_study, preset, space, request.data, opts, emit, stop)
@@ -264,7 +269,8 @@ def _new_trial(study, base: Preset, space: SearchSpace, opts: SweepOptions, emit
                                               "objective": opts.objective, "direction": opts.direction})
     trial.set_user_attr("run_dir", str(run.path))
     label = trial.user_attrs.get("label")
-    emit(Log(JOB, f"trial {trial.number}{f' ({label})' if label else ''}: {_shown({**patch, **changes})} in "
+    emit(Log(JOB, f"trial {trial.number}{f' ({label})' if label else ''}: "
+                  f"{_shown({**patch, **changes}) or 'the base preset'} in "
                   f"{run.path.name}"))
     return trial, changes, run
 
@@ -416,6 +422,22 @@ def enqueue_tips(study, run_dir: Path, space: SearchSpace, emit: Emit, base: boo
                                                                           if k not in params}})
         queued += 1
     emit(Log(JOB, f"queued {queued} trial(s) from {run_dir}: its preset and {len(tips)} tip(s)"))
+    return queued
+
+
+def enqueue_listed(study, base: Preset, space: SearchSpace, emit: Emit) -> int:
+    """Queue the space's [[trials]] not yet in the study (by label); how many were queued."""
+    labels = {t.user_attrs.get("label") for t in study.get_trials(deepcopy=False)}
+    queued = 0
+    for listed in space.listed:
+        if listed.label in labels:
+            continue
+        params = {param.key: listed.values.get(param.key, base.get(param.key)) for param in space.params}
+        study.enqueue_trial(params, user_attrs={"label": listed.label, "patch": {
+            k: v for k, v in listed.values.items() if k not in params}})
+        queued += 1
+    if space.listed:
+        emit(Log(JOB, f"queued {queued} listed trial(s) of {space.source} ({len(space.listed) - queued} ran before)"))
     return queued
 
 

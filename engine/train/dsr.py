@@ -31,7 +31,7 @@ from engine.data import PairedSplit, load_split, to_float
 from engine.data.pairs import load_dsr_train
 from engine.data.resolve import job_data_root
 from engine.distributed import Context
-from engine.errors import JobStopped, WorkbenchError
+from engine.errors import JobStopped, WeightsError, WorkbenchError
 from engine.events import Emit, Finished, Log, Samples
 from engine.jobs.options import DSROptions
 from engine.jobs.registry import JobRequest, StopFlag
@@ -71,6 +71,7 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     vgg = load_vgg19(cfg.vgg19_weights) if weights.needs_vgg else None  # a missing file stops the run here
     if weights.needs_recogniser and not opts.edgeface and not resume:
         preset_weights(preset)            # so does a missing runtime.edgeface_weights (before any data is read)
+    warm = None if resume else read_warm_start(preset)   # and a missing or mismatched dsr.init_weights
 
     runtime = resolve(preset)
     ctx, device = distributed.setup(runtime.device)
@@ -106,6 +107,7 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
         training = build_training(preset, runtime, criterion, feeder, book.nonfinite, ctx, log,
                                   warmup_steps=cfg.warmup_epochs * steps_per_epoch,
                                   total_steps=epochs * steps_per_epoch)
+        init = warm.apply(training, book.log) if warm else (resume and resume.checkpoint.get("init_weights"))
         if resume:
             _restore(resume.checkpoint, training, generator)
             book.log(f"resuming {book.run.path} at epoch {book.state.epoch + 1}/{epochs}, step "
@@ -117,16 +119,18 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
                  f"run directory {book.run.path}")
         trainer = DSRTrainer(book, training, preset, train, val, bicubic_reference(val, device, cfg.batch_size),
                              {"epochs": epochs, "data": data,
-                              "recogniser": str(recogniser_path) if recogniser_path else None})
+                              "recogniser": str(recogniser_path) if recogniser_path else None,
+                              "init_weights": init or None})
         stage = Stage(STAGE, epochs, len(train), cfg.batch_size, "dsr.batch_size", preset.runtime.seed,
                       cfg.early_stop_patience, "dsr.early_stop_patience", "val PSNR")
         try:
             result = fit(book, trainer, stage, generator)
         except JobStopped:
-            return book.finish(_summary(book, parameters, runtime, global_batch, stopped=True, early_stopped=False),
-                               stopped=True)
+            return book.finish(_summary(book, parameters, runtime, global_batch, stopped=True, early_stopped=False,
+                                        init_weights=init or None), stopped=True)
         return book.finish(_summary(book, parameters, runtime, global_batch, stopped=False,
-                                    early_stopped=result.early_stopped), stopped=False)
+                                    early_stopped=result.early_stopped, init_weights=init or None),
+                           stopped=False)
 
 
 @dataclass
@@ -327,6 +331,51 @@ def _restore(checkpoint: dict[str, Any], training: DSRTraining, generator: torch
     restore_rng(checkpoint["rng"], generator)
 
 
+@dataclass(frozen=True)
+class WarmStart:
+    """The weights of ``dsr.init_weights``, read and checked before any data is loaded."""
+    path: str
+    state_dict: dict[str, torch.Tensor]
+    epoch: Any
+    val_psnr: Any
+
+    def apply(self, training: DSRTraining, log) -> str:
+        """Into the fresh network and its EMA; the optimiser and schedule start fresh."""
+        training.model.load_state_dict(self.state_dict)
+        if training.ema is not None:
+            training.ema.module.load_state_dict(self.state_dict)
+        log(f"warm start: DSR weights from {self.path} (epoch {self.epoch}, val PSNR {_fmt(self.val_psnr)} dB); "
+            "optimiser, schedule and EMA start fresh")
+        return self.path
+
+
+def read_warm_start(preset: Preset) -> WarmStart | None:
+    """``dsr.init_weights`` (an earlier run's best.pt/last.pt), or None when empty; a WeightsError naming the key
+    when the file is missing, not a DSR checkpoint, or a network of other sizes than the preset's."""
+    from engine.models.dsr import load_dsr
+
+    value = preset.dsr.init_weights
+    if not value:
+        return None
+    key = f"dsr.init_weights of preset {preset.name}"
+    try:
+        loaded, checkpoint = load_dsr(value)
+    except WeightsError as exc:
+        raise WeightsError(f"{key}: {exc} Or empty the key to start from random weights.") from None
+    wanted = {"vlr_size": list(preset.vlr_size), "hr_size": preset.data.hr_size,
+              "base_channels": preset.dsr.base_channels, "residual_blocks": preset.dsr.residual_blocks}
+    differ = [f"{k} {loaded.config.get(k)} vs {v}" for k, v in wanted.items() if loaded.config.get(k) != v]
+    if differ:
+        raise WeightsError(f"{key} is {value}, a DSR network of other sizes than this preset's (checkpoint vs "
+                           f"preset: {', '.join(differ)}). Warm-start from a run with the same data.vlr_width/"
+                           "vlr_height, data.hr_size, dsr.base_channels and dsr.residual_blocks, or empty the key.")
+    return WarmStart(str(value), loaded.state_dict(), checkpoint.get("epoch"), checkpoint.get("val_psnr"))
+
+
+def _fmt(value) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) else "?"
+
+
 def _load(root: Path, split: str, preset: Preset, log) -> PairedSplit:
     """``val``, or DSR's training pairs: ``train`` plus the dataset's unlabelled faces, when it has them."""
     if split != "train":
@@ -341,7 +390,7 @@ def _load(root: Path, split: str, preset: Preset, log) -> PairedSplit:
 
 
 def _summary(book: Bookkeeper, parameters: int, runtime: Runtime, global_batch: int, *, stopped: bool,
-             early_stopped: bool) -> dict[str, Any]:
+             early_stopped: bool, init_weights: str | None) -> dict[str, Any]:
     state = book.state
     best, last = state.best_values, state.last_values
     return {
@@ -358,5 +407,6 @@ def _summary(book: Bookkeeper, parameters: int, runtime: Runtime, global_batch: 
         "amp": str(runtime.amp_dtype).replace("torch.", "") if runtime.amp_dtype else "off",
         "stopped": stopped,
         "early_stopped": early_stopped,
+        "init_weights": init_weights,
         **book.summary_extra(),
     }
