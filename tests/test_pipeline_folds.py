@@ -11,6 +11,7 @@ import pytest
 from engine import presets as P
 from engine.events import Finished, Log
 from engine.jobs.registry import JobRequest, StopFlag, run_job
+from engine.runs.records import read_metrics, stage_dirs
 
 FIVE_ROWS = {"dsr", "dsr_base", "bicubic", "bicubic_base", "hr"}
 def test_baselines_give_five_rows_each_scored_by_its_own_recogniser(tmp_path, demo_root, fast_pipeline_preset):
@@ -142,3 +143,10 @@ def test_folds_aggregate_with_a_relative_runs_dir(tmp_path, demo_root, fast_pipe
     folds = json.loads((result.run_dir / summary["eval_folds_json"]).read_text())
     assert folds["folds"] == 2 and folds["rows"]["dsr"]["rank1"]["n"] == 2
     assert not Path(summary["folds"][0]["eval_json"]).is_absolute()         # written relative to the run
+    # tips, the runs table and the app read a folds pipeline through its last fold's stage runs, from anywhere
+    monkeypatch.chdir(tmp_path.parent)
+    found = stage_dirs(tmp_path / result.run_dir)
+    assert {p.resolve().parent.name for p in found} == {"fold_2"}
+    assert sorted(p.name.rsplit("-", 1)[-1] for p in found) == ["dsr", "evaluate", "finetune"]
+    dsr = next(p for p in found if p.name.endswith("train-dsr"))
+    assert [r["epoch"] for r in read_metrics(dsr) if r.get("split") == "val"] == [1]

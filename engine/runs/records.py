@@ -285,17 +285,24 @@ def key_file_problems(run_path: str | Path) -> list[str]:
 
 
 def stage_dirs(run_path: str | Path) -> list[Path]:
-    """The stage run directories a pipeline's summary.json names (absolute, or siblings by name)."""
+    """The stage run directories a pipeline's summary.json names (as stored, or found by name beside the
+    pipeline or in its fold folder). A pipeline with folds names fold folders as its stages: its stage runs are
+    then the last fold's (``stage_runs``)."""
     run_path = Path(run_path)
-    stages = read_summary(run_path).get("stages")
-    found = []
-    for stored in (stages.values() if isinstance(stages, dict) else ()):
-        if not isinstance(stored, str) or not stored:
-            continue
-        for candidate in (Path(stored), run_path.parent / Path(stored).name):
-            if (candidate / "preset.toml").is_file():
-                found.append(candidate)
-                break
+    summary = read_summary(run_path)
+    found: list[Path] = []
+    for key in ("stages", "stage_runs"):
+        table = summary.get(key)
+        for stored in (table.values() if isinstance(table, dict) else ()):
+            if not isinstance(stored, str) or not stored:
+                continue
+            stored_path = Path(stored)
+            for candidate in (stored_path, run_path.parent / stored_path.name,
+                              run_path / stored_path.parent.name / stored_path.name):
+                if (candidate / "preset.toml").is_file():
+                    if candidate.resolve() not in {f.resolve() for f in found}:
+                        found.append(candidate)
+                    break
     return found
 
 
