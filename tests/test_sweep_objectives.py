@@ -78,6 +78,13 @@ def test_a_pipeline_sweep_with_baselines_and_folds_scores_each_trial_by_its_mean
     assert rows["dsr"]["rank1"]["n"] == 2 and "bicubic_base" in rows and "bicubic" in rows
     best_bicubic = max(rows["bicubic"]["rank1"]["mean"], rows["bicubic_base"]["rank1"]["mean"])
     assert trial["value"] == pytest.approx(rows["dsr"]["rank1"]["mean"] - best_bicubic)
+    # the report's table of each trial against bicubic gives the fold means and the significant folds
+    from engine.sweep.margins import margin_rows
+
+    (table_row,) = margin_rows([{**trial, "state": "complete"}])
+    assert table_row[:2] == [str(trial["number"]), "sampler"]
+    assert table_row[4].startswith(f"{trial['value'] * 100:+.1f} ± ") and table_row[4].endswith("(mean ± sd)")
+    assert table_row[5].endswith("of 2 folds") and table_row[7].endswith(" min")
 
 
 @pytest.mark.parametrize("argv, message", [

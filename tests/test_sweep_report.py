@@ -52,6 +52,21 @@ def test_the_markdown_report_links_its_figures_beside_it(pipeline_study, tmp_pat
     for name in ("history", "parallel", "importances"):
         assert f"(tiny-sweep-report_files/{name}.png)" in text
         assert (out.parent / "tiny-sweep-report_files" / f"{name}.png").stat().st_size > 1000
+    # each trial against the best bicubic row: its margin (the objective, in points) with the paired interval
+    capsys.readouterr()
+    assert main(["sweep", "--preset", str(pipeline_study), "show", "tiny-sweep", "--json"]) == 0
+    trials = json.loads(capsys.readouterr().out)["trials"]
+    section = text.split("## Each trial against bicubic", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert len(lines) == len(trials) == 3
+    for line, trial in zip(lines, trials):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        margin = re.fullmatch(r"([+-]\d+\.\d) \[([+-]\d+\.\d), ([+-]\d+\.\d)\]", cells[4])
+        assert cells[0] == str(trial["number"]) and margin, cells
+        assert float(margin.group(1)) == pytest.approx(trial["value"] * 100, abs=0.051)
+        assert float(margin.group(2)) <= float(margin.group(1)) <= float(margin.group(3))
+        assert re.fullmatch(r"\d+\.\d \[\d+\.\d, \d+\.\d\]", cells[2])          # DSR rank-1 [interval]
+        assert cells[5].startswith(("yes", "no")) and "McNemar p = " in cells[5]
 
 
 def test_an_unknown_study_or_run_is_one_message_and_exit_2(tmp_path, capsys):

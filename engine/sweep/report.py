@@ -20,6 +20,7 @@ from engine.evaluation.report import fold_blocks, result_blocks
 from engine.presets import Preset
 from engine.runs.records import read_json_object
 from engine.runs.run_dir import RunDir, linked_file
+from engine.sweep.margins import HEADER as MARGIN_HEADER, margin_rows
 from engine.sweep.study import importances, trial_rows
 
 
@@ -32,6 +33,13 @@ def write_sweep_report(study, base: Preset, out: Path, *, as_html: bool) -> Path
     blocks += _setup_blocks(study, rows, base)
     blocks += _trial_blocks(rows)
     blocks += _tip_blocks(rows, len(study.directions) > 1, study.directions[0].name.lower() == "maximize")
+    margins = margin_rows(rows)
+    if margins:
+        blocks += [("h", 2, "Each trial against bicubic"),
+                   ("p", "Rank-1 in % with 95% bootstrap intervals over test subjects; the margin is DSR minus the "
+                         "best bicubic row on the same probes (paired interval; McNemar's exact test), or the fold "
+                         "means with their spread."),
+                   ("table", MARGIN_HEADER, margins)]
     blocks += [("h", 2, "Optimisation history"), ("fig", "history", "objective per trial and best so far"),
                ("h", 2, "Parallel coordinates"), ("fig", "parallel", "the values each trial tried, by objective")]
     blocks.append(("h", 2, "Parameter importances"))
