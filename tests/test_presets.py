@@ -251,9 +251,7 @@ def test_a_device_typo_in_set_names_the_key_and_the_devices():
 
 
 # cpu-real: cpu-demo's values at 16x16 with the authors' EdgeFace weights required, found on lfw-dev (issue 24)
-CPU_REAL_CHANGES = {"dsr.epochs", "finetune.stage1_epochs", "finetune.stage2_epochs", "finetune.pretrain_epochs",
-                    "runtime.edgeface_weights", "dsr.lambda_identity", "dsr.lambda_feature_match",
-                    "dsr.lambda_perceptual"}
+CPU_REAL_CHANGES = {"dsr.epochs", "finetune.pretrain_epochs", "runtime.edgeface_weights"}
 
 
 def test_cpu_real_is_cpu_demo_sized_for_real_faces_with_required_weights(capsys):
@@ -271,9 +269,9 @@ def test_cpu_real_without_its_weights_names_the_key_and_the_path(tmp_path, monke
     monkeypatch.chdir(tmp_path)            # ../shared/weights does not exist from here
     runs = tmp_path / "runs"               # the built-in's runtime.runs_dir, relative to the working directory
     missing = (tmp_path / ".." / "shared" / "weights" / "edgeface_xxs_q.pt").absolute()
-    # (train-dsr needs no recogniser here: cpu-real's DSR trains on the pixel loss alone)
+    # (train-dsr too: cpu-real's identity, feature-matching and perceptual terms run the authors' EdgeFace)
     for argv in (["pipeline", "--preset", "cpu-real", "--baselines"], ["finetune", "--preset", "cpu-real"],
-                 ["evaluate", "--preset", "cpu-real"]):
+                 ["evaluate", "--preset", "cpu-real"], ["train-dsr", "--preset", "cpu-real"]):
         code = main(argv)
         err = capsys.readouterr().err
         assert code == 2, argv

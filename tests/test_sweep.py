@@ -124,13 +124,14 @@ label = "wider, slower"
 
 
 def test_listed_trials_run_once_each_as_their_label_says(tiny, tiny_root, tmp_path, capsys):
-    """A space of [[trials]] alone: each listed trial runs once (the budget is capped to them), its run's preset is
-    the base changed by exactly the listed keys, and running the study again queues none of them twice."""
+    """A space of [[trials]] alone: each listed trial runs once (the budget is exactly them), its run's preset is
+    the base changed by exactly the listed keys, running the study again queues none of them twice, and a trial
+    added to the file later runs on the next call whatever --trials says (the lever study grows one row)."""
     (tmp_path / "space.toml").write_text(LISTED)
     argv = ["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
             "--no-prune", "--trials", "5"]
     assert main(argv) == 0, capsys.readouterr().err
-    assert "capped to 3" in capsys.readouterr().out
+    assert "runs the 3 queued trial(s) not run before" in " ".join(capsys.readouterr().out.split())
     trials = _show(tmp_path, tiny, capsys)["trials"]
     assert [(t["label"], t["state"]) for t in trials] == [("base", "complete"), ("3 epochs", "complete"),
                                                           ("wider, slower", "complete")]
@@ -141,6 +142,11 @@ def test_listed_trials_run_once_each_as_their_label_says(tiny, tiny_root, tmp_pa
         assert {k: v for k, v in values.items() if base[k] != v} == changed
     assert main(argv) == 0
     assert len(_show(tmp_path, tiny, capsys)["trials"]) == 3
+    (tmp_path / "space.toml").write_text(LISTED + '\n[[trials]]\nlabel = "added later"\n"dsr.epochs" = 1\n')
+    assert main(argv[:-2] + ["--trials", "2"]) == 0
+    assert "runs the 1 queued trial(s) not run before" in " ".join(capsys.readouterr().out.split())
+    trials = _show(tmp_path, tiny, capsys)["trials"]
+    assert [(t["label"], t["state"]) for t in trials][3:] == [("added later", "complete")]
 
 
 def test_a_grid_needs_a_step_or_choices_for_every_key(tiny, tmp_path):

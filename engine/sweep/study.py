@@ -47,10 +47,6 @@ def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     if grid_size is not None and opts.trials > grid_size:
         emit(Log(JOB, f"the grid has {grid_size} points: --trials {opts.trials} is capped to {grid_size}"))
         opts = replace(opts, trials=grid_size)
-    if not space.params and opts.trials > len(space.listed):
-        emit(Log(JOB, f"the space lists {len(space.listed)} trial(s) and no [params]: --trials {opts.trials} is "
-                      f"capped to {len(space.listed)}"))
-        opts = replace(opts, trials=len(space.listed))
     optuna_study = open_study(preset, opts, space, study)
     record_setup(optuna_study, preset, opts)
     control = control_dir(preset.runtime.runs_dir, study)
@@ -61,6 +57,7 @@ def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
         enqueue_listed(optuna_study, preset, space, emit)
         if opts.from_run:
             enqueue_tips(optuna_study, Path(opts.from_run), space, emit)
+        opts = _budget_for_listed(optuna_study, space, opts, emit)
         _run_trials(optuna_study, preset, space, request.data, opts, emit, stop)
     except BaseException as exc:
         status.end("failed", str(exc))
@@ -79,6 +76,25 @@ def _run_trials(study, preset: Preset, space: SearchSpace, data: str | None, opt
         done = _finished(study)
         if opts.from_run and done % TIPS_EVERY == 0 and done < opts.trials:
             _enqueue_best_tips(study, space, emit)
+
+
+def _budget_for_listed(study, space: SearchSpace, opts: SweepOptions, emit: Emit) -> SweepOptions:
+    """Every listed trial waiting in the study runs: --trials is raised to hold them (a space of [[trials]] alone
+    runs exactly those, also when more are added to a study that ran before)."""
+    from optuna.trial import TrialState
+
+    labels = {listed.label for listed in space.listed}
+    waiting = sum(not space.params or t.user_attrs.get("label") in labels     # no [params]: all queued ones
+                  for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    needed = claimed(study) + waiting
+    if space.params and needed <= opts.trials:
+        return opts
+    if not space.params and needed != opts.trials:
+        emit(Log(JOB, f"the space lists trials and no [params]: this sweep runs the {waiting} queued trial(s) not "
+                      f"run before (--trials {opts.trials} is read as {needed})"))
+    elif space.params:
+        emit(Log(JOB, f"{waiting} listed trial(s) wait to run: --trials {opts.trials} is raised to {needed}"))
+    return replace(opts, trials=needed)
 
 
 def check_sweep(preset: Preset, opts: SweepOptions) -> tuple[SearchSpace, str]:
@@ -437,7 +453,8 @@ def enqueue_listed(study, base: Preset, space: SearchSpace, emit: Emit) -> int:
             k: v for k, v in listed.values.items() if k not in params}})
         queued += 1
     if space.listed:
-        emit(Log(JOB, f"queued {queued} listed trial(s) of {space.source} ({len(space.listed) - queued} ran before)"))
+        emit(Log(JOB, f"queued {queued} listed trial(s) of {space.source} "
+                      f"({len(space.listed) - queued} already in the study)"))
     return queued
 
 

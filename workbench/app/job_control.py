@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from functools import partial
+from functools import partial, wraps
 from pathlib import Path
 from typing import Sequence
 
@@ -36,6 +36,17 @@ EVENT_HANDLERS = {ev.Progress: "on_job_progress", ev.Metrics: "on_job_metrics", 
 ERROR_DETAIL_CHARS = 600   # the job panel shows this much of an error (cut at a word), the log all of it
 PROGRESS_HZ = 4.0       # at most this often the job panel shows the latest progress
 UNMOUNT_WAIT_S = 120.0  # how long a closing app waits for the stopped job to save its checkpoint
+
+
+def shown_on_main_screen(handler):
+    """A handler of a job's news that draws on the main screen: skipped once that screen's widgets are gone (the
+    app closing while the job's last messages arrive; the run directory keeps what they said)."""
+    @wraps(handler)
+    def guarded(self, *args):
+        if self.main_widget_ready():
+            return handler(self, *args)
+        return None
+    return guarded
 
 
 def error_detail(error: str) -> str:
@@ -123,6 +134,7 @@ class JobControl:
         """Called in the job's thread: hand the events to the UI thread (one message: one wake-up)."""
         self.post_message(msg.message_for(events[0]) if len(events) == 1 else msg.JobEvents(list(events)))
 
+    @shown_on_main_screen
     def on_job_events(self, message: msg.JobEvents) -> None:
         """A followed run's news since the last poll: each event handled as if alone, the progress shown
         once at the end (no timer: the batch is already at most one a second)."""
@@ -159,6 +171,7 @@ class JobControl:
         self._log(f"detached from {where}: it keeps running (`vlr-workbench attach {where}` follows it, "
                   f"`vlr-workbench stop {where}` stops it)", "yellow")
 
+    @shown_on_main_screen
     def on_job_progress(self, message: msg.JobProgress) -> None:
         """Keep the latest progress; the panel shows it on a timer (a job may report many steps a second)."""
         event = message.event
@@ -170,6 +183,7 @@ class JobControl:
                              {"loss": event.loss})
             self.main_widget(ChartsPanel).changed()
 
+    @shown_on_main_screen
     def on_job_metrics(self, message: msg.JobMetrics) -> None:
         event = message.event
         self.buffers.add(event.stage, event.split, event.epoch, event.values)
@@ -180,15 +194,18 @@ class JobControl:
             shown = "  ".join(f"{k} {v:.4g}" for k, v in event.values.items() if isinstance(v, (int, float)))
             self._log(f"{event.stage} epoch {event.epoch} {event.split}: {shown}", "cyan")
 
+    @shown_on_main_screen
     def on_job_log(self, message: msg.JobLog) -> None:
         event = message.event
         self._log(f"[{event.job}] {event.message}", {"warning": "yellow", "error": "red"}.get(event.level, ""))
 
+    @shown_on_main_screen
     def on_job_samples(self, message: msg.JobSamples) -> None:
         self._log(f"samples of epoch {message.event.epoch}: {message.event.path}", "dim")
         if isinstance(self.screen, SamplesScreen) and Path(message.event.path).parent.parent == self.screen.run_dir:
             self.screen.reload()
 
+    @shown_on_main_screen
     def on_job_finished(self, message: msg.JobFinished) -> None:
         self._show_pending_progress()
         self.main_widget(ChartsPanel).flush()      # the final curves at once
@@ -215,6 +232,7 @@ class JobControl:
             self.notify(f"{event.job} finished")
         self._update_tips()
 
+    @shown_on_main_screen
     def on_job_failed(self, message: msg.JobFailed) -> None:
         self._show_pending_progress()
         self.main_widget(ChartsPanel).flush()
@@ -243,6 +261,7 @@ class JobControl:
             if self.quit_when_idle:
                 self.exit(0)
 
+    @shown_on_main_screen
     def _show_pending_progress(self) -> None:
         self._progress_timer = None
         if self.pending_progress is not None:
