@@ -149,6 +149,27 @@ def test_listed_trials_run_once_each_as_their_label_says(tiny, tiny_root, tmp_pa
     assert [(t["label"], t["state"]) for t in trials][3:] == [("added later", "complete")]
 
 
+def test_a_listed_trial_added_to_a_grid_study_runs_and_takes_no_grid_point(tiny, tiny_root, tmp_path, capsys):
+    """A grid of 3 points run with --trials 2, then a [[trials]] added and the same command run again: the
+    listed trial runs (the budget is raised to hold it) although one grid point is left, and Optuna's grid
+    bookkeeping for a trial with no grid point does not stop the sweep; a third call runs the last point."""
+    grid = '[params]\n"dsr.lambda_tv" = { choices = [0.0, 1e-6, 2e-6] }\n'
+    (tmp_path / "space.toml").write_text(grid)
+    argv = ["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
+            "--sampler", "grid", "--no-prune", "--trials"]
+    assert main(argv + ["2"]) == 0, capsys.readouterr().err
+    (tmp_path / "space.toml").write_text(grid + '\n[[trials]]\nlabel = "one epoch"\n"dsr.epochs" = 1\n')
+    assert main(argv + ["2"]) == 0, capsys.readouterr().err
+    assert "raised to 3" in " ".join(capsys.readouterr().out.split())
+    trials = _show(tmp_path, tiny, capsys)["trials"]
+    assert [(t["label"], t["state"]) for t in trials][2] == ("one epoch", "complete")
+    assert main(argv + ["10"]) == 0, capsys.readouterr().err
+    assert "capped to 4" in " ".join(capsys.readouterr().out.split())
+    trials = _show(tmp_path, tiny, capsys)["trials"]
+    assert sorted(t["params"]["dsr.lambda_tv"] for t in trials if t["label"] != "one epoch") == [0.0, 1e-6, 2e-6]
+    assert all(t["state"] == "complete" for t in trials) and len(trials) == 4
+
+
 def test_a_grid_needs_a_step_or_choices_for_every_key(tiny, tmp_path):
     (tmp_path / "space.toml").write_text('[params]\n"dsr.learning_rate" = { low = 1e-4, high = 1e-3 }\n')
     space = load_space(tmp_path / "space.toml", presets.load(tiny))

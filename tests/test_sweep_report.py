@@ -87,3 +87,39 @@ def test_which_tip_won_what_ranks_each_labelled_trial_against_the_base():
     assert table[0] == ["base: r1", "0", "complete", "20", "3 of 3", "-"]
     assert table[1] == ["tip: lower lr (r1)", "1", "complete", "22.5", "1 of 3", "+2.5"]
     assert table[2][3:] == ["-", "-", "-"]
+
+
+GOOD_EVAL = {"dsr": {"rank1": 0.7, "psnr": 25.0}, "bicubic": {"rank1": 0.6, "psnr": 24.0},
+             "bicubic_base": {"rank1": 0.5, "psnr": 24.0},
+             "intervals": {"rows": {"dsr": {"rank1": [0.65, 0.75]}, "bicubic": {"rank1": [0.55, 0.65]}}},
+             "comparisons": {"dsr_vs_bicubic": {"difference": 0.1, "interval": [0.04, 0.16], "significant": True,
+                                                "mcnemar": {"p": 0.01}}}}
+
+
+@pytest.mark.parametrize("damage", [
+    {"dsr": {"rank1": "0.7"}},                     # a wrongly typed metric (dropped by the reader)
+    {"dsr": {"rank1": None}},
+    {"bicubic": 0.5, "bicubic_base": 0.4},         # rows that are not objects
+    {"intervals": ["not", "an", "object"]},
+    {"comparisons": {"dsr_vs_bicubic": "text"}},
+    {"comparisons": {"dsr_vs_bicubic": {"difference": 0.1, "mcnemar": {"p": "small"}}}},
+    {"dsr": {"rank1": True}},
+])
+def test_the_margin_table_skips_a_trial_whose_evaluation_is_damaged(tmp_path, damage):
+    """One damaged eval.json leaves its trial out of "Each trial against bicubic" (or shows "-" for what it
+    lacks) instead of stopping `report STUDY`; an intact one gives its figures."""
+    from engine.sweep.margins import margin_rows
+
+    rows = []
+    for number, doc in enumerate((GOOD_EVAL, {**GOOD_EVAL, **damage})):
+        run = tmp_path / f"run{number}"
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({"total_seconds": 120.0}))
+        (run / "eval.json").write_text(json.dumps(doc))
+        rows.append({"number": number, "label": f"trial {number}", "state": "complete", "run_dir": str(run)})
+    table = margin_rows(rows)
+    assert table[0] == ["0", "trial 0", "70.0 [65.0, 75.0]", "60.0 [55.0, 65.0] (bicubic)", "+10.0 [+4.0, +16.0]",
+                        "yes, McNemar p = 0.01", "25.00 / 24.00 dB", "2.0 min"]
+    assert len(table) in (1, 2)
+    if len(table) == 2:                                     # kept: every damaged cell reads "-" or leaves p out
+        assert table[1][0] == "1" and "small" not in " ".join(table[1]) and "nan" not in " ".join(table[1])

@@ -4,6 +4,7 @@ folds where the margin is significant (``--folds``). The table a lever study is 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,13 @@ def margin_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
             continue
         run_dir = Path(row["run_dir"])
         summary = RunDir(run_dir).read_summary()
-        cells = _folds_cells(run_dir, summary) or _split_cells(run_dir, summary)
+        try:
+            cells = _folds_cells(run_dir, summary) or _split_cells(run_dir, summary)
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError):
+            cells = None          # a damaged evaluation file: the trial has no row here (its value is in Trials)
         if cells:
             seconds = summary.get("total_seconds")
-            wall = f"{seconds / 60:.1f} min" if isinstance(seconds, (int, float)) else "-"
+            wall = f"{seconds / 60:.1f} min" if _number(seconds) else "-"
             table.append([str(row["number"]), row["label"] or "sampler", *cells, wall])
     return table
 
@@ -38,8 +42,8 @@ def _split_cells(run_dir: Path, summary: dict[str, Any]) -> list[str] | None:
     doc = read_evaluation(path) if path is not None else None
     if not doc or "dsr" not in doc:
         return None
-    present = [r for r in BICUBIC_ROWS if isinstance(doc.get(r, {}).get("rank1"), (int, float))]
-    if not present:
+    present = [r for r in BICUBIC_ROWS if _number(doc.get(r, {}).get("rank1"))]
+    if not present or not _number(doc["dsr"].get("rank1")):
         return None
     best = max(present, key=lambda r: doc[r]["rank1"])
     intervals = (doc.get("intervals") or {}).get("rows") or {}
@@ -49,7 +53,7 @@ def _split_cells(run_dir: Path, summary: dict[str, Any]) -> list[str] | None:
     return [_rate(doc["dsr"]["rank1"], intervals.get("dsr", {}).get("rank1")),
             f"{_rate(doc[best]['rank1'], intervals.get(best, {}).get('rank1'))} ({best})",
             _points(comparison.get("difference"), low_high),
-            ("yes" if comparison.get("significant") else "no") + (f", McNemar p = {p:.2g}" if p is not None else ""),
+            ("yes" if comparison.get("significant") else "no") + (f", McNemar p = {p:.2g}" if _number(p) else ""),
             _psnr(doc["dsr"].get("psnr"), doc[best].get("psnr"))]
 
 
@@ -62,7 +66,7 @@ def _folds_cells(run_dir: Path, summary: dict[str, Any]) -> list[str] | None:
     except WorkbenchError:
         return None
     means = {row: (body.get("rank1") or {}) for row, body in (doc.get("rows") or {}).items() if isinstance(body, dict)}
-    present = [r for r in BICUBIC_ROWS if isinstance(means.get(r, {}).get("mean"), (int, float))]
+    present = [r for r in BICUBIC_ROWS if _number(means.get(r, {}).get("mean"))]
     if "dsr" not in means or not present:
         return None
     best = max(present, key=lambda r: means[r]["mean"])
@@ -80,23 +84,26 @@ def _rate(value: float, interval) -> str:
 
 
 def _points(value, interval) -> str:
-    if not isinstance(value, (int, float)):
+    if not _number(value):
         return "-"
     return f"{value * 100:+.1f}" + (f" [{interval[0] * 100:+.1f}, {interval[1] * 100:+.1f}]" if _pair(interval) else "")
 
 
 def _spread(stat: dict[str, Any], points: bool = False) -> str:
     mean, std = stat.get("mean"), stat.get("std")
-    if not isinstance(mean, (int, float)):
+    if not _number(mean):
         return "-"
     shown = f"{mean * 100:+.1f}" if points else f"{mean * 100:.1f}"
-    return shown + (f" ± {std * 100:.1f}" if isinstance(std, (int, float)) else "") + " (mean ± sd)"
+    return shown + (f" ± {std * 100:.1f}" if _number(std) else "") + " (mean ± sd)"
 
 
 def _psnr(a, b) -> str:
-    return f"{a:.2f} / {b:.2f} dB" if isinstance(a, (int, float)) and isinstance(b, (int, float)) else "-"
+    return f"{a:.2f} / {b:.2f} dB" if _number(a) and _number(b) else "-"
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _pair(interval) -> bool:
-    return isinstance(interval, (list, tuple)) and len(interval) == 2 and all(isinstance(v, (int, float))
-                                                                             for v in interval)
+    return isinstance(interval, (list, tuple)) and len(interval) == 2 and all(_number(v) for v in interval)

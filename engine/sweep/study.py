@@ -44,9 +44,12 @@ def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     preset = request.preset
     space, study = check_sweep(preset, opts)
     grid_size = math.prod(len(values) for values in space.grid().values()) if opts.sampler == "grid" else None
-    if grid_size is not None and opts.trials > grid_size:
-        emit(Log(JOB, f"the grid has {grid_size} points: --trials {opts.trials} is capped to {grid_size}"))
-        opts = replace(opts, trials=grid_size)
+    if grid_size is not None and opts.trials > grid_size + len(space.listed):   # listed trials take no grid point
+        cap = grid_size + len(space.listed)
+        emit(Log(JOB, f"the grid has {grid_size} points" + (f" and the space lists {len(space.listed)} trial(s)"
+                                                              if space.listed else "")
+                 + f": --trials {opts.trials} is capped to {cap}"))
+        opts = replace(opts, trials=cap)
     optuna_study = open_study(preset, opts, space, study)
     record_setup(optuna_study, preset, opts)
     control = control_dir(preset.runtime.runs_dir, study)
@@ -84,8 +87,13 @@ def _budget_for_listed(study, space: SearchSpace, opts: SweepOptions, emit: Emit
     from optuna.trial import TrialState
 
     labels = {listed.label for listed in space.listed}
-    waiting = sum(not space.params or t.user_attrs.get("label") in labels     # no [params]: all queued ones
-                  for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    listed = [t.number for t in queued if t.user_attrs.get("label") in labels]
+    if space.params and not listed:
+        return opts
+    # Optuna starts waiting trials in number order: those queued before the last listed one run first
+    last = max(listed, default=-1) if space.params else math.inf
+    waiting = sum(t.number <= last for t in queued)
     needed = claimed(study) + waiting
     if space.params and needed <= opts.trials:
         return opts
@@ -93,7 +101,8 @@ def _budget_for_listed(study, space: SearchSpace, opts: SweepOptions, emit: Emit
         emit(Log(JOB, f"the space lists trials and no [params]: this sweep runs the {waiting} queued trial(s) not "
                       f"run before (--trials {opts.trials} is read as {needed})"))
     elif space.params:
-        emit(Log(JOB, f"{waiting} listed trial(s) wait to run: --trials {opts.trials} is raised to {needed}"))
+        emit(Log(JOB, f"{waiting} queued trial(s), {len(listed)} of them listed, wait to run: --trials "
+                      f"{opts.trials} is raised to {needed}"))
     return replace(opts, trials=needed)
 
 
@@ -167,11 +176,15 @@ def _storage_error(opts: SweepOptions, exc: Exception) -> WorkbenchError:
 def tell(study, trial, values=None, state=None) -> None:
     """``study.tell``; Optuna's grid sampler calls ``study.stop()`` once its grid is done, which raises outside
     ``optimize()`` after the trial's result is stored: that one error is expected here (the budget is capped
-    to the grid's size)."""
+    to the grid's size). So is its KeyError 'grid_id' for a queued trial (listed, a tip) told while one grid
+    point is left: such a trial has no grid point; its result is stored all the same."""
     try:
         study.tell(trial, values, state=state)
     except RuntimeError as exc:
         if "Study.stop" not in str(exc):
+            raise
+    except KeyError as exc:
+        if exc.args != ("grid_id",):
             raise
 
 

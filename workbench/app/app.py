@@ -255,7 +255,9 @@ class WorkbenchApp(SweepControl, AttachControl, JobControl, App[int]):
         self._update_status()
 
     def _log(self, text: str, style: str = "") -> None:
-        self.main_widget("#log", RichLog).write(Text(text, style=style))
+        """A line in the Log tab (dropped once the app is closing: the run directories keep the jobs' own logs)."""
+        if self.main_widget_ready():
+            self.main_widget("#log", RichLog).write(Text(text, style=style))
 
     # ----------------------------------------------------------------- presets
     def action_select_preset(self, number: int) -> None:

@@ -250,12 +250,13 @@ class JobControl:
         """The one place that sees the job's worker end (errors included) and opens the gate for the next job."""
         if event.worker is not self.job_worker or self.job is None:
             return
-        if event.state == WorkerState.ERROR:
+        shown = self.main_widget_ready()          # not while the app closes: the state is cleared all the same
+        if event.state == WorkerState.ERROR and shown:
             self._show_failure(self.job.kind, self.job.failure_text(event.worker.error))
         if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
             handle, self.job, self.job_worker = self.job, None, None
             self.reap_detached()
-            if handle.run_dir is not None:
+            if handle.run_dir is not None and shown:
                 self.main_widget(RunHistory).reload(self.preset.runtime.runs_dir)
             self._refresh_state()
             if self.quit_when_idle:
