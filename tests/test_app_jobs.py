@@ -239,6 +239,27 @@ async def test_leaving_the_app_any_other_way_stops_the_job_with_a_checkpoint(mon
     assert list((tmp_path / "runs").glob("*/last.pt"))
 
 
+async def test_a_jobs_last_news_after_the_app_closed_is_dropped_not_raised():
+    """A job's messages can still arrive while the app closes (the case of the test above, once in a while):
+    every handler of a job's news then leaves the gone screen alone instead of raising NoMatches."""
+    from engine.events import Log, Metrics, Progress
+    from workbench.app import messages as msg
+
+    app = make_app(remember=False)
+    async with app.run_test(size=(80, 24)):
+        assert app.main_widget_ready()
+    assert not app.main_widget_ready()
+    news = [msg.JobProgress(Progress("train-dsr", "dsr", 1, 3, 5, 20, 100.0, 10.0, 0.1)),
+            msg.JobMetrics(Metrics("train-dsr", "dsr", 1, 5, "val", {"psnr": 25.0})),
+            msg.JobLog(Log("train-dsr", "late line"))]
+    for message in news:
+        handler = getattr(app, "on_" + {"JobProgress": "job_progress", "JobMetrics": "job_metrics",
+                                         "JobLog": "job_log"}[type(message).__name__])
+        assert handler(message) is None
+    app._show_pending_progress()
+    assert not app.records and app.pending_progress is None
+
+
 def count_layout_requests(widgets) -> list[str]:
     """The ids of ``widgets`` each time one asks for a layout pass of the screen (refresh(layout=True))."""
     requests: list[str] = []

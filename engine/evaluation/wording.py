@@ -30,17 +30,18 @@ def rows_present(doc: dict[str, Any]) -> list[str]:
     return [key for key in ROW_ORDER if key in ("dsr", "bicubic", "hr") or key in extra]
 
 
-def _finite(value: Any) -> bool:
+def finite(value: Any) -> bool:
+    """A real, finite number (not a bool, NaN or inf): what a stored metric must be to be shown or compared."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def percent(value: Any, digits: int = 1) -> str:
-    return f"{100 * value:.{digits}f}%" if _finite(value) else "-"
+    return f"{100 * value:.{digits}f}%" if finite(value) else "-"
 
 
 def interval_text(interval: Any) -> str:
     """``[31.0, 55.1]`` (percentage points) for a [lo, hi] fraction pair, '' when absent."""
-    if not (isinstance(interval, (list, tuple)) and len(interval) == 2 and all(map(_finite, interval))):
+    if not (isinstance(interval, (list, tuple)) and len(interval) == 2 and all(map(finite, interval))):
         return ""
     return f"[{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
 
@@ -62,7 +63,7 @@ def p_text(p: float) -> str:
 def comparison_text(comparison: dict[str, Any]) -> str:
     """``+4.6 points [1.2, 8.0], McNemar p=0.031`` or ``..., not significant (McNemar p=0.42)``."""
     diff = comparison.get("difference")
-    if not _finite(diff):
+    if not finite(diff):
         return "-"
     text = f"{100 * diff:+.1f} points"
     bounds = interval_text(comparison.get("interval"))
@@ -71,7 +72,7 @@ def comparison_text(comparison: dict[str, Any]) -> str:
         text += f" [{100 * lo:+.1f}, {100 * hi:+.1f}]"
     mcnemar = comparison.get("mcnemar") or {}
     p = mcnemar.get("p")
-    if _finite(p):
+    if finite(p):
         if comparison.get("significant"):
             text += f", significant (McNemar p={p_text(p)})"
         else:

@@ -6,11 +6,11 @@ fine-tuned on bicubic images, or the base one): the fair baseline DSR has to bea
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 from engine.errors import WorkbenchError
+from engine.evaluation.wording import finite
 from engine.runs.records import read_evaluation, read_json_object, read_metrics
 from engine.runs.run_dir import RunDir, linked_file
 
@@ -71,48 +71,61 @@ def objective_value(run_dir: Path, name: str, maximize: bool) -> float:
     return values[0] - values[1] if len(values) == 2 else values[0]
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _metric(run_dir: Path, term: tuple[str, ...], maximize: bool) -> float | None:
     kind, *rest = term
     if kind == "val":
-        values = [r[rest[0]] for r in read_metrics(run_dir) if r.get("split") == "val" and _finite(r.get(rest[0]))]
+        values = [r[rest[0]] for r in read_metrics(run_dir) if r.get("split") == "val" and finite(r.get(rest[0]))]
         value = (max if maximize else min)(values) if values else None
     elif kind == "summary":
         value = RunDir(run_dir).read_summary().get(rest[0])
     else:
         value = eval_metric(eval_rows(run_dir), *rest)
-    return float(value) if _finite(value) else None
+    return float(value) if finite(value) else None
 
 
 def eval_metric(rows: dict[str, dict[str, float]], row: str, metric: str) -> float | None:
     """``row``'s ``metric``; ``bicubic_best``: the bicubic row with the higher rank-1 (its ``metric``)."""
     if row == BEST_BICUBIC:
-        present = [r for r in BICUBIC_ROWS if _finite(rows.get(r, {}).get("rank1"))]
-        if not present:
+        row = best_bicubic(rows)
+        if row is None:
             return None
-        row = max(present, key=lambda r: rows[r]["rank1"])
     value = rows.get(row, {}).get(metric)
-    return float(value) if _finite(value) else None
+    return float(value) if finite(value) else None
+
+
+def best_bicubic(rows: dict[str, dict[str, Any]]) -> str | None:
+    """The bicubic row (of ``BICUBIC_ROWS``) with the higher finite rank-1, None without one."""
+    present = [r for r in BICUBIC_ROWS if isinstance(rows.get(r), dict) and finite(rows[r].get("rank1"))]
+    return max(present, key=lambda r: rows[r]["rank1"]) if present else None
 
 
 def eval_rows(run_dir: Path) -> dict[str, dict[str, float]]:
-    """{row: {metric: value}} of the run's evaluation: the fold means when it ran folds, else its eval.json
-    (the run's own, or the one its summary links)."""
+    """{row: {metric: value}} of the run's evaluation: the fold means when it ran folds, else its eval.json."""
+    return rows_of(*run_evaluation(run_dir))
+
+
+def run_evaluation(run_dir: Path) -> tuple[dict[str, Any], bool]:
+    """The run's evaluation document and whether it is the fold aggregate: its eval_folds.json when it ran
+    folds, else its eval.json (the run's own, or the one its summary links); ({}, False) when it has none."""
     summary = RunDir(run_dir).read_summary()
     folds = linked_file(run_dir, summary.get("eval_folds_json"))
     if folds is not None and folds.is_file():
-        aggregated = _read(folds).get("rows") or {}
-        return {row: {metric: stat.get("mean") for metric, stat in body.items() if isinstance(stat, dict)}
-                for row, body in aggregated.items() if isinstance(body, dict)}
+        return _read(folds), True
     for path in (run_dir / "eval.json", linked_file(run_dir, summary.get("eval_json"))):
         if path is not None and path.is_file():
             doc = read_evaluation(path)
             if doc is not None:
-                return {row: body for row, body in doc.items() if isinstance(body, dict)}
-    return {}
+                return doc, False
+    return {}, False
+
+
+def rows_of(doc: dict[str, Any], folds: bool) -> dict[str, dict[str, float]]:
+    """{row: {metric: value}} of an evaluation document (of eval_folds.json: each metric's mean)."""
+    if folds:
+        rows = doc.get("rows") if isinstance(doc.get("rows"), dict) else {}
+        return {row: {metric: stat.get("mean") for metric, stat in body.items() if isinstance(stat, dict)}
+                for row, body in rows.items() if isinstance(body, dict)}
+    return {row: body for row, body in doc.items() if isinstance(body, dict)}
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -45,11 +45,10 @@ def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     space, study = check_sweep(preset, opts)
     grid_size = math.prod(len(values) for values in space.grid().values()) if opts.sampler == "grid" else None
     if grid_size is not None and opts.trials > grid_size + len(space.listed):   # listed trials take no grid point
-        cap = grid_size + len(space.listed)
-        emit(Log(JOB, f"the grid has {grid_size} points" + (f" and the space lists {len(space.listed)} trial(s)"
-                                                              if space.listed else "")
-                 + f": --trials {opts.trials} is capped to {cap}"))
-        opts = replace(opts, trials=cap)
+        listed = f" and the space lists {len(space.listed)} trial(s)" if space.listed else ""
+        emit(Log(JOB, f"the grid has {grid_size} points{listed}: --trials {opts.trials} is capped to "
+                      f"{grid_size + len(space.listed)}"))
+        opts = replace(opts, trials=grid_size + len(space.listed))
     optuna_study = open_study(preset, opts, space, study)
     record_setup(optuna_study, preset, opts)
     control = control_dir(preset.runtime.runs_dir, study)
@@ -89,20 +88,17 @@ def _budget_for_listed(study, space: SearchSpace, opts: SweepOptions, emit: Emit
     labels = {listed.label for listed in space.listed}
     queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     listed = [t.number for t in queued if t.user_attrs.get("label") in labels]
-    if space.params and not listed:
-        return opts
     # Optuna starts waiting trials in number order: those queued before the last listed one run first
-    last = max(listed, default=-1) if space.params else math.inf
-    waiting = sum(t.number <= last for t in queued)
+    waiting = sum(t.number <= max(listed) for t in queued) if space.params and listed else len(queued)
     needed = claimed(study) + waiting
-    if space.params and needed <= opts.trials:
+    if space.params and (not listed or needed <= opts.trials):
         return opts
-    if not space.params and needed != opts.trials:
-        emit(Log(JOB, f"the space lists trials and no [params]: this sweep runs the {waiting} queued trial(s) not "
-                      f"run before (--trials {opts.trials} is read as {needed})"))
-    elif space.params:
+    if space.params:
         emit(Log(JOB, f"{waiting} queued trial(s), {len(listed)} of them listed, wait to run: --trials "
                       f"{opts.trials} is raised to {needed}"))
+    elif needed != opts.trials:
+        emit(Log(JOB, f"the space lists trials and no [params]: this sweep runs the {waiting} queued trial(s) not "
+                      f"run before (--trials {opts.trials} is read as {needed})"))
     return replace(opts, trials=needed)
 
 
