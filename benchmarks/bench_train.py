@@ -1,7 +1,7 @@
 """Training-step throughput: the engine's path against the straightforward baseline, in one run.
 
     python benchmarks/bench_train.py [--preset P] [--steps N] [--warmup N] [--workers K]
-                                     [--set section.key=value ...] [--only dsr|finetune] [--no-baseline]
+                                     [--set section.key=value ...] [--only dsr|finetune|camera] [--no-baseline]
                                      [--no-app] [--json]
 
 For a preset (default ``cpu-demo`` on the CPU, ``vlr-32x32`` on CUDA), on demo faces generated
@@ -22,6 +22,9 @@ into a temporary directory (generation time not counted):
   alone first and the baseline's less the engine's resident memory; CPU: the process's peak RSS,
   reset per phase where Linux allows, both paths' networks resident), and the model FLOPs per image
   (``torch.utils.flop_counter``; on CUDA also the fraction of the device's bf16 peak).
+- **Camera** (``[degrade]``): the DSR step through the camera (degradation of HR on the fly, the section's
+  defaults) against the same step on the cached VLR images, interleaved: ``camera.cost_fraction`` = the extra
+  time per step as a fraction of the clean step (issue 34's goal: <= 0.10 on the CPU preset).
 - **App overhead**: the same short ``train-dsr`` job (``APP_EPOCHS`` = 12 epochs, the preset's networks
   and losses with a random-init recogniser file) run headless (``engine.jobs.registry.run_job``) and started with
   the app's ``t`` key under Pilot, alternately (``--app-repeats`` each, default 5, the order turned
@@ -619,7 +622,7 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="baseline DataLoader workers")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="preset change (both paths), e.g. dsr.batch_size=64 or runtime.compile=true")
-    ap.add_argument("--only", choices=("dsr", "finetune"), help="measure one step kind only")
+    ap.add_argument("--only", choices=("dsr", "finetune", "camera"), help="measure one step kind only")
     ap.add_argument("--no-baseline", action="store_true",
                     help="the engine's path alone (e.g. at a batch the fp32 baseline cannot fit beside it)")
     ap.add_argument("--no-app", action="store_true", help="skip the app-overhead measurement")
@@ -655,6 +658,29 @@ def _measure(name: str, make_engine, make_baseline, args, device: torch.device, 
     versus = f", baseline {baseline['img_s']:.1f} img/s, ratio {result['ratio']:.2f}" if baseline else ""
     _log(f"{name}: engine {engine['img_s']:.1f} img/s{versus}")
     return result
+
+
+def camera_cost(preset, runtime, train, feeder, total: int, seed: int, args) -> dict[str, Any]:
+    """The [degrade] camera's share of a DSR step: the trainer's step with the camera (HR -> VLR on the fly, the
+    section's defaults) against the same step on the cached VLR images, interleaved."""
+    camera = preset.with_changes({"degrade.enabled": True}) if not preset.degrade.enabled else preset
+    clean = preset.with_changes({"degrade.enabled": False})
+    steps = {"clean": engine_dsr(clean, runtime, train, feeder, total, seed),
+             "camera": engine_dsr(camera, runtime, train, feeder, total, seed)}
+    for step in steps.values():
+        for _ in range(args.warmup):
+            step()
+    rates = interleaved(steps, args.steps, args.rounds, runtime.device)
+    cost = rates["clean"] / rates["camera"] - 1.0           # extra time per step, as a fraction of a clean step
+    _log(f"camera: clean {rates['clean']:.1f} img/s, with the camera {rates['camera']:.1f} img/s: +{100 * cost:.1f}%")
+    return {"clean_img_s": round(rates["clean"], 2), "camera_img_s": round(rates["camera"], 2),
+            "cost_fraction": round(cost, 4), "spec": _camera_spec(camera)}
+
+
+def _camera_spec(preset) -> str:
+    from engine.data.camera import camera_from_config
+
+    return camera_from_config(preset.degrade).to_spec()
 
 
 def _check_batches(preset, train_images: int, only: str | None) -> None:
@@ -704,6 +730,8 @@ def _steps_and_app(preset, runtime, args, work: Path, report: dict[str, Any]) ->
         if measure_steps and args.only in (None, name):
             report[name] = _measure(name, make_engine, None if args.no_baseline else make_baseline, args, device,
                                     runtime.compile)
+    if measure_steps and args.only in (None, "camera"):
+        report["camera"] = camera_cost(preset, runtime, train, feeder, total, seed, args)
     if not args.no_app and not args.steady_only:
         with contextlib.redirect_stdout(io.StringIO()):
             app = app_overhead(preset, root, work, args.app_repeats)
@@ -729,6 +757,10 @@ def _print_report(report: dict[str, Any], runtime) -> None:
                   f"{r['engine_peak_mb']:.0f} / {r['baseline_peak_mb']:.0f} MB" if "ratio" in r
                   else f"   peak {r['engine_peak_mb']:.0f} MB")
         print(f"{name:9s} engine {r['engine_img_s']:8.1f} img/s{versus}{flops}{frac}")
+    if "camera" in report:
+        c = report["camera"]
+        print(f"camera    DSR step {c['clean_img_s']:.1f} img/s clean, {c['camera_img_s']:.1f} img/s through the camera "
+              f"({c['spec']}): +{100 * c['cost_fraction']:.1f}% per step (goal <= 10%)")
     if "app_overhead_ratio" in report:
         a = report["app"]
         print(f"app       headless {a['headless_img_s']:.1f} img/s, in the app {a['in_app_img_s']:.1f} img/s "

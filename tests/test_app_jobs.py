@@ -211,7 +211,7 @@ async def test_a_failing_job_is_shown_and_the_app_keeps_running(monkeypatch):
         assert "boom: the fake job failed" in (await log_text(pilot))
         assert "Traceback" in (await log_text(pilot))
         assert app.is_running and app.check_action("train", ()) is True
-        await pilot.press("2")  # still responsive
+        await pilot.press("3")  # still responsive (preset 3: cpu-real)
         await wait_for(pilot, lambda: app.preset.name != "cpu-demo", what="a preset switch")
 
 

@@ -123,10 +123,10 @@ async def test_unsaved_edits_survive_switching_presets():
     async with app.run_test(size=(120, 40)) as pilot:
         field_input = await select_field(pilot, "dsr.epochs")
         await type_value(pilot, field_input, "2")
-        await pilot.press("escape", "2")
+        await pilot.press("escape", str([e.name for e in list_presets()].index("cpu-real") + 1))
         await wait_for(pilot, lambda: app.preset.name != "cpu-demo", what="switch away")
         assert not app.dirty
-        await pilot.press("1")
+        await pilot.press(str([e.name for e in list_presets()].index("cpu-demo") + 1))
         await wait_for(pilot, lambda: app.preset.name == "cpu-demo", what="switch back")
         assert app.preset.dsr.epochs == 2 and app.dirty
 

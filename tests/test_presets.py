@@ -110,7 +110,7 @@ def test_diff_lists_the_summary_table_and_vlr_size(capsys):
 def test_list_and_show(capsys):
     code, out, _ = cli(capsys, "presets", "list")
     assert code == 0
-    for name in ("cpu-demo", "cpu-real", "vlr-14x16", "vlr-32x32"):
+    for name in ("cpu-camera", "cpu-demo", "cpu-real", "vlr-14x16", "vlr-32x32"):
         assert name in out
     code, out, _ = cli(capsys, "presets", "show", "vlr-32x32", "--toml")
     doc = tomllib.loads(out)
@@ -233,7 +233,7 @@ def test_builtins_found_from_a_wheel_install(tmp_path):
                              "print(builtin_names(), store.builtin_dir())"],
                             cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
                             capture_output=True, text=True, check=True)
-    assert "['cpu-demo', 'cpu-real', 'vlr-14x16', 'vlr-32x32']" in result.stdout
+    assert "['cpu-camera', 'cpu-demo', 'cpu-real', 'vlr-14x16', 'vlr-32x32']" in result.stdout
     assert str(target) in result.stdout
 
 

@@ -80,17 +80,22 @@ class PairedAugment:
     def __call__(self, vlr: torch.Tensor, hr: torch.Tensor,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment a batch of pairs (float in [0, 1]); each pair gets its own draw, shared by VLR and HR."""
-        n = vlr.shape[0]
+        vlr, hr = self.apply([vlr, hr], generator)
+        return vlr, hr
+
+    def apply(self, images: list[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
+        """The same draw for each batch of ``images`` (e.g. [HR] alone, when a camera makes the VLR from it)."""
+        n = images[0].shape[0]
         if self.rotation_p > 0 and self.rotation_degrees > 0:
             angles = uniform(n, -self.rotation_degrees, self.rotation_degrees, generator)
             angles = torch.where(torch.rand(n, generator=generator) < self.rotation_p, angles, 0.0)
-            vlr, hr = rotate(vlr, angles), rotate(hr, angles)
+            images = [rotate(x, angles) for x in images]
         if self.color_jitter_p > 0:
             apply = torch.rand(n, generator=generator) < self.color_jitter_p
-            factors = [torch.where(apply, uniform(n, lo, hi, generator), 1.0).to(vlr.device, non_blocking=True)
+            factors = [torch.where(apply, uniform(n, lo, hi, generator), 1.0).to(images[0].device, non_blocking=True)
                        for lo, hi in (self.brightness, self.contrast, self.saturation)]
-            vlr, hr = jitter(vlr, *factors), jitter(hr, *factors)
-        return vlr, hr
+            images = [jitter(x, *factors) for x in images]
+        return images
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from engine.io import atomic
-from engine.data.layout import DISTRACTORS, MANIFEST, SPLITS, UNLABELLED
+from engine.data.layout import DISTRACTORS, MANIFEST, SPLITS, UNLABELLED, split_dir
 from engine.data.pairs import IMAGE_SUFFIXES
 from engine.data.pixels import to_rgb8
 from engine.data.splitting import SPLIT_RULE, split_by_subject
@@ -215,8 +215,8 @@ def prepare_dataset(src: Path | str, dst: Path | str, *, vlr_size: tuple[int, in
                     unlabelled: Path | str | None = None, distractors: int = 0) -> dict:
     """Write the layout for the photos in ``src`` to the new folder ``dst``; returns the manifest.
 
-    ``degrade`` (an :class:`engine.data.degrade.Degradation`) makes camera-like VLR images, seeded
-    per image by ``seed``; the ranges and each image's drawn values go to the manifest.
+    ``degrade`` (an :class:`engine.data.camera.Camera` or its text spec) makes camera-like VLR images,
+    seeded per image by ``seed`` and its name; the spec and each image's drawn values go to the manifest.
     ``unlabelled``: a folder of faces without labels (people not in ``src``) for DSR training only
     (:data:`UNLABELLED_RULE`); ``distractors`` of them are held out as gallery distractors
     (:data:`DISTRACTOR_RULE`). Every check runs before anything is written.
@@ -374,12 +374,12 @@ def _named_jobs(plan: dict) -> list[tuple[str, str, Path]]:
 def _parse_degrade(degrade):
     if not isinstance(degrade, str):
         return degrade
-    from engine.data.degrade import parse_degradation
+    from engine.data.camera import SPEC_HELP, parse_spec
 
     try:
-        return parse_degradation(degrade)
+        return parse_spec(degrade)
     except ValueError as exc:
-        raise DataError(f"--degrade {degrade}: {exc}.") from None
+        raise DataError(f"--degrade {degrade}: {exc}. A camera spec is {SPEC_HELP}.") from None
 
 
 def _write_pairs(tmp: Path, jobs: list, hr_size: int, vlr_size: tuple[int, int], degrade, seed: int,
@@ -398,9 +398,8 @@ def _write_pairs(tmp: Path, jobs: list, hr_size: int, vlr_size: tuple[int, int],
         if degrade is None:
             write_pair(tmp, name_split, name, to_hr(image, hr_size), vlr_size)
         else:
-            from engine.data.degrade import write_degraded_pair
-            drawn[f"{name_split}/{name}"] = write_degraded_pair(tmp, name_split, name, to_hr(image, hr_size),
-                                                                vlr_size, degrade, seed)
+            drawn[f"{name_split}/{name}"] = write_camera_pair(tmp, name_split, name, to_hr(image, hr_size),
+                                                              vlr_size, degrade, seed)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         for done, _ in enumerate(pool.map(convert, jobs), start=1):
@@ -410,6 +409,24 @@ def _write_pairs(tmp: Path, jobs: list, hr_size: int, vlr_size: tuple[int, int],
 
 
 def _degrade_manifest(degrade, drawn: dict[str, dict]) -> dict:
-    from engine.data.degrade import METHOD
+    from engine.data.camera import METHOD
 
-    return {**degrade.to_json(), "method": METHOD, "images": dict(sorted(drawn.items()))}
+    return {"spec": degrade.to_spec(), **degrade.to_json(), "method": METHOD, "images": dict(sorted(drawn.items()))}
+
+
+def write_camera_pair(root: Path, split: str, name: str, hr, vlr_size: tuple[int, int], camera, seed: int) -> dict:
+    """Like :func:`engine.data.writer.write_pair`, the VLR image through ``camera`` (seeded by seed and
+    ``split/name``); returns the values drawn for it."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from engine.data.camera import degrade_named
+    from engine.data.layout import HR_DIR, VLR_DIR
+
+    folder = split_dir(root, split)
+    hr.save(folder / HR_DIR / name, format="PNG", compress_level=1)
+    tensor = torch.from_numpy(np.array(hr.convert("RGB"))).permute(2, 0, 1)[None].contiguous()
+    vlr, drawn = degrade_named(tensor, vlr_size, camera, seed, [f"{split}/{name}"])
+    Image.fromarray(vlr[0].permute(1, 2, 0).numpy()).save(folder / VLR_DIR / name, format="PNG", compress_level=1)
+    return drawn[0]

@@ -31,7 +31,8 @@ import torch
 from engine.io import atomic
 from engine.errors import DataError, WeightsError, WorkbenchError
 from engine.data.layout import DISTRACTORS
-from engine.evaluation import distractors, metrics, stats
+from engine.data.camera.splits import camera_split
+from engine.evaluation import cameras, distractors, metrics, stats, wording
 from engine.evaluation.protocol import enrol, split_gallery_probes
 from engine.events import Emit, Finished, Log, Metrics, Progress
 from engine.jobs.registry import JobRequest, StopFlag
@@ -365,9 +366,14 @@ def run_evaluate(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     seed_everything(preset.runtime.seed)
     _check_files_exist(request)   # before the data: a missing weights file must not wait for demo faces
     data_root, n_distractors = _data_root_and_distractors(request, emit)
+    probes_camera = cameras.probe_camera(preset, data_root)     # refused on a degraded dataset, before any work
     files = _recogniser_files(request, data_root, emit, stop)
     dsr_file, dsr_source = _dsr_path(request)
     split = load_split(data_root, "test", preset.vlr_size, preset.data.hr_size)
+    if probes_camera is not None:
+        split = camera_split(split, probes_camera, preset.runtime.seed, "probe")
+        emit(Log(JOB, f"unseen camera: test probes made from HR through {probes_camera.to_spec()} (seeded per image); "
+                      "the gallery stays HR"))
     stop.check()
 
     protocol_split = split_gallery_probes(split.names, split.labels, preset.eval.gallery_per_subject)
@@ -404,6 +410,7 @@ def run_evaluate(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     protocol = _protocol_record(preset, data_root, split, protocol_split, plan, files, recognisers, dsr_file,
                                 dsr_source, subjects=len(gallery_labels) - len(chosen), probes=len(probe_labels))
     protocol.update(_distractor_record(chosen, gallery_labels, protocol["gallery_images"]))
+    protocol["camera"] = cameras.camera_record(preset, data_root, probes_camera)
     document = eval_document(results, protocol, intervals, comparisons)
     atomic.write_json(run.path / "eval.json", document)
 
@@ -414,7 +421,7 @@ def run_evaluate(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     emit(metric_event)
     summary = {f"{variant}_rank1": (body["rank1"] if body else None) for variant, body in results.items()}
     summary.update({"probes": len(probe_labels), "subjects": protocol["subjects"], "distractors": len(chosen),
-                    "eval_json": str(run.path / "eval.json")})
+                    "camera": wording.camera_protocol_text(protocol["camera"]), "eval_json": str(run.path / "eval.json")})
     run.write_summary(summary)
     return Finished(job=JOB, run_dir=run.path, summary=summary)
 

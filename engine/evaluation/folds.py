@@ -150,7 +150,9 @@ def aggregate(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                       and isinstance(doc[name].get(metric), (int, float)) and math.isfinite(doc[name][metric])]
             if values:
                 rows.setdefault(name, {})[metric] = _stats(values)
-    return {"folds": len(docs), "rows": rows, "comparisons": aggregate_comparisons(docs)}
+    cameras = [(doc.get("protocol") or {}).get("camera") for doc in docs if isinstance(doc.get("protocol"), Mapping)]
+    return {"folds": len(docs), "rows": rows, "comparisons": aggregate_comparisons(docs),
+            "camera": next((c for c in cameras if isinstance(c, Mapping)), None)}
 
 
 def aggregate_comparisons(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -185,7 +185,8 @@ def build_blocks(run_dir: Path, doc: dict[str, Any], eval_json: Path, figures: C
              ("gallery distractors (no probe, never trained on)", protocol.get("distractors", 0)),
              ("gallery images", protocol.get("gallery_images")), ("probes", protocol.get("probes")), ("VLR size", protocol.get("vlr_size")),
              ("HR size", protocol.get("hr_size")), ("open-set threshold", protocol.get("threshold")),
-             ("seed", protocol.get("seed")), ("DSR", protocol.get("dsr")), ("ties", protocol.get("ties"))]
+             ("seed", protocol.get("seed")), ("DSR", protocol.get("dsr")), ("ties", protocol.get("ties")),
+             ("camera", wording.camera_protocol_text(protocol.get("camera")) or "clean (not recorded)")]
     intervals = doc.get("intervals")
     if isinstance(intervals, dict):
         items.append(("95% intervals", f"{intervals.get('method')}; {intervals.get('resamples')} resamples, "

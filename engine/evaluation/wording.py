@@ -94,3 +94,14 @@ def comparison_label(name: str, body: dict[str, Any]) -> str:
     if a in ROW_LABELS and b in ROW_LABELS:
         return f"{ROW_LABELS[a][0]} vs {ROW_LABELS[b][0]}"
     return name
+
+
+def camera_protocol_text(camera) -> str:
+    """eval.json's ``protocol.camera`` in words: 'unseen camera (motion=1:3,...); trained through blur=...';
+    '' for an eval.json from before the camera protocols."""
+    if not isinstance(camera, dict) or not isinstance(camera.get("protocol"), str):
+        return ""
+    name = camera["protocol"]
+    spec = camera.get("probes") if name == "unseen camera" else camera.get("dataset") if name == "same camera" else None
+    trained = f"; trained through {camera['training']}" if isinstance(camera.get("training"), str) else ""
+    return name + (f" ({spec})" if isinstance(spec, str) else "") + trained

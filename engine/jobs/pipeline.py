@@ -148,6 +148,14 @@ def _check_distractors(preset, opts: PipelineOptions, data: str | None) -> None:
         distractors.check(root or None, count, origin)
 
 
+def _check_probe_camera(preset, data: str | None) -> None:
+    """An unseen-camera spec on a dataset that is degraded already stops the pipeline before any training."""
+    from engine.evaluation.cameras import probe_camera
+
+    root = data or preset.data.root
+    probe_camera(preset, Path(root).expanduser() if root else None)
+
+
 def _val_fraction(root: Path) -> float:
     from engine.data.layout import MANIFEST
 
@@ -253,6 +261,7 @@ class PipelineRun:
 
         check_data_root(request.preset, request.data)   # a --data that is no folder leaves no run directory behind
         _check_distractors(request.preset, opts, request.data)
+        _check_probe_camera(request.preset, request.data)
         _given_weights(request.preset, opts)     # a missing weights file stops it before its directory exists
         path = _new_pipeline_dir(request.preset, opts.run_dir) if ctx.is_main else None
         run = RunDir(Path(distributed.broadcast(str(path) if path else None, ctx)))

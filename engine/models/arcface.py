@@ -19,6 +19,8 @@ COS_EPS = 1e-6
 
 
 class ArcFaceHead(nn.Module):
+    kind = "arcface"
+
     def __init__(self, embedding_dim: int, num_classes: int, scale: float = 32.0, margin: float = 0.45):
         super().__init__()
         self.embedding_dim, self.num_classes = int(embedding_dim), int(num_classes)
@@ -35,8 +37,9 @@ class ArcFaceHead(nn.Module):
             cos = F.linear(F.normalize(embeddings.float(), dim=-1), F.normalize(self.weight.float(), dim=-1))
         return cos.clamp(-1.0 + COS_EPS, 1.0 - COS_EPS)
 
-    def margin_logits(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Scaled logits with the angular margin on each row's true class (float32)."""
+    def margin_logits(self, cos: torch.Tensor, labels: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
+        """Scaled logits with the angular margin on each row's true class (float32); ``norms`` (the embeddings'
+        norms) are for heads whose margin adapts to them (AdaFace) and unused here."""
         target = cos.gather(1, labels.view(-1, 1))
         sin = torch.sqrt((1.0 - target * target).clamp_min(0.0))
         with_margin = target * math.cos(self.margin) - sin * math.sin(self.margin)  # cos(theta + m)

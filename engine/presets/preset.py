@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from engine.errors import PresetError
-from engine.presets.schema import (FIELDS, SECTIONS, DataConfig, DSRConfig, EvalConfig, FieldInfo,
+from engine.presets.schema import (FIELDS, SECTIONS, DataConfig, DegradeConfig, DSRConfig, EvalConfig, FieldInfo,
                                    FinetuneConfig, RuntimeConfig)
 
 META_SECTION = "preset"
@@ -22,6 +22,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 MAX_TEXT = 4096          # characters of any text value (a path, a description)
 MAX_INT = 2**63 - 1      # whole numbers beyond this fit no setting (and crash torch/numpy)
 QUOTE_LIMIT = 200        # characters of a value quoted back in an error message
+CAMERA_KEYS = ("eval.probe_degrade",)   # camera specs (engine/data/camera/spec.py), checked when read
 PATH_KEYS = ("data.root", "dsr.vgg19_weights", "dsr.init_weights", "runtime.edgeface_weights", "runtime.runs_dir")
 
 
@@ -34,6 +35,7 @@ class Preset:
     data: DataConfig = field(default_factory=DataConfig)
     dsr: DSRConfig = field(default_factory=DSRConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    degrade: DegradeConfig = field(default_factory=DegradeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
@@ -181,6 +183,8 @@ def _check_value(info: FieldInfo, value: Any, source: str) -> Any:
             raise PresetError(f"{where} is {quote(value)}, which is not a value it takes. {expect}")
         if info.key in PATH_KEYS:
             _check_path_text(info, value, where)
+        if info.key in CAMERA_KEYS and value:
+            _check_camera_spec(value, where)
         return value
     if info.type == "range":
         if (not isinstance(value, (list, tuple)) or len(value) != 2
@@ -191,6 +195,8 @@ def _check_value(info: FieldInfo, value: Any, source: str) -> Any:
             _check_bounds(info, v, where, expect)
         if pair[0] > pair[1]:
             raise PresetError(f"{where} is {list(pair)}: low must not exceed high. {expect}")
+        if info.whole and not all(v.is_integer() for v in pair):
+            raise PresetError(f"{where} is {_show(pair)}: both ends must be whole numbers. {expect}")
         return pair
     if info.type == "int":
         if isinstance(value, bool) or not isinstance(value, int):
@@ -218,6 +224,15 @@ def _to_float(value: int | float, where: str, expect: str) -> float:
         return float(value)
     except OverflowError:
         raise PresetError(f"{where} is a {_digits(value)}-digit number, far too large. {expect}") from None
+
+
+def _check_camera_spec(value: str, where: str) -> None:
+    from engine.data.camera.spec import SPEC_HELP, parse_spec
+
+    try:
+        parse_spec(value)
+    except ValueError as exc:
+        raise PresetError(f"{where} is {quote(value)}, not a camera spec: {exc}. A spec is {SPEC_HELP}.") from None
 
 
 def _check_text(value: str, where: str) -> None:

@@ -15,13 +15,15 @@ from typing import Any, Iterator
 
 def spec(default: Any, help: str, *, min: float | None = None, max: float | None = None,
          min_exclusive: bool = False, max_exclusive: bool = False,
-         choices: tuple[str, ...] | None = None, pattern: tuple[str, str] | None = None) -> Any:
+         choices: tuple[str, ...] | None = None, pattern: tuple[str, str] | None = None,
+         whole: bool = False) -> Any:
     """A dataclass field carrying the description and valid range the CLI and the app show.
 
-    ``pattern`` = (regular expression the whole text must match, the valid values in words).
+    ``pattern`` = (regular expression the whole text must match, the valid values in words);
+    ``whole``: a range whose two ends are whole numbers.
     """
     meta = {"help": help, "min": min, "max": max, "min_exclusive": min_exclusive,
-            "max_exclusive": max_exclusive, "choices": choices, "pattern": pattern}
+            "max_exclusive": max_exclusive, "choices": choices, "pattern": pattern, "whole": whole}
     if isinstance(default, (list, tuple)):
         return field(default=tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -95,6 +97,11 @@ class FinetuneConfig:
     arcface_scale: float = spec(32.0, "ArcFace logit scale s", **POS, max=256.0)
     arcface_margin: float = spec(0.45, "ArcFace additive angular margin m (radians)", min=0.0, max=1.5)
     weight_decay: float = spec(3e-5, "AdamW weight decay", **NONNEG, max=1.0)
+    head: str = spec("arcface", "margin head: arcface (additive angular margin) or adaface (the margin adapts to "
+                                "image quality through the embedding norm)", choices=("arcface", "adaface"))
+    lambda_distill: float = spec(0.0, "weight of the HR-teacher distillation loss 1 - cos(student(input), "
+                                      "frozen base recogniser(HR)) beside the margin loss (0 = off)",
+                                 **NONNEG, max=1000.0)
     label_smoothing: float = spec(0.08, "label smoothing of the ArcFace cross-entropy", min=0.0, max=1.0,
                                   max_exclusive=True)
     early_stop_patience: int = spec(10, "stage 2 epochs without a better val top-1 before stopping (0 = off)",
@@ -110,12 +117,46 @@ class FinetuneConfig:
     pretrain_lr: float = spec(2e-3, "learning rate of HR pre-training", **POS, max=1.0)
 
 
+RESIZE_PATTERN = (r"(bicubic|bilinear|area)(, ?(bicubic|bilinear|area))*",
+                  "one or more of bicubic, bilinear, area, separated by commas (one drawn per image)")
+
+
+@dataclass(frozen=True)
+class DegradeConfig:
+    """Camera-like degradation of the training VLR images, drawn afresh from HR for every image in every step
+    (engine/data/camera): DSR's training pairs and the recognisers' fine-tuning inputs, bicubic rows alike."""
+    enabled: bool = spec(False, "degrade the training VLR images on the fly from HR (off: the dataset's VLR images)")
+    blur_p: float = spec(0.9, "probability of a Gaussian blur (optics, focus)", **PROB)
+    blur_sigma: tuple[float, float] = spec((0.2, 1.5), "Gaussian blur sigma range in VLR pixels", min=0.0, max=10.0)
+    blur_anisotropic_p: float = spec(0.5, "share of blurs that are anisotropic (two sigmas, any angle)", **PROB)
+    motion_p: float = spec(0.2, "probability of a motion blur", **PROB)
+    motion_length: tuple[float, float] = spec((0.5, 2.5), "motion blur length range in VLR pixels (any angle)",
+                                              min=0.0, max=16.0)
+    resize: str = spec("bicubic, bilinear, area", "downsampling methods to VLR, one drawn per image",
+                       pattern=RESIZE_PATTERN)
+    noise_p: float = spec(0.7, "probability of Gaussian sensor noise", **PROB)
+    noise_sigma: tuple[float, float] = spec((1.0, 8.0), "Gaussian noise sigma range in 8-bit grey levels",
+                                            min=0.0, max=100.0)
+    noise_gray_p: float = spec(0.3, "share of noisy images whose noise is the same in R, G and B", **PROB)
+    poisson_p: float = spec(0.3, "probability of Poisson (shot) noise", **PROB)
+    poisson_scale: tuple[float, float] = spec((0.2, 1.5), "Poisson noise scale range (Real-ESRGAN's: 1 = photon "
+                                                          "noise of 8-bit levels)", min=0.0, max=10.0)
+    jpeg_p: float = spec(0.8, "probability of JPEG compression", **PROB)
+    jpeg_quality: tuple[float, float] = spec((40, 90), "JPEG quality range (whole numbers)", min=1, max=100,
+                                             whole=True)
+    second_pass_p: float = spec(0.0, "share of images degraded twice, blur/noise/JPEG on the 2x VLR grid first "
+                                     "(Real-ESRGAN's second order)", **PROB)
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     threshold: float = spec(0.35, "cosine rejection threshold of open-set identification", min=-1.0, max=1.0)
     gallery_per_subject: int = spec(1, "HR gallery images per test subject (their mean embedding)", min=1, max=1000)
     distractors: int = spec(0, "extra gallery identities with no probe, from the dataset's distractors (prepare "
                                "--unlabelled DIR --distractors N; never trained on); 0 = none", min=0, max=10_000_000)
+    probe_degrade: str = spec("", "unseen camera: degrade the test probes from HR with this camera spec (e.g. "
+                                  "\"motion=1:3,resize=bilinear,poisson=0.5:1.5,jpeg=25:50\"; seeded per image; the "
+                                  "gallery stays HR); empty = the dataset's VLR probes")
 
 
 @dataclass(frozen=True)
@@ -144,6 +185,7 @@ SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "dsr": DSRConfig,
     "finetune": FinetuneConfig,
+    "degrade": DegradeConfig,
     "eval": EvalConfig,
     "runtime": RuntimeConfig,
 }
@@ -162,6 +204,7 @@ class FieldInfo:
     max_exclusive: bool
     choices: tuple[str, ...] | None
     pattern: tuple[str, str] | None = None   # (regular expression, the valid values in words)
+    whole: bool = False                      # a range of whole numbers
 
     @property
     def key(self) -> str:
@@ -182,7 +225,9 @@ class FieldInfo:
         left = "(" if self.min_exclusive or self.min is None else "["
         right = ")" if self.max_exclusive or self.max is None else "]"
         body = f"{left}{lo}, {hi}{right}"
-        return f"two numbers [low, high] within {body}" if self.type == "range" else body
+        if self.type == "range":
+            return f"two {'whole numbers' if self.whole else 'numbers'} [low, high] within {body}"
+        return body
 
 
 def _fmt(value: float) -> str:
@@ -209,7 +254,8 @@ def iter_fields() -> Iterator[FieldInfo]:
         for f in fields(cls):
             m = f.metadata
             yield FieldInfo(section, f.name, _type_name(f.type), f.default, m["help"], m["min"], m["max"],
-                            m["min_exclusive"], m["max_exclusive"], m["choices"], m.get("pattern"))
+                            m["min_exclusive"], m["max_exclusive"], m["choices"], m.get("pattern"),
+                            m.get("whole", False))
 
 
 FIELDS: dict[str, FieldInfo] = {info.key: info for info in iter_fields()}

@@ -47,6 +47,7 @@ class RunRow:
     rank1: dict[str, float | None] = field(default_factory=dict)   # dsr / bicubic / hr
     differs: list[str] = field(default_factory=list)               # keys differing from the reference
     problem: str = ""
+    camera: str = ""               # eval.json's camera protocol when not clean: "same camera", "unseen camera"
 
     @property
     def gain(self) -> float | None:
@@ -85,12 +86,14 @@ def _cell(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+CAMERA_MARKS = {"same camera": "same cam", "unseen camera": "unseen cam"}   # shown beside the job
 DISPLAY_COLUMNS = ("preset", "job", "state", "age", "epochs", "PSNR", "gain", "dsr r1%", "bic r1%", "hr r1%")
 
 
 def display_cells(row: RunRow, now: float | None = None) -> list[str]:
     """The text cells of a row, in DISPLAY_COLUMNS order (the CLI and the app show the same)."""
-    return [row.preset, row.job, row.state, format_age(row.age_seconds(now)), str(row.epochs or "-"),
+    job = f"{row.job} ({CAMERA_MARKS[row.camera]})" if row.camera in CAMERA_MARKS else row.job
+    return [row.preset, job, row.state, format_age(row.age_seconds(now)), str(row.epochs or "-"),
             _cell(row.best_psnr, ".2f"), _cell(row.gain, "+.2f"),
             *(_cell(None if row.rank1.get(k) is None else 100 * row.rank1[k], ".1f") for k in ("dsr", "bicubic", "hr"))]
 
@@ -174,11 +177,13 @@ def read_row(path: str | Path, reference: Preset | None = None) -> RunRow:
     evaluation = _evaluation(dirs)
     rank1 = {row: _number((evaluation.get(row) or {}).get("rank1")) if isinstance(evaluation.get(row), dict)
              else None for row in ("dsr", "bicubic", "hr")}
+    camera = ((evaluation.get("protocol") or {}).get("camera") or {}) if isinstance(evaluation.get("protocol"), dict) else {}
+    camera_name = camera.get("protocol") if isinstance(camera, dict) and isinstance(camera.get("protocol"), str) else ""
     differs = [key for key, _, _ in diff(reference, preset)] if reference is not None and preset is not None else []
     state = "damaged" if problem else run_state(path)
     return RunRow(path=path, name=path.name, preset=preset_name, job=job, state=state, started=started,
                   epochs=_epochs(records), best_psnr=best, bicubic_psnr=bicubic, rank1=rank1, differs=differs,
-                  problem=problem)
+                  problem=problem, camera="" if camera_name == "clean" else camera_name)
 
 
 def index_runs(runs_dir: str | Path, reference: Preset | None = None) -> list[RunRow]:

@@ -348,9 +348,22 @@ def tell_result(study, trial, changes: dict[str, Any], run_dir: Path, result, pr
     else:
         values = [objective_value(run_dir, name, direction == "maximize")
                   for name, direction in ((opts.objective, opts.direction), (opts.objective2, opts.direction2)) if name]
+        camera = trial_camera(run_dir)
+        if camera:
+            trial.set_user_attr("camera", camera)          # the camera protocol the objective was measured on
         tell(study, trial, values if len(values) > 1 else values[0])
         emit(Log(JOB, f"trial {trial.number}: " + ", ".join(f"{name} = {value:.4g}" for name, value in
                                                            zip((opts.objective, opts.objective2), values))))
+
+
+def trial_camera(run_dir: Path) -> str:
+    """The camera protocol of a trial's evaluation in words ('' for a training-only trial or an old eval.json)."""
+    from engine.evaluation.wording import camera_protocol_text
+    from engine.sweep.objective import run_evaluation
+
+    doc, folds = run_evaluation(run_dir)
+    camera = doc.get("camera") if folds else (doc.get("protocol") or {}).get("camera")
+    return camera_protocol_text(camera)
 
 
 def _run_parallel(study, base: Preset, space: SearchSpace, data: str | None, opts: SweepOptions, emit: Emit,

@@ -27,12 +27,16 @@ def propose_tips(history: list[dict[str, Any]], preset: Preset, *, evaluation: d
                  oom: bool = False, thresholds: Thresholds = THRESHOLDS) -> list[Tip]:
     """Tips whose rule fires on ``history`` and whose patch changes ``preset``, most urgent first."""
     dsr = rules.dsr_vs_bicubic(history, preset, thresholds)
+    camera = rules.camera(history, preset, evaluation, thresholds)
     found = [rules.out_of_memory(history, preset, oom, thresholds),
              rules.instability(history, preset, thresholds),
              dsr,
              rules.overfitting(history, preset, thresholds),
-             # a DSR no better than bicubic is the cause to fix first, not the recogniser's capacity
-             None if dsr is not None else rules.low_accuracy(history, preset, evaluation, thresholds)]
+             camera,
+             # a DSR no better than bicubic is the cause to fix first, not the recogniser's capacity; on camera
+             # probes the camera is
+             None if dsr is not None or camera is not None else rules.low_accuracy(history, preset, evaluation,
+                                                                                   thresholds)]
     return [tip for tip in found if tip is not None]
 
 

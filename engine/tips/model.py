@@ -10,7 +10,7 @@ from engine.presets import Preset, diff, show_value
 
 @dataclass(frozen=True)
 class Tip:
-    rule: str                 # "out_of_memory", "instability", "overfitting" or "low_accuracy"
+    rule: str                 # "out_of_memory", "instability", "overfitting", "low_accuracy", "camera", ...
     title: str
     observed: str             # what the metrics show, with the numbers
     fix: str                  # the guide's fix, limited to what the patch changes
@@ -23,14 +23,15 @@ class Change:
     """One wanted preset move: ``direction`` says which current values it improves on.
 
     "up": raise to ``value``; "down": lower to ``value``; "clip": set a gradient clip (0 = off counts
-    as unlimited); "widen": widen a [low, high] range to include ``value``'s range.
+    as unlimited); "widen": widen a [low, high] range to include ``value``'s range; "set": a switch or a
+    choice (true/false, a name) set to ``value``.
     """
     key: str
     value: Any
     direction: str
 
 
-_VERBS = {"up": "raise", "down": "lower", "clip": "tighten", "widen": "widen"}
+_VERBS = {"up": "raise", "down": "lower", "clip": "tighten", "widen": "widen", "set": "set"}
 
 
 def build_patch(preset: Preset, changes: list[Change]) -> dict[str, Any]:
@@ -48,6 +49,8 @@ def build_patch(preset: Preset, changes: list[Change]) -> dict[str, Any]:
             moves = current > new
         elif change.direction == "clip":
             moves = current == 0 or current > new
+        elif change.direction == "set":
+            moves = current != new
         else:
             raise ValueError(f"unknown direction {change.direction!r}")
         if moves and new != current:

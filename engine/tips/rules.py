@@ -248,3 +248,40 @@ def low_accuracy(history: History, preset: Preset, evaluation: dict | None, th: 
                 "smoothing allows sharper facial detail, and more channels give the network the capacity for it.",
                 preset, [Change("dsr.lambda_identity", 0.70, "up"), Change("dsr.lambda_tv", 1e-6, "down"),
                          Change("dsr.base_channels", 144, "up")])
+
+
+# -- camera-like probes ------------------------------------------------------------------------
+
+CAMERA_PROTOCOLS = ("same camera", "unseen camera")
+
+
+def camera(history: History, preset: Preset, evaluation: dict | None, th: Thresholds) -> Tip | None:
+    """DSR reconstructs its val images well but the degraded test probes are not recognised: train for the camera
+    (degradations on the fly, wider for an unseen camera), anchor the recogniser to its HR teacher, AdaFace."""
+    protocol = ((evaluation or {}).get("protocol") or {}).get("camera") if isinstance(evaluation, dict) else None
+    name = protocol.get("protocol") if isinstance(protocol, dict) else None
+    rank1, hr = eval_rank1(evaluation, "dsr"), eval_rank1(evaluation, "hr")
+    psnr = [p for p in series(history, "dsr", "val", "psnr") if p.finite]
+    bicubic = [p for p in series(history, "dsr", "val", "bicubic_psnr") if p.finite]
+    if name not in CAMERA_PROTOCOLS or rank1 is None or not psnr or not bicubic:
+        return None
+    gain = max(p.value for p in psnr) - bicubic[-1].value
+    gap = (hr - rank1) if hr is not None else None
+    if gain < th.min_psnr_gain or not (rank1 < th.low_accuracy or (gap is not None and gap > th.camera_rank1_gap)):
+        return None
+    probes = protocol.get("probes") or protocol.get("dataset") or "?"
+    observed = [f"DSR's val PSNR is {gain:+.2f} dB over bicubic, yet on the {name} probes ({probes}) DSR + EdgeFace "
+                f"reaches {_pct(rank1)} rank-1" + (f", {100 * gap:.1f} points under HR probes" if gap is not None else "")
+                + "."]
+    changes = [Change("degrade.enabled", True, "set"), Change("finetune.lambda_distill", 0.5, "up"),
+               Change("finetune.head", "adaface", "set")]
+    if name == "unseen camera":       # train for more cameras than the one it knows
+        changes += [Change("degrade.blur_sigma", (0.2, 2.0), "widen"), Change("degrade.noise_sigma", (1.0, 12.0), "widen"),
+                    Change("degrade.jpeg_quality", (30.0, 90.0), "widen"), Change("degrade.motion_p", 0.3, "up")]
+    return _tip("camera", "Faces from a camera: train through the camera, anchor the recogniser to HR",
+                "Faces as cameras make them (issue 34)", observed,
+                "Val PSNR measures the faces DSR was trained on; probes blurred, noisy or compressed otherwise are "
+                "out of its distribution and of the recogniser's. Degrading the training faces on the fly (for the "
+                "bicubic rows alike), distilling the fine-tuned recogniser towards the frozen HR recogniser's "
+                "embedding of the same face, and AdaFace's quality-adaptive margin are the field's levers for it.",
+                preset, changes)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 class Thresholds:
     # -- low accuracy ---------------------------------------------------------------------
     low_accuracy: float = 0.50            # rank-1 (eval.json, DSR row) or val top-1 below this fraction
+    camera_rank1_gap: float = 0.25        # camera probes: DSR rank-1 this far under HR probes' (a fraction)
     min_epochs_to_judge: int = 3          # val top-1 is judged only once a fine-tuning stage has this many
                                           # val epochs (early epochs are always low)
     # -- overfitting ----------------------------------------------------------------------

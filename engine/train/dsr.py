@@ -27,6 +27,8 @@ from torchvision.utils import make_grid
 from engine import distributed
 from engine.io import atomic
 from engine.data.augment import PairedAugment
+from engine.data.camera import Camera, camera_from_config, degrade
+from engine.data.camera.splits import camera_split
 from engine.data import PairedSplit, load_split, to_float
 from engine.data.pairs import load_dsr_train
 from engine.data.resolve import job_data_root
@@ -81,6 +83,11 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     generator = seed_everything(preset.runtime.seed)
     data_root = job_data_root(preset, resume_data_root(resume, request.data), say, JOB)
     train, val = (_load(data_root, split, preset, log) for split in ("train", "val"))
+    camera = camera_from_config(preset.degrade)
+    if camera is not None:          # validation through the same camera, the same images every epoch
+        val = camera_split(val, camera, preset.runtime.seed, "val")
+        log(f"camera ([degrade]): training VLR images made from HR on the fly, afresh every step: {camera.to_spec()}; "
+            "val VLR images made once with it (seeded per image)")
     # the uint8 cache on the GPU when it fits beside the job, else pinned host memory and async copies
     (train, val), _ = place_splits([train, val], device, job_bytes=estimate_job_bytes(cfg.batch_size),
                                    on_device=preset.data.cache_on_device, log=log)
@@ -127,9 +134,10 @@ def run_train_dsr(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
             result = fit(book, trainer, stage, generator)
         except JobStopped:
             return book.finish(_summary(book, parameters, runtime, global_batch, stopped=True, early_stopped=False,
-                                        init_weights=init or None), stopped=True)
+                                        init_weights=init or None, camera=camera), stopped=True)
         return book.finish(_summary(book, parameters, runtime, global_batch, stopped=False,
-                                    early_stopped=result.early_stopped, init_weights=init or None),
+                                    early_stopped=result.early_stopped, init_weights=init or None,
+                                    camera=camera),
                            stopped=False)
 
 
@@ -214,13 +222,20 @@ class DSRTraining:
     augment: PairedAugment
     feeder: BatchFeeder
     runtime: Runtime
+    camera: Camera | None = None       # [degrade]: the VLR images made from HR on the fly
+    vlr_size: tuple[int, int] = (32, 32)
 
     def step(self, split: PairedSplit, index: torch.Tensor, generator: torch.Generator,
              global_step: int) -> StepResult:
-        """Batch from the uint8 cache -> paired augmentation on the device -> AMP forward and loss -> update
-        (skipped on the device when non-finite) -> schedule -> EMA."""
-        vlr, hr = self.augment(to_float(self.feeder(split.vlr, index)), to_float(self.feeder(split.hr, index)),
-                               generator)
+        """Batch from the uint8 cache -> paired augmentation on the device (with a camera: of HR, then the VLR
+        made from it through the camera) -> AMP forward and loss -> update (skipped on the device when
+        non-finite) -> schedule -> EMA."""
+        hr = to_float(self.feeder(split.hr, index))
+        if self.camera is None:
+            vlr, hr = self.augment(to_float(self.feeder(split.vlr, index)), hr, generator)
+        else:
+            (hr,) = self.augment.apply([hr], generator)
+            vlr = to_float(degrade(hr, self.vlr_size, self.camera, generator))
         vlr = vlr.contiguous(memory_format=self.runtime.memory_format)
         with self.runtime.autocast():
             loss, terms = self.criterion(self.net(vlr), hr)
@@ -249,7 +264,8 @@ def build_training(preset: Preset, runtime: Runtime, criterion: DSRCriterion, fe
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.needs_grad_scaler)
     update = OptimizerUpdate(optimizer, scaler, model.parameters(), cfg.grad_clip, count)
     return DSRTraining(model, distributed.wrap(model, ctx, device), optimizer, scheduler, ema, scaler, update,
-                       criterion, PairedAugment.from_config(cfg), feeder, runtime)
+                       criterion, PairedAugment.from_config(cfg), feeder, runtime, camera_from_config(preset.degrade),
+                       preset.vlr_size)
 
 
 # ----------------------------------------------------------------------------- validation and samples
@@ -390,7 +406,7 @@ def _load(root: Path, split: str, preset: Preset, log) -> PairedSplit:
 
 
 def _summary(book: Bookkeeper, parameters: int, runtime: Runtime, global_batch: int, *, stopped: bool,
-             early_stopped: bool, init_weights: str | None) -> dict[str, Any]:
+             early_stopped: bool, init_weights: str | None, camera: Camera | None) -> dict[str, Any]:
     state = book.state
     best, last = state.best_values, state.last_values
     return {
@@ -408,5 +424,6 @@ def _summary(book: Bookkeeper, parameters: int, runtime: Runtime, global_batch: 
         "stopped": stopped,
         "early_stopped": early_stopped,
         "init_weights": init_weights,
+        "camera": camera.to_spec() if camera is not None else None,
         **book.summary_extra(),
     }

@@ -31,6 +31,9 @@ from engine.data import PairedSplit, load_split
 from engine.distributed import Context
 from engine.errors import WorkbenchError
 from engine.events import Emit, Finished, Log
+from engine.data.camera import Camera, camera_from_config, degrade
+from engine.data.camera.splits import camera_images
+from engine.models.adaface import margin_head
 from engine.models.arcface import ArcFaceHead, arcface_loss
 from engine.models.edgeface import EMBEDDING_DIM, EdgeFace, count_all_parameters, edgeface_checkpoint, prepare_input
 from engine.models.edgeface import resize_for_recogniser
@@ -51,8 +54,10 @@ InputFn = Callable[[torch.Tensor], torch.Tensor]  # uint8 batch on the device ->
 
 @dataclass
 class LabelledImages:
-    images: torch.Tensor  # uint8 [N,3,h,w] on the data device (VLR for fine-tuning, HR for pre-training)
+    images: torch.Tensor  # uint8 [N,3,h,w] on the data device (VLR for fine-tuning, HR for pre-training and
+                          # for fine-tuning through a camera, which makes the VLR images from them every step)
     labels: torch.Tensor  # int64 [N], index into the training classes
+    teacher: torch.Tensor | None = None  # float [N,512]: the frozen base recogniser's embeddings of the HR images
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -103,14 +108,22 @@ def histogram_entropy(counts: torch.Tensor) -> float:
 class ArcFaceNet(nn.Module):
     """Recogniser and margin head as one module, so DistributedDataParallel keeps both in sync."""
 
-    def __init__(self, model: EdgeFace, head: ArcFaceHead, label_smoothing: float) -> None:
+    def __init__(self, model: EdgeFace, head: ArcFaceHead, label_smoothing: float, distill: float = 0.0) -> None:
         super().__init__()
-        self.model, self.head, self.label_smoothing = model, head, label_smoothing
+        self.model, self.head, self.label_smoothing, self.distill = model, head, label_smoothing, distill
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, cosines) of a batch of recogniser inputs in [0, 1] at 112x112."""
-        cos = self.head.cosine(self.model(prepare_input(images)))
-        return arcface_loss(self.head.margin_logits(cos, labels), labels, self.label_smoothing), cos
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(loss, cosines, distillation term or None) of a batch of recogniser inputs in [0, 1] at 112x112: the
+        margin loss, plus ``distill`` x (1 - cos(embedding, the teacher's embedding of the HR face))."""
+        embeddings = self.model(prepare_input(images))
+        cos = self.head.cosine(embeddings)
+        norms = embeddings.detach().float().norm(dim=1)
+        loss = arcface_loss(self.head.margin_logits(cos, labels, norms), labels, self.label_smoothing)
+        if teacher is None:
+            return loss, cos, None
+        term = 1.0 - F.cosine_similarity(embeddings.float(), teacher.float(), dim=1).mean()
+        return loss + self.distill * term, cos, term
 
 
 @dataclass
@@ -146,20 +159,33 @@ class ArcFaceStep:
     feeder: BatchFeeder
     inputs: InputFn
     runtime: Runtime
+    camera: Camera | None = None        # [degrade]: the VLR inputs made from the HR images every step
+    vlr_size: tuple[int, int] = (32, 32)
 
     def __call__(self, train: LabelledImages, index: torch.Tensor, generator: torch.Generator) -> StepResult:
-        """uint8 batch -> recogniser inputs (``inputs``: e.g. the frozen DSR) -> augmentation at 112x112 (fewer
-        pixels than HR; the ops commute with the resize) -> AMP forward, ArcFace loss -> update -> schedule."""
+        """uint8 batch (through the camera first, when there is one: HR -> VLR, the same draws for every row of
+        a pipeline) -> recogniser inputs (``inputs``: e.g. the frozen DSR) -> augmentation at 112x112 (fewer
+        pixels than HR; the ops commute with the resize) -> AMP forward, margin (+ distillation) loss -> update
+        -> schedule."""
         device = self.runtime.device
         labels = train.labels[index.to(train.labels.device, non_blocking=True)].to(device, non_blocking=True)
-        images = resize_for_recogniser(self.inputs(self.feeder(train.images, index)))
+        batch = self.feeder(train.images, index)
+        if self.camera is not None:
+            batch = degrade(batch, self.vlr_size, self.camera, generator)
+        images = resize_for_recogniser(self.inputs(batch))
         images = self.augment(images, generator).contiguous(memory_format=self.runtime.memory_format)
+        teacher = None
+        if train.teacher is not None:
+            teacher = train.teacher[index.to(train.teacher.device, non_blocking=True)].to(device, non_blocking=True)
         with self.runtime.autocast():
-            loss, cos = self.net(images, labels)
+            loss, cos, distill = self.net(images, labels, teacher)
         applied = self.update(loss)
         if self.scheduler is not None:
             self.scheduler.step()
-        return StepResult(loss, {"loss": loss, "top1": (cos.detach().argmax(1) == labels).float().mean()}, applied)
+        terms = {"loss": loss, "top1": (cos.detach().argmax(1) == labels).float().mean()}
+        if distill is not None:
+            terms["distill"] = distill.detach()
+        return StepResult(loss, terms, applied)
 
     def state_dicts(self) -> dict[str, Any]:
         """Optimiser, scheduler and scaler state for last.pt."""
@@ -183,14 +209,24 @@ class ArcFaceTrainer:
         self.book, self.preset, self.runtime, self.model = book, preset, runtime, model
         self.ctx: Context = book.ctx
         self.device = book.device
-        self.train, self.val, note = closed_set(train_split, val_split, field_name)
+        fine_tuning = field_name == "vlr"        # pre-training trains on HR: no camera, no teacher
+        self.camera = camera_from_config(preset.degrade) if fine_tuning else None
+        self.train, self.val, note = self._labelled(train_split, val_split, field_name)
         distributed.check_split_size(len(self.train), "train", self.ctx)
         distributed.check_split_size(len(self.val), "val", self.ctx)
         book.log(note)
         cfg = preset.finetune
+        self.distill = cfg.lambda_distill if fine_tuning else 0.0
+        if self.distill > 0:   # the base recogniser, before any fine-tuning (and before a resume loads its state)
+            self.train.teacher = teacher_embeddings(model, closed_set(train_split, val_split, "hr")[0].images,
+                                                    runtime, cfg.batch_size)
+            book.log(f"distillation: {len(self.train)} HR teacher embeddings from the base recogniser "
+                     f"(finetune.lambda_distill {self.distill:g})")
         self.classes = list(train_split.classes)
-        self.head = ArcFaceHead(EMBEDDING_DIM, len(self.classes), cfg.arcface_scale, cfg.arcface_margin).to(self.device)
-        self.net = ArcFaceNet(model, self.head, cfg.label_smoothing)
+        head = cfg.head if fine_tuning else "arcface"
+        self.head = margin_head(head, EMBEDDING_DIM, len(self.classes), cfg.arcface_scale,
+                                cfg.arcface_margin).to(self.device)
+        self.net = ArcFaceNet(model, self.head, cfg.label_smoothing, self.distill)
         self.inputs, self.generator = inputs, generator
         self.augment = FinetuneAugment.from_config(cfg)
         self.feeder = BatchFeeder(self.device)   # uint8 batches onto the device (async from pinned memory)
@@ -206,6 +242,17 @@ class ArcFaceTrainer:
                  f"{len(self.classes)} identities, {len(self.train)} train / {len(self.val)} val images on "
                  f"{self.device} (AMP {runtime.amp_dtype or 'off'}); {self.ctx.world_size} process(es), global "
                  f"batch {cfg.batch_size * self.ctx.world_size}; run directory {book.run.path}")
+
+    def _labelled(self, train_split: PairedSplit, val_split: PairedSplit, field_name: str
+                  ) -> tuple[LabelledImages, LabelledImages, str]:
+        """Closed-set train and val; through a camera, train keeps HR (the step makes the VLR) and val gets its
+        fixed camera images (seeded per position, the same every epoch and for every row)."""
+        if self.camera is None:
+            return closed_set(train_split, val_split, field_name)
+        train, val, note = closed_set(train_split, val_split, "hr")
+        val = LabelledImages(camera_images(val.images, self.preset.vlr_size, self.camera, self.preset.runtime.seed,
+                                           "finetune-val"), val.labels)
+        return train, val, note + f"; camera ([degrade]) {self.camera.to_spec()}: VLR inputs made from HR every step"
 
     # -- a stage
 
@@ -240,7 +287,8 @@ class ArcFaceTrainer:
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.runtime.needs_grad_scaler)
         update = OptimizerUpdate(optimizer, scaler, [p for g in optimizer.param_groups for p in g["params"]],
                                  math.inf, self.book.nonfinite)    # no clipping; the norm catches non-finite steps
-        return ArcFaceStep(net, update, scheduler, self.augment, self.feeder, self.inputs, self.runtime)
+        return ArcFaceStep(net, update, scheduler, self.augment, self.feeder, self.inputs, self.runtime, self.camera,
+                           self.preset.vlr_size)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -256,7 +304,8 @@ class ArcFaceTrainer:
             with self.runtime.autocast():
                 embeddings = self.model(prepare_input(self.inputs(self.val.images[index].to(self.device))))
             cos = self.head.cosine(embeddings)
-            loss = F.cross_entropy(self.head.margin_logits(cos, labels), labels, label_smoothing=cfg.label_smoothing)
+            logits = self.head.margin_logits(cos, labels, embeddings.detach().float().norm(dim=1))
+            loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
             predicted = cos.argmax(1)
             sums.add({"loss": loss, "top1": (predicted == labels).float().mean()}, len(index))
             histogram += torch.bincount(predicted, minlength=len(self.classes))
@@ -268,7 +317,10 @@ class ArcFaceTrainer:
     def _checkpoint(self, stage: str, epoch: int, val_values: dict[str, float] | None) -> dict[str, Any]:
         return edgeface_checkpoint(self.model, head=self.head, classes=self.classes, job=self.book.job, stage=stage,
                                    epoch=epoch, val=dict(val_values or {}), preset=self.preset.name,
-                                   arcface={"scale": self.head.scale, "margin": self.head.margin},
+                                   arcface={"scale": self.head.scale, "margin": self.head.margin,
+                                            "head": self.head.kind},
+                                   camera=self.camera.to_spec() if self.camera is not None else None,
+                                   lambda_distill=self.distill,
                                    stages={k: asdict(v) for k, v in self.stages.items()}, **self.extra)
 
     def finish(self, *, stopped: bool) -> Finished:
@@ -291,6 +343,9 @@ class ArcFaceTrainer:
             "parameters": count_all_parameters(self.model),
             "head_parameters": count_all_parameters(self.head),
             "variant": self.model.variant,
+            "head": self.head.kind,
+            "camera": self.camera.to_spec() if self.camera is not None else None,
+            "lambda_distill": self.distill,
             "identities": len(self.classes),
             "train_images": len(self.train),
             "val_images": len(self.val),
@@ -351,6 +406,21 @@ class ArcFaceStage:
         self.result.epochs_run = epoch
         if improved:
             self.result.best_top1, self.result.best_epoch = values["top1"], epoch
+
+
+@torch.no_grad()
+def teacher_embeddings(model: EdgeFace, hr: torch.Tensor, runtime: Runtime, batch_size: int) -> torch.Tensor:
+    """The frozen recogniser's raw embeddings of uint8 HR images (resized for it), float32 on the model's device."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for chunk in hr.split(max(batch_size, 64)):
+        images = resize_for_recogniser(chunk.to(device).float().div_(255.0))
+        with runtime.autocast():
+            out.append(model(prepare_input(images)).float())
+    model.train(was_training)
+    return torch.cat(out)
 
 
 def load_splits(root: Path, preset: Preset, runtime: Runtime, emit: Emit, job: str) -> tuple[PairedSplit, PairedSplit]:

@@ -36,10 +36,10 @@ def _side_arg(text: str) -> int:
 
 
 def _degrade_arg(text: str):
-    from engine.data.degrade import parse_degradation
+    from engine.data.camera import parse_spec
 
     try:
-        return parse_degradation(text)
+        return parse_spec(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -75,8 +75,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="percentages (default 80/10/10): TEST of subjects, VAL of each train subject's images")
     p.add_argument("--seed", type=int, default=0, help="seed of the subject/image split (default 0)")
     p.add_argument("--degrade", nargs="?", const="default", type=_degrade_arg, metavar="SPEC",
-                   help="camera-like VLR images: blur, sensor noise, JPEG, drawn per image from --seed "
-                        "(SPEC e.g. 'blur=0.3:1.5,noise=0:6,jpeg=40:90', the default; recorded in the manifest)")
+                   help="camera-like VLR images (the 'same camera' protocol): blur, motion, resize method, noise, "
+                        "JPEG, drawn per image from --seed (SPEC e.g. 'blur=0.3:1.5,noise=0:6,jpeg=40:90', the "
+                        "default; keys: blur aniso motion resize noise gray poisson jpeg second; recorded in the "
+                        "manifest)")
     p.add_argument("--force", action="store_true",
                    help="replace the dataset DST holds (a folder with a manifest.json; never other files)")
     p.add_argument("--unlabelled", type=Path, metavar="DIR",

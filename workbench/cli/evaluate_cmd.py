@@ -64,8 +64,9 @@ def results_table(doc: dict) -> Table:
     """eval.json as a table: one row per metric, one column per scored row (missing = "-")."""
     protocol = doc.get("protocol", {})
     extra = f" + {protocol['distractors']} distractors" if protocol.get("distractors") else ""
+    camera = wording.camera_protocol_text(protocol.get("camera"))
     title = (f"test split: {protocol.get('subjects', '?')} subjects{extra}, {protocol.get('probes', '?')} probes, "
-             f"threshold {protocol.get('threshold', '?')}")
+             f"threshold {protocol.get('threshold', '?')}" + (f"; {camera}" if camera else ""))
     intervals = doc.get("intervals")
     if isinstance(intervals, dict):
         title += (f"; [95% interval: bootstrap over subjects, {intervals.get('resamples')} resamples, "
@@ -112,6 +113,22 @@ def _add_distractors(p: argparse.ArgumentParser) -> None:
                         "of all training (default: the preset's eval.distractors, 0 = none)")
 
 
+def _add_probe_degrade(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--probe-degrade", metavar="SPEC",
+                   help="the 'unseen camera' protocol: make the test probes again from HR through this camera spec "
+                        "(e.g. 'motion=1:3,resize=bilinear,poisson=0.5:1.5,jpeg=25:50'; seeded per image; the "
+                        "gallery stays HR; refused on a dataset made with prepare --degrade); default: the preset's "
+                        "eval.probe_degrade")
+
+
+def _with_flags(args):
+    """The preset of --preset with --probe-degrade applied (validated like the preset key it sets)."""
+    preset = P.load(args.preset)
+    if args.probe_degrade is not None:
+        preset = preset.with_changes({"eval.probe_degrade": args.probe_degrade}, source="--probe-degrade")
+    return preset
+
+
 def _check_distractors_flag(args) -> None:
     if args.distractors is not None and args.distractors < 0:
         raise WorkbenchError(f"--distractors {args.distractors}: give a number of distractor identities >= 0 "
@@ -141,6 +158,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                    help="bootstrap resamples over test subjects for the 95%% intervals (default 1000; 0 = none)")
     _add_distractors(p)
+    _add_probe_degrade(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("pipeline", help="train DSR, fine-tune EdgeFace and evaluate, in one go",
@@ -161,6 +179,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, metavar="N",
                    help="bootstrap resamples for the evaluation's 95%% intervals (default 1000; 0 = none)")
     _add_distractors(p)
+    _add_probe_degrade(p)
     add_run_flags(p, "pipeline")
     p.set_defaults(func=cmd_pipeline)
 
@@ -188,7 +207,7 @@ def cmd_evaluate(args) -> int:
     _check_distractors_flag(args)
     options = EvaluateOptions(dsr=args.dsr, edgeface=args.edgeface, edgeface_bicubic=args.edgeface_bicubic,
                               edgeface_base=args.edgeface_base, bootstrap=args.bootstrap, distractors=args.distractors)
-    return run_in_foreground(JobRequest(kind="evaluate", preset=P.load(args.preset), data=args.data,
+    return run_in_foreground(JobRequest(kind="evaluate", preset=_with_flags(args), data=args.data,
                                         options=options), on_done=_print_eval)
 
 
@@ -257,5 +276,5 @@ def cmd_pipeline(args) -> int:
     options = PipelineOptions(edgeface=args.edgeface, resume=args.resume, allow_other_data=args.allow_other_data,
                               baselines=args.baselines, folds=args.folds, bootstrap=args.bootstrap,
                               distractors=args.distractors, run_dir=args.run_dir)
-    return run_in_foreground(JobRequest(kind="pipeline", preset=P.load(args.preset), data=args.data,
+    return run_in_foreground(JobRequest(kind="pipeline", preset=_with_flags(args), data=args.data,
                                         options=options), on_done=report)
