@@ -219,3 +219,39 @@ def test_the_dsr_row_and_the_bicubic_row_are_fine_tuned_on_the_same_degraded_fac
         assert result.summary["camera"] and result.summary["head"] == "adaface"
         assert result.summary["lambda_distill"] == 0.5
     assert {with_dsr.summary["input"], bicubic.summary["input"]} == {"dsr", "bicubic"}
+
+
+def test_the_second_pass_degrades_on_the_2x_grid_before_the_final_pass():
+    from dataclasses import replace
+
+    from engine.data.camera import draw
+    from engine.data.camera.chain import apply
+
+    hr, camera = _faces(), parse_spec("jpeg=10,second=1")
+    draws = draw(camera, 8, torch.Generator().manual_seed(3))
+    assert bool(draws.second.all()) and int(draws.first.quality.min()) == 10
+    twice = apply(hr, (16, 16), camera, draws, torch.Generator())
+    once = apply(hr, (16, 16), camera, replace(draws, first=None), torch.Generator())   # the same final pass alone
+    assert float((twice.float() - once.float()).abs().mean()) > 1.0
+
+
+def test_adaface_moves_from_arcface_to_cosface_to_its_hard_sample_margin_with_the_norm():
+    import math
+
+    from engine.models.adaface import AdaFaceHead
+
+    head = AdaFaceHead(4, 3, scale=1.0, margin=0.4).eval()        # eval: the norm statistics stay as set
+    head.norm_mean.fill_(20.0)
+    head.norm_std.fill_(1.0)
+    theta = 1.0
+    cos = torch.tensor([[math.cos(theta), 0.1, 0.2]] * 3)
+    labels = torch.zeros(3, dtype=torch.long)
+    norms = torch.tensor([17.0, 20.0, 23.0])                       # z = -1, 0, +1 (h = 0.333, clipped)
+    target = head.margin_logits(cos, labels, norms)[:, 0]
+    m = 0.4
+    expected = [math.cos(theta + 0.999 * m) - m * 0.001, math.cos(theta) - m, math.cos(theta - m) - 2 * m]
+    assert torch.allclose(target, torch.tensor(expected), atol=2e-3)
+    assert torch.equal(head.margin_logits(cos, labels, norms)[:, 1:], cos[:, 1:])   # other classes: plain cosines
+    head.train()
+    head.margin_logits(cos, labels, norms)
+    assert float(head.norm_std) > 1.0                              # training updates the statistics (batch std 3)

@@ -120,8 +120,8 @@ def test_the_camera_tip_proposes_the_degradation_levers_when_psnr_is_fine_and_ra
     assert tip.patch["finetune.head"] == "adaface" and tip.patch["degrade.blur_sigma"] == (0.2, 2.0)
     assert "low_accuracy" not in tips and "30.0% rank-1" in tip.observed and UNSEEN in tip.observed
     P.load("cpu-real").with_changes(tip.patch)                      # a patch the sweep can queue: valid keys
-    same = {t.rule for t in propose_tips(_history(1.2), preset, evaluation=_evaluation("same camera", 0.3, 0.9))}
-    assert "camera" in same
+    same = {t.rule: t for t in propose_tips(_history(1.2), preset, evaluation=_evaluation("same camera", 0.3, 0.9))}
+    assert set(same["camera"].patch) == {"finetune.lambda_distill", "finetune.head"}   # it trains on that camera
     assert "camera" not in {t.rule for t in propose_tips(_history(1.2), preset,
                                                         evaluation=_evaluation("clean", 0.3, 0.9))}
     assert "camera" not in {t.rule for t in propose_tips(_history(1.2), preset,

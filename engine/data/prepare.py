@@ -374,12 +374,12 @@ def _named_jobs(plan: dict) -> list[tuple[str, str, Path]]:
 def _parse_degrade(degrade):
     if not isinstance(degrade, str):
         return degrade
-    from engine.data.camera import SPEC_HELP, parse_spec
+    from engine.data.camera import parse_spec
 
     try:
         return parse_spec(degrade)
     except ValueError as exc:
-        raise DataError(f"--degrade {degrade}: {exc}. A camera spec is {SPEC_HELP}.") from None
+        raise DataError(f"--degrade {degrade}: {exc}.") from None
 
 
 def _write_pairs(tmp: Path, jobs: list, hr_size: int, vlr_size: tuple[int, int], degrade, seed: int,

@@ -57,11 +57,16 @@ def probe_camera(preset, data_root: Path | str | None) -> Camera | None:
     return camera
 
 
-def camera_record(preset, data_root: Path | str | None, probes: Camera | None) -> dict[str, Any]:
-    """eval.json's ``protocol.camera``: the protocol's name and the three specs behind it."""
+def camera_record(preset, data_root: Path | str | None, probes: Camera | None,
+                  dsr_camera: str | None = "preset") -> dict[str, Any]:
+    """eval.json's ``protocol.camera``: the protocol's name and the three specs behind it. ``training`` is the
+    camera the evaluated DSR checkpoint records (``dsr_camera``), the preset's ``[degrade]`` when the checkpoint
+    predates the record (``"preset"``) or no DSR was evaluated."""
     made_with = dataset_camera(data_root)
-    training = camera_from_config(preset.degrade)
+    if dsr_camera == "preset":
+        training = camera_from_config(preset.degrade)
+        dsr_camera = training.to_spec() if training is not None else None
     name = UNSEEN if probes is not None else SAME if made_with else CLEAN
     return {"protocol": name, "probes": probes.to_spec() if probes is not None else None, "dataset": made_with,
-            "training": training.to_spec() if training is not None else None,
+            "training": dsr_camera,
             "probe_seed": preset.runtime.seed if probes is not None else None}

@@ -51,6 +51,7 @@ ROW_KEYS = ("dsr", "dsr_base", "bicubic", "bicubic_base", "hr")
 PROBE_KINDS = ("dsr", "bicubic", "hr")
 ROLES = ("dsr_finetuned", "bicubic_finetuned", "base")
 FAR_TARGETS = {"tar_at_far_1e-2": 1e-2, "tar_at_far_1e-3": 1e-3}
+PRESET_CAMERA = "preset"     # a DSR checkpoint from before cameras were recorded: the preset's [degrade] stands in
 DEGENERATE_SPREAD = 1e-3    # max distance of a gallery embedding from their mean below this = collapsed
 # (name, row A, row B): rank-1 of A minus rank-1 of B, on the same probes
 COMPARISONS = (
@@ -300,6 +301,7 @@ def _load_dsr_for(path: Path, split, runtime: Runtime):
                            f"and HR {split.hr_size}. Pass a DSR trained for this preset's sizes (--dsr) or a preset "
                            "whose data.vlr_width/vlr_height/hr_size match the checkpoint.")
     check_finite_weights(model, path, "DSR checkpoint")
+    model.training_camera = checkpoint.get("camera", PRESET_CAMERA)   # what the protocol records it trained on
     return model
 
 
@@ -410,7 +412,8 @@ def run_evaluate(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     protocol = _protocol_record(preset, data_root, split, protocol_split, plan, files, recognisers, dsr_file,
                                 dsr_source, subjects=len(gallery_labels) - len(chosen), probes=len(probe_labels))
     protocol.update(_distractor_record(chosen, gallery_labels, protocol["gallery_images"]))
-    protocol["camera"] = cameras.camera_record(preset, data_root, probes_camera)
+    protocol["camera"] = cameras.camera_record(preset, data_root, probes_camera,
+                                               getattr(dsr_model, "training_camera", PRESET_CAMERA))
     document = eval_document(results, protocol, intervals, comparisons)
     atomic.write_json(run.path / "eval.json", document)
 

@@ -1,9 +1,9 @@
 """AdaFace margin head (Kim, Jain and Liu, CVPR 2022): the margin adapts to image quality, read from the norm of
 the embedding.
 
-A face the network embeds with a small norm (blurred, noisy, low resolution) gets a margin that eases the
-angular pull; a sharp one (large norm) gets ArcFace's angular margin; in between the head moves from a
-CosFace-like additive margin to ArcFace's angular one:
+The authors' reading: a face the network embeds with a small norm (blurred, noisy, low resolution: z near -1)
+gets ArcFace's angular margin cos(theta + m), which puts less weight on hard samples it cannot learn; a sharp
+one (large norm, z near +1) gets cos(theta - m) - 2m, which emphasises its hard samples; z = 0 is CosFace:
 
     z = clip(h * (||f|| - mean) / (std + eps), -1, 1)   (mean, std: EMA of the batch norms, momentum 0.01)
     target logit = s * (cos(theta_y - m z) - (m + m z));   others s * cos(theta_j)

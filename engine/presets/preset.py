@@ -227,12 +227,12 @@ def _to_float(value: int | float, where: str, expect: str) -> float:
 
 
 def _check_camera_spec(value: str, where: str) -> None:
-    from engine.data.camera.spec import SPEC_HELP, parse_spec
+    from engine.data.camera.spec import parse_spec
 
     try:
         parse_spec(value)
     except ValueError as exc:
-        raise PresetError(f"{where} is {quote(value)}, not a camera spec: {exc}. A spec is {SPEC_HELP}.") from None
+        raise PresetError(f"{where} is {quote(value)}, not a camera spec: {exc}.") from None
 
 
 def _check_text(value: str, where: str) -> None:

@@ -334,7 +334,14 @@ def _cpu(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _checkpoint(eval_model: DSRNet, preset: Preset, epoch: int, val: dict[str, float]) -> dict[str, Any]:
     return {"kind": "dsr", "config": eval_model.config, "state_dict": _cpu(eval_model.state_dict()),
             "epoch": epoch, "val_psnr": val.get("psnr"), "val_ssim": val.get("ssim"),
-            "bicubic_psnr": val.get("bicubic_psnr"), "preset": preset.name}
+            "bicubic_psnr": val.get("bicubic_psnr"), "preset": preset.name,
+            "camera": _camera_spec(preset)}
+
+
+def _camera_spec(preset: Preset) -> str | None:
+    """The training camera's canonical spec (checkpoints, summary.json, evaluation protocols); None without one."""
+    camera = camera_from_config(preset.degrade)
+    return None if camera is None else camera.to_spec()
 
 
 def _restore(checkpoint: dict[str, Any], training: DSRTraining, generator: torch.Generator) -> None:

@@ -410,7 +410,9 @@ class ArcFaceStage:
 
 @torch.no_grad()
 def teacher_embeddings(model: EdgeFace, hr: torch.Tensor, runtime: Runtime, batch_size: int) -> torch.Tensor:
-    """The frozen recogniser's raw embeddings of uint8 HR images (resized for it), float32 on the model's device."""
+    """The frozen recogniser's flip-averaged embeddings of uint8 HR images (resized for it; each the mean of the
+    unit embeddings of the face and its mirror image, so that a student shown a flipped face by the augmentation
+    is pulled towards the same target), float32 on the model's device."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -418,7 +420,9 @@ def teacher_embeddings(model: EdgeFace, hr: torch.Tensor, runtime: Runtime, batc
     for chunk in hr.split(max(batch_size, 64)):
         images = resize_for_recogniser(chunk.to(device).float().div_(255.0))
         with runtime.autocast():
-            out.append(model(prepare_input(images)).float())
+            both = model(prepare_input(torch.cat([images, images.flip(-1)]))).float()
+        pair = F.normalize(both, dim=1).view(2, len(images), -1)
+        out.append(F.normalize(pair.sum(0), dim=1))
     model.train(was_training)
     return torch.cat(out)
 

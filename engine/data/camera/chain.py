@@ -106,8 +106,6 @@ def draw(camera: Camera, n: int, generator: torch.Generator) -> Draws:
     return Draws(final, _draw_pass(camera, n, generator), second, method)
 
 
-def _noise_fields(shape, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    return torch.randn(shape, generator=generator).to(device, non_blocking=True)
 
 
 def degrade(hr: torch.Tensor, vlr_size: tuple[int, int], camera: Camera, generator: torch.Generator) -> torch.Tensor:
@@ -153,9 +151,13 @@ def apply(hr: torch.Tensor, vlr_size: tuple[int, int], camera: Camera, draws: Dr
 
 
 def _noise_pair(camera: Camera, shape, generator, device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Two standard normal fields made on ``device`` by a generator of its own, seeded by one draw of ``generator``
+    (no per-step host-to-device copy of noise; the same seed gives the same fields on the same kind of device)."""
     if camera.noise_p <= 0 and camera.poisson_p <= 0:
         return None
-    return _noise_fields(shape, generator, device), _noise_fields(shape, generator, device)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    local = torch.Generator(device=device).manual_seed(seed)
+    return (torch.randn(shape, generator=local, device=device), torch.randn(shape, generator=local, device=device))
 
 
 def _on(device: torch.device, values: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ lossless, so the DCT rounding is the whole of the loss.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -31,24 +32,26 @@ _TO_YCBCR = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688
 _TO_RGB = ((1.0, 0.0, 1.402), (1.0, -0.344136, -0.714136), (1.0, 1.772, 0.0))
 
 
+@functools.lru_cache(maxsize=8)
+def _constants(device: torch.device) -> dict[str, torch.Tensor]:
+    """The tables, colour matrices and DCT matrix on ``device``, made once per device (a tensor built from Python
+    numbers on a GPU is a blocking copy: never inside a step)."""
+    k = torch.arange(8, dtype=torch.float32)
+    dct = torch.cos((2 * k[None, :] + 1) * k[:, None] * math.pi / 16) * math.sqrt(2 / 8)
+    dct[0] /= math.sqrt(2)      # the orthonormal 8-point DCT-II: D @ block @ D.T is the 2-D DCT of a block
+    cpu = {"luma": torch.tensor(_LUMA, dtype=torch.float32).view(1, 8, 8),
+           "chroma": torch.tensor(_CHROMA, dtype=torch.float32).view(1, 8, 8),
+           "to_ycc": torch.tensor(_TO_YCBCR), "to_rgb": torch.tensor(_TO_RGB), "dct": dct}
+    return {name: value.to(device) for name, value in cpu.items()}
+
+
 def quality_tables(quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """([N,8,8] luma, [N,8,8] chroma) quantisation tables of per-image qualities 1..100 (libjpeg's scaling)."""
+    """([N,8,8] luma, [N,8,8] chroma) quantisation tables of per-image qualities 1..100 (libjpeg's
+    ``jpeg_quality_scaling``, integer division included, and ``jpeg_add_quant_table``'s rounding)."""
     q = quality.float().clamp(1, 100).view(-1, 1, 1)
-    scale = torch.where(q < 50, 5000.0 / q, 200.0 - 2.0 * q)
-
-    def scaled(table) -> torch.Tensor:
-        base = torch.tensor(table, dtype=torch.float32, device=quality.device).view(1, 8, 8)
-        return torch.floor((base * scale + 50.0) / 100.0).clamp(1.0, 255.0)
-
-    return scaled(_LUMA), scaled(_CHROMA)
-
-
-def _dct_matrix(device: torch.device) -> torch.Tensor:
-    """The orthonormal 8-point DCT-II matrix: ``D @ block @ D.T`` is the 2-D DCT of an 8x8 block."""
-    k = torch.arange(8, dtype=torch.float32, device=device)
-    d = torch.cos((2 * k[None, :] + 1) * k[:, None] * math.pi / 16) * math.sqrt(2 / 8)
-    d[0] /= math.sqrt(2)
-    return d
+    scale = torch.where(q < 50, torch.floor(5000.0 / q), 200.0 - 2.0 * q)
+    const = _constants(quality.device)
+    return tuple(torch.floor((const[name] * scale + 50.0) / 100.0).clamp(1.0, 255.0) for name in ("luma", "chroma"))
 
 
 def _blocks(plane: torch.Tensor) -> torch.Tensor:
@@ -77,15 +80,16 @@ def jpeg(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     x = images.float()
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    to_ycc = torch.tensor(_TO_YCBCR, device=x.device)
-    ycc = torch.einsum("ij,njhw->nihw", to_ycc, x)
+    const = _constants(x.device)
+    ycc = torch.einsum("ij,njhw->nihw", const["to_ycc"], x)
     ycc[:, 1:] += 128.0
     luma_table, chroma_table = quality_tables(quality.to(x.device))
-    dct = _dct_matrix(x.device)
+    dct = const["dct"]
     y = _quantised(ycc[:, 0], luma_table, dct)
     chroma = F.avg_pool2d(ycc[:, 1:], 2)
     cb, cr = (_quantised(chroma[:, i], chroma_table, dct) for i in (0, 1))
     chroma = F.interpolate(torch.stack([cb, cr], 1), scale_factor=2, mode="bilinear", align_corners=False)
-    ycc = torch.cat([y[:, None], chroma - 128.0], 1)
-    rgb = torch.einsum("ij,njhw->nihw", torch.tensor(_TO_RGB, device=x.device), ycc)
+    ycc = torch.cat([y[:, None], chroma], 1).clamp(0.0, 255.0)       # the decoder's samples are 8-bit
+    ycc[:, 1:] -= 128.0
+    rgb = torch.einsum("ij,njhw->nihw", const["to_rgb"], ycc)
     return rgb[:, :, :h, :w].round().clamp(0, 255).to(torch.uint8)

@@ -97,6 +97,7 @@ def parse_spec(text: str) -> Camera | None:
     seen: set[str] = set()
     for item in text.split(","):
         key, sep, value = item.strip().partition("=")
+        key, value = key.strip(), value.strip()
         if not sep or key in seen or key not in (*RANGE_STEPS, *SHARE_STEPS, "resize"):
             raise ValueError(f"{item.strip()!r}: expected one of blur, aniso, motion, resize, noise, gray, poisson, "
                              f"jpeg, second, each at most once as KEY=VALUE ({SPEC_HELP})")
