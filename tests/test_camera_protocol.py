@@ -129,3 +129,4 @@ def test_the_camera_tip_proposes_the_degradation_levers_when_psnr_is_fine_and_ra
     done = preset.with_changes(tip.patch)          # once applied, the tip has nothing left to propose
     assert "camera" not in {t.rule for t in propose_tips(_history(1.2), done,
                                                         evaluation=_evaluation("unseen camera", 0.3, 0.9))}
+

@@ -86,3 +86,13 @@ def test_resume_of_a_run_of_another_training_job_names_the_right_command(runs, c
     err = flat(capsys.readouterr().err)
     assert f"this is a finetune run, not a train-dsr run. Continue it with `vlr-workbench finetune --resume " \
            f"{stopped}`" in err
+
+
+def test_a_flag_prefix_is_not_taken_for_the_flag(capsys):
+    """issue 37: argparse's prefix matching took --epoch 2 for --epochs 2; a typo must be an error."""
+    with pytest.raises(SystemExit) as exc:
+        main(["train-dsr", "--preset", "cpu-demo", "--epoch", "2"])
+    assert exc.value.code == 2 and "--epoch" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--probe", "blur=1"])
+    assert exc.value.code == 2
