@@ -148,10 +148,14 @@ def test_an_arcface_training_step_makes_no_host_sync(demo_root):
 
 
 @pytest.mark.gpu   # sync debug mode catches blocking host-to-device copies too
-def test_on_a_gpu_a_dsr_training_step_makes_no_synchronisation_at_all(demo_root):
-    """On CUDA, torch's sync debug mode also catches blocking host-to-device copies (the CPU test cannot)."""
+@pytest.mark.parametrize("camera", [False, True], ids=["cached-vlr", "camera"])
+def test_on_a_gpu_a_dsr_training_step_makes_no_synchronisation_at_all(demo_root, camera):
+    """On CUDA, torch's sync debug mode also catches blocking host-to-device copies (the CPU test cannot); with
+    [degrade] on, the camera's blur, resize, noise and JPEG run in the step too (its draws are CPU numbers)."""
     cuda = torch.device("cuda")
     preset = _tiny_preset()
+    if camera:
+        preset = preset.with_changes({"degrade.enabled": True, "degrade.second_pass_p": 0.5})
     runtime = Runtime(cuda, torch.bfloat16, channels_last=True)
     train = load_split(demo_root, "train", preset.vlr_size, preset.data.hr_size).to(cuda)
     criterion = build_criterion(preset.dsr, build_edgeface("edgeface_xxs"), cuda)
