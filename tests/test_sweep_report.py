@@ -123,3 +123,17 @@ def test_the_margin_table_skips_a_trial_whose_evaluation_is_damaged(tmp_path, da
     assert len(table) in (1, 2)
     if len(table) == 2:                                     # kept: every damaged cell reads "-" or leaves p out
         assert table[1][0] == "1" and "small" not in " ".join(table[1]) and "nan" not in " ".join(table[1])
+
+
+def test_the_margin_table_names_the_camera_protocol_a_trial_was_measured_on(tmp_path):
+    from engine.sweep.margins import margin_rows
+
+    camera = {"protocol": "unseen camera", "probes": "motion=1:3,jpeg=25:50", "dataset": None, "training": None}
+    rows = []
+    for number, protocol in enumerate(({"camera": camera}, {"camera": {"protocol": "clean"}}, ["damaged"])):
+        run = tmp_path / f"run{number}"
+        run.mkdir()
+        (run / "eval.json").write_text(json.dumps({**GOOD_EVAL, "protocol": protocol}))
+        rows.append({"number": number, "label": f"trial {number}", "state": "complete", "run_dir": str(run)})
+    table = margin_rows(rows)
+    assert [r[1] for r in table] == ["trial 0 [unseen camera (motion=1:3,jpeg=25:50)]", "trial 1", "trial 2"]

@@ -10,7 +10,7 @@ from typing import Any
 
 from engine.evaluation.wording import finite, interval_text, p_text, row_interval
 from engine.runs.run_dir import RunDir
-from engine.sweep.objective import best_bicubic, rows_of, run_evaluation
+from engine.sweep.objective import best_bicubic, evaluation_camera, rows_of, run_evaluation
 
 HEADER = ["trial", "tried", "DSR rank-1", "best bicubic rank-1", "margin (points)", "significant", "PSNR DSR / bicubic",
           "wall"]
@@ -24,13 +24,15 @@ def margin_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
             continue
         run_dir = Path(row["run_dir"])
         try:
-            cells = _cells(*run_evaluation(run_dir))
+            evaluation = run_evaluation(run_dir)
+            cells, camera = _cells(*evaluation), evaluation_camera(*evaluation)
         except (AttributeError, KeyError, TypeError, ValueError, IndexError):
             cells = None          # a damaged evaluation file: the trial has no row here (its value is in Trials)
         if cells:
             seconds = RunDir(run_dir).read_summary().get("total_seconds")
             wall = f"{seconds / 60:.1f} min" if finite(seconds) else "-"
-            table.append([str(row["number"]), row["label"] or "sampler", *cells, wall])
+            tried = (row["label"] or "sampler") + (f" [{camera}]" if camera else "")   # the protocol it was measured on
+            table.append([str(row["number"]), tried, *cells, wall])
     return table
 
 

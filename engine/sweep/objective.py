@@ -119,6 +119,16 @@ def run_evaluation(run_dir: Path) -> tuple[dict[str, Any], bool]:
     return {}, False
 
 
+def evaluation_camera(doc: dict[str, Any], folds: bool) -> str:
+    """The camera protocol of an evaluation document in words ('' for a clean or an old one)."""
+    from engine.evaluation.wording import camera_protocol_text
+
+    protocol = doc.get("protocol")
+    camera = doc.get("camera") if folds else protocol.get("camera") if isinstance(protocol, dict) else None
+    text = camera_protocol_text(camera)
+    return "" if text == "clean" else text
+
+
 def rows_of(doc: dict[str, Any], folds: bool) -> dict[str, dict[str, float]]:
     """{row: {metric: value}} of an evaluation document (of eval_folds.json: each metric's mean)."""
     if folds:

@@ -357,13 +357,10 @@ def tell_result(study, trial, changes: dict[str, Any], run_dir: Path, result, pr
 
 
 def trial_camera(run_dir: Path) -> str:
-    """The camera protocol of a trial's evaluation in words ('' for a training-only trial or an old eval.json)."""
-    from engine.evaluation.wording import camera_protocol_text
-    from engine.sweep.objective import run_evaluation
+    """The camera protocol of a trial's evaluation in words ('' for a training-only trial, a clean or an old one)."""
+    from engine.sweep.objective import evaluation_camera, run_evaluation
 
-    doc, folds = run_evaluation(run_dir)
-    camera = doc.get("camera") if folds else (doc.get("protocol") or {}).get("camera")
-    return camera_protocol_text(camera)
+    return evaluation_camera(*run_evaluation(run_dir))
 
 
 def _run_parallel(study, base: Preset, space: SearchSpace, data: str | None, opts: SweepOptions, emit: Emit,
