@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.data.camera import Camera, camera_from_config, parse_spec
+from engine.data.camera import Camera, camera_from_config, parse_spec, spec_text
 from engine.data.layout import MANIFEST
 from engine.errors import DataError
 
@@ -64,9 +64,8 @@ def camera_record(preset, data_root: Path | str | None, probes: Camera | None,
     predates the record (``"preset"``) or no DSR was evaluated."""
     made_with = dataset_camera(data_root)
     if dsr_camera == "preset":
-        training = camera_from_config(preset.degrade)
-        dsr_camera = training.to_spec() if training is not None else None
+        dsr_camera = spec_text(camera_from_config(preset.degrade))
     name = UNSEEN if probes is not None else SAME if made_with else CLEAN
-    return {"protocol": name, "probes": probes.to_spec() if probes is not None else None, "dataset": made_with,
+    return {"protocol": name, "probes": spec_text(probes), "dataset": made_with,
             "training": dsr_camera,
             "probe_seed": preset.runtime.seed if probes is not None else None}

@@ -27,7 +27,7 @@ from torchvision.utils import make_grid
 from engine import distributed
 from engine.io import atomic
 from engine.data.augment import PairedAugment
-from engine.data.camera import Camera, camera_from_config, degrade
+from engine.data.camera import Camera, camera_from_config, degrade, spec_text
 from engine.data.camera.splits import camera_split
 from engine.data import PairedSplit, load_split, to_float
 from engine.data.pairs import load_dsr_train
@@ -335,13 +335,7 @@ def _checkpoint(eval_model: DSRNet, preset: Preset, epoch: int, val: dict[str, f
     return {"kind": "dsr", "config": eval_model.config, "state_dict": _cpu(eval_model.state_dict()),
             "epoch": epoch, "val_psnr": val.get("psnr"), "val_ssim": val.get("ssim"),
             "bicubic_psnr": val.get("bicubic_psnr"), "preset": preset.name,
-            "camera": _camera_spec(preset)}
-
-
-def _camera_spec(preset: Preset) -> str | None:
-    """The training camera's canonical spec (checkpoints, summary.json, evaluation protocols); None without one."""
-    camera = camera_from_config(preset.degrade)
-    return None if camera is None else camera.to_spec()
+            "camera": spec_text(camera_from_config(preset.degrade))}
 
 
 def _restore(checkpoint: dict[str, Any], training: DSRTraining, generator: torch.Generator) -> None:
@@ -431,6 +425,6 @@ def _summary(book: Bookkeeper, parameters: int, runtime: Runtime, global_batch: 
         "stopped": stopped,
         "early_stopped": early_stopped,
         "init_weights": init_weights,
-        "camera": camera.to_spec() if camera is not None else None,
+        "camera": spec_text(camera),
         **book.summary_extra(),
     }

@@ -31,7 +31,7 @@ from engine.data import PairedSplit, load_split
 from engine.distributed import Context
 from engine.errors import WorkbenchError
 from engine.events import Emit, Finished, Log
-from engine.data.camera import Camera, camera_from_config, degrade
+from engine.data.camera import Camera, camera_from_config, degrade, spec_text
 from engine.data.camera.splits import camera_images
 from engine.models.adaface import margin_head
 from engine.models.arcface import ArcFaceHead, arcface_loss
@@ -319,7 +319,7 @@ class ArcFaceTrainer:
                                    epoch=epoch, val=dict(val_values or {}), preset=self.preset.name,
                                    arcface={"scale": self.head.scale, "margin": self.head.margin,
                                             "head": self.head.kind},
-                                   camera=self.camera.to_spec() if self.camera is not None else None,
+                                   camera=spec_text(self.camera),
                                    lambda_distill=self.distill,
                                    stages={k: asdict(v) for k, v in self.stages.items()}, **self.extra)
 
@@ -344,7 +344,7 @@ class ArcFaceTrainer:
             "head_parameters": count_all_parameters(self.head),
             "variant": self.model.variant,
             "head": self.head.kind,
-            "camera": self.camera.to_spec() if self.camera is not None else None,
+            "camera": spec_text(self.camera),
             "lambda_distill": self.distill,
             "identities": len(self.classes),
             "train_images": len(self.train),

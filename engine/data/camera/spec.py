@@ -82,6 +82,11 @@ class Camera:
         return self.to_spec() == "off"
 
 
+def spec_text(camera: Camera | None) -> str | None:
+    """A camera's canonical spec, None for no camera (what checkpoints, summaries and protocols record)."""
+    return None if camera is None else camera.to_spec()
+
+
 def _num(value: float) -> str:
     return f"{float(value):g}"
 
