@@ -27,4 +27,11 @@ class StorageError(WorkbenchError):
 
 
 class JobStopped(Exception):
-    """Raised inside a trainer when its stop flag is set; jobs catch it and finish cleanly."""
+    """Raised inside a trainer when its stop flag is set; jobs catch it and finish cleanly.
+
+    ``resume``: how to continue, when the stop came in a run the job waited on (its recogniser's
+    pre-training) rather than in the job's own run, so that run holds the resumable checkpoint."""
+
+    def __init__(self, resume: str = "") -> None:
+        super().__init__(resume)
+        self.resume = resume

@@ -60,6 +60,7 @@ class Finished:
     run_dir: Path | None
     summary: dict = field(default_factory=dict)
     stopped: bool = False     # True when the stop flag ended the job early (a resumable checkpoint exists)
+    resume_hint: str = ""     # stopped in a run the job waited on (its recogniser's pre-training): how to go on
 
 
 @dataclass(frozen=True)

@@ -332,4 +332,4 @@ def test_an_evaluation_s_curves_are_read_whole_and_only_damage_is_warned(tmp_pat
     assert doc["dsr"] == row and doc["protocol"] == {"distractors": 0}
     assert doc["hr"] == {"rank1": 0.8}
     assert "dsr." not in err
-    assert all(f"hr.{key} is" in err for key in ("cmc", "roc", "rank5"))
+    assert all(f"'hr.{key}' is" in err for key in ("cmc", "roc", "rank5"))

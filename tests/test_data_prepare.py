@@ -186,3 +186,26 @@ def test_photos_smaller_than_the_vlr_size_are_skipped_and_listed(tmp_path):
     assert "bob/strip.png (30x7: smaller than the VLR size 8x8)" in manifest["skipped"]
     written = [p.name for p in (tmp_path / "out").rglob("*.png")]
     assert not any("dot" in name or "strip" in name for name in written)
+
+
+def test_photos_all_smaller_than_the_vlr_size_are_counted_with_their_sizes_and_nothing_is_written(tmp_path, capsys):
+    """`prepare --vlr 32x32` on photos all under 32 pixels said "0 subject(s) with 0 readable image(s) ... check
+    the folder structure"; it says how many photos it found, that they were too small, and their sizes."""
+    src = tmp_path / "small"
+    sizes = {"ann": [(24, 24), (30, 20)], "ben": [(16, 12), (28, 28)], "cat": [(31, 31), (20, 25)]}
+    for subject, shapes in sizes.items():
+        (src / subject).mkdir(parents=True)
+        for i, size in enumerate(shapes):
+            Image.new("RGB", size, (30 * i, 90, 120)).save(src / subject / f"{i}.png")
+    dst = tmp_path / "ds"
+    assert main(["prepare", str(src), str(dst), "--vlr", "32x32"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "6 photo(s) found, 6 of them skipped as smaller than the VLR size 32x32" in err
+    assert "from 16x12 to 31x31" in err and "at most 31x31" in err
+    assert "check the folder structure" not in err.lower() and "Traceback" not in err
+    assert not dst.exists()
+    # some too small and too few left: the count of each
+    with pytest.raises(DataError, match=r"6 photo\(s\) found, 3 of them skipped .* leaving 3 subject\(s\) with 3 "
+                                        r"image\(s\)"):
+        prepare_dataset(src, tmp_path / "ds2", vlr_size=(24, 24))
+    assert not (tmp_path / "ds2").exists()

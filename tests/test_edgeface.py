@@ -178,6 +178,48 @@ def test_authors_int8_files_load_with_no_missing_or_unexpected_keys(shared_dir, 
     assert abs(E.count_all_parameters(loaded) - params) / params < 0.01
 
 
+@pytest.mark.shared
+def test_loading_the_authors_int8_weights_warns_nothing(shared_dir):
+    """torch deprecated the APIs that rebuild the _q files' storages and qint8 tensors and said so (TypedStorage,
+    torch.quantize_per_tensor) on every job that loaded them."""
+    import warnings
+
+    path = shared_dir / "weights" / "edgeface_xxs_q.pt"
+    if not path.is_file():
+        pytest.skip(f"{path} absent")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = E.load_edgeface(path)
+    assert model.variant == "edgeface_xxs"
+    assert [str(w.message)[:60] for w in caught] == []
+
+
+def test_only_the_two_quantised_load_warnings_are_silenced(monkeypatch, tmp_path):
+    """Around the load, exactly torch's two deprecation messages go; any other warning still reaches the user."""
+    import warnings
+
+    from engine.io import checkpoints
+
+    def load(path, **_kwargs):
+        warnings.warn("TypedStorage is deprecated. It will be removed in the future", UserWarning)
+        warnings.warn("torch.quantize_per_tensor, torch.quantize_per_channel and other quantized tensor creation "
+                      "functions ... are deprecated and will be removed", UserWarning)
+        warnings.warn("TypedStorage is deprecated (but a DeprecationWarning)", DeprecationWarning)
+        warnings.warn("something else about this file", UserWarning)
+        raise WeightsError("stop here")
+
+    monkeypatch.setattr(checkpoints, "load_checkpoint", load)
+    (tmp_path / "w.pt").write_bytes(b"x")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(WeightsError):
+            E.load_edgeface(tmp_path / "w.pt")
+        warnings.warn("TypedStorage is deprecated, said after the load", UserWarning)
+    assert [str(w.message) for w in caught] == ["TypedStorage is deprecated (but a DeprecationWarning)",
+                                                "something else about this file",
+                                                "TypedStorage is deprecated, said after the load"]
+
+
 def _yale(shared_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     folder = shared_dir / "faces" / "yale"
     if not folder.is_dir():

@@ -20,7 +20,7 @@ from engine.presets import store
 from engine.runs.status import StatusWriter
 from engine.runs.run_dir import RunDir
 from engine.runs.records import read_metrics
-from engine.jobs.recogniser import recogniser_weights
+from engine.jobs.recogniser import existing_recogniser, recogniser_weights
 from engine.train.recognition import closed_set, histogram_entropy
 from engine.data.augment import FinetuneAugment
 from workbench.cli.main import main
@@ -159,6 +159,15 @@ def test_stop_request_saves_last_and_reports_stopped(mini, start_weights, tmp_pa
 # ----------------------------------------------------------------------------- the recogniser's weights
 
 
+def _finished_pretrain(preset, weights: Path, data_root: Path) -> RunDir:
+    """A finished pretrain run of ``preset`` on ``data_root`` (its summary names the data, as a real one's does)."""
+    run = RunDir.create(preset.runtime.runs_dir, preset, "pretrain")
+    atomic.torch_save(run.path / "best.pt", torch.load(weights, weights_only=True))
+    run.write_summary({"data_root": str(data_root), "epochs": {"pretrain": preset.finetune.pretrain_epochs}})
+    StatusWriter(run.path, "pretrain").end("finished")
+    return run
+
+
 def test_recogniser_weights_prefers_the_preset_file_then_a_pretrain_run(preset, start_weights, tmp_path, demo_root):
     stop = StopFlag()
     assert recogniser_weights(preset.with_changes({"runtime.edgeface_weights": str(start_weights)}), demo_root,
@@ -169,9 +178,7 @@ def test_recogniser_weights_prefers_the_preset_file_then_a_pretrain_run(preset, 
     no_pretrain = preset.with_changes({"finetune.pretrain_epochs": 0})
     with pytest.raises(WeightsError, match=r"runtime\.edgeface_weights.*finetune\.pretrain_epochs > 0"):
         recogniser_weights(no_pretrain, demo_root, lambda e: None, stop)
-    earlier = RunDir.create(preset.runtime.runs_dir, preset, "pretrain")
-    atomic.torch_save(earlier.path / "best.pt", torch.load(start_weights, weights_only=True))
-    StatusWriter(earlier.path, "pretrain").end("finished")
+    earlier = _finished_pretrain(preset, start_weights, demo_root)
     assert recogniser_weights(no_pretrain, demo_root, lambda e: None, stop) == earlier.path / "best.pt"
     # a newer pretrain run that was stopped (1 of 4 epochs) is never taken as the recogniser
     stopped = RunDir(earlier.path.with_name(earlier.path.name + "-2"))
@@ -193,6 +200,35 @@ def test_recogniser_weights_pretrains_on_hr_when_nothing_exists(mini, mini_root)
     summary = json.loads((path.parent / "summary.json").read_text())
     assert summary["input"] == "hr" and summary["epochs_run"] == 1 and summary["pretrain_best_top1"] is not None
     assert {e.stage for e in events if isinstance(e, Metrics)} == {"pretrain"}
+
+
+def test_a_recogniser_is_reused_by_its_settings_and_data_not_by_the_presets_name(preset, start_weights, demo_root,
+                                                                                  tmp_path):
+    """A new preset name pre-trained a recogniser again (40 epochs on cpu-demo) although a finished pre-training
+    with its recogniser settings existed."""
+    from engine.jobs.recogniser import latest_finished_pretrain
+
+    first = _finished_pretrain(store.derive(preset, "alpha"), start_weights, demo_root)
+    runs = preset.runtime.runs_dir
+    beta = store.derive(preset.with_changes({"dsr.learning_rate": 5e-4, "finetune.stage2_epochs": 3}), "beta")
+    events: list = []
+    assert beta.finetune.pretrain_epochs > 0                       # beta would pre-train if nothing fitted
+    assert recogniser_weights(beta, demo_root, events.append, StopFlag()) == first.path / "best.pt"
+    assert [p.name for p in Path(runs).iterdir()] == [first.path.name]          # no second pre-training run
+    assert any("recogniser settings" in e.message and str(first.path) in e.message for e in events)
+    # a key that shapes the pre-training, or other data: not reused
+    for changes in ({"finetune.pretrain_lr": 1e-3}, {"finetune.arcface_margin": 0.3}, {"runtime.seed": 7},
+                    {"runtime.edgeface_variant": "edgeface_s_gamma_05"}, {"finetune.pretrain_epochs": 5}):
+        assert latest_finished_pretrain(store.derive(preset.with_changes(changes), "beta"), demo_root).run is None
+    assert latest_finished_pretrain(beta, tmp_path / "other-data").run is None
+    gamma = store.derive(preset.with_changes({"finetune.pretrain_lr": 1e-3, "finetune.pretrain_epochs": 0}), "gamma")
+    with pytest.raises(WeightsError, match="no finished pretrain run with its recogniser settings"):
+        recogniser_weights(gamma, demo_root, lambda e: None, StopFlag())
+    # the preset's own run made with other settings is named when it is passed over
+    events.clear()
+    alpha_changed = store.derive(preset.with_changes({"finetune.pretrain_lr": 1e-3}), "alpha")
+    assert existing_recogniser(alpha_changed, demo_root, events.append) is None
+    assert any(first.path.name in e.message and "finetune.pretrain_lr 0.002" in e.message for e in events)
 
 
 def test_a_job_given_its_run_dir_names_the_pretraining_it_waits_for_and_passes_its_stop_on(mini, mini_root):
@@ -217,6 +253,40 @@ def test_a_job_given_its_run_dir_names_the_pretraining_it_waits_for_and_passes_i
     assert followed == Path(stage_run)                       # the follower reads the pre-training run meanwhile
     assert run_state(host) == "stopped" and f"pretrain --resume {stage_run}" in read_status(host)["message"]
     assert run_state(stage_run) == "stopped" and (Path(stage_run) / "last.pt").is_file()
+
+
+def test_ctrl_c_during_train_dsrs_pretraining_says_where_its_resumable_checkpoint_is(mini, tmp_path, capsys,
+                                                                                      monkeypatch):
+    """A stop during train-dsr's automatic pre-training said "nothing resumable was saved" while the
+    pre-training's last.pt existed."""
+    import os
+    import signal
+
+    from workbench.cli import job_runner
+
+    drawn, pressed = job_runner.console_progress, []
+
+    def interrupting_progress():
+        progress, emit = drawn()
+
+        def wrapped(event):
+            emit(event)
+            if isinstance(event, Progress) and event.stage == "pretrain" and not pressed:
+                pressed.append(event)
+                os.kill(os.getpid(), signal.SIGINT)                 # Ctrl-C after the first pre-training step
+        return progress, wrapped
+
+    monkeypatch.setattr(job_runner, "console_progress", interrupting_progress)
+    preset_file = store.save(store.derive(mini.with_changes({"finetune.pretrain_epochs": 500, "dsr.epochs": 1}),
+                                          "stopper"), tmp_path / "stopper.toml")
+    assert main(["train-dsr", "--preset", str(preset_file)]) == 130
+    out = "".join(capsys.readouterr().out.split())                  # rich wraps long paths anywhere
+    [pretraining] = [p for p in Path(mini.runtime.runs_dir).iterdir() if p.name.endswith("-stopper-pretrain")]
+    assert (pretraining / "last.pt").is_file()
+    assert "nothingresumable" not in out
+    assert f"stoppedearly;stoppedduringtherecogniserpre-training:itsresumablecheckpointis{pretraining}/last.pt" in out
+    assert f"`vlr-workbenchpretrain--resume{pretraining}`finishesit,thenstartthisjobagain" in out
+    assert not any(p.name.endswith("-train-dsr") for p in Path(mini.runtime.runs_dir).iterdir())
 
 
 def test_missing_data_root_and_zero_epochs_are_user_errors(preset, tmp_path):

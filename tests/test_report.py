@@ -121,3 +121,28 @@ def test_report_of_a_copied_run_reads_the_copy(evaluated, tmp_path):
     assert main(["report", str(copy), "--out", str(tmp_path / "r.md")]) == 0
     text = (tmp_path / "r.md").read_text()
     assert f"Results: {copy / 'eval.json'}" in text and str(run_dir) not in text
+
+
+def test_the_preset_diff_follows_derived_from_through_user_presets_to_the_built_in(evaluated, tmp_path):
+    """A preset derived through another user preset was reported as "derived from no built-in"."""
+    import shutil
+
+    from workbench.cli.main import main
+
+    _folder, preset, run_dir = evaluated
+    child = P.derive(preset.with_changes({"eval.threshold": 0.25}), "child")       # cpu-demo -> child
+    P.save(child, "child")
+    grandchild = P.derive(child.with_changes({"eval.gallery_per_subject": 2}), "grandchild")
+    copy = tmp_path / "copied" / run_dir.name
+    shutil.copytree(run_dir, copy)
+    P.save(grandchild, copy / "preset.toml", overwrite=True)
+    assert main(["report", str(copy)]) == 0
+    text = (copy / "report.md").read_text()
+    assert "derived from no built-in" not in text
+    assert "against the built-in `cpu-demo` it came from (through the user preset `child`)" in text
+    assert "| eval.threshold | 0.35 | 0.25 |" in text and "| eval.gallery_per_subject | 1 | 2 |" in text
+    # the chain broken (child deleted): the preset it derives from is named
+    (P.user_dir() / "child.toml").unlink()
+    assert main(["report", str(copy)]) == 0
+    assert "(derived from `child`, which leads back to no built-in) against `vlr-32x32`" in \
+        (copy / "report.md").read_text()

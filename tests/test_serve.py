@@ -25,6 +25,19 @@ def test_app_command_runs_this_python_with_the_chosen_preset():
     assert "--preset cpu-demo" in command and "'/data/x y'" in command
 
 
+def test_serve_help_says_a_job_in_its_own_process_outlives_the_tab(capsys):
+    """serve's help said closing the tab stops the job; an own-process job (the default) keeps running."""
+    from workbench.cli.main import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert done.value.code == 0
+    assert "closing the tab stops" not in text.lower()
+    assert "Closing the tab leaves a job started in its own process (the default) running" in text
+    assert "a job inside the app (B) gets its stop flag and stops cleanly with a resumable last.pt" in text
+
+
 def test_serve_answers_on_loopback():
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "workbench.cli.main", "serve", "--host", "127.0.0.1",

@@ -391,3 +391,71 @@ def test_sweep_stop_ends_a_controller_started_in_its_own_process_and_its_trial_k
     assert trial["state"] == "fail" and (Path(trial["run_dir"]) / "last.pt").is_file()
     assert main(["sweep", "--preset", str(tiny), "stop", "tiny-sweep"]) == 2
     assert "nothing to stop" in capsys.readouterr().err
+
+
+def test_a_study_started_with_a_preset_file_is_found_by_its_name_alone_and_diffed_from_its_base(
+        tiny, tiny_root, tmp_path, capsys, monkeypatch):
+    """`sweep show/save-best STUDY` and `report STUDY` needed `--preset P` again for a study whose base preset's
+    runs_dir is not the default; save-best printed its diff from cpu-demo instead of the study's base."""
+    (tmp_path / "space.toml").write_text(SPACE)
+    assert main(["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
+                 "--trials", "1", "--sampler", "random", "--no-prune"]) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)                                 # cpu-demo's runs_dir "runs" is elsewhere/runs
+    capsys.readouterr()
+    assert main(["sweep", "show", "tiny-sweep", "--json"]) == 0
+    [trial] = json.loads(capsys.readouterr().out)["trials"]
+    assert trial["state"] == "complete" and Path(trial["run_dir"]).parent == tmp_path / "runs"
+    assert main(["sweep", "save-best", "tiny-sweep", "my-best"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "differs from tiny in:" in out and "runtime.runs_dir" not in out and "data.vlr_width" not in out
+    changed = {key for key, _, _ in presets.diff(presets.load(tiny), presets.load("my-best"))}
+    assert changed and all(f" {key}: " in out for key in changed)
+    assert main(["report", "tiny-sweep"]) == 0
+    report = tmp_path / "runs" / "sweeps" / "tiny-sweep-report.md"
+    assert report.is_file() and "`tiny`" in report.read_text()
+    assert not (elsewhere / "runs").exists()
+
+
+def _study_without_index(preset, name: str, run: Path, value: float):
+    """Study ``name`` in ``preset``'s runs_dir written directly (no `sweep`, so no index entry): one trial."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    from engine.sweep.study import storage_for
+
+    study = optuna.create_study(study_name=name, storage=storage_for(preset, SweepOptions(), name),
+                                direction="maximize")
+    study.set_user_attr("setup", {"objective": "val.psnr", "objective2": None, "job": "train-dsr",
+                                  "base_preset": preset.name, "baselines": False, "folds": None})
+    run.mkdir(parents=True)
+    presets.save(presets.derive(preset.with_changes({"dsr.learning_rate": 5e-4}), preset.name), run / "preset.toml")
+    study.add_trial(create_trial(params={"dsr.learning_rate": 5e-4}, value=value, user_attrs={"run_dir": str(run)},
+                                 distributions={"dsr.learning_rate": FloatDistribution(1e-4, 1e-3, log=True)}))
+
+
+def test_a_study_is_looked_for_in_every_known_presets_runs_dir_and_an_unknown_one_names_each_place(
+        tmp_path, capsys, monkeypatch):
+    from engine.sweep.places import index_path
+
+    monkeypatch.chdir(tmp_path)
+    far = presets.derive(presets.load("cpu-demo").with_changes({"runtime.runs_dir": str(tmp_path / "far-runs")}),
+                         "far")
+    presets.save(far, "far")
+    _study_without_index(far, "far-study", tmp_path / "far-runs" / "trial-0", 20.0)
+    assert not index_path().exists()
+    assert main(["sweep", "show", "far-study", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["trials"][0]["run_dir"] == str(tmp_path / "far-runs" / "trial-0")
+    assert main(["sweep", "save-best", "far-study", "far-best"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "differs from far in:" in out and "dsr.learning_rate" in out and "runtime.runs_dir" not in out
+    for argv in (["sweep", "show", "no-such-study"], ["sweep", "save-best", "no-such-study", "x"],
+                 ["report", "no-such-study"], ["sweep", "stop", "no-such-study"]):
+        assert main(argv) == 2, argv
+        err = "".join(capsys.readouterr().err.split())
+        assert "nostudy'no-such-study'found:lookedin" in err and "Traceback" not in err, argv
+        for place in (index_path(), tmp_path / "far-runs" / "sweeps", tmp_path / "runs" / "sweeps"):
+            assert "".join(str(place).split()) in err, (argv, place)
+        assert "(runs_dirofcpu-camera,cpu-demo," in err and "(runs_diroffar-best,far)" in err, argv

@@ -34,8 +34,12 @@ def test_a_margin_objective_subtracts_the_better_bicubic_row(tmp_path):
 
 def test_with_folds_an_eval_objective_is_the_mean_over_the_folds(tmp_path):
     run = _run_with_eval(tmp_path, {"dsr": {"rank1": 0.99}, "bicubic": {"rank1": 0.0}})   # one fold's: not used
-    folds = {"folds": 2, "rows": {"dsr": {"rank1": {"mean": 0.5, "values": [0.4, 0.6]}},
-                                  "bicubic": {"rank1": {"mean": 0.3}}, "bicubic_base": {"rank1": {"mean": 0.35}}}}
+    def stat(low, high):   # what folds.aggregate writes of two folds
+        return {"mean": (low + high) / 2, "std": abs(high - low) / 2 ** 0.5, "min": low, "max": high, "n": 2,
+                "values": [low, high]}
+
+    folds = {"folds": 2, "rows": {"dsr": {"rank1": stat(0.4, 0.6)}, "bicubic": {"rank1": stat(0.2, 0.4)},
+                                  "bicubic_base": {"rank1": stat(0.3, 0.4)}}}
     (run / "eval_folds.json").write_text(json.dumps(folds))
     (run / "summary.json").write_text(json.dumps({"status": "finished", "eval_folds_json": "eval_folds.json"}))
     assert objective_value(run, MARGIN, True) == pytest.approx(0.5 - 0.35)
@@ -104,3 +108,18 @@ def test_an_unknown_metric_or_an_unreachable_storage_is_exit_2_before_anything_r
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not any((tmp_path / "runs").glob("*-tiny-*"))               # no trial run started
+
+
+def test_a_val_objective_for_pipeline_trials_names_the_objectives_a_pipeline_trial_records(tmp_path, capsys):
+    """`sweep --job pipeline --objective val.psnr` ended with "(known: )", an empty list."""
+    (tmp_path / "space.toml").write_text('[params]\n"dsr.learning_rate" = { low = 1e-4, high = 1e-3 }\n')
+    preset = presets.load("cpu-demo").with_changes({"runtime.runs_dir": str(tmp_path / "runs")})
+    tiny = presets.save(presets.derive(preset, "tiny"), tmp_path / "tiny.toml")
+    assert main(["sweep", "--preset", str(tiny), "--space", str(tmp_path / "space.toml"), "--job", "pipeline",
+                 "--objective", "val.psnr"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "(known: )" not in err and "Traceback" not in err
+    assert "objective val.psnr: a pipeline trial is scored by its evaluation" in err
+    assert "ROW one of dsr, dsr_base, bicubic, bicubic_base, hr, bicubic_best" in err
+    assert "METRIC one of rank1, rank5, auc, eer" in err and "summary.dsr_rank1" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").glob("*-tiny-*"))

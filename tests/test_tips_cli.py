@@ -39,6 +39,53 @@ def test_nan_loss_run_prints_the_instability_fix_and_targets(nan_run, capsys):
     assert "30.00 dB" in out and "not met" in out and "no data" in out
 
 
+def test_a_loss_written_as_nan_by_python_s_json_is_read_and_proposes_the_instability_fix(tmp_path, capsys):
+    """A metrics.jsonl line holding NaN, Infinity or -Infinity (what json.dumps writes) is data, not damage: it
+    was skipped as damaged, so tips never saw the divergence."""
+    import math
+
+    from engine.runs.index import read_row
+    from engine.runs.records import read_metrics
+
+    run = RunDir.create(tmp_path / "runs", load("vlr-32x32"), "train-dsr")
+    with open(run.metrics_path, "a", encoding="utf-8") as handle:
+        for epoch, loss in enumerate([0.50, 0.40, float("nan"), float("inf")], 1):
+            for split, values in (("train", {"loss": loss, "l1": -math.inf if epoch == 4 else 0.06}),
+                                  ("val", {"loss": 0.45, "psnr": math.nan if epoch == 4 else 26.0 + epoch})):
+                handle.write(json.dumps({"job": "train-dsr", "stage": "dsr", "epoch": epoch, "step": epoch * 20,
+                                         "split": split, **values}) + "\n")
+    assert "NaN" in run.metrics_path.read_text() and "-Infinity" in run.metrics_path.read_text()
+    records = read_metrics(run.path)
+    assert len(records) == 8 and math.isnan(records[4]["loss"]) and records[6]["loss"] == math.inf
+    assert records[6]["l1"] == -math.inf and math.isnan(records[7]["psnr"])
+    assert read_row(run.path).best_psnr == 29.0          # the runs table's best PSNR: finite values only
+    assert main(["tips", str(run.path)]) == 0
+    out, err = capsys.readouterr()
+    assert "warning" not in err and "1. Unstable training" in out
+    assert "loss (train) of stage dsr at epoch 3, loss (train) of stage dsr at epoch 4" in flat(out)
+    assert "dsr.grad_clip: 1.0 -> 0.5" in out
+
+
+def test_targets_say_which_epoch_their_value_is_from(nan_run, capsys, monkeypatch):
+    """tips showed the last epoch's PSNR under the name the runs table gives its best PSNR: each target
+    now says whether it is the last or the best epoch, and which."""
+    from engine.tips import check_targets
+
+    nan_run.log_metrics(Metrics("train-dsr", "dsr", 5, 100, "val", {"psnr": 27.5}))
+    for epoch, top1 in ((1, 0.70), (2, 0.85), (3, 0.80)):
+        nan_run.log_metrics(Metrics("finetune", "stage1", epoch, epoch * 10, "val", {"top1": top1}))
+    monkeypatch.setenv("COLUMNS", "200")                   # a table row a line
+    assert main(["tips", str(nan_run.path)]) == 0
+    out = flat(capsys.readouterr().out)
+    assert "DSR val PSNR (last epoch: 5) │ 27.50 dB" in out and "Stage 1 val accuracy (best epoch: 2) │ 85.0%" in out
+    assert "│ Stage 2 val accuracy │ - │" in out                # no data: no epoch to name
+    assert main(["runs", str(nan_run.path.parent)]) == 0
+    out = flat(capsys.readouterr().out)
+    assert "best PSNR" in out and "30.00" in out                # the runs table: the best epoch's (epoch 4)
+    targets = {t.name: t for t in check_targets([], load("vlr-32x32"), {"dsr": {"rank1": 0.9}})}
+    assert targets["Final accuracy (eval rank-1)"].label == "Final accuracy (eval rank-1)"
+
+
 def test_apply_saves_the_patched_preset(nan_run, capsys):
     assert main(["tips", str(nan_run.path), "--apply", "1", "--save-as", "steady"]) == 0
     out = capsys.readouterr().out

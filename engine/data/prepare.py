@@ -193,20 +193,42 @@ DISTRACTOR_RULE = ("distractors: --distractors N images of --unlabelled DIR, dra
 
 
 def _large_enough(src: Path, subjects: dict[str, list[tuple[Path, str]]], vlr_size: tuple[int, int],
-                  skipped: list[str]) -> dict[str, list[tuple[Path, str]]]:
+                  skipped: list[str]) -> tuple[dict[str, list[tuple[Path, str]]], list[tuple[int, int]]]:
     """``subjects`` without the photos whose short side is under the VLR size (a 1x1 photo would become a
-    flat face); those are added to ``skipped`` (the manifest lists them) with their size. Headers only."""
+    flat face), and the sizes of those; they are added to ``skipped`` (the manifest lists them) with their
+    size. Headers only."""
     kept: dict[str, list[tuple[Path, str]]] = {}
+    small: list[tuple[int, int]] = []
     for subject, items in subjects.items():
         for path, rest in items:
             with open_photo(path) as image:
                 width, height = image.size
             if min(width, height) < max(vlr_size):
+                small.append((width, height))
                 skipped.append(f"{path.relative_to(src)} ({width}x{height}: smaller than the VLR size "
                                f"{vlr_size[0]}x{vlr_size[1]})")
             else:
                 kept.setdefault(subject, []).append((path, rest))
-    return kept
+    return kept, small
+
+
+def _too_few_error(src: Path, subjects: dict[str, list[tuple[Path, str]]], small: list[tuple[int, int]],
+                   vlr_size: tuple[int, int]) -> DataError:
+    """Why ``src`` cannot be split: too few subjects or images, and how many photos were too small for the VLR."""
+    usable = sum(map(len, subjects.values()))
+    need = ("a split needs at least two subjects with two or more images each (one for training, one unseen for "
+            "testing)")
+    if not small:
+        return DataError(f"{src} holds {len(subjects)} subject(s) with {usable} readable image(s): {need}. Check the "
+                         f"folder structure (one sub-folder per subject, or a SUBJECT_ / SUBJECT. file-name prefix).")
+    by_side = sorted(small, key=lambda size: (min(size), size[0] * size[1]))
+    (w0, h0), (w1, h1) = by_side[0], by_side[-1]
+    sizes = f"{w0}x{h0}" if (w0, h0) == (w1, h1) else f"from {w0}x{h0} to {w1}x{h1}"
+    return DataError(f"{src}: {usable + len(small)} photo(s) found, {len(small)} of them skipped as smaller than the "
+                     f"VLR size {vlr_size[0]}x{vlr_size[1]} (sizes {sizes}; a photo's shorter side must be at least "
+                     f"{max(vlr_size)} pixels), leaving {len(subjects)} subject(s) with {usable} image(s): {need}. "
+                     f"Give a smaller --vlr (at most {min(w1, h1)}x{min(w1, h1)} for these photos) or larger photos; "
+                     "nothing was written.")
 
 
 def prepare_dataset(src: Path | str, dst: Path | str, *, vlr_size: tuple[int, int],
@@ -229,13 +251,10 @@ def prepare_dataset(src: Path | str, dst: Path | str, *, vlr_size: tuple[int, in
     vlr_size = (int(vlr_size[0]), int(vlr_size[1]))
     _train, val_fraction, test_fraction = split
     subjects, skipped = collect_images(src)
-    subjects = _large_enough(src, subjects, vlr_size, skipped)
+    subjects, small = _large_enough(src, subjects, vlr_size, skipped)
     plan = split_by_subject(subjects, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
     if not plan["train"] or (test_fraction > 0 and not plan["test"]):
-        raise DataError(f"{src} holds {len(subjects)} subject(s) with {sum(map(len, subjects.values()))} readable "
-                        f"image(s): a split needs at least two subjects with two or more images each (one for "
-                        f"training, one unseen for testing). Check the folder structure (one sub-folder per "
-                        f"subject, or a SUBJECT_ / SUBJECT. file-name prefix).")
+        raise _too_few_error(src, subjects, small, vlr_size)
     extra = plan_unlabelled(src, subjects, unlabelled, distractors, seed)
     jobs = _named_jobs(plan) + [(name_split, name, path) for name_split, members in extra.splits.items()
                                 for name, path in members]

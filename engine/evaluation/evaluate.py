@@ -193,17 +193,16 @@ def _embed_probes(kind: str, make, split, index: torch.Tensor, recognisers: dict
     return {role: torch.cat(parts) for role, parts in chunks.items()}, mean_psnr, float(torch.cat(ssims).mean())
 
 
-def _base_recogniser(request: JobRequest) -> tuple[Path, str] | None:
+def _base_recogniser(request: JobRequest, data_root: Path) -> tuple[Path, str] | None:
     """The base (not fine-tuned) recogniser when known without training one: edgeface_base,
-    runtime.edgeface_weights, else the latest pretrain run's best.pt."""
+    runtime.edgeface_weights, else the latest pretrain run's best.pt with the preset's recogniser settings."""
     given = request.options.edgeface_base
     if given:
         return Path(given).expanduser(), "--edgeface-base"
-    rt = request.preset.runtime
     weights = preset_weights(request.preset)
     if weights is not None:
         return weights, "runtime.edgeface_weights"
-    pretrained, _passed = latest_finished_pretrain(rt.runs_dir, request.preset.name)
+    pretrained = latest_finished_pretrain(request.preset, data_root).run
     if pretrained is not None:
         return pretrained / "best.pt", f"latest finished pretrain run {pretrained.name}"
     return None
@@ -231,7 +230,7 @@ def _recogniser_files(request: JobRequest, data_root: Path, emit: Emit, stop: St
         found["dsr_finetuned"] = (Path(given).expanduser(), "--edgeface")
     elif finetuned is not None:
         found["dsr_finetuned"] = (finetuned[0] / "best.pt", f"latest finetune run {finetuned[0].name}, {finetuned[1]}")
-    base = _base_recogniser(request)
+    base = _base_recogniser(request, data_root)
     if "dsr_finetuned" not in found and base is None:
         base = (Path(recogniser_weights(request.preset, data_root, emit, stop)), "base recogniser (not fine-tuned)")
     if base is not None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar
 
 from engine.errors import WorkbenchError
-from engine.runs.records import read_json_object
+from engine.runs.records import read_evaluation
 
 T = TypeVar("T")
 AGGREGATED_METRICS = ("rank1", "rank5", "auc", "eer", "tar_at_far_1e-2", "tar_at_far_1e-3", "open_set_accuracy",
@@ -139,32 +139,29 @@ def _stats(values: list[float]) -> dict[str, Any]:
 def aggregate(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """{"folds": K, "rows": {row: {metric: {"mean", "std" (sample, n-1), "min", "max", "n", "values"}}}}.
 
-    A row or metric missing (or null) in a fold is left out of that fold's values; ``n`` says how
-    many folds it has.
+    ``docs`` as :func:`engine.runs.records.read_evaluation` reads eval.json. A row or metric missing (or
+    null) in a fold is left out of that fold's values; ``n`` says how many folds it has.
     """
     rows: dict[str, dict[str, Any]] = {}
     names = [name for doc in docs for name, body in doc.items() if isinstance(body, Mapping) and "rank1" in body]
     for name in dict.fromkeys(names):
         for metric in AGGREGATED_METRICS:
-            values = [float(doc[name][metric]) for doc in docs if isinstance(doc.get(name), Mapping)
-                      and isinstance(doc[name].get(metric), (int, float)) and math.isfinite(doc[name][metric])]
+            values = [float(doc[name][metric]) for doc in docs if (doc.get(name) or {}).get(metric) is not None]
             if values:
                 rows.setdefault(name, {})[metric] = _stats(values)
-    cameras = [(doc.get("protocol") or {}).get("camera") for doc in docs if isinstance(doc.get("protocol"), Mapping)]
+    cameras = [doc.get("protocol", {}).get("camera") for doc in docs]
     return {"folds": len(docs), "rows": rows, "comparisons": aggregate_comparisons(docs),
-            "camera": next((c for c in cameras if isinstance(c, Mapping)), None)}
+            "camera": next((c for c in cameras if c is not None), None)}
 
 
 def aggregate_comparisons(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """{comparison: {"difference": stats of the per-fold paired rank-1 differences, "significant_folds": n}}
     over the folds whose eval.json holds that comparison."""
     found: dict[str, dict[str, Any]] = {}
-    names = [name for doc in docs for name in (doc.get("comparisons") or {}) if isinstance(name, str)]
+    names = [name for doc in docs for name in doc.get("comparisons", {})]
     for name in dict.fromkeys(names):
-        entries = [doc["comparisons"][name] for doc in docs
-                   if isinstance((doc.get("comparisons") or {}).get(name), Mapping)]
-        values = [float(e["difference"]) for e in entries
-                  if isinstance(e.get("difference"), (int, float)) and math.isfinite(e["difference"])]
+        entries = [doc["comparisons"][name] for doc in docs if name in doc.get("comparisons", {})]
+        values = [float(e["difference"]) for e in entries if e.get("difference") is not None]
         if values:
             found[name] = {"a": entries[0].get("a"), "b": entries[0].get("b"), "difference": _stats(values),
                            "significant_folds": sum(bool(e.get("significant")) for e in entries)}
@@ -185,7 +182,7 @@ def aggregate_eval_files(paths: Sequence[str | Path]) -> dict[str, Any]:
     """:func:`aggregate` of eval.json files (a missing or unreadable one is an error naming it)."""
     docs = []
     for path in map(Path, paths):
-        docs.append(read_json_object(path, "Re-run that fold's evaluation (`vlr-workbench pipeline --resume`)."))
+        docs.append(read_evaluation(path, "Re-run that fold's evaluation (`vlr-workbench pipeline --resume`)."))
     result = aggregate(docs)
     result["files"] = [str(p) for p in paths]
     return result

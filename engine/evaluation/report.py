@@ -18,16 +18,13 @@ from typing import Any, Collection
 from engine.errors import WorkbenchError
 from engine.evaluation import wording
 from engine.evaluation.page import figure_png, write_page
-from engine.runs.records import read_json_object, read_summary, sample_strips
+from engine.runs.records import read_evaluation, read_fold_evaluation, read_summary, sample_strips
 from engine.runs.run_dir import linked_file
 
 METRIC_COLUMNS = (("rank1", "rank-1"), ("rank5", "rank-5"), ("eer", "EER"), ("tar_at_far_1e-2", "TAR@FAR 1e-2"),
                   ("tar_at_far_1e-3", "TAR@FAR 1e-3"))
 SAMPLES_PER_STAGE = 2
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return read_json_object(path, "Re-run the job that wrote it.")
+REWRITE = "Re-run the job that wrote it."
 
 
 def run_dirs(run_dir: Path) -> list[Path]:
@@ -84,7 +81,7 @@ def _plots(doc: dict[str, Any]) -> dict[str, bytes]:
     written: dict[str, bytes] = {}
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for row in rows:
-        cmc = doc[row].get("cmc") or []
+        cmc = doc[row].get("cmc", [])
         if cmc:
             ax.plot(range(1, len(cmc) + 1), [100 * v for v in cmc], marker="o", ms=3,
                     label=wording.ROW_LABELS.get(row, (row,))[0])
@@ -96,7 +93,7 @@ def _plots(doc: dict[str, Any]) -> dict[str, bytes]:
     written["cmc"] = figure_png(fig)
     plt.close(fig)
 
-    curves = {row: doc[row]["roc"] for row in rows if isinstance(doc[row].get("roc"), dict)}
+    curves = {row: doc[row]["roc"] for row in rows if "roc" in doc[row]}
     if curves:
         fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
         positive = [f for roc in curves.values() for f in roc["far"] if f > 0]
@@ -132,19 +129,21 @@ def _preset_diff(run_dir: Path) -> tuple[str, list[tuple[str, str, str]]]:
     if not preset_file.is_file():
         return "no preset.toml in the run directory", []
     preset = P.load(preset_file)
-    builtins = P.builtin_names()
-    base_name = next((n for n in (preset.derived_from, preset.name) if n in builtins), None)
-    note = f"preset `{preset.name}` against the built-in `{base_name}` it came from"
+    base_name, through = P.builtin_origin(preset)
+    via = f" (through the user preset{'s' if len(through) > 1 else ''} {', '.join(f'`{n}`' for n in through)})"
+    note = f"preset `{preset.name}` against the built-in `{base_name}` it came from" + (via if through else "")
     if base_name is None:
         base_name = "vlr-32x32"
-        note = f"preset `{preset.name}` (derived from no built-in) against `vlr-32x32`, the guide's values"
+        origin = (f"derived from `{through[0]}`, which leads back to no built-in" if through
+                  else "derived from no built-in")
+        note = f"preset `{preset.name}` ({origin}) against `vlr-32x32`, the guide's values"
     base = P.load(base_name)
     return note, [(key, P.show_value(a), P.show_value(b)) for key, a, b in P.diff(base, preset)]
 
 
 def _row_line(doc: dict[str, Any], row: str) -> list[str]:
     body = doc[row]
-    spec = ((doc.get("protocol") or {}).get("rows") or {}).get(row) or {}
+    spec = doc.get("protocol", {}).get("rows", {}).get(row, {})
     recogniser = spec.get("recogniser", "-")
     if spec.get("recogniser_file"):
         recogniser += f" ({Path(spec['recogniser_file']).name})"
@@ -176,7 +175,7 @@ def result_blocks(doc: dict[str, Any]) -> list[tuple]:
 def build_blocks(run_dir: Path, doc: dict[str, Any], eval_json: Path, figures: Collection[str],
                  samples: list[tuple[str, Path]]) -> list[tuple]:
     """The page as blocks (:mod:`engine.evaluation.page`); ``figures``: the keys of the figures drawn."""
-    protocol = doc.get("protocol") or {}
+    protocol = doc.get("protocol", {})
     blocks: list[tuple] = [("h", 1, f"Evaluation report: {run_dir.name}"),
                            ("p", f"Results: {eval_json}")]
     blocks.append(("h", 2, "Protocol"))
@@ -188,9 +187,9 @@ def build_blocks(run_dir: Path, doc: dict[str, Any], eval_json: Path, figures: C
              ("seed", protocol.get("seed")), ("DSR", protocol.get("dsr")), ("ties", protocol.get("ties")),
              ("camera", wording.camera_protocol_text(protocol.get("camera")) or "clean (not recorded)")]
     intervals = doc.get("intervals")
-    if isinstance(intervals, dict):
-        items.append(("95% intervals", f"{intervals.get('method')}; {intervals.get('resamples')} resamples, "
-                                       f"seed {intervals.get('seed')}"))
+    if intervals is not None:
+        items.append(("95% intervals", f"{intervals.get('method', '-')}; {intervals.get('resamples', '?')} "
+                                       f"resamples, seed {intervals.get('seed', '?')}"))
     blocks.append(("table", ["item", "value"], [[k, "-" if v is None else str(v)] for k, v in items]))
     blocks += result_blocks(doc)
     blocks.append(("h", 2, "Curves"))
@@ -221,7 +220,7 @@ def fold_blocks(aggregated: dict[str, Any], path: Path, detailed_fold: int) -> l
     per-fold rank-1, the per-fold paired differences; the rest of the page details one fold."""
     from engine.evaluation.folds import spread_text
 
-    rows = aggregated.get("rows") or {}
+    rows = aggregated.get("rows", {})
     names = [n for n in wording.ROW_ORDER if n in rows] + [n for n in rows if n not in wording.ROW_ORDER]
     k = aggregated.get("folds", "?")
     blocks: list[tuple] = [
@@ -238,11 +237,11 @@ def fold_blocks(aggregated: dict[str, Any], path: Path, detailed_fold: int) -> l
     if per_fold:
         blocks.append(("table", ["rank-1 per fold", *(f"fold {i + 1}" for i in range(len(per_fold[0]) - 1))],
                        per_fold))
-    comparisons = aggregated.get("comparisons") or {}
+    comparisons = aggregated.get("comparisons", {})
     if comparisons:
         blocks.append(("table", ["paired rank-1 difference (points)", "mean ± sd (min to max)",
                                  "significant folds (McNemar p<0.05)"],
-                       [[f"{c.get('a')} vs {c.get('b')}",
+                       [[f"{c.get('a', '?')} vs {c.get('b', '?')}",
                          f"{100 * c['difference']['mean']:+.1f} ± {100 * c['difference']['std']:.1f} "
                          f"({100 * c['difference']['min']:+.1f} to {100 * c['difference']['max']:+.1f})",
                          f"{c.get('significant_folds', 0)} of {c['difference']['n']}"] for c in comparisons.values()]))
@@ -262,7 +261,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, as_html:
                              "(runs/<time>-<preset>-<job>).")
     dirs = run_dirs(run_dir)
     eval_json = find_eval_json(run_dir, dirs)
-    doc = _read_json(eval_json)
+    doc = read_evaluation(eval_json, REWRITE)
     out = Path(out).expanduser() if out else run_dir / ("report.html" if as_html else "report.md")
     if out.is_dir():
         raise WorkbenchError(f"--out {out} is a directory. Give a file name, e.g. {out / 'report.md'}.")
@@ -273,5 +272,5 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, as_html:
     if folds_file is not None and folds_file.is_file():
         fold = next((f.get("fold") for f in _fold_records(summary)
                      if linked_file(run_dir, f.get("eval_json")) == eval_json), 1)
-        blocks[2:2] = fold_blocks(_read_json(folds_file), folds_file, fold)
+        blocks[2:2] = fold_blocks(read_fold_evaluation(folds_file, REWRITE), folds_file, fold)
     return write_page(out, blocks, figures, as_html=as_html)

@@ -53,7 +53,8 @@ def rate_with_interval(value: Any, interval: Any) -> str:
 
 
 def row_interval(doc: dict[str, Any], row: str, metric: str) -> Any:
-    return (((doc.get("intervals") or {}).get("rows") or {}).get(row) or {}).get(metric)
+    """The [lo, hi] of ``row``'s ``metric`` in an eval.json read by ``engine.runs.records.read_evaluation``."""
+    return doc.get("intervals", {}).get("rows", {}).get(row, {}).get(metric)
 
 
 def p_text(p: float) -> str:
@@ -70,7 +71,7 @@ def comparison_text(comparison: dict[str, Any]) -> str:
     if bounds:
         lo, hi = comparison["interval"]
         text += f" [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-    mcnemar = comparison.get("mcnemar") or {}
+    mcnemar = comparison.get("mcnemar", {})
     p = mcnemar.get("p")
     if finite(p):
         if comparison.get("significant"):
@@ -81,11 +82,10 @@ def comparison_text(comparison: dict[str, Any]) -> str:
 
 
 def comparison_lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
-    """(label, text) per paired comparison of an eval.json document, in stored order."""
-    comparisons = doc.get("comparisons") or {}
+    """(label, text) per paired comparison of an eval.json document, in display order."""
+    comparisons = doc.get("comparisons", {})
     names = sorted(comparisons, key=lambda n: COMPARISON_ORDER.index(n) if n in COMPARISON_ORDER else len(COMPARISON_ORDER))
-    return [(comparison_label(name, comparisons[name]), comparison_text(comparisons[name])) for name in names
-            if isinstance(comparisons[name], dict)]
+    return [(comparison_label(name, comparisons[name]), comparison_text(comparisons[name])) for name in names]
 
 
 def comparison_label(name: str, body: dict[str, Any]) -> str:

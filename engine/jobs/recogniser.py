@@ -1,7 +1,8 @@
 """Which recogniser a job freezes or starts from, and loading it.
 
 ``recogniser_weights``: the preset's ``runtime.edgeface_weights``, else the ``best.pt`` of the
-latest *finished* pretrain run of the preset (a stopped, failed or still running one is never
+latest *finished* pretrain run made with the preset's recogniser settings (:data:`RECOGNISER_KEYS`:
+whatever its preset's name) on the same data root (a stopped, failed or still running one is never
 reused), else a pre-training run made now when ``finetune.pretrain_epochs > 0`` (the demo path).
 
 A job that was given its run directory (``--run-dir``: the app's own-process jobs) says in that
@@ -11,7 +12,8 @@ the pre-training run meanwhile, and a stop request in the run reaches the pre-tr
 
 from __future__ import annotations
 
-from dataclasses import replace
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -29,17 +31,71 @@ from engine.runs.run_dir import RunDir, iter_runs, run_matches
 PRETRAIN = "pretrain"
 
 
-def latest_finished_pretrain(runs_dir: str | Path, preset_name: str) -> tuple[Path | None, list[str]]:
-    """(the newest finished pretrain run of the preset, notes on newer runs passed over)."""
-    passed = []
-    for path in iter_runs(runs_dir):
-        if not run_matches(path, preset_name, PRETRAIN) or not (path / "best.pt").is_file():
+# The preset keys that shape a pre-trained recogniser (engine.train.pretrain and the ArcFace loop it runs); a
+# finished pretrain run of any preset with equal values on the same data root serves as the recogniser.
+RECOGNISER_KEYS = (
+    "runtime.edgeface_variant", "runtime.seed", "data.hr_size", "finetune.pretrain_epochs", "finetune.pretrain_lr",
+    "finetune.batch_size", "finetune.weight_decay", "finetune.arcface_scale", "finetune.arcface_margin",
+    "finetune.label_smoothing", "finetune.early_stop_patience", "finetune.flip_p", "finetune.jitter_brightness",
+    "finetune.jitter_contrast", "finetune.jitter_saturation", "finetune.jitter_hue", "finetune.rotation_degrees")
+_PRETRAIN_RUN = re.compile(rf"-{PRETRAIN}(-\d+)?$")
+
+
+@dataclass
+class PretrainLookup:
+    """The newest finished pretrain run with a preset's recogniser settings on its data, and runs passed over:
+    ``unfinished`` ones with those settings, and the preset's own runs made with ``other`` settings or data."""
+    run: Path | None = None
+    unfinished: list[str] = field(default_factory=list)
+    other: list[str] = field(default_factory=list)
+
+
+def latest_finished_pretrain(preset: Preset, data_root: Path | str) -> PretrainLookup:
+    """The newest finished pretrain run in the preset's runs_dir, of any preset name, made with the preset's
+    :data:`RECOGNISER_KEYS` values on ``data_root`` (see :func:`_how_it_differs`)."""
+    found = PretrainLookup()
+    for path in iter_runs(preset.runtime.runs_dir):
+        if not _PRETRAIN_RUN.search(path.name) or not (path / "best.pt").is_file():
             continue
         state = run_state(path)
+        differs = _how_it_differs(path, preset, data_root, finished=state == "finished")
+        if differs:
+            if run_matches(path, preset.name, PRETRAIN):
+                found.other.append(f"{path.name} ({differs})")
+            continue
         if state == "finished":
-            return path, passed
-        passed.append(f"{path.name} ({state})")
-    return None, passed
+            found.run = path
+            return found
+        found.unfinished.append(f"{path.name} ({state})")
+    return found
+
+
+def _how_it_differs(run: Path, preset: Preset, data_root: Path | str, *, finished: bool) -> str:
+    """'' when the pretrain run ``run`` was made with ``preset``'s recogniser settings on ``data_root``, else what
+    differs. The epochs it ran for are its summary's (``pretrain --epochs N``); a preset that pre-trains nothing
+    itself (``finetune.pretrain_epochs = 0``) takes a pre-training of any length. A finished run's summary names
+    its data root; an unfinished one may have none yet (it is never reused, only named)."""
+    from engine.errors import PresetError
+    from engine.presets import load
+
+    try:
+        ran = load(run / "preset.toml")
+    except PresetError:
+        return "unreadable preset.toml"
+    summary = RunDir(run).read_summary()
+    epochs = (summary.get("epochs") or {}).get(PRETRAIN) if isinstance(summary.get("epochs"), dict) else None
+    wanted = {key: preset.get(key) for key in RECOGNISER_KEYS}
+    had = {key: ran.get(key) for key in RECOGNISER_KEYS}
+    if isinstance(epochs, int):
+        had["finetune.pretrain_epochs"] = epochs
+    if not wanted["finetune.pretrain_epochs"]:
+        del wanted["finetune.pretrain_epochs"]
+    changed = [f"{key} {had[key]!r}" for key in wanted if had[key] != wanted[key]]
+    trained_on = summary.get("data_root")
+    if (finished or trained_on is not None) and (not isinstance(trained_on, str)
+                                                 or Path(trained_on).resolve() != Path(data_root).resolve()):
+        changed.append(f"data {trained_on or 'not recorded'}")
+    return ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
 
 
 def preset_weights(preset: Preset) -> Path | None:
@@ -60,22 +116,22 @@ def preset_weights(preset: Preset) -> Path | None:
 
 
 def existing_recogniser(preset: Preset, data_root: Path | str, emit: Emit) -> Path | None:
-    """The preset's weights file, else the latest finished pretrain run's best.pt, else None."""
-    rt = preset.runtime
-    if rt.edgeface_weights:
+    """The preset's weights file, else the best.pt of the latest finished pretrain run with its recogniser
+    settings on ``data_root`` (:func:`latest_finished_pretrain`), else None."""
+    if preset.runtime.edgeface_weights:
         return preset_weights(preset)
-    previous, passed = latest_finished_pretrain(rt.runs_dir, preset.name)
-    if passed:
-        emit(Log(PRETRAIN, f"not reusing unfinished pretrain run(s) {', '.join(passed[:3])}: only a finished run's "
-                           "best.pt is used as the recogniser", "warning"))
-    if previous is None:
+    found = latest_finished_pretrain(preset, data_root)
+    if found.unfinished:
+        emit(Log(PRETRAIN, f"not reusing unfinished pretrain run(s) {', '.join(found.unfinished[:3])}: only a "
+                           "finished run's best.pt is used as the recogniser", "warning"))
+    if found.other:
+        emit(Log(PRETRAIN, f"not reusing pretrain run(s) {'; '.join(found.other[:3])} of preset {preset.name}: "
+                           f"made with other recogniser settings or data than this job's (on {data_root})"))
+    if found.run is None:
         return None
-    emit(Log(PRETRAIN, f"recogniser: {previous / 'best.pt'} (latest finished pretrain run of preset {preset.name})"))
-    trained_on = RunDir(previous).read_summary().get("data_root")
-    if trained_on and Path(trained_on).resolve() != Path(data_root).resolve():
-        emit(Log(PRETRAIN, f"that recogniser was pre-trained on {trained_on}, not on {data_root}; run "
-                           "`vlr-workbench pretrain` to pre-train one on this dataset", "warning"))
-    return previous / "best.pt"
+    emit(Log(PRETRAIN, f"recogniser: {found.run / 'best.pt'} (latest finished pretrain run with this preset's "
+                       f"recogniser settings, on {data_root})"))
+    return found.run / "best.pt"
 
 
 def pretrain_epochs(preset: Preset) -> int:
@@ -83,7 +139,8 @@ def pretrain_epochs(preset: Preset) -> int:
     epochs = preset.finetune.pretrain_epochs
     if epochs <= 0:
         raise WeightsError(f"preset {preset.name} names no EdgeFace weights (runtime.edgeface_weights is empty), "
-                           f"no finished pretrain run of it exists under {preset.runtime.runs_dir}, and "
+                           "no finished pretrain run with its recogniser settings on this data exists under "
+                           f"{preset.runtime.runs_dir}, and "
                            "finetune.pretrain_epochs is 0. Either set runtime.edgeface_weights to a pretrained file "
                            f"(or pass --edgeface): {OBTAIN_WEIGHTS} Or set finetune.pretrain_epochs > 0 to pre-train "
                            "a recogniser on the HR training images first (`vlr-workbench pretrain --preset P`).")
@@ -126,15 +183,24 @@ def recogniser_weights(preset: Preset, data_root: Path | str, emit: Emit, stop: 
             status.end("failed", f"the recogniser pre-training failed: {exc}")
         raise
     if result.stopped:
-        note = (f"stopped during the recogniser pre-training; `vlr-workbench pretrain --resume {result.run_dir}` "
-                "finishes it, then start this job again")
+        note = _stopped_pretraining(Path(result.run_dir))
         if status is not None:
             status.end("stopped", note)
         say(Log(PRETRAIN, note, "warning"))
-        raise JobStopped()
+        raise JobStopped(note)
     if status is not None:
         status.hand_over()                     # the job's own status takes over (no final state written)
     return Path(result.run_dir) / "best.pt"
+
+
+def _stopped_pretraining(run_dir: Path) -> str:
+    """Where a stopped on-demand pre-training left its checkpoint, and how to go on."""
+    if not (run_dir / "last.pt").is_file():
+        return (f"stopped during the recogniser pre-training ({run_dir}) before it saved a checkpoint; start this "
+                "job again to pre-train anew")
+    return (f"stopped during the recogniser pre-training: its resumable checkpoint is {run_dir / 'last.pt'}; "
+            f"`vlr-workbench pretrain --resume {run_dir}` finishes it, then start this job again (it uses that "
+            "run's best.pt)")
 
 
 def load_frozen_recogniser(path: str | Path, emit: Emit, job: str) -> torch.nn.Module:

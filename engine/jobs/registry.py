@@ -131,8 +131,8 @@ def run_job(request: JobRequest, emit: Emit, stop: StopFlag | None = None) -> Fi
         result: Finished | Failed = job_function(request.kind)(request, emit, stop)
     except WorkbenchError as exc:
         result = Failed(job=request.kind, error=str(exc))
-    except JobStopped:
-        result = Finished(job=request.kind, run_dir=None, stopped=True)
+    except JobStopped as exc:
+        result = Finished(job=request.kind, run_dir=None, stopped=True, resume_hint=exc.resume)
     except OSError as exc:   # a full or read-only disk while a run appends its metrics or log
         error = atomic.storage_error(exc, exc.filename or "the run directory")
         result = (Failed(job=request.kind, error=str(error)) if error is not None else

@@ -15,6 +15,7 @@ files run for inference only through :func:`load_recogniser`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,10 +195,19 @@ def infer_variant(sd: dict[str, Any]) -> str:
                        f"EdgeFace variant ({', '.join(VARIANTS)}). {OBTAIN_WEIGHTS}")
 
 
+# What torch says on every load of the authors' int8 _q files (their storages and qint8 tensors are rebuilt
+# through APIs it deprecates); the file is fine and nothing can be done about it here, so those two are
+# silenced around the load, and every other warning stays.
+QUANTIZED_LOAD_WARNINGS = (r"TypedStorage is deprecated", r"torch\.quantize_per_tensor.* deprecated")
+
+
 def _read(path: Path, map_location: Any) -> Any:
     # Weights-only: the authors' float and int8 _q state dicts load without running code from the file.
     try:
-        return checkpoint_io.load_checkpoint(path, what="EdgeFace weights", map_location=map_location)
+        with warnings.catch_warnings():
+            for message in QUANTIZED_LOAD_WARNINGS:
+                warnings.filterwarnings("ignore", message=message, category=UserWarning)
+            return checkpoint_io.load_checkpoint(path, what="EdgeFace weights", map_location=map_location)
     except WeightsError as exc:
         raise WeightsError(f"{exc} {OBTAIN_WEIGHTS}") from None
 

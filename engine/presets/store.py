@@ -242,6 +242,27 @@ def derive(preset: Preset, new_name: str) -> Preset:
     return replace(preset, name=new_name, derived_from=preset.name)
 
 
+def builtin_origin(preset: Preset) -> tuple[str | None, list[str]]:
+    """(the built-in ``preset`` comes from, the user presets passed on the way), following ``derived_from``
+    through user presets; (None, those passed) when the chain ends at a deleted or unreadable preset, or
+    loops. A preset that derives from nothing is its own origin when it bears a built-in's name."""
+    builtins = set(builtin_names())
+    current, through, seen = preset, [], {preset.name}
+    while current.derived_from:
+        parent = current.derived_from
+        if parent in builtins:
+            return parent, through
+        if parent in seen:
+            break
+        seen.add(parent)
+        through.append(parent)
+        try:
+            current = load(parent)
+        except PresetError:
+            break
+    return (preset.name, []) if preset.name in builtins else (None, through)
+
+
 def _is_builtin_path(path: Path) -> bool:
     try:
         return path.resolve().parent == builtin_dir().resolve()

@@ -87,7 +87,7 @@ def _cell(value: float | None, fmt: str) -> str:
 
 
 CAMERA_MARKS = {"same camera": "same cam", "unseen camera": "unseen cam"}   # shown beside the job
-DISPLAY_COLUMNS = ("preset", "job", "state", "age", "epochs", "PSNR", "gain", "dsr r1%", "bic r1%", "hr r1%")
+DISPLAY_COLUMNS = ("preset", "job", "state", "age", "epochs", "best PSNR", "gain", "dsr r1%", "bic r1%", "hr r1%")
 
 
 def display_cells(row: RunRow, now: float | None = None) -> list[str]:
@@ -175,10 +175,8 @@ def read_row(path: str | Path, reference: Preset | None = None) -> RunRow:
         job = next((str(r["job"]) for r in records if r.get("job")), "")
     best, bicubic = _best_psnr(records)
     evaluation = _evaluation(dirs)
-    rank1 = {row: _number((evaluation.get(row) or {}).get("rank1")) if isinstance(evaluation.get(row), dict)
-             else None for row in ("dsr", "bicubic", "hr")}
-    camera = ((evaluation.get("protocol") or {}).get("camera") or {}) if isinstance(evaluation.get("protocol"), dict) else {}
-    camera_name = camera.get("protocol") if isinstance(camera, dict) and isinstance(camera.get("protocol"), str) else ""
+    rank1 = {row: _number((evaluation.get(row) or {}).get("rank1")) for row in ("dsr", "bicubic", "hr")}
+    camera_name = evaluation.get("protocol", {}).get("camera", {}).get("protocol", "")
     differs = [key for key, _, _ in diff(reference, preset)] if reference is not None and preset is not None else []
     state = "damaged" if problem else run_state(path)
     return RunRow(path=path, name=path.name, preset=preset_name, job=job, state=state, started=started,

@@ -1,12 +1,15 @@
 """The one reader of a run directory's files: run directories are untrusted input (copied, synced, edited,
 half written by killed processes), so every reader here is total.
 
-Each file has a schema (``METRICS``, ``PROGRESS``, ``LOG``, ``STATUS``, ``OWNER``, ``SUMMARY``): a JSON-lines
-record that is not UTF-8, not JSON, not an object or has a field of the wrong type is skipped with a warning
-naming the file and line (once per process: ``warn``); a JSON object file (status.json, summary.json,
-owner.lock) that cannot be read counts as absent, with a warning, and ``key_file_problems`` says why a run is
-``damaged``. ``samples/epoch_NNN.png`` strips are listed by ``sample_strips`` and decoded by ``read_image``
-(a junk file: None). Only a resume reads strictly (``strict=True``: a damaged line is a ``WorkbenchError``),
+Each file has a schema (``METRICS``, ``PROGRESS``, ``LOG``, ``STATUS``, ``OWNER``, ``SUMMARY``, ``EVAL``,
+``EVAL_FOLDS``): a JSON-lines record that is not UTF-8, not JSON, not an object or has a field of the wrong type
+is skipped with a warning naming the file and line (once per process: ``warn``); a JSON object file
+(status.json, summary.json, owner.lock, eval.json, eval_folds.json) that cannot be read counts as absent, with
+a warning, and a field of the wrong type in it, at any depth (``intervals.rows.dsr``), is left out with a
+warning naming it, so a reader finds each part it gets well typed; ``key_file_problems`` says why a run is
+``damaged``. A metric's NaN or infinity (Python's json writes ``NaN``, ``Infinity``) is data, not damage.
+``samples/epoch_NNN.png`` strips are listed by ``sample_strips`` and decoded by ``read_image`` (a junk file:
+None). Only a resume reads strictly (``strict=True``: a damaged line is a ``WorkbenchError``),
 since it rewrites the files.
 
 Kept apart from ``run_dir`` (which writes them) so that readers (the runs table, tips, reports, the TensorBoard
@@ -29,11 +32,14 @@ LOG = logging.getLogger("vlr_workbench.run_files")
 MAX_OBJECT_BYTES = 64 * 2 ** 20     # a status/summary/eval/lock file bigger than this is not one we wrote
 _EPOCH = re.compile(r"^epoch_(\d{1,9})\.png$")
 
-# A schema: field -> accepted kinds; "*" = the kinds of every other field (absent: anything).
-NUMBER, INT, STR, BOOL, NULL, DICT, LIST = "number", "int", "str", "bool", "null", "dict", "list"
+# A schema: field -> accepted kinds; "*" = the kinds of every other field (absent: anything). A kind is a name
+# below or a nested schema (the value is an object whose fields are checked in turn); a nested schema's "!"
+# lists the fields it cannot do without. NUMBER is finite; FLOAT also NaN and the infinities (a metric's value).
+NUMBER, FLOAT, INT, STR, BOOL, NULL, DICT, LIST = "number", "float", "int", "str", "bool", "null", "dict", "list"
+NUMBERS, PAIR, REQUIRED = "list of numbers", "[low, high]", "!"
 METRICS = {"job": (STR,), "stage": (STR, NULL), "epoch": (INT, NULL), "step": (NUMBER, NULL),
            "split": (STR, NULL), "time": (NUMBER, NULL), "error": (STR,), "event": (STR,),
-           "*": (NUMBER, NULL)}
+           "*": (FLOAT, NULL)}
 PROGRESS = {"job": (STR,), "stage": (STR, NULL), "epoch": (INT,), "epochs": (INT, NULL), "step": (INT,),
             "steps": (INT, NULL), "global_step": (INT,), "images_per_second": (NUMBER,),
             "eta_seconds": (NUMBER, NULL), "loss": (NUMBER, NULL), "time": (NUMBER,)}
@@ -46,26 +52,70 @@ OWNER = {"pid": (INT,), "host": (STR,), "time": (NUMBER,)}
 SUMMARY = {"stopped": (BOOL,), "stages": (DICT,), "stage_runs": (DICT,), "folds": (LIST,), "job": (STR,),
            "eval_json": (STR, NULL), "eval_folds_json": (STR, NULL), "data_root": (STR, NULL)}
 
+# eval.json (engine.evaluation.evaluate.eval_document): rows by name (null: not scored), protocol, intervals,
+# comparisons. eval_folds.json (engine.evaluation.folds.aggregate): each row's metrics over the folds.
+EVAL_CAMERA = {"protocol": (STR,), "probes": (STR, NULL), "dataset": (STR, NULL), "training": (STR, NULL),
+               "probe_seed": (INT, NULL)}
+EVAL_PROTOCOL = {
+    "split": (STR,), "data_root": (STR, NULL), "subjects": (INT,), "gallery_images": (INT,),
+    "gallery_per_subject": (INT,), "gallery_subjects": (INT,), "probes": (INT,), "threshold": (NUMBER,),
+    "seed": (INT,), "vlr_size": (LIST,), "hr_size": (INT,), "recogniser": (STR,), "recogniser_source": (STR,),
+    "recogniser_variant": (STR, NULL), "dsr": (STR, NULL), "dsr_source": (STR,), "ties": (STR,), "notes": (STR,),
+    "recognisers": ({"*": ({"file": (STR,), "source": (STR,), "variant": (STR, NULL)},)},),
+    "rows": ({"*": ({"probes": (STR,), "recogniser": (STR,), "recogniser_file": (STR,)},)},),
+    "distractors": (INT,), "distractor_source": (STR, NULL), "distractor_files": (LIST,), "camera": (EVAL_CAMERA,)}
+EVAL_INTERVALS = {"method": (STR,), "resamples": (INT,), "seed": (INT,), "level": (NUMBER,), "unit": (STR,),
+                  "verification": (STR,), "rows": ({"*": ({"*": (PAIR, NULL)},)},)}
+EVAL_COMPARISON = {"a": (STR,), "b": (STR,), "metric": (STR,), "label": (STR,), "difference": (NUMBER, NULL),
+                   "interval": (PAIR, NULL), "significant": (BOOL,),
+                   "mcnemar": ({"a_only": (INT,), "b_only": (INT,), "p": (NUMBER, NULL)},)}
+# a row's curves: cmc = rank-k identification rates, roc = {"far": [...], "tar": [...]}
+EVAL_ROW = {"cmc": (NUMBERS,), "roc": ({"far": (NUMBERS,), "tar": (NUMBERS,), REQUIRED: ("far", "tar")},),
+            "*": (NUMBER, NULL)}
+EVAL = {"protocol": (EVAL_PROTOCOL,), "intervals": (EVAL_INTERVALS,), "comparisons": ({"*": (EVAL_COMPARISON,)},),
+        "*": (NULL, EVAL_ROW)}
+FOLD_STAT = {"mean": (NUMBER,), "std": (NUMBER,), "min": (NUMBER,), "max": (NUMBER,), "n": (INT,),
+             "values": (NUMBERS,), REQUIRED: ("mean", "std", "min", "max", "n", "values")}
+FOLD_COMPARISON = {"a": (STR,), "b": (STR,), "difference": (FOLD_STAT,), "significant_folds": (INT,),
+                   REQUIRED: ("difference",)}
+EVAL_FOLDS = {"folds": (INT,), "seed": (INT,), "files": (LIST,), "test_subjects": (LIST,),
+              "camera": (NULL, EVAL_CAMERA), "rows": ({"*": ({"*": (FOLD_STAT,)},)},),
+              "comparisons": ({"*": (FOLD_COMPARISON,)},)}
 
-def _kind_ok(value: Any, kind: str) -> bool:
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _kind_ok(value: Any, kind: str | dict) -> bool:
+    if isinstance(kind, dict):
+        return isinstance(value, dict) and all(key in value for key in kind.get(REQUIRED, ()))
     if kind == NULL:
         return value is None
     if kind == BOOL:
         return isinstance(value, bool)
-    if kind in (INT, NUMBER):
-        if isinstance(value, bool) or not isinstance(value, int if kind == INT else (int, float)):
-            return False
-        return isinstance(value, int) or math.isfinite(value)
+    if kind == INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind in (NUMBER, FLOAT):
+        return _finite_number(value) or kind == FLOAT and isinstance(value, float)
+    if kind in (NUMBERS, PAIR):
+        return (isinstance(value, list) and all(map(_finite_number, value))
+                and (kind == NUMBERS or len(value) == 2 and value[0] <= value[1]))
     return isinstance(value, {STR: str, DICT: dict, LIST: list}[kind])
 
 
-def schema_problem(record: dict[str, Any], schema: dict[str, tuple[str, ...]]) -> str:
+def _field_problem(name: str, value: Any, kinds: tuple) -> str:
+    names = [("object with " + ", ".join(k[REQUIRED]) if REQUIRED in k else "object") if isinstance(k, dict)
+             else k for k in kinds]
+    return f"field {name!r} is {json.dumps(value)[:40]}, expected {' or '.join(names)}"
+
+
+def schema_problem(record: dict[str, Any], schema: dict[str, tuple]) -> str:
     """Why ``record`` does not fit ``schema`` ("" when it does): the first field of a wrong type."""
     for key, value in record.items():
         kinds = schema.get(key, schema.get("*"))
         if kinds is not None and not any(_kind_ok(value, kind) for kind in kinds):
-            shown = json.dumps(value)[:40]
-            return f"field {key!r} is {shown}, expected {' or '.join(kinds)}"
+            return _field_problem(key, value, kinds)
     return ""
 
 
@@ -197,17 +247,34 @@ def read_object(path: Path, schema: dict | None = None) -> tuple[dict[str, Any] 
     return None, problem
 
 
-def _typed_fields(path: Path, doc: dict[str, Any], schema: dict | None) -> dict[str, Any]:
+def _typed_fields(path: Path, doc: dict[str, Any], schema: dict | None, where: str = "") -> dict[str, Any]:
+    """``doc`` without its fields of a wrong type, at any depth (each left out with a warning naming it)."""
     if not schema:
         return doc
     kept = {}
     for key, value in doc.items():
-        problem = schema_problem({key: value}, schema)
-        if problem:
-            warn(path, None, problem, "field ignored")
-        else:
-            kept[key] = value
+        kinds = schema.get("*") if key == REQUIRED else schema.get(key, schema.get("*"))
+        fitted = value if kinds is None else _fitted(path, f"{where}{key}", value, kinds)
+        if fitted is not _LEFT_OUT:
+            kept[key] = fitted
     return kept
+
+
+_LEFT_OUT = object()
+
+
+def _fitted(path: Path, name: str, value: Any, kinds: tuple) -> Any:
+    """``value`` as the first of ``kinds`` it fits (an object with its own fields checked, whole enough for
+    its schema's required fields), or ``_LEFT_OUT`` (warned)."""
+    for kind in kinds:
+        if isinstance(kind, dict) and isinstance(value, dict):
+            checked = _typed_fields(path, value, kind, name + ".")
+            if all(field in checked for field in kind.get(REQUIRED, ())):
+                return checked
+        elif not isinstance(kind, dict) and _kind_ok(value, kind):
+            return value
+    warn(path, None, _field_problem(name, value, kinds), "field ignored")
+    return _LEFT_OUT
 
 
 def read_status(run_path: str | Path) -> dict[str, Any]:
@@ -225,45 +292,24 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
     return read_object(Path(run_dir) / "summary.json", SUMMARY)[0] or {}
 
 
-def read_json_object(path: Path, fix: str) -> dict[str, Any]:
-    """A JSON object file a command is asked about (eval.json): unreadable, malformed or not an object is an
-    error naming the file, with ``fix`` as the advice."""
-    doc, problem = read_object(path)
+def read_json_object(path: Path, fix: str, schema: dict | None = None) -> dict[str, Any]:
+    """A JSON object file a command is asked about: unreadable, malformed or not an object is an error naming
+    the file, with ``fix`` as the advice; fields of a wrong type for ``schema`` are left out (warned)."""
+    doc, problem = read_object(path, schema)
     if doc is None:
         raise WorkbenchError(f"{path}: {problem or 'it does not exist'}. {fix}")
     return doc
 
 
-def read_evaluation(path: Path) -> dict[str, Any] | None:
-    """eval.json's rows (``{"dsr": {"rank1": 0.6, ...}, ...}``) with wrongly typed metrics left out; None when
-    absent or unreadable (warned)."""
-    doc = read_object(path)[0]
-    if doc is None:
-        return None
-    out = {}
-    for key, value in doc.items():
-        if not isinstance(value, dict) or key in ("protocol", "intervals", "comparisons"):
-            out[key] = value
-            continue
-        row = {}
-        for metric, number in value.items():
-            if _kind_ok(number, NUMBER) or number is None or _curve_ok(metric, number):
-                row[metric] = number
-            else:
-                warn(path, None, f"{key}.{metric} is {json.dumps(number)[:40]}, expected a number", "ignored")
-        out[key] = row
-    return out
+def read_evaluation(path: Path, fix: str | None = None) -> dict[str, Any] | None:
+    """eval.json (``EVAL``: ``{"dsr": {"rank1": 0.6, ...}, "protocol": {...}, ...}``) with every part of a
+    wrong type left out (warned); None when absent or unreadable (warned), an error with ``fix`` when given."""
+    return read_object(path, EVAL)[0] if fix is None else read_json_object(path, fix, EVAL)
 
 
-# A row's curves: cmc = rank-k identification rates, roc = {"far": [...], "tar": [...]} (lists of numbers)
-EVAL_CURVES = ("cmc", "roc")
-
-
-def _curve_ok(metric: str, value: Any) -> bool:
-    if metric not in EVAL_CURVES:
-        return False
-    lists = [value] if isinstance(value, list) else list(value.values()) if isinstance(value, dict) else None
-    return lists is not None and all(isinstance(v, list) and all(_kind_ok(x, NUMBER) for x in v) for v in lists)
+def read_fold_evaluation(path: Path, fix: str | None = None) -> dict[str, Any] | None:
+    """eval_folds.json (``EVAL_FOLDS``), like :func:`read_evaluation`."""
+    return read_object(path, EVAL_FOLDS)[0] if fix is None else read_json_object(path, fix, EVAL_FOLDS)
 
 
 def key_file_problems(run_path: str | Path) -> list[str]:

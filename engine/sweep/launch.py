@@ -10,7 +10,7 @@ from dataclasses import fields
 from engine.jobs.options import SweepOptions
 from engine.jobs.process import DetachedJob, spawn
 from engine.presets import Preset, save
-from engine.sweep.places import control_dir
+from engine.sweep.places import base_preset_file, control_dir
 
 
 def start_sweep(preset: Preset, data: str | None, opts: SweepOptions) -> DetachedJob:
@@ -18,7 +18,7 @@ def start_sweep(preset: Preset, data: str | None, opts: SweepOptions) -> Detache
     PRESET.toml) in its own process; its output goes to the folder's controller.log."""
     study = opts.study or f"{preset.name}-sweep"
     control = control_dir(preset.runtime.runs_dir, study)
-    preset_file = save(preset, control / f"{preset.name}.toml", overwrite=True)
+    preset_file = save(preset, base_preset_file(preset.runtime.runs_dir, study, preset.name), overwrite=True)
     argv = [sys.executable, "-m", "workbench.cli.main", "sweep", "--preset", str(preset_file), "--study", study]
     if data:
         argv += ["--data", str(data)]

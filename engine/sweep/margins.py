@@ -41,14 +41,14 @@ def _cells(doc: dict[str, Any], folds: bool) -> list[str] | None:
     best = best_bicubic(rows)
     if best is None or not finite(rows.get("dsr", {}).get("rank1")):
         return None
-    comparison = (doc.get("comparisons") or {}).get(f"dsr_vs_{best}") or {}
+    comparison = doc.get("comparisons", {}).get(f"dsr_vs_{best}", {})
     psnr = _psnr(rows["dsr"].get("psnr"), rows[best].get("psnr"))
     if folds:
         spread = {row: doc["rows"][row]["rank1"] for row in ("dsr", best)}
-        difference = comparison.get("difference") or {}
+        difference = comparison.get("difference", {})
         return [_spread(spread["dsr"]), f"{_spread(spread[best])} ({best})", _spread(difference, points=True),
                 f"{comparison.get('significant_folds', '?')} of {difference.get('n', '?')} folds", psnr]
-    p = (comparison.get("mcnemar") or {}).get("p")
+    p = comparison.get("mcnemar", {}).get("p")
     return [_rate(rows["dsr"]["rank1"], row_interval(doc, "dsr", "rank1")),
             f"{_rate(rows[best]['rank1'], row_interval(doc, best, 'rank1'))} ({best})",
             _points(comparison.get("difference"), comparison.get("interval")),

@@ -11,7 +11,7 @@ from typing import Any
 
 from engine.errors import WorkbenchError
 from engine.evaluation.wording import finite
-from engine.runs.records import read_evaluation, read_json_object, read_metrics
+from engine.runs.records import read_evaluation, read_fold_evaluation, read_metrics
 from engine.runs.run_dir import RunDir, linked_file
 
 KINDS = ("val", "eval", "summary")
@@ -22,6 +22,11 @@ VAL_METRICS = {"train-dsr": ("psnr", "ssim", "loss", "l1", "tv", "perceptual", "
 EVAL_ROWS = ("dsr", "dsr_base", "bicubic", "bicubic_base", "hr", BEST_BICUBIC)
 EVAL_METRICS = ("rank1", "rank5", "auc", "eer", "tar_at_far_1e-2", "tar_at_far_1e-3", "open_set_accuracy", "psnr",
                 "ssim")
+PIPELINE_OBJECTIVES = (
+    "a pipeline trial is scored by its evaluation, and its run records no per-epoch val metrics (its stages do, "
+    f"in their own runs). Give eval.ROW.METRIC with ROW one of {', '.join(EVAL_ROWS)} and METRIC one of "
+    f"{', '.join(EVAL_METRICS)} (e.g. eval.dsr.rank1, or \"eval.dsr.rank1 - eval.bicubic_best.rank1\" with "
+    "--baselines), or summary.KEY of its summary.json (e.g. summary.dsr_rank1).")
 
 
 def check_objective(name: str) -> list[tuple[str, ...]]:
@@ -38,10 +43,11 @@ def check_objective(name: str) -> list[tuple[str, ...]]:
 def check_metric_names(name: str, job: str) -> None:
     """Each term of the objective names a metric the trial's ``job`` records (a typo gets "did you mean")."""
     for kind, *rest in check_objective(name):
+        if kind == "val" and job == "pipeline":
+            raise WorkbenchError(f"objective val.{rest[0]}: {PIPELINE_OBJECTIVES}")
         if kind == "val":
-            known = VAL_METRICS.get(job, VAL_METRICS["train-dsr"]) if job != "pipeline" else ()
-            _known(f"val.{rest[0]}", rest[0], known, f"{job} validates no metric by that name" if known else
-                   "a pipeline trial is scored by its evaluation: give eval.ROW.METRIC, e.g. eval.dsr.rank1")
+            _known(f"val.{rest[0]}", rest[0], VAL_METRICS.get(job, VAL_METRICS["train-dsr"]),
+                   f"{job} validates no metric by that name")
         elif kind == "eval":
             _known(f"eval.{rest[0]}", rest[0], EVAL_ROWS, "no such row")
             _known(f"eval.{rest[0]}.{rest[1]}", rest[1], EVAL_METRICS, "no such metric")
@@ -110,7 +116,7 @@ def run_evaluation(run_dir: Path) -> tuple[dict[str, Any], bool]:
     summary = RunDir(run_dir).read_summary()
     folds = linked_file(run_dir, summary.get("eval_folds_json"))
     if folds is not None and folds.is_file():
-        return _read(folds), True
+        return read_fold_evaluation(folds) or {}, True
     for path in (run_dir / "eval.json", linked_file(run_dir, summary.get("eval_json"))):
         if path is not None and path.is_file():
             doc = read_evaluation(path)
@@ -123,8 +129,7 @@ def evaluation_camera(doc: dict[str, Any], folds: bool) -> str:
     """The camera protocol of an evaluation document in words ('' for a clean or an old one)."""
     from engine.evaluation.wording import camera_protocol_text
 
-    protocol = doc.get("protocol")
-    camera = doc.get("camera") if folds else protocol.get("camera") if isinstance(protocol, dict) else None
+    camera = doc.get("camera") if folds else doc.get("protocol", {}).get("camera")
     text = camera_protocol_text(camera)
     return "" if text == "clean" else text
 
@@ -132,14 +137,7 @@ def evaluation_camera(doc: dict[str, Any], folds: bool) -> str:
 def rows_of(doc: dict[str, Any], folds: bool) -> dict[str, dict[str, float]]:
     """{row: {metric: value}} of an evaluation document (of eval_folds.json: each metric's mean)."""
     if folds:
-        rows = doc.get("rows") if isinstance(doc.get("rows"), dict) else {}
-        return {row: {metric: stat.get("mean") for metric, stat in body.items() if isinstance(stat, dict)}
-                for row, body in rows.items() if isinstance(body, dict)}
+        return {row: {metric: stat["mean"] for metric, stat in body.items()}
+                for row, body in doc.get("rows", {}).items()}
     return {row: body for row, body in doc.items() if isinstance(body, dict)}
 
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        return read_json_object(path, "")
-    except WorkbenchError:
-        return {}

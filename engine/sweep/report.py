@@ -18,7 +18,7 @@ from engine import presets
 from engine.evaluation.page import figure_png, write_page
 from engine.evaluation.report import fold_blocks, result_blocks
 from engine.presets import Preset
-from engine.runs.records import read_json_object
+from engine.runs.records import read_evaluation, read_fold_evaluation
 from engine.runs.run_dir import RunDir, linked_file
 from engine.sweep.margins import HEADER as MARGIN_HEADER, margin_rows
 from engine.sweep.study import importances, trial_rows
@@ -122,10 +122,10 @@ def _evaluation_blocks(run_dir: Path) -> list[tuple]:
     summary = RunDir(run_dir).read_summary()
     folds = linked_file(run_dir, summary.get("eval_folds_json"))
     if folds is not None and folds.is_file():
-        return fold_blocks(read_json_object(folds, "Re-run the trial's pipeline."), folds, 1)[:-1]
+        return fold_blocks(read_fold_evaluation(folds, "Re-run the trial's pipeline."), folds, 1)[:-1]
     for path in (run_dir / "eval.json", linked_file(run_dir, summary.get("eval_json"))):
         if path is not None and path.is_file():
-            return [("p", f"Evaluation: `{path}`")] + result_blocks(read_json_object(path, "Re-run the trial."))
+            return [("p", f"Evaluation: `{path}`")] + result_blocks(read_evaluation(path, "Re-run the trial."))
     return [("p", "This trial's job has no evaluation (train-dsr or finetune trials): sweep pipeline trials "
                   "(`--job pipeline --baselines`) to see the winner's rank-1 against bicubic with intervals.")]
 

@@ -29,7 +29,7 @@ from engine.jobs.registry import JOBS, JobRequest, StopFlag, run_job, sweep_tria
 from engine.presets import Preset, derive, load, save
 from engine.runs.run_dir import RunDir
 from engine.runs.status import FileStop, StatusWriter, run_state
-from engine.sweep.places import control_dir, journal_path, sweeps_dir
+from engine.sweep.places import base_preset_file, control_dir, journal_path, remember_study, sweeps_dir
 from engine.sweep.objective import check_metric_names, check_objective, objective_value
 from engine.sweep.space import SearchSpace, load_space
 
@@ -52,6 +52,10 @@ def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     optuna_study = open_study(preset, opts, space, study)
     record_setup(optuna_study, preset, opts)
     control = control_dir(preset.runtime.runs_dir, study)
+    save(preset, base_preset_file(preset.runtime.runs_dir, study, preset.name), overwrite=True)   # for save-best
+    unindexed = remember_study(study, preset.runtime.runs_dir)
+    if unindexed:
+        emit(Log(JOB, unindexed, "warning"))
     status = StatusWriter(control, JOB)          # this host's controller: live or dead, and its stop.request
     stop = FileStop(stop, control)
     try:

@@ -1,7 +1,8 @@
 """Reading a metric history (metrics.jsonl records) as per-epoch series.
 
-A record is ``{"job", "stage", "epoch", "step", "split", <metric>: value, ...}``; non-finite values
-are stored as null, so ``None`` under a loss key means the loss was NaN or infinite. A record
+A record is ``{"job", "stage", "epoch", "step", "split", <metric>: value, ...}``; the workbench stores
+non-finite values as null, other writers as NaN or Infinity (Python's json): either way a loss key that
+holds no finite number means the loss was NaN or infinite. A record
 ``{"split": "error", "error": "out of memory ..."}`` (or ``{"event": "oom"}``) marks an OOM.
 """
 

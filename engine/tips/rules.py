@@ -158,7 +158,7 @@ def dsr_vs_bicubic(history: History, preset: Preset, th: Thresholds) -> Tip | No
     if len(psnr) >= th.min_epochs_to_judge and best.value - reference < th.min_psnr_gain:
         return _tip("dsr_no_gain", "DSR no better than bicubic: gentler learning rate, train longer",
                     "If Training is Unstable",
-                    [f"The best DSR val PSNR is {best.value:.2f} dB after {len(psnr)} val epochs, "
+                    [f"The best DSR val PSNR is {best.value:.2f} dB (epoch {best.epoch}) after {len(psnr)} val epochs, "
                      f"{best.value - reference:+.2f} dB against the bicubic baseline {reference:.2f} dB "
                      f"(at least {th.min_psnr_gain:g} dB above it is expected), with dsr.learning_rate {lr}."],
                     "A DSR stuck at the bicubic PSNR has learned to pass its input through: steps too large "
@@ -258,19 +258,21 @@ CAMERA_PROTOCOLS = ("same camera", "unseen camera")
 def camera(history: History, preset: Preset, evaluation: dict | None, th: Thresholds) -> Tip | None:
     """DSR reconstructs its val images well but the camera probes are not recognised: anchor the recogniser to its
     HR teacher, AdaFace; for an unseen camera also train through cameras on the fly, wider ones."""
-    protocol = ((evaluation or {}).get("protocol") or {}).get("camera") if isinstance(evaluation, dict) else None
-    name = protocol.get("protocol") if isinstance(protocol, dict) else None
+    protocol = (evaluation or {}).get("protocol", {}).get("camera", {})   # as records.read_evaluation reads it
+    name = protocol.get("protocol")
     rank1, hr = eval_rank1(evaluation, "dsr"), eval_rank1(evaluation, "hr")
     psnr = [p for p in series(history, "dsr", "val", "psnr") if p.finite]
     bicubic = [p for p in series(history, "dsr", "val", "bicubic_psnr") if p.finite]
     if name not in CAMERA_PROTOCOLS or rank1 is None or not psnr or not bicubic:
         return None
-    gain = max(p.value for p in psnr) - bicubic[-1].value
+    best = max(psnr, key=lambda p: p.value)
+    gain = best.value - bicubic[-1].value
     gap = (hr - rank1) if hr is not None else None
     if gain < th.min_psnr_gain or not (rank1 < th.low_accuracy or (gap is not None and gap > th.camera_rank1_gap)):
         return None
     probes = protocol.get("probes") or protocol.get("dataset") or "?"
-    observed = [f"DSR's val PSNR is {gain:+.2f} dB over bicubic, yet on the {name} probes ({probes}) DSR + EdgeFace "
+    observed = [f"DSR's best val PSNR (epoch {best.epoch}) is {gain:+.2f} dB over bicubic, yet on the {name} probes "
+                f"({probes}) DSR + EdgeFace "
                 f"reaches {_pct(rank1)} rank-1" + (f", {100 * gap:.1f} points under HR probes" if gap is not None else "")
                 + "."]
     changes = [Change("finetune.lambda_distill", 0.5, "up"), Change("finetune.head", "adaface", "set")]

@@ -2,8 +2,10 @@
 
 Which value is compared: DSR metrics use the latest val epoch of stage ``dsr`` (what the model is
 now); "Stage 1/2 val accuracy" use the best val top-1 of the stage; "Final accuracy" uses the
-DSR row's rank-1 of eval.json when given, else the last val top-1 of stage 2. Fractions stay
-fractions (unit "%" tells a front end to show them as percentages).
+DSR row's rank-1 of eval.json when given, else the last val top-1 of stage 2. ``Target.label``
+says which (``DSR val PSNR (last epoch: 12)``, ``Stage 1 val accuracy (best epoch: 7)``), since the
+runs table shows the best val PSNR. Fractions stay fractions (unit "%" tells a front end to show
+them as percentages).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.presets import Preset
-from engine.tips.history import eval_rank1, series
+from engine.tips.history import Point, eval_rank1, series
 from engine.tips.thresholds import target_values
 
 
@@ -25,6 +27,13 @@ class Target:
     met: bool
     gap: float | None         # distance still to go: > 0 missed by that much, <= 0 met with that margin
     unit: str = ""            # "dB", "%" (a fraction shown as a percentage) or ""
+    which: str = ""           # "last" or "best" epoch of the stage's val metrics ("" for eval.json's rank-1)
+    epoch: int | None = None  # the epoch the value is from
+
+    @property
+    def label(self) -> str:
+        """The name with the epoch its value is from: ``DSR val PSNR (last epoch: 12)``."""
+        return f"{self.name} ({self.which} epoch: {self.epoch})" if self.which and self.epoch is not None else self.name
 
 
 # (target key, shown name, stage, metric, comparison, which value, unit)
@@ -44,20 +53,22 @@ def check_targets(history: list[dict[str, Any]], preset: Preset, evaluation: dic
     goals = target_values(*preset.vlr_size)
     targets = []
     for key, name, stage, metric, comparison, which, unit in _SPECS:
-        value = None
+        point = None
         if key == "final" and eval_rank1(evaluation, "dsr") is not None:
-            value, name = eval_rank1(evaluation, "dsr"), "Final accuracy (eval rank-1)"
+            point, name, which = Point(0, eval_rank1(evaluation, "dsr")), "Final accuracy (eval rank-1)", ""
         else:
-            values = [p.value for p in series(history, stage, "val", metric) if p.finite]
-            if values:
-                value = values[-1] if which == "last" else (max(values) if comparison == ">" else min(values))
-        targets.append(_target(name, value, goals[key], comparison, unit))
+            points = [p for p in series(history, stage, "val", metric) if p.finite]
+            if points:
+                point = points[-1] if which == "last" else (max if comparison == ">" else min)(
+                    points, key=lambda p: p.value)
+        targets.append(_target(name, point, goals[key], comparison, unit, which))
     return targets
 
 
-def _target(name: str, value: float | None, goal: float, comparison: str, unit: str) -> Target:
-    if value is None:
+def _target(name: str, point: Point | None, goal: float, comparison: str, unit: str, which: str) -> Target:
+    if point is None:
         return Target(name, None, goal, comparison, False, None, unit)
+    value = point.value
     gap = goal - value if comparison == ">" else value - goal
     met = value > goal if comparison == ">" else value < goal
-    return Target(name, value, goal, comparison, met, gap, unit)
+    return Target(name, value, goal, comparison, met, gap, unit, which, point.epoch if which else None)

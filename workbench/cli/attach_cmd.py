@@ -48,7 +48,8 @@ def stop_command(args) -> int:
     _running(args.run_dir)
     request_stop(follower.root)
     status = read_status(follower.root)
-    console.print(f"asked {status.get('job', 'the job')} (pid {status.get('pid')} on {status.get('host')}) to stop")
+    owner = f" (pid {status['pid']} on {status.get('host', '?')})" if "pid" in status else ""
+    console.print(f"asked {escape(str(status.get('job', 'the job')))}{escape(owner)} to stop")
     deadline = time.time() + args.wait
     while time.time() < deadline:
         state = run_state(follower.root)

@@ -140,7 +140,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                                    unlabelled=args.unlabelled, distractors=args.distractors)
     console.print(_counts_table(f"{escape(str(args.dst))}  (VLR {args.vlr[0]}x{args.vlr[1]})", manifest["splits"]))
     if manifest["skipped"]:
-        console.print(f"skipped {len(manifest['skipped'])} file(s) that are not images (listed in {MANIFEST})")
+        console.print(f"skipped {len(manifest['skipped'])} file(s): not images, or smaller than the VLR size "
+                      f"(listed in {MANIFEST})")
     return 0
 
 

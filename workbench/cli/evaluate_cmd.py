@@ -12,7 +12,7 @@ from rich.table import Table
 from engine import presets as P
 from engine.errors import WorkbenchError
 from engine.evaluation import wording
-from engine.runs.records import read_json_object
+from engine.runs.records import read_evaluation, read_fold_evaluation
 from engine.jobs.options import EvaluateOptions, PipelineOptions
 from engine.jobs.registry import JobRequest
 from workbench.cli.run_flags import add_run_flags, check_resume, launch_torchrun
@@ -68,9 +68,9 @@ def results_table(doc: dict) -> Table:
     title = (f"test split: {protocol.get('subjects', '?')} subjects{extra}, {protocol.get('probes', '?')} probes, "
              f"threshold {protocol.get('threshold', '?')}" + (f"; {camera}" if camera else ""))
     intervals = doc.get("intervals")
-    if isinstance(intervals, dict):
-        title += (f"; [95% interval: bootstrap over subjects, {intervals.get('resamples')} resamples, "
-                  f"seed {intervals.get('seed')}]")
+    if intervals is not None:
+        title += (f"; [95% interval: bootstrap over subjects, {intervals.get('resamples', '?')} resamples, "
+                  f"seed {intervals.get('seed', '?')}]")
     table = Table(title=escape(title))
     table.add_column("metric")
     for _key, label in columns(doc):
@@ -95,10 +95,10 @@ def comparison_table(doc: dict) -> Table | None:
 
 def recognisers_text(doc: dict) -> str:
     """Which recogniser scored which row (the protocol's rows)."""
-    rows = (doc.get("protocol") or {}).get("rows") or {}
+    rows = doc.get("protocol", {}).get("rows", {})
     names = [n for n in wording.ROW_ORDER if n in rows] + [n for n in rows if n not in wording.ROW_ORDER]
-    return "; ".join(f"{wording.ROW_LABELS.get(name, (name,))[0]}: {rows[name].get('probes')} probes, "
-                     f"{rows[name].get('recogniser')} recogniser" for name in names if isinstance(rows[name], dict))
+    return "; ".join(f"{wording.ROW_LABELS.get(name, (name,))[0]}: {rows[name].get('probes', '?')} probes, "
+                     f"{rows[name].get('recogniser', '?')} recogniser" for name in names)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -188,7 +188,7 @@ def _print_eval(result) -> None:
     """The results table of the eval.json a finished evaluate or pipeline job names in its summary."""
     eval_json = result.summary.get("eval_json")
     if eval_json and Path(eval_json).is_file():
-        doc = read_json_object(Path(eval_json), "Run the evaluation again to rewrite it.")
+        doc = read_evaluation(Path(eval_json), "Run the evaluation again to rewrite it.")
         console.print(results_table(doc))
         comparisons = comparison_table(doc)
         if comparisons is not None:
@@ -218,7 +218,7 @@ def folds_table(aggregated: dict) -> Table:
     """eval_folds.json as a table: one line per row, each metric as mean ± sample std (min to max) over folds."""
     from engine.evaluation.folds import spread_text
 
-    rows = aggregated.get("rows") or {}
+    rows = aggregated.get("rows", {})
     table = Table(title=escape(f"{aggregated.get('folds', '?')} folds (different held-out subjects, seed "
                                f"{aggregated.get('seed', '?')}): mean ± standard deviation (min to max)"))
     table.add_column("row")
@@ -234,10 +234,10 @@ def folds_table(aggregated: dict) -> Table:
 def fold_comparison_lines(aggregated: dict) -> list[str]:
     """'dsr vs bicubic: +4.6 ± 2.0 points (1.2 to 7.0), significant in 2 of 3 folds' per comparison."""
     out = []
-    for name, body in (aggregated.get("comparisons") or {}).items():
+    for name, body in aggregated.get("comparisons", {}).items():
         diff = body["difference"]
-        out.append(f"{body.get('a')} vs {body.get('b')} (rank-1): {100 * diff['mean']:+.1f} ± {100 * diff['std']:.1f} "
-                   f"points ({100 * diff['min']:+.1f} to {100 * diff['max']:+.1f}), significant (McNemar p<0.05) in "
+        out.append(f"{body.get('a', '?')} vs {body.get('b', '?')} (rank-1): {100 * diff['mean']:+.1f} ± "
+                   f"{100 * diff['std']:.1f} points ({100 * diff['min']:+.1f} to {100 * diff['max']:+.1f}), significant (McNemar p<0.05) in "
                    f"{body.get('significant_folds', 0)} of {diff['n']} folds")
     return out
 
@@ -246,11 +246,11 @@ def _print_folds(result) -> bool:
     path = result.summary.get("eval_folds_json")
     if not path or not Path(path).is_file():
         return False
-    aggregated = read_json_object(Path(path), "Run the pipeline with --folds again to rewrite it.")
+    aggregated = read_fold_evaluation(Path(path), "Run the pipeline with --folds again to rewrite it.")
     console.print(folds_table(aggregated))
     for line in fold_comparison_lines(aggregated):
         console.print(escape(line))
-    console.print(f"per-fold results: {escape(', '.join(aggregated.get('files', [])))}")
+    console.print(f"per-fold results: {escape(', '.join(map(str, aggregated.get('files', []))))}")
     console.print(f"aggregated: {escape(str(path))}")
     return True
 

@@ -25,6 +25,9 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # paths in 
 
 
 def _fmt(value) -> str:
+    """A value as the CLI prints it: floats to 4 significant digits, no value (None) as "-"."""
+    if value is None:
+        return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
@@ -38,10 +41,11 @@ def _eta(seconds: float | None) -> str:
 
 
 def summary_table(title: str, summary: dict) -> Table:
+    """A job's summary, one key a line (nested tables and lists are in summary.json; no value: "-")."""
     table = Table(title=title, show_header=False)
     for key, value in summary.items():
         if not isinstance(value, (dict, list)):
-            table.add_row(key, _fmt(value))
+            table.add_row(escape(str(key)), escape(_fmt(value)))
     return table
 
 
@@ -113,7 +117,8 @@ def run_in_foreground(request: JobRequest, on_done: Callable[[ev.Finished], None
     if result.stopped:
         spec = job_spec(request.kind)
         resumable = bool(spec.resume_file and result.run_dir and (Path(result.run_dir) / spec.resume_file).is_file())
-        hint = (f"; continue with `vlr-workbench {request.kind} --resume {result.run_dir}`" if resumable
+        hint = (f"; {result.resume_hint}" if result.resume_hint
+                else f"; continue with `vlr-workbench {request.kind} --resume {result.run_dir}`" if resumable
                 else "; run the same command again to resume it" if spec.resumed_by_rerun
                 else " (nothing resumable was saved)")
         console.print(f"[yellow]stopped early{escape(hint)}[/]")

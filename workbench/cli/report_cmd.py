@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, metavar="PATH",
                    help="report file (default: RUN_DIR/report.md, or runs_dir/sweeps/STUDY-report.md; "
                         ".html with --html)")
-    p.add_argument("--preset", help="a study's base preset: its runtime.runs_dir holds the study (default cpu-demo)")
+    p.add_argument("--preset", help="a study's base preset: its runtime.runs_dir holds the study (default: the "
+                                    "runs_dir recorded when it started, else every known preset's is searched)")
     p.add_argument("--storage", help="a study's RDB URL, when it has one")
     p.set_defaults(func=cmd_report)
 
@@ -44,17 +45,14 @@ def cmd_report(args) -> int:
 
 
 def _sweep_report(args) -> Path:
-    from engine import presets
-    from engine.jobs.options import SweepOptions
     from engine.runs.run_dir import runs_root
+    from engine.sweep.finding import find_study
     from engine.sweep.report import write_sweep_report
-    from engine.sweep.study import load_study
 
-    base = presets.load(args.preset or "cpu-demo")
-    study = load_study(base, SweepOptions(study=args.target, storage=args.storage), missing_hint=(
-        f"{args.target} is neither a run directory nor a study there. Give an evaluate or pipeline run directory, "
-        "or a study's name (with --preset P whose runs_dir holds it, or --storage URL)."))
+    found = find_study(args.target, args.preset, args.storage, missing_hint=(
+        f"{args.target} is neither a run directory nor a study there. Give an evaluate or pipeline run "
+        "directory, or a study's name (with --preset P whose runs_dir holds it, or --storage URL)."))
     suffix = ".html" if args.html else ".md"
-    default = runs_root(base.runtime.runs_dir) / "sweeps" / f"{study.study_name}-report{suffix}"
+    default = runs_root(found.runs_dir) / "sweeps" / f"{found.study.study_name}-report{suffix}"
     out = args.out.expanduser() if args.out else default
-    return write_sweep_report(study, base, out, as_html=args.html)
+    return write_sweep_report(found.study, found.base, out, as_html=args.html)

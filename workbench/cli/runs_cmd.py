@@ -64,7 +64,7 @@ def cmd_runs(args) -> int:
     table = Table(title=f"{len(rows)} runs in {escape(str(root))}", title_justify="left")
     table.add_column("run", overflow="fold", min_width=12)
     for name in DISPLAY_COLUMNS:
-        numeric = name in ("epochs", "PSNR", "gain") or name.endswith("%")
+        numeric = name in ("epochs", "best PSNR", "gain") or name.endswith("%")
         table.add_column(name, no_wrap=True, min_width=len(name), justify="right" if numeric else "left")
     if reference is not None:
         table.add_column(f"differs from {escape(reference.name)}")

@@ -17,8 +17,11 @@ TUNNEL = "ssh -L {port}:localhost:{port} HOST"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the workbench app to a browser",
                        description="Serve the workbench to a browser with textual-serve. Every browser tab runs its "
-                                   "own app process, and closing the tab stops that app's job cleanly (its run "
-                                   "directory and last.pt stay on disk; the Runs tab opens it again). Anyone who "
+                                   "own app process. Closing the tab leaves a job started in its own process (the "
+                                   "default) running: a new tab attaches to it from the Runs tab (a), and "
+                                   "`vlr-workbench stop RUN_DIR` stops it; a job inside the app (B) gets its stop "
+                                   "flag and stops cleanly with a resumable last.pt. Either way its run directory "
+                                   "stays on disk and the Runs tab opens it again. Anyone who "
                                    "reaches the port controls the app (no login): it listens on localhost only, "
                                    "and from another computer you forward the port over SSH: "
                                    "ssh -L 8000:localhost:8000 HOST. Another --host needs --public.")

@@ -23,7 +23,7 @@ EXAMPLE = """example (space.toml):
   "dsr.base_channels" = { choices = [16, 32] }
 
   vlr-workbench sweep --preset cpu-demo --space space.toml --trials 8 --objective val.psnr
-  vlr-workbench sweep show cpu-demo-sweep --preset cpu-demo
+  vlr-workbench sweep show cpu-demo-sweep
   vlr-workbench sweep --preset cpu-demo --space space.toml --job pipeline --baselines --folds 3 \
       --objective "eval.dsr.rank1 - eval.bicubic_best.rank1" --study margin
 
@@ -33,6 +33,10 @@ stop, tips and report work on it; its sweep.json names the study and trial. The 
 is saved as PRESET-best-STUDY. The study is an Optuna journal under runs_dir/sweeps (many processes on
 one host; optuna-dashboard reads it); --storage postgresql://... shares it between machines (SQLite
 is not safe for parallel writers)."""
+
+
+FIND_HELP = ("the preset whose runs_dir holds the study (default: looked for in the runs_dir recorded when it "
+             "started, then in every known preset's)")
 
 
 def register(subparsers) -> None:
@@ -74,20 +78,22 @@ def register(subparsers) -> None:
     actions = parser.add_subparsers(dest="sweep_action", metavar="{show,stop,save-best}")
     show = actions.add_parser("show", help="the trials of a study (--json: one object)")
     show.add_argument("study_name", metavar="STUDY")
-    show.add_argument("--preset", default=argparse.SUPPRESS, help="the preset whose runs_dir holds the study")
+    show.add_argument("--preset", default=argparse.SUPPRESS, help=FIND_HELP)
     show.add_argument("--storage", default=argparse.SUPPRESS, help="the study's RDB URL, when it has one")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=sweep_show)
     halt = actions.add_parser("stop", help="ask this host's controller of STUDY to stop (trials keep checkpoints)")
     halt.add_argument("study_name", metavar="STUDY")
-    halt.add_argument("--preset", default=argparse.SUPPRESS, help="the preset whose runs_dir holds the study")
+    halt.add_argument("--preset", default=argparse.SUPPRESS, help=FIND_HELP)
     halt.set_defaults(func=sweep_stop)
     best = actions.add_parser("save-best", help="save the best trial's preset (or --trial N's) as a user preset")
     best.add_argument("study_name", metavar="STUDY")
     best.add_argument("name", metavar="NAME", help="the new preset's name")
     best.add_argument("--trial", type=int, help="this trial instead of the best")
     best.add_argument("--force", action="store_true", help="replace NAME if it exists (never a built-in)")
-    best.add_argument("--preset", default=argparse.SUPPRESS, help="the base preset (its runs_dir holds the study)")
+    best.add_argument("--preset", default=argparse.SUPPRESS,
+                      help="the base preset the diff is shown from, whose runs_dir holds the study (default: the "
+                           "preset the study was started from, found as for `sweep show`)")
     best.add_argument("--storage", default=argparse.SUPPRESS, help="the study's RDB URL, when it has one")
     best.set_defaults(func=sweep_save_best)
 
@@ -116,11 +122,20 @@ def sweep(args) -> int:
     return run_in_foreground(JobRequest("sweep", preset, data=args.data, options=_options(args, args.study)))
 
 
-def sweep_show(args) -> int:
-    from engine.sweep.study import importances, load_study, trial_rows
+def _named_preset(args) -> str | None:
+    """The preset a `sweep show/stop/save-best` was told holds the study (None: find it)."""
+    if getattr(args, "preset", None):
+        return args.preset
+    if getattr(args, "from_run", None):
+        return str(Path(args.from_run) / "preset.toml")
+    return None
 
-    preset = _base_preset(args)
-    study = load_study(preset, _options(args, args.study_name))
+
+def sweep_show(args) -> int:
+    from engine.sweep.finding import find_study
+    from engine.sweep.study import importances, trial_rows
+
+    study = find_study(args.study_name, _named_preset(args), getattr(args, "storage", None)).study
     rows = trial_rows(study)
     if args.json:
         directions = [d.name.lower() for d in study.directions]
@@ -148,10 +163,11 @@ def sweep_show(args) -> int:
 
 def sweep_save_best(args) -> int:
     from engine.errors import WorkbenchError
-    from engine.sweep.study import load_study, trial_preset_as
+    from engine.sweep.finding import find_study
+    from engine.sweep.study import trial_preset_as
 
-    base = _base_preset(args)
-    study = load_study(base, _options(args, args.study_name))
+    found = find_study(args.study_name, _named_preset(args), getattr(args, "storage", None))
+    study, base = found.study, found.base
     if args.trial is not None:
         chosen = next((t for t in study.get_trials(deepcopy=False) if t.number == args.trial), None)
         if chosen is None or chosen.state.name != "COMPLETE":
@@ -177,10 +193,13 @@ def sweep_save_best(args) -> int:
 
 def sweep_stop(args) -> int:
     from engine.errors import WorkbenchError
+    from engine.sweep.finding import locate_study
     from engine.sweep.listing import controller_state, stop_sweep
     from engine.sweep.places import sweeps_dir
 
-    preset = _base_preset(args)
+    named = _named_preset(args)
+    preset = (presets.load(named) if named else
+              locate_study(args.study_name, lambda runs_dir: (sweeps_dir(runs_dir) / args.study_name).is_dir()))
     control = sweeps_dir(preset.runtime.runs_dir) / args.study_name
     state = controller_state(control)
     if state != "running":

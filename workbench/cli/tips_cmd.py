@@ -75,12 +75,12 @@ def _targets_table(targets: list[Target], set_name: str) -> Table:
         table.add_column(column, no_wrap=True)
     for t in targets:
         if t.value is None:
-            table.add_row(t.name, "-", f"{t.comparison} {_fmt(t.target, t.unit)}", "[dim]no data[/]", "-")
+            table.add_row(escape(t.label), "-", f"{t.comparison} {_fmt(t.target, t.unit)}", "[dim]no data[/]", "-")
             continue
         status = "[green]met[/]" if t.met else "[red]not met[/]"
         size = f"{100 * abs(t.gap):.1f} points" if t.unit == "%" else _fmt(abs(t.gap), t.unit)
         gap = f"{size} {'short' if t.gap > 0 else 'margin'}"
-        table.add_row(t.name, _fmt(t.value, t.unit), f"{t.comparison} {_fmt(t.target, t.unit)}", status, gap)
+        table.add_row(escape(t.label), _fmt(t.value, t.unit), f"{t.comparison} {_fmt(t.target, t.unit)}", status, gap)
     return table
 
 
