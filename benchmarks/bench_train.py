@@ -514,13 +514,13 @@ def app_overhead_steady(preset, root: Path, work: Path, windows: int = 12) -> di
 
 async def _attached_app(run_dir: Path, root: Path) -> None:
     """The app attached to ``run_dir`` (the Runs tab's ``a``), charts on screen, until killed."""
+    from workbench.app import messages as msg
     from workbench.app.app import WorkbenchApp
-    from workbench.app.widgets.run_history import RunHistory
 
     app = WorkbenchApp(presets.load(run_dir / "preset.toml"), data=str(root), cursor_blink=False, remember=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(SETTLE_SECONDS)
-        app.post_message(RunHistory.AttachRequested(run_dir))
+        app.main.post_message(msg.AttachRequested(run_dir))     # what the Runs tab's a posts
         await asyncio.sleep(3600)
 
 

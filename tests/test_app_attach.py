@@ -86,7 +86,7 @@ async def test_app_attaches_to_a_headless_run_fills_charts_and_stops_it_cleanly(
             state = table.get_cell_at((table.cursor_row, table.get_column_index("state")))
             assert str(state) == "running"
             await pilot.press("a")
-            assert app.following and app.attached == run_dir
+            assert app.jobs.following and app.jobs.attached == run_dir
             panel = app.query_one(JobPanel)
             assert panel.state == "running" and "attached" in panel.job
             assert app.query_one(TabbedContent).active == "tab-charts"
@@ -98,21 +98,21 @@ async def test_app_attaches_to_a_headless_run_fills_charts_and_stops_it_cleanly(
             await wait_for(pilot, lambda: panel.last is not None and panel.last.epochs == 200, timeout=30,
                            what="progress from the run's status.json")
             await pilot.press("t")                       # the app's own jobs wait while attached
-            assert not app.detached_jobs and app.attached == run_dir and "attached" in notes[-1]
+            assert not app.jobs.detached_jobs and app.jobs.attached == run_dir and "attached" in notes[-1]
             await pilot.press("D")                       # detach: the run goes on; a attaches again
-            await wait_for(pilot, lambda: not app.job_running, what="the follower to stop")
+            await wait_for(pilot, lambda: not app.jobs.running, what="the follower to stop")
             assert panel.state == "detached" and proc.poll() is None and run_state(run_dir) == "running"
             await highlight(pilot, run_dir)
             await pilot.press("a")
-            assert app.following and app.attached == run_dir
+            assert app.jobs.following and app.jobs.attached == run_dir
             await pilot.press("x")
             assert isinstance(app.screen, ConfirmDialog) and f"pid {proc.pid}" in app.screen.question
             await pilot.press("y")
             # the request is on disk until the run ends (its end removes it, so none stays behind)
             assert panel.state in ("stopping", "stopped") and ((run_dir / "stop.request").exists()
                                                                or run_state(run_dir) != "running")
-            await wait_for(pilot, lambda: not app.job_running, timeout=60, what="the attached run to end")
-            assert panel.state == "stopped" and not app.following
+            await wait_for(pilot, lambda: not app.jobs.running, timeout=60, what="the attached run to end")
+            assert panel.state == "stopped" and not app.jobs.following
             assert any(str(run_dir / "last.pt") in note for note in notes), notes   # the stop toast names last.pt
         assert proc.wait(timeout=60) == 130, proc.stderr.read()[-2000:]
     finally:
@@ -145,11 +145,11 @@ async def test_attaching_to_a_finished_or_killed_run_says_why(tiny, demo_root, t
         assert states == {killed: "dead", finished: "finished"}
         assert str(table.get_cell_at((table.cursor_row, table.get_column_index("state")))) == "dead"
         await pilot.press("a")
-        assert not app.following and not app.job_running
+        assert not app.jobs.following and not app.jobs.running
         assert "not running" in notes[-1] and f"train-dsr --resume {killed}" in notes[-1]
         await highlight(pilot, finished)
         await pilot.press("a")
-        assert not app.following and "not running" in notes[-1] and "finished" in notes[-1]
+        assert not app.jobs.following and "not running" in notes[-1] and "finished" in notes[-1]
 
 
 async def test_a_job_started_detached_outlives_the_app(tiny, demo_root, tmp_path, capsys):
@@ -157,8 +157,8 @@ async def test_a_job_started_detached_outlives_the_app(tiny, demo_root, tmp_path
     async with app.run_test(size=WIDE) as pilot:
         app.preset = app.preset.with_changes({"dsr.epochs": 300})        # unsaved: written to the run
         await pilot.press("t")                                            # own process: the default
-        assert len(app.detached_jobs) == 1 and app.following
-        job = app.detached_jobs[0]
+        assert len(app.jobs.detached_jobs) == 1 and app.jobs.following
+        job = app.jobs.detached_jobs[0]
         run_dir = job.run_dir
         assert run_dir.parent == tmp_path / "runs" and job.output == run_dir / OUTPUT_FILE
         await wait_for(pilot, lambda: app.buffers.series("dsr", "val", "psnr"), timeout=60,
@@ -184,7 +184,15 @@ async def test_a_job_started_detached_outlives_the_app(tiny, demo_root, tmp_path
         time.sleep(1.5)
         assert job.proc.poll() is None and run_state(run_dir) == "running"   # the app is gone, the job is not
         assert P.load(run_dir / "preset.toml").dsr.epochs == 300
-        request_stop(run_dir)
+        reopened = make(P.load(tiny), demo_root)      # the app opened again follows the job that outlived it
+        async with reopened.run_test(size=WIDE) as pilot:
+            panel = reopened.query_one(JobPanel)
+            await wait_for(pilot, lambda: reopened.jobs.attached == run_dir and panel.state == "running",
+                           what="the running own-process job followed again")
+            await pilot.press("D")
+            await wait_for(pilot, lambda: panel.state == "detached", what="detached")
+            request_stop(run_dir)                      # as `vlr-workbench stop RUN` does
+            await wait_for(pilot, lambda: panel.state == "stopped", timeout=60, what="the panel to say it stopped")
         assert job.proc.wait(timeout=60) == 130, job.output_tail()
     finally:
         if job.proc.poll() is None:
@@ -198,7 +206,7 @@ async def test_a_detached_job_that_cannot_start_shows_its_error(tiny, tmp_path):
     app = make(P.load(tiny), tmp_path / "no-such-data")
     async with app.run_test(size=WIDE) as pilot:
         await pilot.press("t")
-        await wait_for(pilot, lambda: not app.job_running, timeout=60, what="the detached job to exit")
+        await wait_for(pilot, lambda: not app.jobs.running, timeout=60, what="the detached job to exit")
         panel = app.query_one(JobPanel)
         assert panel.state == "failed"
         detail = str(app.query_one("#job-detail").render())

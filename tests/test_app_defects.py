@@ -14,7 +14,7 @@ from engine.events import Metrics, Progress
 from engine.presets import load
 from engine.runs.run_dir import RunDir
 from engine.tips import propose_tips, target_set_name
-from workbench.app.job_control import error_detail
+from workbench.app.main_screen import error_detail
 from workbench.app.job_plans import plan_job
 from workbench.app.widgets.charts import MetricChart, fit_title, linear_ticks
 from workbench.app.widgets.dialogs import ConfirmDialog, HelpDialog
@@ -88,7 +88,7 @@ async def test_3_tips_of_a_failed_job_and_of_an_opened_run(monkeypatch, tmp_path
     app = make_app(remember=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("t")
-        await wait_for(pilot, lambda: not app.job_running, what="the failure")
+        await wait_for(pilot, lambda: not app.jobs.running, what="the failure")
         assert app.query_one(JobPanel).state == "failed"
         assert [tip.rule for tip in app.query_one(TipsPanel).tips][:1] == ["instability"]
         # an old run opened in the Runs tab gives its own tips (PSNR far under bicubic)
@@ -137,7 +137,7 @@ async def test_6_chart_legends_name_every_line_outside_the_plot(monkeypatch):
     app = make_app(remember=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("t")
-        await wait_for(pilot, lambda: not app.job_running, what="the job")
+        await wait_for(pilot, lambda: not app.jobs.running, what="the job")
         chart = app.query_one("#chart-dsr-train", MetricChart)
         await wait_for(pilot, lambda: chart.draws > 0 and chart.legend, what="a draw")
         labels = [label for label, _ in chart.legend]
@@ -160,9 +160,13 @@ async def test_7_keys_that_cannot_act_say_why():
         assert notes[-1] == "built-in presets are read-only: a saves a copy"
         await pilot.press("x")
         assert notes[-1] == "no job is running"
-        await pilot.press("y")
-        assert notes[-1] == "no tip to apply (see the Tips tab)"
+        await pilot.press("y")                        # a key of another tab says where it acts
+        assert notes[-1].startswith("y: the highlighted tip's diff") and "on the Tips tab" in notes[-1]
         assert app.check_action("stop", ()) is None                       # still shown dimmed in the footer
+        app.query_one(TabbedContent).active = "tab-tips"
+        await pilot.pause()
+        await pilot.press("y")                        # there, it says why it cannot act
+        assert notes[-1].startswith("no tip to apply")
 
 
 # 8 ------------------------------------------------------------------------------------------------
@@ -199,7 +203,7 @@ async def test_9_stop_toast_names_the_checkpoint(monkeypatch):
         await pilot.press("t")
         await wait_for(pilot, lambda: app.query_one(JobPanel).last is not None, what="progress")
         await pilot.press("x", "y")
-        await wait_for(pilot, lambda: not app.job_running, what="the stop")
+        await wait_for(pilot, lambda: not app.jobs.running, what="the stop")
         assert any(note.startswith("train-dsr stopped: resumable checkpoint") and note.endswith("last.pt")
                    for note in notes)
 

@@ -19,7 +19,7 @@ import engine.presets
 from engine.events import Progress
 from engine.runs.run_dir import RunDir
 from engine.presets import load, user_dir
-from workbench.app import attach_control
+from workbench.app.controllers import job_controller as attach_control
 from engine.jobs.process import OUTPUT_FILE, DetachedJob
 from workbench.app.run_columns import COLUMNS
 from workbench.app.widgets import dialogs
@@ -72,9 +72,9 @@ async def test_1_runs_tab_keys_act_on_the_table_whatever_has_focus(tmp_path):
         await pilot.press("a")                       # attach, not save as (the newest run is dead: says why)
         assert not isinstance(app.screen, SaveAsDialog)
         assert "not running" in notes[-1] and history.shown[0].name in notes[-1]
-        app.query_one(TabbedContent).query_one(Tabs).focus()        # the tab bar has focus, not the table
+        app.query_one(TabbedContent).query_one(Tabs).focus()        # the tab bar never takes the keyboard:
         await pilot.pause()
-        assert app.focused is not table
+        assert app.focused is table                                   # the tab's keys act at once
         await pilot.press("space")
         assert history.marked == [history.shown[0].path]
         await pilot.press("d")                       # one marked: says why
@@ -96,15 +96,16 @@ async def test_1_runs_tab_keys_act_on_the_table_whatever_has_focus(tmp_path):
         await wait_for(pilot, lambda: isinstance(app.screen, RunDiffDialog), what="the comparison")
         await pilot.press("escape")
         commands = {c.title.split(":")[0]: c for c in app.get_system_commands(app.screen)}
-        await commands["Save as (a)"].callback()                  # the palette's Save as works on this tab too
+        await commands["Save as (a on the Presets tab)"].callback()   # the palette's Save as works from this tab too
         await wait_for(pilot, lambda: isinstance(app.screen, SaveAsDialog), what="the save-as dialog")
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, SaveAsDialog), what="the dialog to close")
-        await pilot.press("left_square_bracket")    # another tab: a saves as, space and d say where they act
+        await pilot.press("left_square_bracket")    # another tab: the Runs tab's keys say where they act
         await pilot.press("d")
-        assert notes[-1] == "d compares two marked runs on the Runs tab (] switches tabs)"
-        await pilot.press("a")
-        await wait_for(pilot, lambda: isinstance(app.screen, SaveAsDialog), what="the save-as dialog")
+        assert notes[-1] == "d: preset diff and metric deltas of two marked runs on the Runs tab (] switches tabs)"
+        await pilot.press("a")                       # a has a meaning on three tabs: all are named
+        assert all(f"on the {tab} tab" in notes[-1] for tab in ("Presets", "Runs", "Sweeps"))
+        assert not isinstance(app.screen, SaveAsDialog)
 
 
 # 2 ------------------------------------------------------------------------------------------------
@@ -191,8 +192,14 @@ async def test_5_o_with_nothing_overlaid_says_why(tmp_path):
     app = make_app(remember=False)
     async with app.run_test(size=WIDE) as pilot:
         notes = capture_notes(app)
-        await pilot.press("o")
-        assert notes and "nothing is overlaid" in notes[-1] and "Runs tab" in notes[-1]
+        await pilot.press("o")                       # on the Presets tab: where o acts
+        assert notes and "Charts tab" in notes[-1]
+        pilot.app.query_one(TabbedContent).active = "tab-charts"
+        await pilot.pause()
+        await pilot.press("o")                       # on the Charts tab: why it cannot act, and how to overlay
+        assert "nothing is overlaid" in notes[-1] and "Runs tab" in notes[-1]
+        pilot.app.main.show_tab("tab-presets")
+        await pilot.pause()
         history, table = await runs_tab(pilot, focus=True)
         table.move_cursor(row=row_of(history, runs["finished"]))
         await pilot.press("enter")
@@ -251,11 +258,11 @@ async def test_8_an_own_process_job_is_reaped_after_it_ends(tmp_path, monkeypatc
     app = make_app(remember=False, detached=True)
     async with app.run_test(size=WIDE) as pilot:
         await pilot.press("t")
-        assert app.following and app.detached_jobs == started
+        assert app.jobs.following and app.jobs.detached_jobs == started
         await pilot.press("D")                                   # detach: nothing follows the process now
-        await wait_for(pilot, lambda: not app.following, what="the detach")
+        await wait_for(pilot, lambda: not app.jobs.following, what="the detach")
         job = started[0]
-        await wait_for(pilot, lambda: not app.detached_jobs, timeout=20, what="the ended process to be reaped")
+        await wait_for(pilot, lambda: not app.jobs.detached_jobs, timeout=20, what="the ended process to be reaped")
         assert job.proc.returncode == 0
         try:
             with open(f"/proc/{job.proc.pid}/stat") as handle:

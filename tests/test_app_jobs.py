@@ -50,7 +50,7 @@ async def test_train_job_updates_progress_charts_log_and_tips(monkeypatch, tmp_p
     async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
         await pilot.press("t")
         assert app.query_one(TabbedContent).active == "tab-charts"
-        await wait_for(pilot, lambda: not app.job_running, what="the job to end")
+        await wait_for(pilot, lambda: not app.jobs.running, what="the job to end")
         panel = app.query_one(JobPanel)
         assert panel.state == "finished"
         assert panel.last is not None and panel.last.step == 4 and panel.last.epoch == 3
@@ -79,6 +79,8 @@ async def test_train_job_updates_progress_charts_log_and_tips(monkeypatch, tmp_p
         assert app.query_one("#chart-dsr-train", MetricChart).draws == hidden
         # the NaN train loss makes the instability tip: y shows the diff, y applies it unsaved
         assert app.query_one(TipsPanel).tips and app.query_one(TipsPanel).tips[0].rule == "instability"
+        app.query_one(TabbedContent).active = "tab-tips"
+        await pilot.pause()
         await pilot.press("y")
         await pilot.pause()
         assert isinstance(app.screen, TipDiffDialog)
@@ -111,9 +113,9 @@ async def test_a_burst_of_progress_is_shown_once_and_a_quiet_job_wakes_nothing(m
             {k: v for k, v in draws.items() if k != "chart-dsr-train"}
         before = len(shown)
         await pilot.pause(1.0)                              # nothing new: no timer shows anything
-        assert len(shown) == before and app._progress_timer is None
-        app._request_stop()
-        await wait_for(pilot, lambda: not app.job_running, what="the stop")
+        assert len(shown) == before and panel._progress_timer is None
+        app.jobs.request_stop()
+        await wait_for(pilot, lambda: not app.jobs.running, what="the stop")
 
 
 async def test_stop_with_confirmation_leaves_a_resumable_checkpoint_and_allows_a_new_job(monkeypatch):
@@ -128,9 +130,9 @@ async def test_stop_with_confirmation_leaves_a_resumable_checkpoint_and_allows_a
         await pilot.press("x")
         await pilot.press("n")  # cancelled: still running
         await pilot.pause(0.2)
-        assert app.job_running
+        assert app.jobs.running
         await pilot.press("x", "y")
-        await wait_for(pilot, lambda: not app.job_running, what="the job to stop")
+        await wait_for(pilot, lambda: not app.jobs.running, what="the job to stop")
         assert app.query_one(JobPanel).state == "stopped"
         assert "resumable checkpoint" in (await log_text(pilot)) and "last.pt" in (await log_text(pilot))
         runs = app.query_one(RunHistory).query_one(DataTable)
@@ -146,7 +148,7 @@ async def test_quit_while_running_confirms_stops_cleanly_and_exits(monkeypatch, 
         await wait_for(pilot, lambda: app.query_one(JobPanel).last is not None, what="progress")
         await pilot.press("q")
         await pilot.pause()
-        assert app.is_running and app.job_running
+        assert app.is_running and app.jobs.running
         await pilot.press("y")
         await wait_for(pilot, lambda: not app.is_running, what="the app to quit")
     assert app.return_code == 0
@@ -158,7 +160,7 @@ async def test_evaluate_with_one_key_shows_the_table_with_bicubic_baseline(monke
     app = make_app(remember=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("e")
-        await wait_for(pilot, lambda: not app.job_running, what="evaluation")
+        await wait_for(pilot, lambda: not app.jobs.running, what="evaluation")
         assert app.query_one(TabbedContent).active == "tab-results"
         table = app.query_one(EvalTable)
         assert table.cell("rank1", "bicubic") == "50.0%"
@@ -173,7 +175,7 @@ async def test_pipeline_shows_the_results_of_its_evaluate_stage(monkeypatch):
     app = make_app(remember=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("p")
-        await wait_for(pilot, lambda: not app.job_running, what="the pipeline")
+        await wait_for(pilot, lambda: not app.jobs.running, what="the pipeline")
         assert app.query_one(TabbedContent).active == "tab-results"
         assert app.query_one(EvalTable).cell("rank1", "dsr") == "62.5%"
         assert app.buffers.series("stage2", "val", "top1") == [(1.0, 0.5)]
@@ -206,7 +208,7 @@ async def test_a_failing_job_is_shown_and_the_app_keeps_running(monkeypatch):
     app = make_app(remember=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("t")
-        await wait_for(pilot, lambda: not app.job_running, what="the failure")
+        await wait_for(pilot, lambda: not app.jobs.running, what="the failure")
         assert app.query_one(JobPanel).state == "failed"
         assert "boom: the fake job failed" in (await log_text(pilot))
         assert "Traceback" in (await log_text(pilot))
@@ -223,7 +225,7 @@ async def test_an_error_escaping_the_worker_is_shown_once(monkeypatch):
     app = make_app(remember=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("t")
-        await wait_for(pilot, lambda: not app.job_running, what="the worker error")
+        await wait_for(pilot, lambda: not app.jobs.running, what="the worker error")
         assert app.query_one(JobPanel).state == "failed"
         assert (await log_text(pilot)).count("disk vanished") == 1
         assert app.is_running
@@ -252,12 +254,9 @@ async def test_a_jobs_last_news_after_the_app_closed_is_dropped_not_raised():
     news = [msg.JobProgress(Progress("train-dsr", "dsr", 1, 3, 5, 20, 100.0, 10.0, 0.1)),
             msg.JobMetrics(Metrics("train-dsr", "dsr", 1, 5, "val", {"psnr": 25.0})),
             msg.JobLog(Log("train-dsr", "late line"))]
-    for message in news:
-        handler = getattr(app, "on_" + {"JobProgress": "job_progress", "JobMetrics": "job_metrics",
-                                         "JobLog": "job_log"}[type(message).__name__])
-        assert handler(message) is None
-    app._show_pending_progress()
-    assert not app.records and app.pending_progress is None
+    for message in news:                  # the controller posts to the gone screen: dropped, nothing raised
+        app.jobs.post(message)
+    assert app.jobs.news is not None and not app.jobs.news.is_attached
 
 
 def count_layout_requests(widgets) -> list[str]:
@@ -290,14 +289,14 @@ async def test_progress_and_redraws_beside_a_job_need_no_layout_pass_yet_every_l
             return Progress("train-dsr", stage, 2, 30, step, 20, 120.0 + step, 60.0 - step, 0.1 / step)
 
         panel.update_progress(progress(1))          # 1 line -> wrapped lines: this one lays out
-        app._update_status()
+        app.main.update_status()
         await pilot.pause()
         fitted = detail.size.height
         assert fitted == detail.visual.get_height(detail.styles, width) >= 2
         layouts = count_layout_requests([detail, status])
         for step in range(2, 12):
             panel.update_progress(progress(step))
-            app._update_status()
+            app.main.update_status()
             await pilot.pause()
         assert layouts == []
         assert "step 11/20" in str(detail.render()) and "131.0 img/s" in str(status.render())

@@ -5,6 +5,9 @@ from __future__ import annotations
 import tomllib
 
 import pytest
+
+from workbench.app.key_map import APP_KEYS, scoped_bindings
+from workbench.app.widgets.presets_tab import PresetsTab
 from textual.widgets import DataTable, Input, Static
 
 from engine.presets import list_presets, load, user_dir
@@ -80,7 +83,7 @@ async def test_edit_valid_value_marks_field_and_invalid_value_shows_error():
         assert table.has_focus
 
         # ctrl+s is disabled on a built-in (read-only), with the reason in the status line
-        assert app.check_action("save", ()) is None
+        assert app.query_one(PresetsTab).check_action("save", ()) is None
         assert "a = save as" in str(app.query_one("#statusline", Static).render())
 
 
@@ -107,11 +110,11 @@ async def test_save_as_then_edit_and_save_a_user_preset():
         assert saved.dsr.epochs == 3 and saved.derived_from == "cpu-demo"
         assert "mine" in app.query_one(PresetList).names and not app.dirty
         assert app.query_one("#fields", DataTable).columns["base"].label.plain == "cpu-demo"   # the parent preset (the border names it too)
-        assert app.check_action("save", ()) is None  # nothing to save yet
+        assert app.query_one(PresetsTab).check_action("save", ()) is None  # nothing to save yet
 
         field_input = await select_field(pilot, "dsr.epochs")
         await type_value(pilot, field_input, "5")
-        assert app.check_action("save", ()) is True
+        assert app.query_one(PresetsTab).check_action("save", ()) is True
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert load("mine").dsr.epochs == 5 and not app.dirty
@@ -137,11 +140,15 @@ async def test_command_palette_mirrors_the_keys_and_says_why_an_action_is_disabl
     async with app.run_test(size=(120, 40)) as pilot:
         app.notify = lambda message, **kw: notes.append(message)
         commands = {c.title.split(":")[0]: c for c in app.get_system_commands(app.screen)}
-        for title in ("Train (t): train DSR", "Eval (e): evaluate", "Stop (x)", "Save (ctrl+s)", "Save as (a)", "Help (?)", "Quit (q)"):
+        for title in ("Train (t)", "Eval (e)", "Stop (x)", "Save (ctrl+s on the Presets tab)",
+                      "Save as (a on the Presets tab)", "Attach (a on the Runs tab)", "Stop sweep (x on the Sweeps tab)",
+                      "Help (?)", "Quit (q)", "Open preset cpu-real"):
             assert any(c.title.startswith(title) for c in commands.values()), title
-        assert all(b.id for b in app.BINDINGS)
+        assert all(b.id for b in app.BINDINGS if b.key in APP_KEYS)
+        assert all(b.id for _, _, b in scoped_bindings(app))
         await commands["Stop (x)"].callback()
-        await commands["Save (ctrl+s)"].callback()
+        await commands["Save (ctrl+s on the Presets tab)"].callback()
+        await pilot.pause()                 # (the palette runs one command at a time)
         assert notes == ["no job is running", "built-in presets are read-only: a saves a copy"]
         commands["Show charts"].callback()
         await pilot.pause()

@@ -45,8 +45,8 @@ async def test_real_train_dsr_updates_progress_and_charts_then_stops_resumably(d
     seen = []
     async with app.run_test(size=(120, 40), message_hook=seen.append) as pilot:
         await pilot.press("t")
-        assert bool(app.detached_jobs) == own_process
-        await wait_for(pilot, lambda: not app.job_running, timeout=120, what="the real train-dsr job")
+        assert bool(app.jobs.detached_jobs) == own_process
+        await wait_for(pilot, lambda: not app.jobs.running, timeout=120, what="the real train-dsr job")
         panel = app.query_one(JobPanel)
         assert panel.state == "finished", str(app.query_one("#job-detail").render())
         assert events_of(seen, Progress) and panel.last is not None and panel.last.steps > 0
@@ -65,7 +65,7 @@ async def test_real_train_dsr_updates_progress_and_charts_then_stops_resumably(d
         await wait_for(pilot, lambda: panel.last is not None and panel.last.epochs == 500,
                        timeout=60, what="progress of the long run")
         await pilot.press("x", "y")
-        await wait_for(pilot, lambda: not app.job_running, timeout=60, what="the stop")
+        await wait_for(pilot, lambda: not app.jobs.running, timeout=60, what="the stop")
         assert panel.state == "stopped"
     finished = events_of(seen, Finished)
     assert [f.stopped for f in finished] == [False, True]

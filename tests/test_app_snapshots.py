@@ -32,7 +32,7 @@ async def settle(pilot) -> None:
 async def run_job_and_show(pilot, key: str, tab: str) -> None:
     await settle(pilot)
     await pilot.press(key)
-    await wait_for(pilot, lambda: not pilot.app.job_running, what="the job")
+    await wait_for(pilot, lambda: not pilot.app.jobs.running, what="the job")
     pilot.app.query_one(TabbedContent).active = tab
     await pilot.pause(0.8)  # at least two chart timer ticks
     pilot.app.clear_notifications()

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import optuna
 import pytest
+
+from workbench.app.widgets.tips_panel import TipsPanel
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
@@ -115,6 +117,8 @@ async def test_the_tab_shows_trials_best_and_importances_and_its_keys_act_on_the
         await wait_for(pilot, lambda: any("trial-1" in n for n in notes), what="a's reason")
         await pilot.press("b")                                              # save the best trial's preset
         await wait_for(pilot, lambda: pilot.app.screen.query("#saveas-name"), what="the save-as dialog")
+        # the suggestion is the CLI's name, from the study's base preset (not the app's selected one)
+        assert pilot.app.screen.query_one("#saveas-name", Input).value == "cpu-demo-best-demo-sweep"
         pilot.app.screen.query_one("#saveas-name", Input).value = "lr-winner"
         await pilot.press("enter")
         await wait_for(pilot, lambda: not pilot.app.screen.query("#saveas-name"), what="the dialog to close")
@@ -123,7 +127,8 @@ async def test_the_tab_shows_trials_best_and_importances_and_its_keys_act_on_the
         table.focus()
         table.move_cursor(row=0)
         await pilot.press("enter")                                          # opens the trial's run
-        await wait_for(pilot, lambda: pilot.app.tips_run == tmp_path / "runs" / "trial-0", what="the open run")
+        await wait_for(pilot, lambda: pilot.app.query_one(TipsPanel).run == tmp_path / "runs" / "trial-0", what="the open run")
+        assert pilot.app.query_one(TabbedContent).active in ("tab-charts", "tab-results")   # Enter leaves Sweeps
 
 
 async def test_outside_the_tab_its_keys_say_where_they_act_and_x_a_keep_their_other_meanings(tmp_path):
@@ -173,7 +178,7 @@ async def test_n_starts_a_sweep_in_its_own_process_and_the_tab_follows_it_to_the
         control = tmp_path / "runs" / "sweeps" / "tiny-sweep"
         assert "dsr.learning_rate" in (control / "space.toml").read_text()
         assert presets.load(control / "tiny.toml").values()["dsr.epochs"] == 1      # the base, as the app held it
-        await wait_for(pilot, lambda: not pilot.app.detached_jobs, timeout=30, what="the process to be reaped")
+        await wait_for(pilot, lambda: not pilot.app.jobs.detached_jobs, timeout=30, what="the process to be reaped")
 
 
 async def test_x_stops_a_running_sweep_whose_trial_keeps_its_checkpoint(tmp_path):

@@ -51,3 +51,29 @@ async def test_the_widget_shows_extra_columns_and_the_comparisons():
         await pilot.pause()
         assert widget.cell("rank1", "bicubic") == "50.0%" and comparisons.display is False
         assert len(app.query_one(DataTable).columns) == 4
+
+
+WIDE_EVALUATION = {
+    **{row: {m: 0.5 for m in ("rank1", "rank5", "eer", "tar_at_far_1e-2", "tar_at_far_1e-3")}
+       for row in ("dsr", "dsr_base", "bicubic", "bicubic_base", "hr")},
+    "intervals": {"resamples": 1000, "seed": 0,
+                  "rows": {row: {m: [0.412, 0.8] for m in ("rank1", "rank5", "eer")}
+                           for row in ("dsr", "dsr_base", "bicubic", "bicubic_base", "hr")}},
+}
+
+
+async def test_five_rows_with_intervals_fit_a_narrow_panel_by_leaving_the_intervals_out():
+    app = _Host()
+    async with app.run_test(size=(80, 24)) as pilot:
+        widget = app.query_one(EvalTable)
+        widget.show(WIDE_EVALUATION, "x/eval.json")
+        await pilot.pause()
+        table = app.query_one(DataTable)
+        assert widget.cell("rank1", "hr") == "50.0%"                      # HR is there, its interval left out
+        assert table.virtual_size.width <= table.size.width                 # every column fits
+        assert "intervals left out" in str(app.query_one("#eval-source", Static).render())
+        await pilot.resize_terminal(200, 40)                                # room again: the intervals come back
+        await pilot.pause()
+        await pilot.pause()
+        assert widget.cell("rank1", "hr") == "50.0% [41.2, 80.0]"
+        assert "intervals left out" not in str(app.query_one("#eval-source", Static).render())

@@ -142,3 +142,32 @@ def test_job_kinds_are_listed_in_one_table():
                 if len(kinds) >= 3:
                     literal_tables.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert literal_tables == []
+
+
+MAX_APP_LINES = 300
+MAX_WORKBENCH_MODULE_LINES = 400
+
+
+def test_the_app_is_app_wide_only_and_no_workbench_module_is_long():
+    """WorkbenchApp: at most MAX_APP_LINES lines and no mixins (the tabs own their keys and work); every module
+    of workbench/ at most MAX_WORKBENCH_MODULE_LINES lines."""
+    from textual.app import App
+
+    from workbench.app.app import WorkbenchApp
+
+    assert WorkbenchApp.__bases__ == (App,), WorkbenchApp.__bases__
+    app_lines = len((ROOT / "workbench/app/app.py").read_text(encoding="utf-8").splitlines())
+    assert app_lines <= MAX_APP_LINES, app_lines
+    long = {str(path.relative_to(ROOT)): n for path in (ROOT / "workbench").rglob("*.py")
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_WORKBENCH_MODULE_LINES}
+    assert not long, long
+
+
+def test_each_key_is_bound_once_in_its_scope():
+    """No key is bound twice in one scope (the app's, or one tab widget's), so no hand-written dispatch."""
+    from workbench.app.key_map import APP_BINDINGS
+    from workbench.app.main_screen import TAB_WIDGETS
+
+    for scope, bindings in (("app", APP_BINDINGS), *((tab, w.BINDINGS) for tab, w in TAB_WIDGETS.items())):
+        keys = [key for b in bindings for key in b.key.split(",")]
+        assert len(keys) == len(set(keys)), (scope, sorted(k for k in keys if keys.count(k) > 1))

@@ -36,18 +36,24 @@ def columns(evaluation: dict[str, Any]) -> list[tuple[str, str]]:
     return [(key, labels.get(key, wording.ROW_LABELS[key][0])) for key in wording.rows_present(evaluation)]
 
 
-def table_rows(evaluation: dict[str, Any]) -> list[tuple[str, ...]]:
+def table_rows(evaluation: dict[str, Any], intervals: bool = True) -> list[tuple[str, ...]]:
     """One row per metric: (metric, one cell per column) formatted for display; a rate with a
-    bootstrap interval in eval.json reads ``62.5% [41.2, 80.0]``."""
+    bootstrap interval in eval.json reads ``62.5% [41.2, 80.0]`` (``intervals``: else ``62.5%``)."""
     rows = []
     for metric in METRICS:
         cells = []
         for row, _label in columns(evaluation):
             text = format_metric(metric, (evaluation.get(row) or {}).get(metric))
             bounds = wording.interval_text(wording.row_interval(evaluation, row, metric))
-            cells.append(f"{text} {bounds}" if bounds and text != "-" and metric in INTERVAL_METRICS else text)
+            cells.append(f"{text} {bounds}" if intervals and bounds and text != "-" and metric in INTERVAL_METRICS
+                         else text)
         rows.append((metric, *cells))
     return rows
+
+
+def table_width(rows: list[tuple[str, ...]], padding: int = 1) -> int:
+    """The cells a table of ``rows`` needs (each column as wide as its widest cell, plus its padding)."""
+    return sum(max(len(row[i]) for row in rows) + 2 * padding for i in range(len(rows[0]))) if rows else 0
 
 
 def comparison_text(evaluation: dict[str, Any]) -> str:

@@ -5,7 +5,7 @@
 (attach), or one this app started as its own process (``DetachedJob``: "own process" = spawn +
 follow). Either way ``work(emit)`` runs in the app's thread worker and hands engine events to the
 app until the job ends or the app lets go; ``request_stop`` asks the job to stop (it saves a
-resumable checkpoint). The controller (``job_control``) owns the one current handle and never asks
+resumable checkpoint). The controller (``controllers.job_controller``) owns the one current handle and never asks
 which kind it holds. No Textual here.
 """
 

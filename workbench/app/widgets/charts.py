@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Grid, Vertical
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
@@ -200,8 +201,15 @@ class ChartBox(Vertical):
         yield Static("", classes="chart-legend")
 
 
-class ChartsPanel(Grid):
-    """All charts; owns the redraw timer and the log-y / smoothing options."""
+class ChartsPanel(Grid, can_focus=True):
+    """All charts; owns the redraw timer, the log-y / smoothing options and the overlaid runs, and their keys."""
+
+    BINDINGS = [
+        Binding("l", "toggle_log_y", "Log-y", id="charts.log_y", tooltip="log-scale the loss charts (on/off)"),
+        Binding("s", "smoothing", "Smoothing", id="charts.smoothing", tooltip="cycle the curves' smoothing"),
+        Binding("o", "clear_overlay", "Clear overlay", id="charts.clear_overlay",
+                tooltip="remove the overlaid runs' curves (the current job's stay)"),
+    ]
 
     def __init__(self, current: MetricBuffers, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -247,6 +255,7 @@ class ChartsPanel(Grid):
         """Past runs drawn beside the current one, each named in the legends (an empty list clears)."""
         self.overlays = list(overlays)
         self.flush()
+        self.refresh_bindings()
 
     def toggle_log_y(self) -> bool:
         self.log_y = not self.log_y
@@ -262,3 +271,26 @@ class ChartsPanel(Grid):
             chart.smoothing = self.smoothing
         self.flush()
         return self.smoothing
+
+    # ----------------------------------------------------------------- keys
+    def why_disabled(self, action: str) -> str:
+        if action == "clear_overlay" and not self.overlays:
+            return ("nothing is overlaid, so o has nothing to clear: Enter on a run in the Runs tab overlays its "
+                    "curves on the charts, space marks runs and c overlays the marked ones")
+        return ""
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return None if self.why_disabled(action) else True
+
+    def action_toggle_log_y(self) -> None:
+        self.notify(f"log-y {'on' if self.toggle_log_y() else 'off'} (loss charts)")
+
+    def action_smoothing(self) -> None:
+        weight = self.cycle_smoothing()
+        self.notify(f"smoothing {weight:g}" if weight else "smoothing off")
+
+    def action_clear_overlay(self) -> None:
+        count = len(self.overlays)
+        self.set_overlays([])
+        self.notify(f"cleared {count} overlaid run(s): the charts show the current job only")
+        self.refresh_bindings()

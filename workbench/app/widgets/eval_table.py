@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from workbench.app.eval_results import columns, comparison_text, table_rows
+from workbench.app.eval_results import columns, comparison_text, table_rows, table_width
 
 
 class EvalTable(Vertical):
@@ -26,22 +26,33 @@ class EvalTable(Vertical):
         comparisons.display = False
         yield comparisons
 
+    evaluation: dict[str, Any] | None = None
+    source = ""
+
+    def on_resize(self) -> None:
+        if self.evaluation is not None:
+            self.show(self.evaluation, self.source)
+
     def show(self, evaluation: dict[str, Any], source: str) -> None:
+        """The rows side by side; when they do not fit the width, without their intervals (said above)."""
+        self.evaluation, self.source = evaluation, source
         table = self.query_one("#eval-rows", DataTable)
-        wanted = columns(evaluation)
-        if [str(c.key.value) for c in table.columns.values()] != ["metric", *(key for key, _ in wanted)]:
-            table.clear(columns=True)
-            table.add_column("metric", key="metric")
-            for key, label in wanted:
-                table.add_column(label, key=key)
-        table.clear()
+        table.clear(columns=True)           # the columns are sized afresh (narrower without intervals)
+        table.add_column("metric", key="metric")
+        for key, label in columns(evaluation):
+            table.add_column(label, key=key)
         comparisons = self.query_one("#eval-comparisons", Static)
         text = comparison_text(evaluation)
         comparisons.update(text)
         comparisons.display = bool(text)
-        for row in table_rows(evaluation):
+        rows = table_rows(evaluation)
+        room = self.content_size.width - table.styles.scrollbar_size_vertical
+        short = room > 0 and table_width(rows, table.cell_padding) > room
+        for row in table_rows(evaluation, intervals=False) if short else rows:
             table.add_row(*row, key=row[0])
         note = "" if evaluation.get("dsr") else " (no DSR checkpoint: bicubic baseline only)"
+        if short:
+            note += " · 95% intervals left out at this width (`vlr-workbench report RUN` has them)"
         self.query_one("#eval-source", Static).update(f"{source}{note}")
 
     def cell(self, metric: str, column: str) -> str:

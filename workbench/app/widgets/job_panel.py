@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import ProgressBar, Static
 
 from engine.events import Progress
+from engine.runs.status import run_state
 
+DETACHED_POLL_S = 5.0   # after D: how often the let-go run's state is read (until it ends)
+PROGRESS_HZ = 4.0       # at most this often the panel shows the latest progress
 STATE_STYLES = {"idle": "dim", "running": "bold green", "stopping": "bold yellow", "finished": "green",
-                "stopped": "yellow", "failed": "bold red", "detached": "cyan"}
+                "stopped": "yellow", "failed": "bold red", "detached": "cyan", "dead": "red"}
 
 
 def format_eta(seconds: float | None) -> str:
@@ -57,12 +63,45 @@ def progress_text(event: Progress) -> str:
 class JobPanel(Vertical):
     BORDER_TITLE = "Job"
 
+    class Changed(Message):
+        """The panel shows new progress (the status line of narrow terminals follows it)."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.state = "idle"
         self.job = ""
         self.last: Progress | None = None
         self.layout_owed = False      # the detail changed while hidden, without a layout pass
+        self.pending: Progress | None = None
+        self._progress_timer = None   # the one-shot timer that shows ``pending``: armed by progress (at most
+                                      # PROGRESS_HZ a second), so an app beside a running job wakes only for news
+
+    def watch_detached(self, run_dir: Path) -> None:
+        """After D: read the run's state every DETACHED_POLL_S until it ends (stopped from the CLI, finished,
+        dead), then say so instead of "keeps running"."""
+        def check() -> None:
+            state = run_state(run_dir)
+            if self.state != "detached" or state != "running":
+                timer.stop()
+            if self.state == "detached" and state != "running":
+                self.set_state(state, detail=f"{run_dir.name} {state} after the app let go of it")
+        timer = self.set_interval(DETACHED_POLL_S, check)
+
+    def take_progress(self, event: Progress) -> None:
+        """Keep the latest progress; shown on a one-shot timer (a job may report many steps a second)."""
+        self.pending = event
+        if self._progress_timer is None:
+            self._progress_timer = self.set_timer(1 / PROGRESS_HZ, self.show_pending)
+
+    def show_pending(self) -> None:
+        """Show the kept progress now (the timer's end, a batch of a followed run's news, the job's end)."""
+        if self._progress_timer is not None:
+            self._progress_timer.stop()
+            self._progress_timer = None
+        if self.pending is not None:
+            self.update_progress(self.pending)
+            self.pending = None
+            self.post_message(self.Changed())
 
     def compose(self) -> ComposeResult:
         yield Static("", id="job-state")
@@ -73,6 +112,8 @@ class JobPanel(Vertical):
         self._show_state()
 
     def set_state(self, state: str, job: str | None = None, detail: str | None = None) -> None:
+        if state == "running" and job is not None:
+            self.pending = None
         self.state = state
         if job is not None:
             self.job = job

@@ -4,7 +4,7 @@ Rows come from ``engine.runs.index`` (state from status.json: a killed run reads
 header or press S to sort, pick a preset or job in the filters, space marks runs: c overlays the
 marked runs' curves on the charts, d compares two marked runs (preset diff and metric deltas),
 w writes their metrics as CSV. Enter opens the highlighted run (curves and evaluation); a attaches
-to it when it is running (the app follows it, ``workbench.app.attach_control``). While shown, the
+to it when it is running (the app follows it, ``controllers.job_controller``). While shown, the
 table watches the runs directory (``workbench.app.runs_watch``: stat calls every POLL_SECONDS, changed
 runs re-read in a thread) and re-renders the ages every AGE_SECONDS. Columns that do not fit the width
 go to the detail line under the table (``workbench.app.run_columns``).
@@ -28,11 +28,13 @@ from engine.io import atomic
 from engine.errors import WorkbenchError
 from engine.presets import Preset
 from engine.runs.index import SORT_KEYS, RunRow, filter_rows, format_age, metrics_csv, sort_rows
+from workbench.app import messages as msg
 from workbench.app.run_columns import (Layout, cell_texts, checkpoints, detail_text, distinct_labels, fit_layout,
                                        mark_text, run_label, short_stamp)
 from workbench.app.runs_watch import Stamps, read_changed, take_stamps
 from workbench.app.widgets.dialogs import RunDiffDialog
 from workbench.app.widgets.polling import PollWhileShown
+from workbench.app.widgets.samples_view import SamplesScreen
 
 __all__ = ["RunHistory", "run_label", "short_stamp"]
 
@@ -51,20 +53,11 @@ class RunHistory(PollWhileShown, Vertical):
     BORDER_TITLE = "Runs"
 
     @dataclass
-    class Opened(Message):
-        """The user opened a past run directory."""
-        path: Path
-
-    @dataclass
     class Compared(Message):
         """The user asked to overlay the curves of several runs (``labels`` name them in legends)."""
         paths: list[Path]
         labels: list[str]
 
-    @dataclass
-    class AttachRequested(Message):
-        """The user asked to follow a running run (the highlighted one; None: no run)."""
-        path: Path | None
     BINDINGS = [
         Binding("space", "toggle_mark", "Mark", id="runs.mark", tooltip="mark or unmark the highlighted run"),
         Binding("c", "compare", "Overlay marked", id="runs.compare",
@@ -74,6 +67,8 @@ class RunHistory(PollWhileShown, Vertical):
         Binding("a", "attach", "Attach", id="runs.attach",
                 tooltip="follow the highlighted running run here (x stops it, D detaches)"),
         Binding("S", "next_sort", "Sort", id="runs.sort", tooltip="sort by the next column (or click a header)"),
+        Binding("v", "samples", "Samples", id="runs.samples",
+                tooltip="sample faces (VLR | bicubic | SR | HR) of the highlighted run"),
     ]
 
     clock = staticmethod(time.time)     # "now" of the age column (tests fix it)
@@ -108,8 +103,8 @@ class RunHistory(PollWhileShown, Vertical):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="runs-filters"):
-            yield RunsFilter([], prompt="all presets", id="runs-preset", compact=True)
-            yield RunsFilter([], prompt="all jobs", id="runs-job", compact=True)
+            yield RunsFilter([], prompt="all presets", id="runs-preset", compact=True, type_to_search=False)
+            yield RunsFilter([], prompt="all jobs", id="runs-job", compact=True, type_to_search=False)
         yield Static("", id="runs-note")
         table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         for key, label in self.table_layout.columns:
@@ -318,11 +313,24 @@ class RunHistory(PollWhileShown, Vertical):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         if event.row_key.value:
-            self.post_message(self.Opened(Path(event.row_key.value)))
+            self.post_message(msg.RunOpened(Path(event.row_key.value)))
 
     # --------------------------------------------------------------- actions
     def action_attach(self) -> None:
-        self.post_message(self.AttachRequested(self.highlighted))
+        self.post_message(msg.AttachRequested(self.highlighted))
+
+    def action_samples(self) -> None:
+        run = self.highlighted
+        if run is None:
+            self.notify("no run highlighted: pick a train-dsr run (or a pipeline) in the table, then v",
+                        severity="warning")
+            return
+        screen = SamplesScreen(run)
+        if not screen.strips:
+            self.notify(f"{run.name} has no sample strips (train-dsr writes samples/epoch_NNN.png)",
+                        severity="warning")
+            return
+        self.app.push_screen(screen)
 
     def action_next_sort(self) -> None:
         self.set_sort(SORT_KEYS[(SORT_KEYS.index(self.sort_key) + 1) % len(SORT_KEYS)])

@@ -30,6 +30,7 @@ class SweepDialog(ModalScreen[dict | None]):
         super().__init__()
         self.study, self.jobs, self.space, self.start = study, jobs, space or DEFAULT_SPACE, start
         self.cursor_blink = cursor_blink
+        self.loaded: tuple[str, str] | None = None     # (file, text) last loaded into the space editor
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog sweep"):
@@ -71,15 +72,19 @@ class SweepDialog(ModalScreen[dict | None]):
         event.stop()
         path = Path(event.value.strip()).expanduser()
         try:
-            self.query_one("#sweep-space", TextArea).text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8")
+            self.query_one("#sweep-space", TextArea).text = text
+            self.loaded = (str(path), text)
             self._error("")
+            self.notify(f"loaded {path}: ctrl+s (or Enter in another field) starts the sweep")
         except (OSError, UnicodeDecodeError) as exc:
             self._error(f"cannot read {path} ({exc}): give a TOML file with a [params] table.")
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        self.action_start()
+        if event.input.id != "sweep-space-file":       # Enter there loads the file (above), nothing more
+            self.action_start()
 
     @on(Button.Pressed, "#sweep-go")
     def _go(self) -> None:
@@ -98,10 +103,12 @@ class SweepDialog(ModalScreen[dict | None]):
                 self._error(f"{name}: a whole number of at least 1, not {text!r}.")
                 return None
             numbers[name] = int(text)
+        space = self.query_one("#sweep-space", TextArea).text
         return {"study": self.query_one("#sweep-study", Input).value.strip(),
+                "space_file": self.loaded[0] if self.loaded and self.loaded[1] == space else "",
                 "job": self.query_one("#sweep-job", Select).value,
                 "objective": self.query_one("#sweep-objective", Input).value.strip(),
-                "space": self.query_one("#sweep-space", TextArea).text, **numbers}
+                "space": space, **numbers}
 
     def action_start(self) -> None:
         values = self.values()

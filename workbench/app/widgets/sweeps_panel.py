@@ -3,9 +3,9 @@ tried, what they tried, pruned epoch, run), a best-so-far chart and the paramete
 
 While shown it re-reads the study every POLL_SECONDS in a thread (``engine.sweep.listing``), whoever
 runs it: this app, the CLI, another machine sharing the storage. Enter opens the highlighted trial's
-run (its curves and evaluation); the app's keys on this tab: n starts a sweep from the selected preset,
-x stops the study's controller (its trials stop with checkpoints), b saves the best trial's preset,
-a attaches to the highlighted trial's run.
+run (its curves and evaluation). The tab's own keys: n starts a sweep from the selected preset, x stops the
+study's controller (its trials stop with checkpoints), b saves the best trial's preset, a attaches to the
+highlighted trial's run; the work is ``controllers.sweep_controller``'s.
 """
 
 from __future__ import annotations
@@ -17,14 +17,20 @@ from typing import Any
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Select, Static
 from textual_plotext import PlotextPlot
 
 from engine.errors import WorkbenchError
+from engine.jobs.registry import sweep_trial_jobs
 from engine.sweep.listing import StudyEntry, list_studies, study_snapshot
+from workbench.app import messages as msg
+from workbench.app.controllers import sweep_controller
+from workbench.app.widgets.dialogs import ConfirmDialog, SaveAsDialog
 from workbench.app.widgets.polling import PollWhileShown
+from workbench.app.widgets.sweep_dialog import SweepDialog
 
 POLL_SECONDS = 2.0
 STATE_STYLE = {"complete": "green", "running": "bold yellow", "pruned": "dim", "fail": "red", "waiting": "dim"}
@@ -57,11 +63,20 @@ def best_so_far(trials: list[dict[str, Any]], maximize: bool) -> tuple[list[int]
 
 class SweepsPanel(PollWhileShown, Vertical):
     BORDER_TITLE = "Sweeps"
+    BINDINGS = [
+        Binding("n", "new", "New sweep", id="sweeps.new",
+                tooltip="start a sweep of the selected preset (in its own process)"),
+        Binding("x", "stop", "Stop sweep", id="sweeps.stop",
+                tooltip="stop the shown study's controller (trials keep their checkpoints)"),
+        Binding("b", "save_best", "Save best", id="sweeps.save_best",
+                tooltip="save the best trial's preset under a new name"),
+        Binding("a", "attach", "Attach trial", id="sweeps.attach", tooltip="follow the highlighted trial's run"),
+    ]
 
     @dataclass
-    class TrialChosen(Message):
-        """Enter on a trial: open its run directory (curves, evaluation, tips)."""
-        path: Path
+    class PresetSaved(Message):
+        """A trial's preset was saved as a new user preset."""
+        name: str
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -73,7 +88,8 @@ class SweepsPanel(PollWhileShown, Vertical):
         self._param_keys: list[str] | None = None      # the table's parameter columns
 
     def compose(self) -> ComposeResult:
-        yield Select([], prompt="no study yet", id="sweeps-study", compact=True, allow_blank=True)
+        yield Select([], prompt="no study yet", id="sweeps-study", compact=True, allow_blank=True,
+                     type_to_search=False)      # printable keys stay the tab's ([ ] n x b a)
         yield Static("", id="sweeps-head")
         yield DataTable(id="sweeps-table", cursor_type="row", zebra_stripes=True)
         with Horizontal(id="sweeps-side"):
@@ -213,6 +229,73 @@ class SweepsPanel(PollWhileShown, Vertical):
         event.stop()
         trial = self.highlighted
         if trial and trial["run_dir"]:
-            self.post_message(self.TrialChosen(Path(trial["run_dir"])))
+            self.post_message(msg.RunOpened(Path(trial["run_dir"])))
         else:
             self.app.notify("this trial has no run directory yet", severity="warning")
+
+    def why_disabled(self, action: str) -> str:
+        """Why a key of this tab cannot act now ('' when it can)."""
+        shown = self.snapshot
+        if action == "stop" and (not shown or shown["state"] != "running"):
+            why = "no study is shown" if not shown else f"its controller here is {shown['state']}"
+            return f"no sweep to stop: {why}"
+        if action == "save_best" and (self.best is None or not self.best["run_dir"]):
+            return "no complete trial to save yet"
+        if action == "attach" and (self.highlighted is None or not self.highlighted["run_dir"]):
+            return "no trial highlighted (or it has no run yet)"
+        return ""
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return None if self.why_disabled(action) else True
+
+    def action_new(self) -> None:
+        app = self.app
+        space = sweep_controller.study_space(app.preset.runtime.runs_dir, self.snapshot["study"]) \
+            if self.snapshot else ""
+        app.push_screen(SweepDialog(f"{app.preset.name}-sweep", sweep_trial_jobs(), space, self._start,
+                                    app.cursor_blink))
+
+    def _start(self, values: dict[str, Any]) -> str | None:
+        """Start the dialog's sweep; the reason it cannot start, or None once started."""
+        app = self.app
+        try:
+            job = sweep_controller.start(app.preset, app.data, values)
+        except (WorkbenchError, OSError) as exc:
+            return str(exc)
+        app.jobs.adopt(job)
+        study = values["study"] or f"{app.preset.name}-sweep"
+        self.chosen = study
+        self.poll()
+        self.post_message(msg.LogLine(
+            f"▶ sweep {study} started in its own process (pid {job.proc.pid}) with preset {app.preset.name}: "
+            f"{values['trials']} {values['job']} trials, {values['objective']}; output {job.output}", "bold"))
+        return None
+
+    def action_stop(self) -> None:
+        study = self.snapshot["study"]
+
+        def stop(yes: bool | None) -> None:
+            if yes:
+                sweep_controller.stop(self.runs_dir, study)
+                self.post_message(msg.LogLine(f"asked sweep {study} to stop (its running trials save their "
+                                              "checkpoints)"))
+                self.poll()
+        self.app.push_screen(ConfirmDialog(f"Stop sweep {study}? Its running trials stop with their checkpoints; "
+                                           "running the same sweep again resumes them.", "Stop"), stop)
+
+    def action_save_best(self) -> None:
+        best, study = self.best, self.snapshot["study"]
+        base = self.snapshot["setup"].get("base_preset") or self.app.preset.name
+        reference = self.app.preset
+
+        def saved(name: str | None) -> None:
+            if name:
+                self.post_message(msg.LogLine(f"saved trial {best['number']} of {study} as preset {name}"))
+                self.post_message(self.PresetSaved(name))
+        self.app.push_screen(SaveAsDialog(sweep_controller.best_preset_name(base, study),
+                                          lambda name: sweep_controller.save_trial(Path(best["run_dir"]), reference,
+                                                                                   name),
+                                          self.app.cursor_blink), saved)
+
+    def action_attach(self) -> None:
+        self.post_message(msg.AttachRequested(Path(self.highlighted["run_dir"])))
