@@ -43,8 +43,11 @@ def keys_elsewhere() -> dict[str, list[tuple[str, str]]]:
     return found
 
 
+ELSEWHERE = keys_elsewhere()
+
+
 def elsewhere_text(key: str) -> str:
-    places = "; ".join(f"{what} on the {tab} tab" for tab, what in keys_elsewhere().get(key, []))
+    places = "; ".join(f"{what} on the {tab} tab" for tab, what in ELSEWHERE.get(key, []))
     return f"{key}: {places} (] switches tabs)"
 
 
@@ -100,7 +103,7 @@ APP_BINDINGS = [
     *(Binding(str(n), f"select_preset({n})", f"Preset {n}", show=False, id=f"preset.select_{n}")
       for n in range(1, 10)),
     # a tab's key pressed on another tab says where it acts (reached only when the focused tab lacks it)
-    *(Binding(key, f"elsewhere({key!r})", show=False) for key in keys_elsewhere()),
+    *(Binding(key, f"elsewhere({key!r})", show=False) for key in ELSEWHERE),
 ]
 
 # app-wide actions whose key a tab also binds (x: the Sweeps tab's stop, v: the Runs tab's samples): pressed while

@@ -186,18 +186,18 @@ class MainScreen(Screen):
         """A past run's curves overlaid on the charts, its evaluation in Results and its tips in Tips; the screen
         goes to Results when it has an evaluation, else to Charts."""
         path = message.path
-        overlay = MetricBuffers()
-        overlay.add_records(run_records(path))
+        records, overlay = run_records(path), MetricBuffers()        # read once: for the charts and the tips
+        overlay.add_records(records)
         row = self.query_one(RunHistory).row_for(path)
         self.query_one(ChartsPanel).set_overlays([(run_label(row) if row else path.name, overlay)] if overlay else [])
         try:
-            folder = run_evaluation(path)[1]
+            evaluation, folder = run_evaluation(path)
         except WorkbenchError as exc:
             self.app.notify(str(exc), severity="error", timeout=10)
-            folder = None
+            evaluation, folder = None, None
         if not (folder is not None and self.show_evaluation(folder)):
             self.show_tab("tab-charts")           # (an empty run too: its charts say there is nothing)
-        self.query_one(TipsPanel).follow_run(path)
+        self.query_one(TipsPanel).follow_run(path, records, evaluation)
         self.update_tips()
         self.log_line(f"opened run {path} ({'curves overlaid' if overlay else 'no metrics'}; its tips are in "
                       "the Tips tab)")

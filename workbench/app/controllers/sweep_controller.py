@@ -42,12 +42,11 @@ def start(preset: Preset, data: str | None, values: dict[str, Any]) -> DetachedJ
     picked = values.get("space_file") or ""
     opts = SweepOptions(space=picked or str(control / "space.toml"), job=values["job"], trials=values["trials"],
                         objective=values["objective"], study=study, parallel=values["parallel"])
-    if picked:
-        check_sweep(preset, opts)
+    if not picked:                      # the edited text is what the engine checks
         atomic.write_text(control / "space.toml", values["space"])
-    else:
+    check_sweep(preset, opts)
+    if picked:                          # kept beside the study (the next n starts from it)
         atomic.write_text(control / "space.toml", values["space"])
-        check_sweep(preset, opts)
     return start_sweep(preset, data, opts)
 
 

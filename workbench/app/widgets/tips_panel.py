@@ -24,7 +24,6 @@ from engine.presets import Preset, load
 from engine.runs.status import run_state
 from engine.tips import Target, Tip, apply_tip, check_targets, propose_tips, tip_changes
 from workbench.app import messages as msg
-from workbench.app.run_files import run_evaluation, run_records
 from workbench.app.widgets.dialogs import TipDiffDialog
 
 RECORDS_KEPT = 20000     # the current job's metric records the tips read (the newest)
@@ -58,6 +57,8 @@ class TipsPanel(Vertical):
         self.source = "the last job"
         self.records: deque[dict[str, Any]] = deque(maxlen=RECORDS_KEPT)   # the current job's metrics
         self.run: Path | None = None        # a run opened from the Runs tab (None: the current job)
+        self.run_history: list[dict[str, Any]] = []    # its records and evaluation, as read when it was opened
+        self.run_evaluation: dict | None = None
 
     # ----------------------------------------------------------------- sources
     def follow_job(self) -> None:
@@ -68,16 +69,16 @@ class TipsPanel(Vertical):
     def add_record(self, record: dict[str, Any]) -> None:
         self.records.append(record)
 
-    def follow_run(self, path: Path) -> None:
-        self.run = path
+    def follow_run(self, path: Path, history: list[dict[str, Any]], evaluation: dict | None) -> None:
+        """The tips follow the run ``path`` opened elsewhere (its records and evaluation as the opener read them)."""
+        self.run, self.run_history, self.run_evaluation = path, history, evaluation
 
     def recompute(self, preset: Preset, evaluation: dict | None) -> None:
         """Tips of the opened run, else of the current (or last) job's metrics with ``preset``."""
         history, source = list(self.records), "the last job"
         if self.run is not None:
             try:
-                preset, history = load(self.run / "preset.toml"), run_records(self.run)
-                evaluation = run_evaluation(self.run)[0]
+                preset, history, evaluation = load(self.run / "preset.toml"), self.run_history, self.run_evaluation
                 source = f"run {self.run.name} ({run_state(self.run)})"
             except WorkbenchError as exc:
                 self.post_message(msg.LogLine(f"tips of {self.run} unavailable: {exc}", "yellow"))
