@@ -83,3 +83,34 @@ def demo_root_32(tmp_path_factory) -> Path:
 
     return generate_demo_dataset(tmp_path_factory.mktemp("demo32") / "data", identities=12, per_identity=6,
                                  seed=0, vlr_size=(32, 32), hr_size=128)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (tests/pg_server.py). Skipped where the server's binaries or
+    psycopg are missing, except where VLR_WORKBENCH_REQUIRE_POSTGRES=1 (CI): there a missing server fails."""
+    import os
+
+    from pg_server import Cluster, server_bin
+
+    required = os.environ.get("VLR_WORKBENCH_REQUIRE_POSTGRES") == "1"
+    bin_dir = server_bin()
+    try:
+        import psycopg  # noqa: F401 - the driver the sweeps use
+    except ImportError:
+        bin_dir = None
+    if bin_dir is None:
+        why = ("no PostgreSQL server binaries (initdb, pg_ctl) or no psycopg: `apt-get install -y postgresql` and "
+               "`pip install -c constraints.txt '.[postgres]'`")
+        if required:
+            pytest.fail(why)
+        pytest.skip(why)
+    cluster = Cluster(bin_dir).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres) -> str:
+    """The URL of a fresh database on the test cluster (one per test)."""
+    return postgres.url(postgres.new_database())

@@ -59,6 +59,12 @@ def test_pipeline_links_every_stage_and_writes_headline_numbers(tmp_path, demo_r
     announced = [e.message for e in events if isinstance(e, Log) and e.job == "pipeline" and "stage" in e.message]
     assert [m.split(": ")[1] for m in announced] == ["recogniser", "train-dsr", "finetune", "evaluate"]
     assert events[-1] is result
+    # the one-line verdict a pipeline ends with (issue 38): DSR against the best bicubic row, with its figures
+    from engine.sweep.margins import pipeline_verdict
+
+    difference = eval_doc["comparisons"]["dsr_vs_bicubic"]["difference"]
+    assert pipeline_verdict(result.summary).startswith("verdict: DSR ")
+    assert f"{difference * 100:+.1f} [" in pipeline_verdict(result.summary)
 
 
 @pytest.mark.parametrize("stop_at", ["before", "finetune"])

@@ -127,7 +127,7 @@ def test_the_epoch_loop_exists_once():
 def test_job_kinds_are_listed_in_one_table():
     from engine.jobs.registry import JOBS, app_jobs
 
-    assert set(JOBS) == {"train-dsr", "finetune", "pretrain", "evaluate", "pipeline", "sweep"}
+    assert set(JOBS) == {"train-dsr", "finetune", "pretrain", "evaluate", "pipeline", "sweep", "export"}
     assert {action: spec.kind for action, spec in app_jobs().items()} == {
         "train": "train-dsr", "finetune": "finetune", "evaluate": "evaluate", "pipeline": "pipeline"}
     literal_tables = []

@@ -28,7 +28,8 @@ from PIL import Image, ImageDraw
 from engine.io import atomic
 from engine.data.layout import MANIFEST, SPLITS
 from engine.data.splitting import SPLIT_RULE, split_by_subject
-from engine.data.writer import VLR_METHOD, check_destination, make_split_dirs, staged_dir, write_pair
+from engine.data.photos import VLR_METHOD
+from engine.data.writer import check_destination, make_split_dirs, staged_dir, write_pair
 from engine.errors import DataError
 
 ProgressFn = Callable[[int, int], None]

@@ -24,10 +24,10 @@ from PIL import Image
 
 from engine.data import disk_cache
 from engine.data.layout import EXTRA_SPLITS, HR_DIR, SPLITS, UNLABELLED, VLR_DIR, has_split, split_dir, subject_of
+from engine.data.photos import IMAGE_SUFFIXES
 from engine.data.pixels import to_rgb8
 from engine.errors import DataError
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 ProgressFn = Callable[[int, int], None]
 
 _FIX_LAYOUT = ("Recreate the dataset with `vlr-workbench prepare SRC DST --vlr WxH` (or `vlr-workbench "

@@ -11,39 +11,33 @@ images become RGB); other files (a README, say), and photos whose shorter side i
 (a 1x1 photo would become a flat face), are skipped and listed in the manifest. HR is a
 centre square crop (side = the shorter edge; fine for portrait photos and Yale's heads on a plain
 background, and a no-op for face crops that are already square) resized with Pillow's LANCZOS
-filter; VLR is made from HR by :data:`engine.data.writer.VLR_METHOD`. Splits follow
+filter; VLR is made from HR by :data:`engine.data.photos.VLR_METHOD`. Splits follow
 :data:`engine.data.splitting.SPLIT_RULE` with ``split = (train, val, test)``: ``test`` is the
 fraction of subjects held out whole, ``val`` the fraction of each remaining subject's images.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import random
-import re
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from engine.io import atomic
 from engine.data.layout import DISTRACTORS, MANIFEST, SPLITS, UNLABELLED, split_dir
-from engine.data.pairs import IMAGE_SUFFIXES
-from engine.data.pixels import to_rgb8
+from engine.data.photos import (VLR_METHOD, broken_link as _broken_link, collect_images, is_image as _is_image,
+                                 load_rgb, open_photo, safe_token as _safe, to_hr)
 from engine.data.splitting import SPLIT_RULE, split_by_subject
-from engine.data.writer import VLR_METHOD, check_destination, make_split_dirs, staged_dir, write_pair
+from engine.data.writer import check_destination, make_split_dirs, staged_dir, write_pair
 from engine.errors import DataError
 
 ProgressFn = Callable[[int, int], None]
 
 HR_METHOD = ("centre square crop (side = the shorter edge), then Pillow resize to HR with the LANCZOS filter; "
              "greyscale/palette/16-bit images converted to RGB; EXIF orientation applied")
-_SOURCE_SUFFIXES = IMAGE_SUFFIXES | {".gif", ".pgm", ".ppm", ".pbm", ".pnm", ".jp2", ".tga"}
 
 
 def parse_split(text: str) -> tuple[float, float, float]:
@@ -59,130 +53,6 @@ def parse_split(text: str) -> tuple[float, float, float]:
     if abs(total - 100) > 0.5 and abs(total - 1) > 0.005:
         raise ValueError(f"TRAIN/VAL/TEST must add up to 100 (or 1), got {text!r} (sum {total:g})")
     return tuple(v / total for v in values)  # type: ignore[return-value]
-
-
-def _safe(text: str, keep: str = "") -> str:
-    """A file-name-safe token; without underscores (the layout's subject separator) unless ``keep="_"``."""
-    return re.sub(rf"[^A-Za-z0-9.{keep}-]+", "-", text).strip("-.") or "x"
-
-
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485   # Pillow's limit, as check-data (and training) reads images
-
-
-@contextlib.contextmanager
-def open_photo(path: Path) -> Iterator[Image.Image]:
-    """``Image.open`` (header only), refusing an image over :data:`MAX_PIXELS` before any decode."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(path)
-        except Image.DecompressionBombError:
-            image = None
-    with contextlib.ExitStack() as closing:
-        if image is not None:
-            closing.enter_context(image)
-        size = image.size if image is not None else _header_size(path)
-        if size is None or size[0] * size[1] > MAX_PIXELS:
-            shown = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else "too many pixels"
-            raise DataError(f"{path}: this image is {shown}, over the {MAX_PIXELS:,}-pixel limit "
-                            "images are read with (decoding it would take gigabytes of memory); it was not decoded. "
-                            "Downscale it (faces need no more than a few hundred pixels a side) or move it out of "
-                            "the source folder, then run `vlr-workbench prepare` again.")
-        yield image
-
-
-def _header_size(path: Path) -> tuple[int, int] | None:
-    """The size a refused bomb's header states (Pillow raised before telling it). Header only, never decoded;
-    called while collecting the source images, before any decoding thread starts."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-        try:
-            with Image.open(path) as image:
-                return image.size
-        except Exception:  # noqa: BLE001 - only the message's size is at stake
-            return None
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
-
-
-def _is_image(path: Path) -> bool:
-    if _broken_link(path):
-        return False
-    try:
-        with open_photo(path):
-            return True
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        if path.suffix.lower() in _SOURCE_SUFFIXES:
-            raise DataError(f"{path}: cannot read this image (unreadable or corrupt). Delete or replace it, "
-                            f"then run `vlr-workbench prepare` again.") from None
-        return False
-
-
-def _broken_link(path: Path) -> bool:
-    """A symbolic link to a missing file or a loop of links (skipped and listed, like a non-image)."""
-    try:
-        os.stat(path)
-        return False
-    except OSError:
-        return os.path.islink(path)
-
-
-def collect_images(src: Path) -> tuple[dict[str, list[tuple[Path, str]]], list[str]]:
-    """``({subject: [(path, output name)]}, skipped file names)`` from ``src`` (see the module doc).
-
-    Broken symbolic links (missing target or a loop) are skipped and listed like non-image files;
-    links to folders are not followed inside a subject's folder (a loop could recurse forever).
-    """
-    found: dict[str, list[tuple[Path, str]]] = {}
-    owner: dict[str, str] = {}
-    skipped: list[str] = []
-
-    def add(subject_raw: str, path: Path, rest: str) -> None:
-        subject = _safe(subject_raw)
-        if owner.setdefault(subject, subject_raw) != subject_raw:
-            raise DataError(f"Subjects '{owner[subject]}' and '{subject_raw}' in {src} both become '{subject}' "
-                            f"in the layout (subject ids may not contain '_' or spaces). Rename one of them.")
-        found.setdefault(subject, []).append((path, rest))
-
-    for entry in sorted(src.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if _broken_link(entry):
-            skipped.append(f"{entry.name} (broken symbolic link)")
-            continue
-        if entry.is_dir():
-            for path in sorted(p for p in entry.rglob("*") if not p.name.startswith(".")
-                               and (p.is_file() or _broken_link(p))):
-                if _broken_link(path):
-                    skipped.append(f"{path.relative_to(src)} (broken symbolic link)")
-                elif _is_image(path):
-                    parts = path.relative_to(entry).with_suffix("").parts
-                    add(entry.name, path, "-".join(_safe(part, "_") for part in parts))
-                else:
-                    skipped.append(str(path.relative_to(src)))
-        elif entry.is_file():
-            if not _is_image(entry):
-                skipped.append(entry.name)
-                continue
-            stem = entry.stem if entry.suffix.lower() in _SOURCE_SUFFIXES else entry.name
-            subject_raw, _sep, rest = re.match(r"([^_.]*)([_.]?)(.*)$", stem).groups()
-            add(subject_raw or stem, entry, _safe(rest, "_") if rest else "img")
-    return found, skipped
-
-
-def load_rgb(path: Path) -> Image.Image:
-    """The photo at ``path`` as 8-bit RGB, EXIF orientation applied (16-bit greyscale scaled, not clipped)."""
-    with open_photo(path) as image:
-        return to_rgb8(ImageOps.exif_transpose(image))
-
-
-def to_hr(image: Image.Image, hr_size: int) -> Image.Image:
-    """Centre square crop, then LANCZOS resize to ``hr_size`` x ``hr_size``."""
-    w, h = image.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    return image.crop((left, top, left + side, top + side)).resize((hr_size, hr_size), Image.LANCZOS)
 
 
 UNLABELLED_RULE = ("unlabelled: every image of --unlabelled DIR (flat or nested; no identity labels) except the "

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -12,17 +10,9 @@ from typing import Iterator
 from PIL import Image
 
 from engine.data.layout import HR_DIR, MANIFEST, SPLITS, VLR_DIR, split_dir
+from engine.data.photos import make_vlr
 from engine.errors import DataError
-from engine.io.atomic import make_temp_dir, remove_stale_temp_dirs
-
-VLR_METHOD = ("PIL Image.resize(HR, (w, h), Image.BICUBIC): Pillow widens the bicubic kernel by the "
-              "downscale factor, so this is an antialiased bicubic downsample (like torch interpolate "
-              "with antialias=True)")
-
-
-def make_vlr(hr: Image.Image, vlr_size: tuple[int, int]) -> Image.Image:
-    """The VLR partner of an HR image by antialiased bicubic downsampling (``vlr_size`` = (w, h))."""
-    return hr.resize(tuple(vlr_size), Image.BICUBIC)
+from engine.io.atomic import staged_folder
 
 
 def make_split_dirs(root: Path, also: tuple[str, ...] | list[str] = ()) -> None:
@@ -45,7 +35,7 @@ def write_pair(root: Path, split: str, name: str, hr: Image.Image, vlr_size: tup
 
 def check_destination(dst: Path, force: bool = False) -> None:
     """``dst`` is new or an empty folder; with ``force`` it may also hold a dataset (one with a manifest.json)."""
-    dst = _through_link(Path(dst))
+    dst = Path(dst).resolve() if Path(dst).is_symlink() else Path(dst)   # a link: the folder it names
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         if force and dst.is_dir() and (dst / MANIFEST).is_file():
             return
@@ -57,50 +47,14 @@ def check_destination(dst: Path, force: bool = False) -> None:
 
 @contextmanager
 def staged_dir(dst: Path, replace: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside ``dst``; on success rename it to ``dst``, on error delete it.
-
-    If ``dst`` appeared meanwhile (another process finished the same dataset first) the staged
-    copy is discarded and ``dst`` kept.
-    """
-    dst = _through_link(Path(dst))
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_dirs(dst)   # left by a killed prepare/demo-data (never a live one's)
-    tmp = make_temp_dir(dst)  # the user's umask, not mkdtemp's 0700: a dataset is often shared
-    try:
+    """Yield a temporary folder beside ``dst``; on success rename it to ``dst``, on error delete it
+    (:func:`engine.io.atomic.staged_folder`; ``replace``: a dataset there goes once the new one is whole)."""
+    def taken(path: Path) -> Exception:
+        return DataError(f"{path} was written by another process while this dataset was made ({on_disk(path)}); "
+                         "this dataset was not saved. One destination holds one dataset: give another "
+                         "destination, or delete that one and run again.")
+    with staged_folder(dst, replace_marker=MANIFEST if replace else None, taken=taken) as tmp:
         yield tmp
-        try:
-            if dst.is_dir() and not any(dst.iterdir()):
-                dst.rmdir()
-            elif replace and (dst / MANIFEST).is_file():   # --force: the old dataset goes only once the new is whole
-                _replace_dataset(tmp, dst)
-                return
-            os.replace(tmp, dst)
-        except OSError:
-            if not dst.is_dir():
-                raise
-            raise DataError(f"{dst} was written by another process while this dataset was made ({on_disk(dst)}); "
-                            "this dataset was not saved. One destination holds one dataset: give another "
-                            "destination, or delete that one and run again.") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _replace_dataset(tmp: Path, dst: Path) -> None:
-    """``tmp`` becomes ``dst``; the dataset there is set aside first and deleted only once that worked."""
-    old = make_temp_dir(dst, ".replaced")
-    os.replace(dst, old / "data")
-    try:
-        os.replace(tmp, dst)
-    except OSError:
-        os.replace(old / "data", dst)
-        old.rmdir()
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _through_link(dst: Path) -> Path:
-    """A destination that is a symbolic link means the folder it names (written there, the link kept)."""
-    return dst.resolve() if dst.is_symlink() else dst
 
 
 def on_disk(root: Path) -> str:

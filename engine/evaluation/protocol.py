@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.evaluation.gallery_rule import gallery_members
+
 
 @dataclass(frozen=True)
 class GallerySplit:
@@ -26,19 +28,9 @@ class GallerySplit:
 
 
 def split_gallery_probes(names: list[str], labels: torch.Tensor, per_subject: int) -> GallerySplit:
-    """Deterministic split: the first ``per_subject`` sorted names of each subject enrol."""
-    if per_subject < 1:
-        raise ValueError("per_subject must be at least 1")
-    labels = torch.as_tensor(labels).cpu()
-    by_subject: dict[int, list[int]] = {}
-    for i in sorted(range(len(names)), key=lambda i: names[i]):
-        by_subject.setdefault(int(labels[i]), []).append(i)
-    gallery, probes = [], []
-    for subject in sorted(by_subject):
-        members = by_subject[subject]
-        keep = max(1, min(per_subject, len(members) - 1))
-        gallery += members[:keep]
-        probes += members[keep:]
+    """Deterministic split: the first ``per_subject`` sorted names of each subject enrol (the rule:
+    :mod:`engine.evaluation.gallery_rule`)."""
+    gallery, probes = gallery_members(names, [int(label) for label in torch.as_tensor(labels).cpu()], per_subject)
     result = GallerySplit(torch.tensor(sorted(gallery), dtype=torch.long),
                           torch.tensor(sorted(probes), dtype=torch.long))
     result.check_disjoint()

@@ -14,6 +14,7 @@ process-wide and racy under threads). Replacing an existing file keeps that file
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -25,7 +26,7 @@ import stat
 import string
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from engine.errors import StorageError
 
@@ -177,6 +178,50 @@ def make_temp_dir(path: Path, suffix: str = ".partial") -> Path:
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, "no unused temporary folder name", str(Path(path).parent))
+
+
+@contextlib.contextmanager
+def staged_folder(dst: Path, *, replace_marker: str | None, taken: Callable[[Path], Exception]
+                  ) -> Iterator[Path]:
+    """Yield a temporary folder beside ``dst`` (a link: the folder it names); on success it is renamed to
+    ``dst``, on error deleted, so that ``dst`` is either absent, the old folder or the whole new one.
+
+    An empty ``dst`` is replaced; one holding ``replace_marker`` is set aside and deleted only once the new one
+    is in place; otherwise (another writer finished first) ``taken(dst)`` is raised and ``dst`` kept.
+    """
+    dst = Path(dst)
+    dst = dst.resolve() if dst.is_symlink() else dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_dirs(dst)   # left by a killed writer (never a live one's)
+    tmp = make_temp_dir(dst)  # the user's umask, not mkdtemp's 0700: a dataset or a model is often shared
+    try:
+        yield tmp
+        try:
+            if dst.is_dir() and not any(dst.iterdir()):
+                dst.rmdir()
+            elif replace_marker and (dst / replace_marker).is_file():
+                _replace_folder(tmp, dst)
+                return
+            os.replace(tmp, dst)
+        except OSError:
+            if not dst.is_dir():
+                raise
+            raise taken(dst) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_folder(tmp: Path, dst: Path) -> None:
+    """``tmp`` becomes ``dst``; the folder there is set aside first and deleted only once that worked."""
+    old = make_temp_dir(dst, ".replaced")
+    os.replace(dst, old / "data")
+    try:
+        os.replace(tmp, dst)
+    except OSError:
+        os.replace(old / "data", dst)
+        old.rmdir()
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _keep_mode(fd: int, path: Path) -> None:

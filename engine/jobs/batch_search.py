@@ -19,7 +19,7 @@ from engine.errors import WorkbenchError
 from engine.presets import Preset
 from engine.runtime import Runtime, prepare_model
 
-BATCH_KEYS = {"train-dsr": "dsr.batch_size", "finetune": "finetune.batch_size"}
+from engine.jobs.options import BATCH_KEYS   # torch-free, for the CLI
 
 TryBatch = Callable[[int], None]   # runs one step at batch n; raises torch.OutOfMemoryError when it does not fit
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+BATCH_KEYS = {"train-dsr": "dsr.batch_size", "finetune": "finetune.batch_size"}   # find-batch: job -> its key
+
 
 @dataclass(frozen=True)
 class TrainOptions:
@@ -80,3 +82,16 @@ class SweepOptions:
     gpus_per_trial: int = 1               # CUDA devices of each parallel trial (more than one: torchrun)
     baselines: bool = False               # pipeline trials: also fine-tune on bicubic (eval.bicubic_best is fair)
     folds: int | None = None              # pipeline trials: K subject folds (eval.ROW.METRIC = the fold mean)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    out: str = ""                         # the model folder to write (created; replaced with force)
+    run: str | None = None                # a finished pipeline or evaluate run (its DSR, recogniser, evaluation)
+    dsr: str | None = None                # instead of a run: a DSR checkpoint ...
+    edgeface: str | None = None           # ... and the recogniser for both graphs
+    int8: bool = False                    # also the int8 graphs (static quantisation calibrated on the val split)
+    opset: int = 18
+    force: bool = False                   # replace a model folder already at ``out``
+    parity_images: int = 512              # test images run through ONNX Runtime and PyTorch (0: all)
+    calibration_images: int = 128         # val images the int8 calibration reads

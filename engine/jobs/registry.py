@@ -67,6 +67,7 @@ JOBS: dict[str, JobSpec] = {spec.kind: spec for spec in (
     JobSpec("pipeline", "engine.jobs.pipeline:run_pipeline", job_options.PipelineOptions, "summary.json",
             "pipeline", True, "pipe", sweep_trial=True),
     JobSpec("sweep", "engine.sweep.study:run_sweep", job_options.SweepOptions, None, resumed_by_rerun=True),
+    JobSpec("export", "engine.deploy.export:run_export", job_options.ExportOptions, None),
 )}
 
 

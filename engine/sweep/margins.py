@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.evaluation.wording import finite, interval_text, p_text, row_interval
+from engine.evaluation.wording import ROW_LABELS, finite, interval_text, p_text, row_interval
+from engine.runs.records import read_evaluation, read_fold_evaluation
 from engine.runs.run_dir import RunDir
 from engine.sweep.objective import best_bicubic, evaluation_camera, rows_of, run_evaluation
 
@@ -78,3 +79,44 @@ def _spread(stat: dict[str, Any], points: bool = False) -> str:
 
 def _psnr(a, b) -> str:
     return f"{a:.2f} / {b:.2f} dB" if finite(a) and finite(b) else "-"
+
+
+def verdict(doc: dict[str, Any], folds: bool) -> str | None:
+    """One line: did DSR beat the best bicubic row beyond noise (McNemar p < 0.05 on the same probes; with folds,
+    in how many folds)? None when the evaluation has no DSR row or no bicubic row."""
+    rows = rows_of(doc, folds)
+    best = best_bicubic(rows)
+    if best is None or not finite(rows.get("dsr", {}).get("rank1")):
+        return None
+    named = f"the best bicubic row ({ROW_LABELS.get(best, (best,))[0]})"
+    comparison = doc.get("comparisons", {}).get(f"dsr_vs_{best}", {})
+    if folds:
+        difference = comparison.get("difference", {})
+        significant, n = comparison.get("significant_folds"), difference.get("n")
+        margin = f"margin {_spread(difference, points=True)}"
+        if not finite(difference.get("mean")) or significant is None:
+            return f"verdict: no paired comparison of DSR with {named} in the folds"
+        if significant == n and finite(difference.get("min")) and difference["min"] > 0:
+            return f"verdict: DSR beat {named} beyond noise in all {n} folds ({margin} points)"
+        worse = finite(difference.get("max")) and difference["max"] < 0
+        return (f"verdict: DSR did not beat {named} beyond noise in every fold: {'below it in every fold, ' if worse else ''}"
+                f"significant (McNemar p < 0.05) in {significant} of {n} folds ({margin} points)")
+    value, p = comparison.get("difference"), comparison.get("mcnemar", {}).get("p")
+    if not finite(value):
+        return f"verdict: no paired comparison of DSR with {named} (run with intervals: --bootstrap > 0)"
+    figures = f"{_points(value, comparison.get('interval'))} points" + (f", McNemar p = {p_text(p)}" if finite(p) else "")
+    if comparison.get("significant") and value > 0:
+        return f"verdict: DSR beat {named} beyond noise: {figures}"
+    if comparison.get("significant"):
+        return f"verdict: DSR is below {named} beyond noise: {figures}"
+    return f"verdict: DSR did not beat {named} beyond noise: {figures}"
+
+
+def pipeline_verdict(summary: dict[str, Any]) -> str | None:
+    """The verdict a finished pipeline ends with, from the evaluation its summary names (fold aggregate first)."""
+    folds = summary.get("eval_folds_json")
+    named = folds or summary.get("eval_json")
+    if not isinstance(named, str) or not Path(named).is_file():
+        return None
+    doc = (read_fold_evaluation if folds else read_evaluation)(Path(named))
+    return verdict(doc, bool(folds)) if doc else None

@@ -32,6 +32,7 @@ from engine.runs.status import FileStop, StatusWriter, run_state
 from engine.sweep.places import base_preset_file, control_dir, journal_path, remember_study, sweeps_dir
 from engine.sweep.objective import check_metric_names, check_objective, objective_value
 from engine.sweep.space import SearchSpace, load_space
+from engine.sweep.storage import open_storage, storage_error
 
 JOB = "sweep"
 SWEEP_FILE = "sweep.json"
@@ -135,13 +136,7 @@ def check_sweep(preset: Preset, opts: SweepOptions) -> tuple[SearchSpace, str]:
 
 def storage_for(preset: Preset, opts: SweepOptions, study: str):
     """The study's storage: the RDB URL given, else a journal file under runs_dir/sweeps."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    if opts.storage:
-        return opts.storage
-    sweeps_dir(preset.runtime.runs_dir).mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(journal_path(preset.runtime.runs_dir, study))))
+    return open_storage(opts.storage, journal_path(preset.runtime.runs_dir, study))
 
 
 def open_study(preset: Preset, opts: SweepOptions, space: SearchSpace, study: str):
@@ -167,10 +162,7 @@ def open_study(preset: Preset, opts: SweepOptions, space: SearchSpace, study: st
 
 
 def _storage_error(opts: SweepOptions, exc: Exception) -> WorkbenchError:
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return WorkbenchError(f"cannot open the study's storage {opts.storage or 'journal file'} ({first}). Check the URL "
-                          "(postgresql://USER:PASSWORD@HOST:PORT/DB needs the psycopg package and a reachable "
-                          "server), or leave --storage out for a journal file in runs_dir/sweeps.")
+    return storage_error(opts.storage, exc)
 
 
 def tell(study, trial, values=None, state=None) -> None:

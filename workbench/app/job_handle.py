@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from engine import events as ev
-from engine.jobs.registry import JobRequest, StopFlag, run_job
+from engine.jobs.registry import JobRequest, StopFlag, job_spec, run_job
 from engine.runs.follow import RunFollower
 from engine.runs.status import read_status, request_stop
 
@@ -98,12 +98,16 @@ class ThreadJob(JobHandle):
 
     def request_stop(self) -> str:
         self.stop_flag.set()
+        if job_spec(self.kind).resume_file is None:
+            return "stop requested: the job ends after its current step and writes nothing"
         return "stop requested: the job saves a checkpoint and ends"
 
     def let_go(self) -> None:
         self.stop_flag.set()
 
     def stop_question(self) -> str:
+        if job_spec(self.kind).resume_file is None:
+            return f"Stop {self.kind}? It ends after the current step and writes nothing (it has no resume)."
         return f"Stop {self.kind}? It ends after the current step and saves a resumable checkpoint."
 
 

@@ -24,7 +24,8 @@ from engine import events as ev
 from engine.errors import WorkbenchError
 from engine.presets import Preset
 from engine.runs.run_dir import latest_run
-from workbench.app import messages as msg
+from engine.sweep.margins import pipeline_verdict
+from workbench.app import messages as msg, run_export
 from workbench.app.eval_results import load_evaluation
 from workbench.app.gpu_probe import GpuProbe
 from workbench.app.metric_buffers import LIVE_SPLIT, MetricBuffers
@@ -217,6 +218,17 @@ class MainScreen(Screen):
         self.show_tab("tab-charts")
         self.app.notify(f"overlaid {len(overlays)} run(s): {', '.join(label for label, _ in overlays)} (o clears)")
 
+    @on(msg.ExportRequested)
+    def export_run(self, message: msg.ExportRequested) -> None:
+        """E on the Runs tab: the run's DSR and recogniser to ONNX in RUN/export, in the app's thread."""
+        try:
+            request = run_export.export_request(message.path)
+        except WorkbenchError as exc:
+            self.app.notify(str(exc), title="cannot export", severity="error", timeout=10)
+            return
+        self.app.jobs.run_in_app(request, f"▶ export {message.path.name} to {request.options.out} (ONNX; parity "
+                                          "on its test images)")
+
     @on(msg.AttachRequested)
     def attach(self, message: msg.AttachRequested) -> None:
         self.app.jobs.attach(message.path)
@@ -311,9 +323,13 @@ class MainScreen(Screen):
                             for k, v in event.summary.items() if v is not None and not isinstance(v, (dict, list)))
         self.query_one(JobPanel).set_state(state, detail=(f"run: {event.run_dir.name}" if event.run_dir else ""))
         self.log_line(f"■ {event.job} {state}" + (f": {summary}" if summary else ""), "bold green")
+        verdict = pipeline_verdict(event.summary) if event.job == "pipeline" and not event.stopped else None
+        if verdict:
+            self.log_line(verdict, "bold")
         where = event.run_dir / "last.pt" if event.run_dir else None
         if event.stopped:
-            self.log_line(event.resume_hint or f"resumable checkpoint: {where or 'its run directory'}", "yellow")
+            self.log_line(event.resume_hint or (f"resumable checkpoint: {where}" if where and where.exists() else
+                                                "nothing resumable was saved"), "yellow")
         if event.run_dir is not None:
             self.query_one(RunHistory).reload(self.app.preset.runtime.runs_dir)
             eval_json = event.summary.get("eval_json")     # a pipeline links its evaluate stage's eval.json
@@ -324,7 +340,8 @@ class MainScreen(Screen):
                             f"{event.job} stopped" + (f" (run {event.run_dir})" if event.run_dir else ""),
                             severity="warning", timeout=10)
         else:
-            self.app.notify(f"{event.job} finished")
+            out = event.summary.get("out")    # export: the model folder it wrote
+            self.app.notify(f"{event.job} finished" + (f": {out}" if out else ""), timeout=10 if out else None)
         self.update_tips()
 
     @on(msg.JobFailed)

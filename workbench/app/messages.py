@@ -97,6 +97,12 @@ class AttachRequested(Message):
     path: Path | None
 
 
+@dataclass
+class ExportRequested(Message):
+    """Export a finished pipeline or evaluate run to ONNX (into RUN/export)."""
+    path: Path
+
+
 _WRAPPERS: dict[type, type[Message]] = {ev.Progress: JobProgress, ev.Metrics: JobMetrics, ev.Log: JobLog,
                                         ev.Samples: JobSamples, ev.Finished: JobFinished, ev.Failed: JobFailed}
 

@@ -6,7 +6,7 @@ from rich.table import Table
 
 from engine import presets as P
 from engine.errors import WorkbenchError
-from engine.jobs.batch_search import BATCH_KEYS as KEYS
+from engine.jobs.options import BATCH_KEYS as KEYS
 from workbench.cli.job_runner import console
 
 

@@ -13,9 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from engine.data.demo import generate_demo_dataset
 from engine.data.layout import EXTRA_SPLITS, MANIFEST, SPLITS, has_split, parse_size
-from engine.data.pairs import load_split
 from engine.data.prepare import parse_split, prepare_dataset
 from engine.errors import DataError
 
@@ -147,6 +145,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
     with _progress_bar("drawing demo faces") as progress:
+        from engine.data.demo import generate_demo_dataset   # imports torch: not at the CLI's start
+
         root = generate_demo_dataset(args.dst, identities=args.identities, per_identity=args.per_identity,
                                      seed=args.seed, vlr_size=args.vlr, progress=progress)
     manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
@@ -198,6 +198,8 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     counts = {}
     for split in (*SPLITS, *(s for s in EXTRA_SPLITS if has_split(args.root, s))):
         with _progress_bar(f"loading {split}") as progress:
+            from engine.data.pairs import load_split   # imports torch: not at the CLI's start
+
             loaded = load_split(args.root, split, vlr, hr, progress=progress)
         counts[split] = {"images": len(loaded), "subjects": None if split == "unlabelled" else loaded.num_subjects}
     console.print(_counts_table(f"{escape(str(args.root))}  (HR {hr}x{hr}, VLR {vlr[0]}x{vlr[1]}): OK", counts))

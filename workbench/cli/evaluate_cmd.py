@@ -261,6 +261,11 @@ def cmd_pipeline(args) -> int:
     def report(result) -> None:
         if not _print_folds(result):
             _print_eval(result)
+        from engine.sweep.margins import pipeline_verdict
+
+        line = pipeline_verdict(result.summary)
+        if line:
+            console.print(f"[bold]{escape(line)}[/]")
         console.print(f"pipeline summary: {result.run_dir / 'summary.json'}")
 
     if args.folds is not None and args.folds < 2:

@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "workbench.cli.attach_cmd",
     "workbench.cli.batch_cmd",
     "workbench.cli.sweep_cmd",
+    "workbench.cli.deploy_cmd",
 ]
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # paths in errors stay unbroken

@@ -82,7 +82,9 @@ class JobController:
         if action in (*app_jobs(), "attach") and self.following:
             return (f"attached to {self.kind}: D detaches (it keeps running) or x stops it" if action != "attach"
                     else f"already attached to {self.attached.name}: D detaches first")
-        if action in (*app_jobs(), "attach") and self.running:
+        if action == "export" and self.following:
+            return f"attached to {self.kind}: D detaches first (it keeps running)"
+        if action in (*app_jobs(), "attach", "export") and self.running:
             return f"{self.kind} is running in the app: wait for it or stop it with x"
         if action == "detach" and not self.following:
             return "not attached to a run (a on the Runs tab attaches to a running one)"
@@ -107,6 +109,10 @@ class JobController:
                     + (" (unsaved changes)" if dirty else ""), charts=plan.kind != "evaluate")
         if plan.note:
             self.say(plan.note, "dim")
+
+    def run_in_app(self, request: JobRequest, announce: str) -> None:
+        """Run ``request`` in the app's thread (a short job with no run to follow: export)."""
+        self._begin(ThreadJob(request), "starting…", announce, charts=False)
 
     def _start_detached(self, plan: JobPlan, preset: Preset, data: str | None, dirty: bool) -> bool:
         """Start ``plan`` as a separate process and follow it; False when the job runs in the app instead."""

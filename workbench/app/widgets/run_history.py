@@ -31,6 +31,7 @@ from engine.runs.index import SORT_KEYS, RunRow, filter_rows, format_age, metric
 from workbench.app import messages as msg
 from workbench.app.run_columns import (Layout, cell_texts, checkpoints, detail_text, distinct_labels, fit_layout,
                                        mark_text, run_label, short_stamp)
+from workbench.app.run_export import why_not_export
 from workbench.app.runs_watch import Stamps, read_changed, take_stamps
 from workbench.app.widgets.dialogs import RunDiffDialog
 from workbench.app.widgets.polling import PollWhileShown
@@ -69,6 +70,8 @@ class RunHistory(PollWhileShown, Vertical):
         Binding("S", "next_sort", "Sort", id="runs.sort", tooltip="sort by the next column (or click a header)"),
         Binding("v", "samples", "Samples", id="runs.samples",
                 tooltip="sample faces (VLR | bicubic | SR | HR) of the highlighted run"),
+        Binding("E", "export_model", "Export", id="runs.export",
+                tooltip="export the highlighted finished pipeline or evaluate run to ONNX, into RUN/export"),
     ]
 
     clock = staticmethod(time.time)     # "now" of the age column (tests fix it)
@@ -316,6 +319,18 @@ class RunHistory(PollWhileShown, Vertical):
             self.post_message(msg.RunOpened(Path(event.row_key.value)))
 
     # --------------------------------------------------------------- actions
+    def why_disabled(self, action: str) -> str:
+        if action != "export_model":
+            return ""
+        return why_not_export(self.row_for(self.highlighted) if self.highlighted else None) or \
+            self.app.jobs.why_not("export")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return None if self.why_disabled(action) else True
+
+    def action_export_model(self) -> None:
+        self.post_message(msg.ExportRequested(self.highlighted))
+
     def action_attach(self) -> None:
         self.post_message(msg.AttachRequested(self.highlighted))
 
