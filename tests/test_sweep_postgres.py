@@ -1,0 +1,138 @@
+"""Issue 36: sweeps on a real PostgreSQL server (a throwaway cluster from tests/pg_server.py).
+
+Skipped where the server binaries or psycopg are missing, except under CI (VLR_WORKBENCH_REQUIRE_POSTGRES=1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine import presets
+from workbench.cli.main import main
+from tiny import tiny_dsr_data, tiny_dsr_preset
+
+SPACE = """[params]
+"dsr.learning_rate" = { low = 5e-4, high = 3e-3, log = true }
+"dsr.base_channels" = { choices = [8, 16] }
+"""
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    return tiny_dsr_data(tmp_path_factory.mktemp("pg-sweep") / "data", identities=8, per_identity=4)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    preset = tiny_dsr_preset(tmp_path / "runs", **{"dsr.epochs": 1, "dsr.warmup_epochs": 0})
+    return presets.save(presets.derive(preset, "tiny"), tmp_path / "tiny.toml")
+
+
+def _controllers(tiny, tiny_root, tmp_path, url: str, count: int, trials: int) -> list[subprocess.Popen]:
+    (tmp_path / "space.toml").write_text(SPACE)
+    argv = [sys.executable, "-m", "workbench.cli.main", "sweep", "--preset", str(tiny), "--data", str(tiny_root),
+            "--space", str(tmp_path / "space.toml"), "--trials", str(trials), "--sampler", "random", "--no-prune",
+            "--storage", url]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return [subprocess.Popen(argv + ["--seed", str(seed)], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, cwd=tmp_path) for seed in range(1, count + 1)]
+
+
+def _show(tiny, url: str, capsys) -> dict:
+    capsys.readouterr()
+    assert main(["sweep", "--preset", str(tiny), "show", "tiny-sweep", "--storage", url, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("count,trials", [(2, 4), (3, 5)])
+def test_controllers_on_one_postgres_study_run_exactly_the_budget_each_trial_its_own_run(
+        tiny, tiny_root, tmp_path, capsys, postgres_url, count, trials):
+    """Several `sweep` processes started at the same moment on a fresh database (the schema-creation race), one
+    study: exactly N complete trials, N run directories, each sweep.json naming its own trial."""
+    workers = _controllers(tiny, tiny_root, tmp_path, postgres_url, count, trials)
+    codes = [w.wait(timeout=420) for w in workers]
+    assert codes == [0] * count, [w.stderr.read()[-3000:] for w in workers]
+    shown = _show(tiny, postgres_url, capsys)
+    complete = [t for t in shown["trials"] if t["state"] == "complete"]
+    assert len(complete) == trials
+    runs = [t["run_dir"] for t in complete]
+    assert len(set(runs)) == trials
+    assert sorted(json.loads((Path(r) / "sweep.json").read_text())["trial"] for r in runs) == \
+        sorted(t["number"] for t in complete)
+
+
+def test_save_best_and_report_read_the_postgres_study(tiny, tiny_root, tmp_path, capsys, postgres_url):
+    workers = _controllers(tiny, tiny_root, tmp_path, postgres_url, 1, 2)
+    assert [w.wait(timeout=300) for w in workers] == [0], workers[0].stderr.read()[-3000:]
+    capsys.readouterr()
+    assert main(["sweep", "--preset", str(tiny), "save-best", "tiny-sweep", "tiny-best", "--storage",
+                 postgres_url]) == 0
+    assert "tiny-best" in capsys.readouterr().out
+    report = tmp_path / "report.md"
+    assert main(["report", "tiny-sweep", "--preset", str(tiny), "--storage", postgres_url, "--out", str(report)]) == 0
+    assert "tiny-sweep" in report.read_text()
+
+
+def test_unreachable_postgres_storages_are_one_message_and_exit_2_before_any_trial(
+        tiny, tiny_root, tmp_path, capsys, postgres, postgres_url, monkeypatch):
+    from pg_server import free_port
+
+    (tmp_path / "space.toml").write_text(SPACE)
+    database = postgres_url.rsplit("/", 1)[1]
+    cases = [
+        (postgres.url(database, password="wrong"), "refused the user or password"),
+        (postgres_url.replace("127.0.0.1", "no-such-host.invalid"), "host name is unknown"),
+        (postgres.url("no_such_database"), "database does not exist"),
+        (postgres_url.replace(f":{postgres.port}/", f":{free_port()}/"), "no server answers"),
+    ]
+    for url, says in cases:
+        capsys.readouterr()
+        code = main(["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
+                     "--trials", "1", "--storage", url])
+        error = " ".join(capsys.readouterr().err.split())
+        assert code == 2 and says in error and "Traceback" not in error, (url, error)
+        assert "wrong" not in error and "sweep-secret" not in error          # the password is masked
+    assert not list((tmp_path / "runs").glob("*-train-dsr"))                  # no trial started
+
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_driver(name, *args, **kwargs):
+        if name.startswith("psycopg"):
+            raise ImportError(f"No module named '{name}'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_driver)
+    capsys.readouterr()
+    assert main(["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
+                 "--trials", "1", "--storage", postgres_url]) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert "driver is not installed" in error and "[postgres]" in error, error
+
+
+def test_four_processes_opening_a_fresh_database_at_once_all_get_the_schema(postgres_url):
+    """Optuna's schema creation races on a fresh PostgreSQL database (a unique violation in pg_type for all
+    but one of them, seen with plain RDBStorage); open_storage waits for the winner's schema instead."""
+    import time
+
+    from engine.sweep.storage import rdb_url
+
+    start = time.time() + 3
+    code = (f"import time; time.sleep(max(0, {start} - time.time()))\n"
+            "from engine.sweep.storage import open_storage\n"
+            f"storage = open_storage({postgres_url!r}, None)\n"
+            "print(len(storage.get_all_studies()))\n")
+    workers = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}) for _ in range(4)]
+    done = [(w.wait(timeout=120), w.stdout.read().strip(), w.stderr.read()[-1500:]) for w in workers]
+    assert [code for code, _out, _err in done] == [0] * 4, done
+    assert [out for _code, out, _err in done] == ["0"] * 4
+    assert rdb_url(postgres_url).startswith("postgresql+psycopg://")      # psycopg 3 for the bare scheme
