@@ -77,6 +77,7 @@ def test_a_trial_left_running_by_a_dead_process_fails_and_its_values_run_again(t
     dead_run = RunDir.create(preset.runtime.runs_dir, preset, "train-dsr").path
     orphan.set_user_attr("run_dir", str(dead_run))
     StatusWriter(dead_run, "train-dsr").end("failed", "killed")         # its job had started, then died
+    assert _show(tmp_path, tiny, capsys)["trials"][0]["state"] == "dead"  # as `runs` would say (issue 36)
     assert main(["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
                  "--trials", "1", "--sampler", "random", "--no-prune"]) == 0
     trials = _show(tmp_path, tiny, capsys)["trials"]
@@ -84,6 +85,7 @@ def test_a_trial_left_running_by_a_dead_process_fails_and_its_values_run_again(t
     assert trials[1]["params"]["dsr.base_channels"] == params["dsr.base_channels"]
     assert trials[1]["params"]["dsr.learning_rate"] == pytest.approx(params["dsr.learning_rate"])
     assert load_study(preset, opts).trials[1].user_attrs["retry_of"] == 0
+    assert trials[1]["label"] == "retry of #0"                          # not "sampler" (issue 36)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -388,7 +390,7 @@ def test_sweep_stop_ends_a_controller_started_in_its_own_process_and_its_trial_k
     assert job.proc.wait(timeout=60) == 130                            # stopped, as after Ctrl-C
     assert controller_state(control) == "stopped"
     trial = _show(tmp_path, tiny, capsys)["trials"][0]
-    assert trial["state"] == "fail" and (Path(trial["run_dir"]) / "last.pt").is_file()
+    assert trial["state"] == "stopped" and (Path(trial["run_dir"]) / "last.pt").is_file()
     assert main(["sweep", "--preset", str(tiny), "stop", "tiny-sweep"]) == 2
     assert "nothing to stop" in capsys.readouterr().err
 

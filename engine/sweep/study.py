@@ -38,6 +38,8 @@ JOB = "sweep"
 SWEEP_FILE = "sweep.json"
 STARTING_SECONDS = 120.0  # a RUNNING trial asked this recently whose run has no status yet is starting, not dead
 TIPS_EVERY = 3           # with --from-run: after every this many finished trials, the best trial's tips are queued
+PRUNE_STARTUP_TRIALS = 5   # complete trials before the median pruner judges (2 pruned on 0.001 dB: issue 36)
+PRUNE_WARMUP_EPOCHS = 2    # a trial's first epochs are never pruned (their val metric is still noise)
 
 
 def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
@@ -147,8 +149,8 @@ def open_study(preset: Preset, opts: SweepOptions, space: SearchSpace, study: st
     samplers = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
                 "random": lambda: optuna.samplers.RandomSampler(seed=seed),
                 "grid": lambda: optuna.samplers.GridSampler(space.grid(), seed=seed)}
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if pruning_metric(opts)
-              else optuna.pruners.NopPruner())
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS)
+              if pruning_metric(opts) else optuna.pruners.NopPruner())
     try:
         return optuna.create_study(study_name=study, storage=storage_for(preset, opts, study),
                                    directions=[opts.direction] + ([opts.direction2] if opts.objective2 else []),
@@ -180,15 +182,28 @@ def tell(study, trial, values=None, state=None) -> None:
             raise
 
 
+def pruning_rule(opts: SweepOptions) -> str:
+    """What the pruner does, in words (``sweep show`` and the study's setup say it)."""
+    metric = pruning_metric(opts)
+    if metric is None:
+        return "no pruning"
+    return (f"median pruning on val {metric}: from epoch {PRUNE_WARMUP_EPOCHS + 1} of a trial, once "
+            f"{PRUNE_STARTUP_TRIALS} trials completed, a trial below the median of the others at that epoch stops")
+
+
 def record_setup(study, preset: Preset, opts: SweepOptions) -> None:
     """The study remembers what its trials run and score (for its report); joining or resuming it with another
     objective or job is refused, since its values would not compare."""
     setup = {"objective": opts.objective, "objective2": opts.objective2, "job": opts.job, "base_preset": preset.name,
-             "baselines": opts.baselines, "folds": opts.folds}
+             "baselines": opts.baselines, "folds": opts.folds, "pruning": pruning_rule(opts)}
     recorded = study.user_attrs.get("setup")
     if recorded is None:
         study.set_user_attr("setup", setup)
         return
+    if recorded.get("base_preset") not in (None, preset.name):
+        raise WorkbenchError(f"study {study.study_name} was started from preset {recorded['base_preset']!r}, not "
+                             f"{preset.name!r}: its trials would not compare with this command's. Join it with "
+                             f"--preset {recorded['base_preset']}, or give a new --study NAME.")
     changed = [key for key in ("objective", "objective2", "job", "baselines", "folds")
                if recorded.get(key) != setup[key]]
     if changed:
@@ -337,6 +352,7 @@ def tell_result(study, trial, changes: dict[str, Any], run_dir: Path, result, pr
         tell(study, trial, state=TrialState.PRUNED)
         emit(Log(JOB, f"trial {trial.number} pruned at epoch {pruned_at}"))
     elif result.stopped:
+        trial.set_user_attr("stopped", True)          # shown as stopped, not failed (it resumes)
         tell(study, trial, state=TrialState.FAIL)
         _requeue(study, trial, changes, opts.job)
         emit(Log(JOB, f"trial {trial.number} stopped: it resumes from its checkpoint when the sweep resumes",
@@ -522,11 +538,18 @@ def preset_from_run(run_dir: Path, base: Preset, name: str) -> Preset:
 
 def importances(study) -> dict[str, float]:
     """Optuna's parameter importances (its default evaluator) once two trials completed; {} before (or with
-    two objectives)."""
-    import optuna
+    two objectives). Optuna's warnings (below a few trials they name its source files) are not shown."""
+    import warnings
 
+    import optuna
+    from optuna.trial import TrialState
+
+    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 2:
+        return {}
     try:
-        return {key: round(value, 3) for key, value in optuna.importance.get_param_importances(study).items()}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return {key: round(value, 3) for key, value in optuna.importance.get_param_importances(study).items()}
     except (ValueError, RuntimeError):
         return {}
 
@@ -534,11 +557,30 @@ def importances(study) -> dict[str, float]:
 def trial_rows(study) -> list[dict[str, Any]]:
     """One row per trial for `sweep show`: number, state, value, params, run dir, pruned epoch, error."""
     front = {t.number for t in study.best_trials}       # the best trial(s), or the Pareto front of two objectives
-    return [{"number": t.number, "state": t.state.name.lower(),
+    return [{"number": t.number, "state": shown_state(t),
              "value": t.values if len(study.directions) > 1 and t.values else t.value, "params": t.params,
              "run_dir": t.user_attrs.get("run_dir"), "pruned_at_epoch": t.user_attrs.get("pruned_at_epoch"),
-             "error": t.user_attrs.get("error"), "label": t.user_attrs.get("label"), "best": t.number in front}
+             "error": t.user_attrs.get("error"), "label": tried_label(t), "best": t.number in front}
             for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
+
+
+def shown_state(trial) -> str:
+    """A trial's state as the runs table would say it: a RUNNING trial whose run is dead is ``dead``, a trial
+    stopped by the user (failed in Optuna's terms, queued again) is ``stopped``."""
+    state = trial.state.name.lower()
+    if state == "running" and not _maybe_live(trial):
+        return "dead"
+    if state == "fail" and trial.user_attrs.get("stopped"):
+        return "stopped"
+    return state
+
+
+def tried_label(trial) -> str | None:
+    """What a trial tried: its label (listed trial or tip), a retry of which trial, or None (the sampler)."""
+    label, retry = trial.user_attrs.get("label"), trial.user_attrs.get("retry_of")
+    if retry is None:
+        return label
+    return f"retry of #{retry}" + (f": {label}" if label else "")
 
 
 def load_study(preset: Preset, opts: SweepOptions, missing_hint: str = ""):

@@ -158,6 +158,9 @@ def sweep_show(args) -> int:
     weights = importances(study)
     if weights:
         console.print("importances: " + ", ".join(f"{escape(k)} {v:.2f}" for k, v in weights.items()))
+    pruning = (study.user_attrs.get("setup") or {}).get("pruning")
+    if pruning:
+        console.print(f"pruning: {escape(pruning)}")
     return 0
 
 
