@@ -60,3 +60,29 @@ def test_show_says_stopped_not_fail_names_the_pruning_rule_and_warns_nothing_bel
     rule = pruning_rule(SweepOptions(objective="val.psnr"))
     assert "once 5 trials completed" in rule and "from epoch 3" in rule
     assert pruning_rule(SweepOptions(objective="val.psnr", prune=False)) == "no pruning"
+
+
+def test_a_second_controller_draws_new_points_and_the_first_stays_reproducible(tiny, tiny_root, tmp_path, capsys):
+    """A controller joining or resuming a study used to replay the first one's points (the sampler seeded with
+    runtime.seed): its first trial equalled trial 0. Each controller now has its rank's seed, recorded."""
+    from engine.jobs.options import SweepOptions
+    from engine.sweep import controllers
+    from engine.sweep.study import load_study
+
+    (tmp_path / "space.toml").write_text(SPACE)
+    argv = ["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
+            "--sampler", "random", "--no-prune"]
+    assert main([*argv, "--trials", "1"]) == 0
+    assert main([*argv, "--trials", "2"]) == 0                   # the same command again: a second controller
+    study = load_study(presets.load(tiny), SweepOptions())
+    rates = [t.params["dsr.learning_rate"] for t in study.trials]
+    assert len(rates) == 2 and rates[0] != rates[1]
+    seeds = [c["seed"] for c in controllers.registered(study)]
+    assert seeds == [42, 42 + controllers.SEED_STRIDE] and presets.load(tiny).runtime.seed == 42
+    first_alone = tmp_path / "again"
+    again = presets.save(presets.derive(presets.load(tiny), "tiny").with_changes(
+        {"runtime.runs_dir": str(first_alone)}), tmp_path / "again.toml")
+    assert main(["sweep", "--preset", str(again), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
+                 "--sampler", "random", "--no-prune", "--trials", "1", "--study", "tiny-sweep"]) == 0
+    alone = load_study(presets.load(again), SweepOptions(study="tiny-sweep"))
+    assert alone.trials[0].params["dsr.learning_rate"] == rates[0]     # one controller alone: reproducible

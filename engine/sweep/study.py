@@ -29,6 +29,7 @@ from engine.jobs.registry import JOBS, JobRequest, StopFlag, run_job, sweep_tria
 from engine.presets import Preset, derive, load, save
 from engine.runs.run_dir import RunDir
 from engine.runs.status import FileStop, StatusWriter, run_state
+from engine.sweep import controllers
 from engine.sweep.places import base_preset_file, control_dir, journal_path, remember_study, sweeps_dir
 from engine.sweep.objective import check_metric_names, check_objective, objective_value
 from engine.sweep.space import SearchSpace, load_space
@@ -54,6 +55,10 @@ def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
         opts = replace(opts, trials=grid_size + len(space.listed))
     optuna_study = open_study(preset, opts, space, study)
     record_setup(optuna_study, preset, opts)
+    rank, seed = controllers.register(optuna_study, base_seed(preset, opts), opts.sampler != "grid")
+    optuna_study.sampler = make_sampler(opts, space, seed)     # a joining or resuming controller draws new points
+    emit(Log(JOB, f"controller {rank + 1} of study {study}: sampler seed {seed}"
+                  + (" (the study's own)" if rank == 0 else f" (controller {rank + 1}'s: new points, not the first's)")))
     control = control_dir(preset.runtime.runs_dir, study)
     save(preset, base_preset_file(preset.runtime.runs_dir, study, preset.name), overwrite=True)   # for save-best
     unindexed = remember_study(study, preset.runtime.runs_dir)
@@ -141,20 +146,30 @@ def storage_for(preset: Preset, opts: SweepOptions, study: str):
     return open_storage(opts.storage, journal_path(preset.runtime.runs_dir, study))
 
 
+def base_seed(preset: Preset, opts: SweepOptions) -> int:
+    return preset.runtime.seed if opts.seed is None else opts.seed
+
+
+def make_sampler(opts: SweepOptions, space: SearchSpace, seed: int):
+    import optuna
+
+    samplers = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+                "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+                "grid": lambda: optuna.samplers.GridSampler(space.grid(), seed=seed)}
+    return samplers[opts.sampler]()
+
+
 def open_study(preset: Preset, opts: SweepOptions, space: SearchSpace, study: str):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    seed = preset.runtime.seed if opts.seed is None else opts.seed
-    samplers = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-                "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-                "grid": lambda: optuna.samplers.GridSampler(space.grid(), seed=seed)}
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS)
               if pruning_metric(opts) else optuna.pruners.NopPruner())
     try:
         return optuna.create_study(study_name=study, storage=storage_for(preset, opts, study),
                                    directions=[opts.direction] + ([opts.direction2] if opts.objective2 else []),
-                                   sampler=samplers[opts.sampler](), pruner=pruner, load_if_exists=True)
+                                   sampler=make_sampler(opts, space, base_seed(preset, opts)), pruner=pruner,
+                                   load_if_exists=True)
     except (ImportError, OSError, ValueError) as exc:
         raise _storage_error(opts, exc) from None
     except Exception as exc:                          # sqlalchemy's errors: no import of sqlalchemy here
