@@ -54,9 +54,9 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
         if path.is_dir():
             inside = sorted(p for p in path.rglob("*") if p.is_file()
                             and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            found += [p for p in inside if _image_or_error(p, strict=False)]
+            found += [p for p in inside if _image_or_error(p, named=False)]
         elif path.is_file():
-            _image_or_error(path, strict=True)
+            _image_or_error(path, named=True)
             found.append(path)
         else:
             raise DataError(f"{path} does not exist. Name image files or folders of images.")
@@ -65,12 +65,12 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def _image_or_error(path: Path, strict: bool) -> bool:
-    """Whether ``path`` is an image (a corrupt file with an image suffix is a DataError); ``strict``: a named
-    file that is no image is an error, not skipped."""
+def _image_or_error(path: Path, named: bool) -> bool:
+    """Whether ``path`` is an image (a corrupt file with an image suffix is a DataError). A file the user
+    ``named`` that is no image is an error; one found inside a named folder (a README) is skipped."""
     if is_image(path):
         return True
-    if strict:
+    if named:
         raise DataError(f"{path}: cannot read this image (not an image Pillow can open, or corrupt). Replace it or "
                         "leave it out, then run the command again.")
     return False
