@@ -82,7 +82,7 @@ def _engines(card: dict, model: Path, threads: int):
 
     recogniser = load_recogniser(card["source"]["recogniser"], None).float().eval()
     probe = ProbeGraph(load_dsr(card["source"]["dsr"])[0].float(), recogniser).eval()
-    gallery = GalleryGraph(recogniser).eval()
+    gallery = GalleryGraph(recogniser, int(card["gallery"]["size"][0])).eval()
 
     def eager(module):
         def run(faces):

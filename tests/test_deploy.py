@@ -88,6 +88,32 @@ def test_export_writes_both_graphs_int8_and_a_card_with_hashes_parity_and_the_ev
         assert card["parity"][graph]["min_cosine"] >= 0.999
         assert card["parity"][graph]["images"] == len(list((_root / "test_processed" / HR_DIR).iterdir()))
         assert 0.9 < card["parity"][f"{graph}.int8"]["min_cosine"] <= 1.0 + 1e-6
+    assert "depthwise convolutions" in card["int8_calibration"]["method"]
+
+
+def test_int8_quantises_the_dense_convolutions_and_keeps_depthwise_ones_and_attention_in_float(shipped):
+    import onnx
+
+    _run, _root, model = shipped
+    graph = onnx.load(str(model / "probe.int8.onnx")).graph
+    made_by = {out: node for node in graph.node for out in node.output}
+    stored = {tensor.name for tensor in graph.initializer}
+
+    def int8_weight(name: str) -> bool:          # a stored int8 tensor, dequantised into this input
+        node = made_by.get(name)
+        return node is not None and node.op_type == "DequantizeLinear" and node.input[0] in stored
+
+    def weight_is_dequantized(node) -> bool:
+        return int8_weight(node.input[1])
+
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    grouped = [n for n in convs if next((a.i for a in n.attribute if a.name == "group"), 1) > 1]
+    dense = [n for n in convs if n not in grouped]
+    assert grouped and dense and len(dense) > 10                         # DSR's and EdgeFace's dense ones
+    assert all(weight_is_dequantized(n) for n in dense)
+    assert not any(weight_is_dequantized(n) for n in grouped)
+    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+    assert matmuls and not any(int8_weight(i) for n in matmuls for i in n.input)
     assert not [p for p in model.parent.iterdir() if p.name.startswith(".model.")]   # no staged leftovers
 
 

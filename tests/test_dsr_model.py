@@ -11,6 +11,7 @@ from engine.io import atomic
 from engine.errors import DataError, WeightsError
 from engine.metrics.image import psnr
 from engine.models.dsr import DSRNet, count_trainable_parameters, load_dsr, upscale_bicubic, upscale_factor
+from engine.models.resize import Resize
 
 
 def _conv(cin: int, cout: int) -> int:
@@ -29,6 +30,32 @@ def test_every_vlr_size_reaches_the_hr_square(vlr_size, factor):
     out = model(torch.rand(2, 3, vlr_size[1], vlr_size[0]))
     assert out.shape == (2, 3, 128, 128)
     assert count_trainable_parameters(model) == expected_parameters(vlr_size, 128, 8, 2)
+
+
+@pytest.mark.parametrize("vlr_size", [(32, 32), (14, 16), (16, 16)])
+def test_the_deployed_copy_with_matrix_resizes_gives_the_same_faces(vlr_size):
+    torch.manual_seed(0)
+    model = DSRNet(vlr_size, 128, base_channels=8, residual_blocks=2).eval()
+    with torch.no_grad():
+        model.tail.weight.mul_(10.0)        # a residual that matters, not the near-zero one of step 0
+    fixed = model.with_fixed_resizes()
+    assert isinstance(model.base_to_hr, Resize) and not isinstance(fixed.base_to_hr, Resize)   # a copy
+    assert fixed.state_dict().keys() == model.state_dict().keys()      # checkpoints unchanged
+    vlr = torch.rand(3, 3, vlr_size[1], vlr_size[0])
+    with torch.no_grad():
+        reference, deployed = model(vlr), fixed(vlr)
+    assert reference.abs().max() > 0.5 and (reference - deployed).abs().max() < 1e-5
+
+
+def test_a_matrix_resize_equals_interpolate_for_the_recognisers_input():
+    torch.manual_seed(1)
+    x = torch.rand(2, 3, 128, 128)
+    resize = Resize((112, 112), "bilinear", antialias=True)
+    matrices = resize.as_matrices((128, 128))
+    assert matrices.rows.shape == (112, 128)
+    assert (resize(x) - matrices(x)).abs().max() < 5e-5
+    assert isinstance(resize.as_matrices((112, 112)), torch.nn.Identity)
+    assert torch.equal(resize(x[..., :112, :112]), x[..., :112, :112])    # already that size: untouched
 
 
 def test_guide_sizes_report_their_true_parameter_count():

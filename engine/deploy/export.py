@@ -38,8 +38,9 @@ def run_export(request, emit: Emit, stop) -> Finished:
     source = _source(options)
     dsr, checkpoint = load_dsr(source.dsr, "cpu")
     recogniser = load_recogniser(source.recogniser, None).float().eval()
-    graphs = {cards.PROBE: ProbeGraph(dsr.float(), recogniser).eval(), cards.GALLERY: GalleryGraph(recogniser).eval()}
     vlr_size, hr_size = tuple(dsr.vlr_size), int(dsr.hr_size)
+    graphs = {cards.PROBE: ProbeGraph(dsr.float(), recogniser).eval(),
+              cards.GALLERY: GalleryGraph(recogniser, hr_size).eval()}
     data_root = _data_root(request, source, emit)
     test = _faces(data_root, "test", vlr_size, hr_size, options.parity_images)
     steps = 2 + (2 if options.int8 else 0)

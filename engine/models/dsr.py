@@ -14,6 +14,7 @@ The output is not clamped (clamping would cut gradients); clamp to [0, 1] for me
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import DataError, WeightsError
+from engine.models.resize import Resize
 
 # Scale of the output conv's initial weights: the residual starts small, so SR ~ bicubic at step 0
 # while every layer still receives gradient (a zero init would starve the layers before it).
@@ -72,6 +74,9 @@ class DSRNet(nn.Module):
             stages += [nn.Conv2d(c, 4 * c, 3, padding=1), nn.PixelShuffle(2), nn.LeakyReLU(0.2, inplace=True)]
         self.upsample = nn.Sequential(*stages)
         self.tail = nn.Conv2d(c, 3, 3, padding=1)
+        hr = (self.hr_size, self.hr_size)
+        self.residual_to_hr = Resize(hr, "bilinear")   # only where the pixel shuffle misses the HR size (14x16)
+        self.base_to_hr = Resize(hr, "bicubic")
         with torch.no_grad():
             self.tail.weight.mul_(_TAIL_INIT_SCALE)
             self.tail.bias.zero_()
@@ -91,12 +96,17 @@ class DSRNet(nn.Module):
                             "data.vlr_width/data.vlr_height as the data, or retrain DSR for this size.")
         features = self.head(vlr)
         features = features + self.body(features)
-        residual = self.tail(self.upsample(features))
-        if residual.shape[-2:] != (self.hr_size, self.hr_size):
-            residual = F.interpolate(residual, size=(self.hr_size, self.hr_size), mode="bilinear",
-                                     align_corners=False)
-        base = F.interpolate(vlr, size=(self.hr_size, self.hr_size), mode="bicubic", align_corners=False)
-        return base + residual
+        residual = self.residual_to_hr(self.tail(self.upsample(features)))
+        return self.base_to_hr(vlr) + residual
+
+    def with_fixed_resizes(self) -> DSRNet:
+        """A copy whose resizes are constant matrix products for its VLR size (the same output up to float
+        rounding; what deployment exports: ONNX Runtime's cubic Resize is slow)."""
+        fixed = copy.deepcopy(self)
+        width, height = self.vlr_size
+        fixed.base_to_hr = self.base_to_hr.as_matrices((height, width))
+        fixed.residual_to_hr = self.residual_to_hr.as_matrices((height * self.factor, width * self.factor))
+        return fixed
 
 
 def count_trainable_parameters(model: nn.Module) -> int:

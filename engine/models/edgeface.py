@@ -27,6 +27,7 @@ from torch import nn
 
 from engine.io import checkpoints as checkpoint_io
 from engine.errors import WeightsError
+from engine.models.resize import Resize
 
 EMBEDDING_DIM = 512
 INPUT_SIZE = 112
@@ -116,19 +117,20 @@ def build_edgeface(variant: str) -> EdgeFace:
     return EdgeFace(variant)
 
 
-def resize_for_recogniser(img01: torch.Tensor) -> torch.Tensor:
-    """Any [0, 1] NCHW RGB batch -> float 112x112 (bilinear, antialiased), still in [0, 1]."""
+TO_INPUT_SIZE = Resize((INPUT_SIZE, INPUT_SIZE), "bilinear", antialias=True)
+
+
+def resize_for_recogniser(img01: torch.Tensor, resize: nn.Module = TO_INPUT_SIZE) -> torch.Tensor:
+    """Any [0, 1] NCHW RGB batch -> float 112x112 (bilinear, antialiased), still in [0, 1]; ``resize``:
+    :data:`TO_INPUT_SIZE` or its matrices for one input size (deployment)."""
     if img01.dim() != 4 or img01.shape[1] != 3:
         raise ValueError(f"EdgeFace expects an RGB batch [B,3,H,W], got shape {tuple(img01.shape)}")
-    x = img01.float()
-    if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
-        x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", antialias=True, align_corners=False)
-    return x
+    return resize(img01.float())
 
 
-def prepare_input(img01: torch.Tensor) -> torch.Tensor:
+def prepare_input(img01: torch.Tensor, resize: nn.Module = TO_INPUT_SIZE) -> torch.Tensor:
     """Any [0, 1] NCHW batch -> 112x112 (bilinear, antialiased) normalised to [-1, 1] (mean 0.5, std 0.5)."""
-    return (resize_for_recogniser(img01) - 0.5) / 0.5
+    return (resize_for_recogniser(img01, resize) - 0.5) / 0.5
 
 
 def embed(model: nn.Module, img01: torch.Tensor) -> torch.Tensor:
