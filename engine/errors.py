@@ -26,6 +26,10 @@ class StorageError(WorkbenchError):
     """A file could not be written: the disk is full or read-only, or the directory is not writable."""
 
 
+class StudyStorageLost(WorkbenchError):
+    """A sweep's RDB study storage has not answered for longer than its controller waits (--storage-wait)."""
+
+
 class JobStopped(Exception):
     """Raised inside a trainer when its stop flag is set; jobs catch it and finish cleanly.
 

@@ -60,13 +60,23 @@ class Cluster:
             os.chown(password_file, owner.pw_uid, owner.pw_gid)
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", USER, f"--pwfile={password_file}",
                   "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync")
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Start the server (again, after :meth:`pause`) on the same port and data."""
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.folder / "server.log"), "-w",
                   "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.folder} "
                         "-c fsync=off -c max_connections=200", "start")
-        return self
+
+    def pause(self) -> None:
+        """Shut the server down (fast: open connections are cut), keeping its data for :meth:`resume`."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "stop")
 
     def restart(self) -> None:
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "restart")
+        """pg_ctl restart -m fast (with the server log: without -l the server would hold this call's pipes)."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.folder / "server.log"), "-w",
+                  "-m", "fast", "restart")
 
     def stop(self) -> None:
         try:

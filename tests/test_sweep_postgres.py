@@ -136,3 +136,124 @@ def test_four_processes_opening_a_fresh_database_at_once_all_get_the_schema(post
     assert [code for code, _out, _err in done] == [0] * 4, done
     assert [out for _code, out, _err in done] == ["0"] * 4
     assert rdb_url(postgres_url).startswith("postgresql+psycopg://")      # psycopg 3 for the bare scheme
+
+
+def _await(condition, timeout: float, what: str):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def test_a_controller_killed_mid_trial_leaves_no_trial_running_and_the_same_command_resumes_it(
+        tiny_root, tmp_path, capsys, postgres_url):
+    """SIGKILL a controller while its trial trains: `sweep show` says dead (not running) at once, and the same
+    command again fails that trial, resumes its run from last.pt and completes the budget, no epoch logged twice
+    (the project's stale-trial rule, keyed to the run's status: the same rule as on the journal)."""
+    import signal
+
+    preset = tiny_dsr_preset(tmp_path / "runs", **{"dsr.epochs": 5, "dsr.warmup_epochs": 0})
+    tiny = presets.save(presets.derive(preset, "tiny"), tmp_path / "tiny.toml")
+    (tmp_path / "space.toml").write_text(SPACE)
+    argv = ["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
+            "--trials", "2", "--sampler", "random", "--no-prune", "--storage", postgres_url]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    controller = subprocess.Popen([sys.executable, "-m", "workbench.cli.main", *argv], env=env, cwd=tmp_path,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        checkpoint = _await(lambda: next((tmp_path / "runs").glob("*-train-dsr/last.pt"), None), 240,
+                            "the first trial's last.pt")
+    finally:
+        os.killpg(controller.pid, signal.SIGKILL)
+        controller.wait(timeout=30)
+    killed_run = checkpoint.parent
+    shown = _show(tiny, postgres_url, capsys)
+    assert [t["state"] for t in shown["trials"] if t["run_dir"] == str(killed_run)] == ["dead"]
+
+    capsys.readouterr()
+    assert main(argv) == 0, capsys.readouterr().err[-3000:]
+    out = capsys.readouterr()
+    assert "left running by a process that is gone" in out.out + out.err
+    shown = _show(tiny, postgres_url, capsys)
+    complete = [t for t in shown["trials"] if t["state"] == "complete"]
+    assert len(complete) == 2
+    killed = next(t for t in shown["trials"] if t["state"] == "fail")
+    retry = next(t for t in complete if t["label"] == f"retry of #{killed['number']}")
+    assert retry["run_dir"] == killed["run_dir"] == str(killed_run)        # resumed in its own run, not a new one
+    epochs = [json.loads(line).get("epoch") for line in (killed_run / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line).get("split") == "val"]
+    assert epochs == sorted(set(epochs)) and max(epochs) == 5                 # every epoch once, to the end
+
+
+def _epochs_once_to(run: Path, last: int) -> bool:
+    epochs = [json.loads(line).get("epoch") for line in (run / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line).get("split") == "val"]
+    return epochs == list(range(1, last + 1))
+
+
+def _outage_sweep(tmp_path, tiny_root, url: str, wait: float, prune: bool = False):
+    preset = tiny_dsr_preset(tmp_path / "runs", **{"dsr.epochs": 5, "dsr.warmup_epochs": 0})
+    tiny = presets.save(presets.derive(preset, "tiny"), tmp_path / "tiny.toml")
+    (tmp_path / "space.toml").write_text(SPACE)
+    argv = ["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
+            "--trials", "2", "--sampler", "random", "--storage", url, "--storage-wait", str(wait)]
+    argv += [] if prune else ["--no-prune"]        # pruning reports every epoch to the storage; without, the end
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    controller = subprocess.Popen([sys.executable, "-m", "workbench.cli.main", *argv], env=env, cwd=tmp_path,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    checkpoint = _await(lambda: next((tmp_path / "runs").glob("*-train-dsr/last.pt"), None), 240,
+                        "the first trial's last.pt")
+    return tiny, argv, controller, checkpoint.parent
+
+
+def test_a_server_restart_mid_trial_is_ridden_out_and_the_budget_completes(tiny_root, tmp_path, capsys,
+                                                                             postgres, postgres_url):
+    tiny, _argv, controller, run = _outage_sweep(tmp_path, tiny_root, postgres_url, wait=60)
+    postgres.restart()                                      # pg_ctl restart -m fast: every connection is cut
+    out, _ = controller.communicate(timeout=300)
+    assert controller.returncode == 0, out[-3000:]
+    shown = _show(tiny, postgres_url, capsys)
+    assert [t["state"] for t in shown["trials"]] == ["complete", "complete"]
+    assert _epochs_once_to(run, 5)
+
+
+@pytest.mark.parametrize("prune", [True, False], ids=["mid-trial", "at-its-end"])
+def test_a_server_down_longer_than_the_wait_stops_the_sweep_and_the_same_command_goes_on(
+        tiny_root, tmp_path, capsys, postgres, postgres_url, prune):
+    """The server stays down past --storage-wait: mid-trial (pruning reports every epoch) the trial stops with
+    its checkpoint; at its end (no pruning: only the result is told) the run is finished but its result not
+    recorded. Either way one message says how to go on, and the same command completes the budget, nothing
+    run twice."""
+    tiny, argv, controller, run = _outage_sweep(tmp_path, tiny_root, postgres_url, wait=3, prune=prune)
+    postgres.pause()
+    try:
+        out, _ = controller.communicate(timeout=300)
+    finally:
+        postgres.resume()
+    said = " ".join(out.split())
+    assert controller.returncode == 2, out[-3000:]
+    assert said.count("does not answer") == 1 and "has not answered for 3 s" in said, said[-2000:]
+    ended = "stopped with its checkpoint" if prune else "ended before its result could be recorded"
+    assert f"run {run} {ended}" in said and "run the same command" in said, said[-1500:]
+    assert "Traceback" not in said and "sweep-secret" not in said           # the password stays masked
+    assert json.loads((run / "status.json").read_text())["state"] == ("stopped" if prune else "finished")
+
+    capsys.readouterr()
+    assert main(argv) == 0, capsys.readouterr().err[-3000:]
+    said = " ".join("".join(capsys.readouterr()).split())
+    shown = _show(tiny, postgres_url, capsys)
+    complete = [t for t in shown["trials"] if t["state"] == "complete"]
+    assert len(complete) == 2 and len({t["run_dir"] for t in complete}) == 2
+    mine = next(t for t in complete if t["run_dir"] == str(run))
+    if prune:
+        assert "was stopped with its run: failed; it resumes from its checkpoint" in said
+        assert mine["label"].startswith("retry of #")
+    else:
+        assert "its result is recorded now" in said and mine["label"] is None and mine["number"] == 0
+        assert len(shown["trials"]) == 2                                   # nothing failed, nothing retried
+    assert _epochs_once_to(run, 5)                           # resumed where it stopped: no epoch twice

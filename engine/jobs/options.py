@@ -73,6 +73,7 @@ class SweepOptions:
     direction2: str = "minimize"
     study: str | None = None              # its name (default: PRESET-sweep); the same name joins or resumes it
     storage: str | None = None            # an RDB URL; default: a journal file under runtime.runs_dir/sweeps
+    storage_wait: float | None = None     # seconds an RDB storage may not answer before the controller stops
     sampler: str = "tpe"                  # tpe, random or grid
     seed: int | None = None               # the sampler's seed (default: runtime.seed)
     prune: bool = True                    # stop trials whose per-epoch val.METRIC is below the median (not grid)

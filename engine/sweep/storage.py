@@ -37,19 +37,22 @@ def rdb_url(url: str) -> str:
     return url
 
 
-def open_storage(url: str | None, journal: Path):
-    """The storage of a study: the RDB at ``url``, else the journal file ``journal`` (its folder made)."""
+def open_storage(url: str | None, journal: Path, wait_s: float | None = None, notify=None):
+    """The storage of a study: the RDB at ``url`` (calls retried for ``wait_s`` while its server does not answer:
+    engine/sweep/patient_storage.py), else the journal file ``journal`` (its folder made)."""
     if not url:
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
         journal.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(journal)))
-    return _rdb(url)
+    return _rdb(url, wait_s, notify)
 
 
-def _rdb(url: str):
+def _rdb(url: str, wait_s: float | None, notify):
     from optuna.storages import RDBStorage
+
+    from engine.sweep.patient_storage import STORAGE_WAIT_S, PatientStorage
 
     full = rdb_url(url)
     engine_kwargs = {"pool_pre_ping": True}
@@ -57,7 +60,8 @@ def _rdb(url: str):
         engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     for attempt in range(SCHEMA_RACE_TRIES):
         try:
-            return RDBStorage(full, engine_kwargs=engine_kwargs)
+            return PatientStorage(RDBStorage(full, engine_kwargs=engine_kwargs), masked(url),
+                                  STORAGE_WAIT_S if wait_s is None else wait_s, notify)
         except Exception as exc:  # noqa: BLE001 - sqlalchemy's and the driver's errors, told apart by their text
             if _schema_race(exc) and attempt + 1 < SCHEMA_RACE_TRIES:
                 time.sleep(0.2 + random.random() * 0.5 * (attempt + 1))   # the other controller finishes its DDL

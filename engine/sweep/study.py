@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from engine.errors import StudyStorageLost as StorageLost
 from engine.errors import WorkbenchError
 from engine.events import Emit, Failed, Finished, Log, Metrics
 from engine.io import atomic
@@ -41,6 +42,8 @@ STARTING_SECONDS = 120.0  # a RUNNING trial asked this recently whose run has no
 TIPS_EVERY = 3           # with --from-run: after every this many finished trials, the best trial's tips are queued
 PRUNE_STARTUP_TRIALS = 5   # complete trials before the median pruner judges (2 pruned on 0.001 dB: issue 36)
 PRUNE_WARMUP_EPOCHS = 2    # a trial's first epochs are never pruned (their val metric is still noise)
+AGAIN = (". When the server answers again, run the same command: the sweep goes on (a stopped trial resumes from "
+         "its checkpoint, a finished one's result is recorded; nothing runs twice).")
 
 
 def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
@@ -53,7 +56,7 @@ def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
         emit(Log(JOB, f"the grid has {grid_size} points{listed}: --trials {opts.trials} is capped to "
                       f"{grid_size + len(space.listed)}"))
         opts = replace(opts, trials=grid_size + len(space.listed))
-    optuna_study = open_study(preset, opts, space, study)
+    optuna_study = open_study(preset, opts, space, study, notify=lambda text: emit(Log(JOB, text, "warning")))
     record_setup(optuna_study, preset, opts)
     rank, seed = controllers.register(optuna_study, base_seed(preset, opts), opts.sampler != "grid")
     optuna_study.sampler = make_sampler(opts, space, seed)     # a joining or resuming controller draws new points
@@ -67,7 +70,7 @@ def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
     status = StatusWriter(control, JOB)          # this host's controller: live or dead, and its stop.request
     stop = FileStop(stop, control)
     try:
-        _fail_dead_trials(optuna_study, opts.job, emit)
+        _fail_dead_trials(optuna_study, opts, emit)
         enqueue_listed(optuna_study, preset, space, emit)
         if opts.from_run:
             enqueue_tips(optuna_study, Path(opts.from_run), space, emit)
@@ -141,9 +144,10 @@ def check_sweep(preset: Preset, opts: SweepOptions) -> tuple[SearchSpace, str]:
     return space, opts.study or f"{preset.name}-sweep"
 
 
-def storage_for(preset: Preset, opts: SweepOptions, study: str):
-    """The study's storage: the RDB URL given, else a journal file under runs_dir/sweeps."""
-    return open_storage(opts.storage, journal_path(preset.runtime.runs_dir, study))
+def storage_for(preset: Preset, opts: SweepOptions, study: str, notify=None):
+    """The study's storage: the RDB URL given (patient for ``opts.storage_wait``, outages told to ``notify``),
+    else a journal file under runs_dir/sweeps."""
+    return open_storage(opts.storage, journal_path(preset.runtime.runs_dir, study), opts.storage_wait, notify)
 
 
 def base_seed(preset: Preset, opts: SweepOptions) -> int:
@@ -159,14 +163,14 @@ def make_sampler(opts: SweepOptions, space: SearchSpace, seed: int):
     return samplers[opts.sampler]()
 
 
-def open_study(preset: Preset, opts: SweepOptions, space: SearchSpace, study: str):
+def open_study(preset: Preset, opts: SweepOptions, space: SearchSpace, study: str, notify=None):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS)
               if pruning_metric(opts) else optuna.pruners.NopPruner())
     try:
-        return optuna.create_study(study_name=study, storage=storage_for(preset, opts, study),
+        return optuna.create_study(study_name=study, storage=storage_for(preset, opts, study, notify),
                                    directions=[opts.direction] + ([opts.direction2] if opts.objective2 else []),
                                    sampler=make_sampler(opts, space, base_seed(preset, opts)), pruner=pruner,
                                    load_if_exists=True)
@@ -268,17 +272,27 @@ def give_way(study, trial) -> None:
     tell(study, trial, state=TrialState.FAIL)
 
 
-def _fail_dead_trials(study, job: str, emit: Emit) -> None:
-    """Trials left RUNNING whose run is not running (its process died): failed, their values queued again."""
-    from optuna.trial import TrialState
+def _fail_dead_trials(study, opts: SweepOptions, emit: Emit) -> None:
+    """Trials left RUNNING whose run is not running: a finished run's result is recorded (its controller lost
+    the storage before telling it); any other (its process died, or it stopped when the storage was lost) is
+    failed and its values queued again, resuming its run where it has a checkpoint."""
+    from optuna.trial import Trial, TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if _maybe_live(trial):
             continue                                      # another worker's live (or just starting) trial
         run_dir = trial.user_attrs.get("run_dir")
+        state = run_state(run_dir) if run_dir else "unknown"
+        if state == "finished":
+            emit(Log(JOB, f"trial {trial.number} ({run_dir}) finished while the study's storage did not answer: "
+                          "its result is recorded now"))
+            tell_result(study, Trial(study, trial._trial_id), trial.params, Path(run_dir),
+                        Finished(opts.job, Path(run_dir)), None, opts, emit)
+            continue
         tell(study, trial.number, state=TrialState.FAIL)
-        resumes = _requeue(study, trial, trial.params, job)
-        emit(Log(JOB, f"trial {trial.number} ({run_dir}) was left running by a process that is gone: failed; "
+        resumes = _requeue(study, trial, trial.params, opts.job)
+        gone = "was stopped with its run" if state == "stopped" else "was left running by a process that is gone"
+        emit(Log(JOB, f"trial {trial.number} ({run_dir}) {gone}: failed; "
                       + ("it resumes from its checkpoint" if resumes else "its values run again")))
 
 
@@ -329,14 +343,24 @@ def _new_trial(study, base: Preset, space: SearchSpace, opts: SweepOptions, emit
 def _run_trial(study, base: Preset, space: SearchSpace, data: str | None, opts: SweepOptions, emit: Emit,
                stop: StopFlag) -> None:
     """One trial in this process: its job runs here, its val metric reported to the pruner on the way."""
-    asked = _new_trial(study, base, space, opts, emit)
+    try:
+        asked = _new_trial(study, base, space, opts, emit)
+    except StorageLost as lost:
+        raise StorageLost(f"{lost}; no trial had started{AGAIN}") from None
     if asked is None:                                   # another worker took the last place of the budget
         return
     trial, changes, run = asked
     pruner = _PruneOnVal(trial, opts, stop, emit)
     result = run_job(JobRequest(opts.job, _trial_preset(run), data=data, options=_where(trial, run, opts)),
                      pruner.emit, pruner.stop)
-    tell_result(study, trial, changes, run.path, result, pruner.pruned_at, opts, emit)
+    where = f"trial {trial.number}'s run {run.path}"
+    if pruner.lost is not None:
+        ended = "stopped with its checkpoint" if getattr(result, "stopped", False) else "ended"
+        raise StorageLost(f"{pruner.lost}; {where} {ended}{AGAIN}")
+    try:
+        tell_result(study, trial, changes, run.path, result, pruner.pruned_at, opts, emit)
+    except StorageLost as lost:
+        raise StorageLost(f"{lost}; {where} ended before its result could be recorded{AGAIN}") from None
 
 
 def _where(trial, run: RunDir, opts: SweepOptions) -> dict[str, Any]:
@@ -435,13 +459,18 @@ class _PruneOnVal:
     def __init__(self, trial, opts: SweepOptions, stop: StopFlag, emit: Emit) -> None:
         self.trial, self.forward, self.outer = trial, emit, stop
         self.metric = pruning_metric(opts)
-        self.stop, self.pruned_at = _EitherStop(stop), None
+        self.stop, self.pruned_at, self.lost = _EitherStop(stop), None, None
 
     def emit(self, event) -> None:
         if (isinstance(event, Metrics) and event.split == "val" and self.metric in event.values
-                and self.pruned_at is None):
-            self.trial.report(float(event.values[self.metric]), event.epoch)
-            if self.trial.should_prune():
+                and self.pruned_at is None and self.lost is None):
+            try:
+                self.trial.report(float(event.values[self.metric]), event.epoch)
+                prune = self.trial.should_prune()
+            except StorageLost as lost:          # the server did not come back in time: stop with a checkpoint
+                self.lost, prune = lost, False
+                self.stop.own.set()
+            if prune:
                 self.pruned_at = event.epoch
                 self.stop.own.set()
         if not isinstance(event, (Finished, Failed)):

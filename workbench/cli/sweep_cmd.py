@@ -57,6 +57,9 @@ def register(subparsers) -> None:
     parser.add_argument("--direction2", default="minimize", choices=("maximize", "minimize"))
     parser.add_argument("--study", help="study name (default PRESET-sweep): the same name resumes or joins it")
     parser.add_argument("--storage", help="an RDB URL shared by several machines (default: a journal file)")
+    parser.add_argument("--storage-wait", type=float, metavar="SECONDS",
+                        help="with --storage: how long the controller retries a server that does not answer (a "
+                             "restart, a network drop) before it stops its trial with a checkpoint (default 120)")
     parser.add_argument("--sampler", default="tpe", choices=("tpe", "random", "grid"))
     parser.add_argument("--seed", type=int, help="the sampler's seed (default runtime.seed)")
     parser.add_argument("--no-prune", action="store_true", help="never stop a trial early")
@@ -102,7 +105,8 @@ def _options(args, study: str | None) -> SweepOptions:
     return SweepOptions(space=args.space, job=args.job, trials=args.trials, objective=args.objective,
                         objective2=getattr(args, "objective2", None),
                         direction2=getattr(args, "direction2", "minimize"),
-                        direction=args.direction, study=study, storage=args.storage, sampler=args.sampler,
+                        direction=args.direction, study=study, storage=args.storage,
+                        storage_wait=getattr(args, "storage_wait", None), sampler=args.sampler,
                         seed=args.seed, prune=not args.no_prune, from_run=getattr(args, "from_run", None),
                         timeout=getattr(args, "timeout", None), parallel=getattr(args, "parallel", 1),
                         gpus_per_trial=getattr(args, "gpus_per_trial", 1),
