@@ -24,6 +24,7 @@ class Context:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    nodes: int = 1                 # torchrun's nodes (--nnodes): its agents, each with its local processes
 
     @property
     def enabled(self) -> bool:
@@ -47,7 +48,10 @@ def setup(device: torch.device) -> tuple[Context, torch.device]:
     """Join the process group when launched by torchrun; returns (context, this rank's device)."""
     if not launched_by_torchrun():
         return SINGLE, device
-    ctx = Context(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    world_size = int(os.environ["WORLD_SIZE"])
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE") or world_size)
+    nodes = int(os.environ.get("GROUP_WORLD_SIZE") or world_size // per_node)
+    ctx = Context(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", 0)), max(1, nodes))
     if device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
@@ -136,6 +140,24 @@ def wrap(model: torch.nn.Module, ctx: Context, device: torch.device) -> torch.nn
 
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
+
+
+PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Socket closed",
+             "Connection refused", "Timed out waiting", "NCCL communicator was aborted")
+
+
+def peer_lost(exc: BaseException) -> str | None:
+    """The user's message when ``exc`` says another process of this torchrun job is gone (a node died, was
+    killed or lost the network), else None."""
+    text = " ".join(str(exc).split())
+    distributed_error = isinstance(exc, getattr(dist, "DistError", ())) or "gloo" in text or "NCCL" in text
+    if not (dist.is_initialized() and distributed_error and any(sign in text for sign in PEER_GONE)):
+        return None
+    cause = next(sign for sign in PEER_GONE if sign in text)
+    return (f"another process of this {dist.get_world_size()}-process torchrun job is gone ({cause}: a node died, "
+            "was killed or lost the network). Every checkpoint this run wrote is intact: start the same torchrun "
+            "command on every node with --resume RUN_DIR (the same number of processes) to continue from its "
+            "last.pt.")
 
 
 def cleanup() -> None:

@@ -141,7 +141,11 @@ def run_job(request: JobRequest, emit: Emit, stop: StopFlag | None = None) -> Fi
     except MemoryError:
         result = Failed(job=request.kind, error="out of memory: lower dsr.batch_size or finetune.batch_size.")
     except Exception as exc:  # noqa: BLE001 - a bug or an unexpected runtime error: keep the traceback
-        if "out of memory" in str(exc).lower():
+        from engine.distributed import peer_lost
+
+        if peer_lost(exc):
+            result = Failed(job=request.kind, error=peer_lost(exc) or "")
+        elif "out of memory" in str(exc).lower():
             result = Failed(job=request.kind, error=f"out of memory ({exc}). Lower dsr.batch_size (the guide: 12) "
                                                      "or finetune.batch_size (the guide: 24).")
         else:

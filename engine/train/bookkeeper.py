@@ -256,7 +256,7 @@ class Bookkeeper:
 
     def summary_extra(self) -> dict[str, Any]:
         peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
-        return {"world_size": self.ctx.world_size, "images_per_second": round(self.images_per_second, 2),
+        return {"world_size": self.ctx.world_size, "nodes": self.ctx.nodes, "images_per_second": round(self.images_per_second, 2),
                 "global_step": self.state.global_step, "skipped_steps": self.state.skipped_steps,
                 "peak_device_memory_mb": round(peak / 2**20, 1) if peak else None}
 
