@@ -33,14 +33,15 @@ def test_every_vlr_size_reaches_the_hr_square(vlr_size, factor):
 
 
 @pytest.mark.parametrize("vlr_size", [(32, 32), (14, 16), (16, 16)])
-def test_the_deployed_copy_with_matrix_resizes_gives_the_same_faces(vlr_size):
+def test_the_deployed_copy_with_matrix_resizes_and_transposed_shuffles_gives_the_same_faces(vlr_size):
     torch.manual_seed(0)
     model = DSRNet(vlr_size, 128, base_channels=8, residual_blocks=2).eval()
     with torch.no_grad():
         model.tail.weight.mul_(10.0)        # a residual that matters, not the near-zero one of step 0
-    fixed = model.with_fixed_resizes()
+    fixed = model.for_deployment()
     assert isinstance(model.base_to_hr, Resize) and not isinstance(fixed.base_to_hr, Resize)   # a copy
     assert fixed.state_dict().keys() == model.state_dict().keys()      # checkpoints unchanged
+    assert not any(isinstance(m, torch.nn.PixelShuffle) for m in fixed.modules())
     vlr = torch.rand(3, 3, vlr_size[1], vlr_size[0])
     with torch.no_grad():
         reference, deployed = model(vlr), fixed(vlr)

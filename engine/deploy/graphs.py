@@ -3,8 +3,9 @@
 Both take ``uint8 [B, H, W, 3]`` (NHWC, RGB: what an image decoder gives) so that a deployment feeds pixels as
 they come; the graphs do the rest exactly as ``evaluate`` does: pixels / 255, DSR (probe) or nothing (gallery),
 clamp to [0, 1], EdgeFace's input (112x112 bilinear antialiased, (x - 0.5) / 0.5), the recogniser, L2 norm.
-Their resizes are constant matrix products for the fixed input sizes (engine/models/resize.py): the same
-result up to float rounding, and what ONNX Runtime runs fastest.
+Their resizes are constant matrix products for the fixed input sizes and DSR's pixel shuffles transposed
+convolutions (``DSRNet.for_deployment``, engine/models/resize.py): the same result up to float rounding, and
+what ONNX Runtime runs fastest.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class ProbeGraph(nn.Module):
 
     def __init__(self, dsr: DSRNet, recogniser: nn.Module):
         super().__init__()
-        self.dsr, self.recogniser = dsr.with_fixed_resizes(), recogniser
+        self.dsr, self.recogniser = dsr.for_deployment(), recogniser
         self.to_recogniser = TO_INPUT_SIZE.as_matrices((dsr.hr_size, dsr.hr_size))
 
     def forward(self, vlr: torch.Tensor) -> torch.Tensor:

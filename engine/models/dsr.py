@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import DataError, WeightsError
-from engine.models.resize import Resize
+from engine.models.resize import PixelShuffleAsConvTranspose, Resize
 
 # Scale of the output conv's initial weights: the residual starts small, so SR ~ bicubic at step 0
 # while every layer still receives gradient (a zero init would starve the layers before it).
@@ -99,13 +99,18 @@ class DSRNet(nn.Module):
         residual = self.residual_to_hr(self.tail(self.upsample(features)))
         return self.base_to_hr(vlr) + residual
 
-    def with_fixed_resizes(self) -> DSRNet:
-        """A copy whose resizes are constant matrix products for its VLR size (the same output up to float
-        rounding; what deployment exports: ONNX Runtime's cubic Resize is slow)."""
+    def for_deployment(self) -> DSRNet:
+        """A copy that computes the same output (up to float rounding) the way ONNX Runtime runs fastest: its
+        resizes as constant matrix products for its VLR size, each LeakyReLU before its pixel shuffle (it is
+        elementwise: it then fuses into the convolution) and the shuffle as a transposed convolution."""
         fixed = copy.deepcopy(self)
         width, height = self.vlr_size
         fixed.base_to_hr = self.base_to_hr.as_matrices((height, width))
         fixed.residual_to_hr = self.residual_to_hr.as_matrices((height * self.factor, width * self.factor))
+        stages: list[nn.Module] = []
+        for conv, shuffle, activation in zip(*[iter(fixed.upsample)] * 3):
+            stages += [conv, activation, PixelShuffleAsConvTranspose(self.base_channels, shuffle.upscale_factor)]
+        fixed.upsample = nn.Sequential(*stages)
         return fixed
 
 

@@ -1,9 +1,12 @@
-"""Resizing to a fixed size as modules: ``F.interpolate`` while training, its matrices when deployed.
+"""Resizing to a fixed size as modules: ``F.interpolate`` while training, its matrices when deployed; and the
+pixel shuffle as the transposed convolution it is.
 
 Bicubic and (antialiased) bilinear resizing are separable linear maps: for a fixed input size, ``out = Ry @ x @
 Rx^T`` with two small constant matrices. :meth:`Resize.as_matrices` builds them from ``F.interpolate`` itself
 (by resizing unit vectors), so the result is the same up to float rounding; ONNX Runtime runs two small
-MatMuls much faster than its cubic Resize kernel (benchmarks/bench_export.py).
+MatMuls much faster than its cubic Resize kernel (benchmarks/bench_export.py). Likewise a pixel shuffle is a
+transposed convolution with 0/1 weights, stride r, one group per output channel (exact: each output is one
+input times 1 plus zeros); ONNX Runtime runs that faster than its DepthToSpace between NCHWc convolutions.
 """
 
 from __future__ import annotations
@@ -38,6 +41,23 @@ class Resize(nn.Module):
         if (height, width) == self.size:
             return nn.Identity()
         return MatrixResize(self.axis_matrix(height, self.size[0]), self.axis_matrix(width, self.size[1]))
+
+
+class PixelShuffleAsConvTranspose(nn.Module):
+    """``nn.PixelShuffle(r)`` on ``channels * r * r`` input channels, as a grouped transposed convolution."""
+
+    def __init__(self, channels: int, factor: int):
+        super().__init__()
+        weight = torch.zeros(channels * factor * factor, 1, factor, factor)
+        for channel in range(channels):
+            for row in range(factor):
+                for column in range(factor):
+                    weight[(channel * factor + row) * factor + column, 0, row, column] = 1.0
+        self.register_buffer("weight", weight, persistent=False)
+        self.channels, self.factor = channels, factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(x, self.weight, stride=self.factor, groups=self.channels)
 
 
 class MatrixResize(nn.Module):
