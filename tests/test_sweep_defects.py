@@ -86,3 +86,42 @@ def test_a_second_controller_draws_new_points_and_the_first_stays_reproducible(t
                  "--sampler", "random", "--no-prune", "--trials", "1", "--study", "tiny-sweep"]) == 0
     alone = load_study(presets.load(again), SweepOptions(study="tiny-sweep"))
     assert alone.trials[0].params["dsr.learning_rate"] == rates[0]     # one controller alone: reproducible
+
+
+def test_show_at_80_columns_cuts_no_parameter_and_names_each_key(tmp_path, capsys, monkeypatch):
+    """At 80 columns the params column read `dsr.learning_ra...`: one column per parameter under its short name
+    (whole keys where two share one), a legend naming the keys, the runs by name, nothing ends in an ellipsis."""
+    import optuna
+
+    from engine.sweep.places import journal_path
+    from engine.sweep.storage import open_storage
+
+    runs = tmp_path / "runs"
+    tiny = presets.save(presets.derive(tiny_dsr_preset(runs), "tiny"), tmp_path / "tiny.toml")
+    study = optuna.create_study(study_name="wide", storage=open_storage(None, journal_path(runs, "wide")))
+    space = {"dsr.learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+             "dsr.weight_decay": optuna.distributions.FloatDistribution(0, 1e-3),
+             "finetune.weight_decay": optuna.distributions.FloatDistribution(0, 1e-3),
+             "dsr.base_channels": optuna.distributions.CategoricalDistribution([16, 32, 64])}
+    for number in range(3):
+        trial = study.ask(space)
+        trial.set_user_attr("run_dir", str(runs / f"20261207-08000{number}-tiny-train-dsr"))
+        study.tell(trial, 24.0 + number)
+    monkeypatch.setenv("COLUMNS", "80")
+    capsys.readouterr()
+    assert main(["sweep", "--preset", str(tiny), "show", "wide"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "…" not in out and "..." not in out
+    assert "learning_rate = dsr.learning_rate" in out and "base_channels = dsr.base_channels" in out
+    flat = "".join(out.split())
+    assert f"runsin{runs}" in flat                                            # the folder once, the runs by name
+    assert all(f"run20261207-08000{n}-tiny-train-dsr" in flat for n in range(3))
+    assert "dsr.weight_decay" in flat and "finetune.weight_decay" in flat        # a shared short name: whole keys
+    for trial in study.trials:
+        assert f"{trial.params['dsr.learning_rate']:.4g}" in out                  # each value whole in its cell
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["sweep", "--preset", str(tiny), "show", "wide"]) == 0
+    wide = capsys.readouterr().out
+    assert "┃ learning_rate" in wide.replace("┃  ", "┃ ") or "learning_rate ┃" in wide   # a table when it fits
+    assert "#0 complete" not in wide

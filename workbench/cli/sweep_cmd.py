@@ -146,19 +146,16 @@ def sweep_show(args) -> int:
         print(json.dumps({"study": study.study_name, "directions": directions, "trials": rows,
                           "importances": importances(study)}))
         return 0
-    table = Table(title=f"study {study.study_name} ({', '.join(d.name.lower() for d in study.directions)}; "
-                        "* = best, or on the Pareto front)")
-    for column in ("#", "state", "value", "params", "tried", "run"):
-        table.add_column(column)
-    for row in rows:
-        state = row["state"] + (f" @ epoch {row['pruned_at_epoch']}" if row["pruned_at_epoch"] else "")
-        values = row["value"] if isinstance(row["value"], list) else [row["value"]]
-        value = " / ".join(f"{v:.4g}" for v in values if v is not None) + (" *" if row["best"] else "")
-        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["params"].items())
-        table.add_row(str(row["number"]), state, value, escape(params), escape(row["label"] or "sampler"),
-                      escape(str(row["run_dir"] or "")))
+    table, legend, lines = _trials_table(study, rows)
     console = Console(highlight=False)
-    console.print(table)
+    if console.measure(table, options=console.options.update_width(10_000)).maximum <= console.width:
+        console.print(table)
+    else:                                   # too narrow for one column per parameter: one block per trial
+        console.print(table.title)
+        for line in lines:
+            console.print(line)
+    if legend:
+        console.print(legend)
     weights = importances(study)
     if weights:
         console.print("importances: " + ", ".join(f"{escape(k)} {v:.2f}" for k, v in weights.items()))
@@ -166,6 +163,42 @@ def sweep_show(args) -> int:
     if pruning:
         console.print(f"pruning: {escape(pruning)}")
     return 0
+
+
+def _short_names(keys: list[str]) -> dict[str, str]:
+    """Each parameter's column header: its last part (``learning_rate``), the whole key where two share one."""
+    last = [key.rsplit(".", 1)[-1] for key in keys]
+    return {key: short if last.count(short) == 1 else key for key, short in zip(keys, last)}
+
+
+def _trials_table(study, rows: list[dict]) -> tuple[Table, str, list[str]]:
+    """The trials as a table (one column per parameter under its short name, the legend naming the keys; the
+    run directory by its name, the folder holding them in the legend), and the same as one block of lines per
+    trial for a terminal too narrow for the table (80 columns cut the parameters to `dsr.learning_ra...`)."""
+    keys = sorted({key for row in rows for key in row["params"]})
+    short = _short_names(keys)
+    table = Table(title=f"study {study.study_name} ({', '.join(d.name.lower() for d in study.directions)}; "
+                        "* = best, or on the Pareto front)")
+    for column in ("#", "state", "value", *short.values(), "tried", "run"):
+        table.add_column(escape(column), overflow="fold")
+    folders = {str(Path(row["run_dir"]).parent) for row in rows if row["run_dir"]}
+    lines = []
+    for row in rows:
+        state = row["state"] + (f" @ epoch {row['pruned_at_epoch']}" if row["pruned_at_epoch"] else "")
+        values = row["value"] if isinstance(row["value"], list) else [row["value"]]
+        value = " / ".join(f"{v:.4g}" for v in values if v is not None) + (" *" if row["best"] else "")
+        params = [row["params"].get(key) for key in keys]
+        shown = ["" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in params]
+        run = row["run_dir"] or ""
+        run = Path(run).name if len(folders) == 1 else run
+        table.add_row(str(row["number"]), state, value, *map(escape, shown), escape(row["label"] or "sampler"),
+                      escape(run))
+        lines.append(escape(f"#{row['number']} {state}  value {value or '-'}  {row['label'] or 'sampler'}  "
+                            f"run {run or '-'}"))
+        lines.append(escape("    " + "  ".join(f"{short[key]}={text}" for key, text in zip(keys, shown) if text)))
+    named = [f"{name} = {key}" for key, name in short.items() if name != key]
+    legend = "; ".join(named + ([f"runs in {next(iter(folders))}"] if len(folders) == 1 else []))
+    return table, escape(legend), lines
 
 
 def sweep_save_best(args) -> int:
