@@ -125,3 +125,29 @@ def test_show_at_80_columns_cuts_no_parameter_and_names_each_key(tmp_path, capsy
     wide = capsys.readouterr().out
     assert "┃ learning_rate" in wide.replace("┃  ", "┃ ") or "learning_rate ┃" in wide   # a table when it fits
     assert "#0 complete" not in wide
+
+
+def test_parallel_trials_of_a_preset_without_weights_share_one_recogniser_made_once(tiny_root, tmp_path, capsys):
+    """Two trials started together each pre-trained their own recogniser (`-pretrain`, `-pretrain-2`), so their
+    identity losses differed: the study makes one before the first trial, records it, and pins every trial to it."""
+    from engine.sweep.study import load_study
+    from engine.jobs.options import SweepOptions
+
+    runs = tmp_path / "runs"
+    preset = tiny_dsr_preset(runs, **{"dsr.epochs": 1, "dsr.warmup_epochs": 0, "dsr.lambda_identity": 0.5,
+                                      "finetune.pretrain_epochs": 1, "runtime.edgeface_weights": ""})
+    tiny = presets.save(presets.derive(preset, "tiny"), tmp_path / "tiny.toml")
+    (tmp_path / "space.toml").write_text(SPACE)
+    capsys.readouterr()
+    assert main(["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
+                 "--trials", "2", "--parallel", "2", "--sampler", "random", "--no-prune"]) == 0, \
+        capsys.readouterr().err[-3000:]
+    pretrained = sorted(runs.glob("*-pretrain*"))
+    assert len(pretrained) == 1, pretrained
+    recogniser = str((pretrained[0] / "best.pt").resolve())
+    trials = sorted(runs.glob("*-train-dsr*"))
+    assert len(trials) == 2
+    for trial in trials:
+        assert presets.load(trial / "preset.toml").runtime.edgeface_weights == recogniser
+    study = load_study(presets.load(tiny), SweepOptions(study="tiny-sweep"))
+    assert study.user_attrs["recogniser"] == recogniser

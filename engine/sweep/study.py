@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from engine.errors import JobStopped
 from engine.errors import StudyStorageLost as StorageLost
 from engine.errors import WorkbenchError
 from engine.events import Emit, Failed, Finished, Log, Metrics
@@ -31,6 +32,7 @@ from engine.presets import Preset, derive, load, save
 from engine.runs.run_dir import RunDir
 from engine.runs.status import FileStop, StatusWriter, run_state
 from engine.sweep import controllers
+from engine.sweep.recogniser import pin_study_recogniser
 from engine.sweep.places import base_preset_file, control_dir, journal_path, remember_study, sweeps_dir
 from engine.sweep.objective import check_metric_names, check_objective, objective_value
 from engine.sweep.space import SearchSpace, load_space
@@ -75,7 +77,11 @@ def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
         if opts.from_run:
             enqueue_tips(optuna_study, Path(opts.from_run), space, emit)
         opts = _budget_for_listed(optuna_study, space, opts, emit)
-        _run_trials(optuna_study, preset, space, request.data, opts, emit, stop)
+        trials_preset = pin_study_recogniser(optuna_study, preset, space, opts, request.data, rank, emit, stop)
+        _run_trials(optuna_study, trials_preset, space, request.data, opts, emit, stop)
+    except JobStopped:
+        status.end("stopped", "stopped while the study's recogniser was pre-trained")
+        raise
     except BaseException as exc:
         status.end("failed", str(exc))
         raise
