@@ -114,3 +114,23 @@ def postgres():
 def postgres_url(postgres) -> str:
     """The URL of a fresh database on the test cluster (one per test)."""
     return postgres.url(postgres.new_database())
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    """Generated demo faces at VLR 8x8 -> HR 32, 8 people x 4 (tests/tiny.py), once per test module (a module
+    that needs other faces defines its own ``tiny_root``)."""
+    from tiny import tiny_dsr_data
+
+    return tiny_dsr_data(tmp_path_factory.mktemp("tiny") / "data", identities=8, per_identity=4)
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    """The tiny DSR preset (tests/tiny.py) with 1 epoch and no warm-up, saved as ``tiny.toml`` (runs in
+    ``tmp_path/runs``)."""
+    from engine import presets
+    from tiny import tiny_dsr_preset
+
+    preset = tiny_dsr_preset(tmp_path / "runs", **{"dsr.epochs": 1, "dsr.warmup_epochs": 0})
+    return presets.save(presets.derive(preset, "tiny"), tmp_path / "tiny.toml")

@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import warnings
 
-import pytest
 
 from engine import presets
 from workbench.cli.main import main
-from tiny import tiny_dsr_data, tiny_dsr_preset
+from tiny import tiny_dsr_preset
 
 SPACE = """[params]
 "dsr.learning_rate" = { low = 5e-4, high = 3e-3, log = true }
 """
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    return tiny_dsr_data(tmp_path_factory.mktemp("sweep-defects") / "data", identities=8, per_identity=4)
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    preset = tiny_dsr_preset(tmp_path / "runs", **{"dsr.epochs": 1, "dsr.warmup_epochs": 0})
-    return presets.save(presets.derive(preset, "tiny"), tmp_path / "tiny.toml")
 
 
 def test_joining_a_study_from_another_base_preset_is_refused_naming_both(tiny, tiny_root, tmp_path, capsys):
@@ -151,3 +139,34 @@ def test_parallel_trials_of_a_preset_without_weights_share_one_recogniser_made_o
         assert presets.load(trial / "preset.toml").runtime.edgeface_weights == recogniser
     study = load_study(presets.load(tiny), SweepOptions(study="tiny-sweep"))
     assert study.user_attrs["recogniser"] == recogniser
+
+
+def test_a_finished_run_is_recorded_by_another_controller_only_once_its_own_is_gone(tmp_path):
+    """Three controllers on one study: one recorded the result of a trial whose live controller was about to
+    tell it ('Cannot tell a COMPLETE trial'). A finished run's result is recorded only when its controller is
+    gone; then it is recorded once, from the run."""
+    import json
+    import os
+
+    import optuna
+
+    from engine.events import ignore
+    from engine.jobs.options import SweepOptions
+    from engine.runs.status import StatusWriter
+    from engine.sweep.study import _fail_dead_trials
+
+    study = optuna.create_study(direction="maximize")
+    run = tmp_path / "run"
+    run.mkdir()
+    StatusWriter(run, "train-dsr").end("finished")
+    (run / "metrics.jsonl").write_text(json.dumps({"split": "val", "epoch": 1, "psnr": 21.5}) + "\n")
+    trial = study.ask()
+    trial.set_user_attr("run_dir", str(run))
+    trial.set_user_attr("controller", {"host": __import__("socket").gethostname(), "pid": os.getpid()})
+    opts = SweepOptions(objective="val.psnr")
+    _fail_dead_trials(study, opts, ignore)
+    assert study.trials[0].state == optuna.trial.TrialState.RUNNING          # its (live) controller tells it
+    trial.set_user_attr("controller", {"host": __import__("socket").gethostname(), "pid": 2 ** 22 + 17})
+    _fail_dead_trials(study, opts, ignore)
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE and study.trials[0].value == 21.5
+    assert len(study.trials) == 1                                             # recorded, not run again

@@ -12,7 +12,7 @@ from PIL import Image
 from engine.data.layout import HR_DIR, MANIFEST, SPLITS, VLR_DIR, split_dir
 from engine.data.photos import make_vlr
 from engine.errors import DataError
-from engine.io.atomic import staged_folder
+from engine.io.atomic import destination_state, staged_folder
 
 
 def make_split_dirs(root: Path, also: tuple[str, ...] | list[str] = ()) -> None:
@@ -36,10 +36,11 @@ def write_pair(root: Path, split: str, name: str, hr: Image.Image, vlr_size: tup
 def check_destination(dst: Path, force: bool = False) -> None:
     """``dst`` is new or an empty folder; with ``force`` it may also hold a dataset (one with a manifest.json)."""
     dst = Path(dst).resolve() if Path(dst).is_symlink() else Path(dst)   # a link: the folder it names
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        if force and dst.is_dir() and (dst / MANIFEST).is_file():
+    state = destination_state(dst, MANIFEST)
+    if state != "free":
+        if force and state == "marked":
             return
-        held = f"it holds a dataset ({on_disk(dst)})" if (dst / MANIFEST).is_file() else "it is not an empty folder"
+        held = f"it holds a dataset ({on_disk(dst)})" if state == "marked" else "it is not an empty folder"
         raise DataError(f"Destination {dst} already exists and {held}. One destination holds one dataset: choose a "
                         "new folder (it is created), delete this one first, or (prepare) pass --force to replace "
                         "a dataset (only a folder with a manifest.json is replaced).")

@@ -99,9 +99,10 @@ def _checked_out(options) -> Path:
     parent = next((p for p in out.parents if p.exists()), Path("."))
     if not parent.is_dir():
         raise WorkbenchError(f"--out {out}: {parent} is a file, so no folder can be made there. Give another --out.")
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+    state = atomic.destination_state(out, cards.CARD)
+    if state == "free":
         return out
-    if not (out / cards.CARD).is_file():
+    if state == "taken":
         raise WorkbenchError(f"--out {out} already exists and holds files that are not an exported model; nothing "
                              "was written. Give a new folder (it is created) or an empty one.")
     if not options.force:

@@ -36,10 +36,16 @@ def from_files(dsr: str, edgeface: str) -> ExportSource:
     return ExportSource(Path(dsr).expanduser(), Path(edgeface).expanduser())
 
 
+def run_preset_file(run: str | Path) -> Path:
+    """A run directory's preset.toml; a WorkbenchError saying what to give when ``run`` is not a run."""
+    preset = Path(run).expanduser() / "preset.toml"
+    if not preset.is_file():
+        raise WorkbenchError(f"{Path(run).expanduser()} is not a run directory (it has no preset.toml). {FIX}")
+    return preset
+
+
 def from_run(run: str | Path) -> ExportSource:
-    run = Path(run).expanduser()
-    if not (run / "preset.toml").is_file():
-        raise WorkbenchError(f"{run} is not a run directory (it has no preset.toml). {FIX}")
+    run = run_preset_file(run).parent
     eval_file = _evaluation_file(run)
     evaluation = read_evaluation(eval_file, "Evaluate the run again, or export from --dsr and --edgeface.")
     protocol = evaluation.get("protocol") or {}

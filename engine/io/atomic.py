@@ -180,6 +180,17 @@ def make_temp_dir(path: Path, suffix: str = ".partial") -> Path:
     raise FileExistsError(errno.EEXIST, "no unused temporary folder name", str(Path(path).parent))
 
 
+def destination_state(dst: Path, marker: str) -> str:
+    """What :func:`staged_folder` may do with ``dst``: ``free`` (absent, or an empty folder), ``marked`` (a folder
+    holding ``marker``: replaceable, when the caller allows it) or ``taken`` (a file, or a folder of other files).
+    A link counts as the folder it names."""
+    dst = Path(dst)
+    dst = dst.resolve() if dst.is_symlink() else dst
+    if not dst.exists() or (dst.is_dir() and not any(dst.iterdir())):
+        return "free"
+    return "marked" if dst.is_dir() and (dst / marker).is_file() else "taken"
+
+
 @contextlib.contextmanager
 def staged_folder(dst: Path, *, replace_marker: str | None, taken: Callable[[Path], Exception]
                   ) -> Iterator[Path]:

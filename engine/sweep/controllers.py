@@ -22,6 +22,11 @@ def controller_seed(base: int, rank: int) -> int:
     return base if rank == 0 else (base + SEED_STRIDE * rank) % (2 ** 31)
 
 
+def this_controller() -> dict:
+    """This process as a trial records its controller: host and pid."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
 def register(study, base_seed: int, own_seed: bool = True) -> tuple[int, int]:
     """Write this controller into ``study`` and return (its rank, its sampler seed). ``own_seed`` False (the grid
     sampler: its seed orders the grid's points, which every controller must number alike; it draws unvisited

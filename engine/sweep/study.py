@@ -289,6 +289,8 @@ def _fail_dead_trials(study, opts: SweepOptions, emit: Emit) -> None:
             continue                                      # another worker's live (or just starting) trial
         run_dir = trial.user_attrs.get("run_dir")
         state = run_state(run_dir) if run_dir else "unknown"
+        if state == "finished" and not _controller_gone(trial, Path(run_dir)):
+            continue                                      # its controller is about to tell it
         if state == "finished":
             emit(Log(JOB, f"trial {trial.number} ({run_dir}) finished while the study's storage did not answer: "
                           "its result is recorded now"))
@@ -300,6 +302,24 @@ def _fail_dead_trials(study, opts: SweepOptions, emit: Emit) -> None:
         gone = "was stopped with its run" if state == "stopped" else "was left running by a process that is gone"
         emit(Log(JOB, f"trial {trial.number} ({run_dir}) {gone}: failed; "
                       + ("it resumes from its checkpoint" if resumes else "its values run again")))
+
+
+def _controller_gone(trial, run_dir: Path) -> bool:
+    """The controller that asked ``trial`` can no longer tell it: its process is gone from this host, or (another
+    host, or a trial from before controllers were recorded) its run ended more than STARTING_SECONDS ago."""
+    import socket
+
+    from engine.io.atomic import pid_alive
+    from engine.runs.status import read_status
+
+    asker = trial.user_attrs.get("controller") or {}
+    if asker.get("host") == socket.gethostname():
+        return not pid_alive(asker.get("pid"))
+    try:
+        ended = float(read_status(run_dir).get("heartbeat") or 0.0)
+    except (TypeError, ValueError):
+        ended = 0.0
+    return time.time() - ended > STARTING_SECONDS
 
 
 def _maybe_live(trial) -> bool:
@@ -339,6 +359,7 @@ def _new_trial(study, base: Preset, space: SearchSpace, opts: SweepOptions, emit
     atomic.write_json(run.path / SWEEP_FILE, {"study": study.study_name, "trial": trial.number, "params": changes,
                                               "objective": opts.objective, "direction": opts.direction})
     trial.set_user_attr("run_dir", str(run.path))
+    trial.set_user_attr("controller", controllers.this_controller())      # who tells it (_controller_gone)
     label = trial.user_attrs.get("label")
     emit(Log(JOB, f"trial {trial.number}{f' ({label})' if label else ''}: "
                   f"{_shown({**patch, **changes}) or 'the base preset'} in "

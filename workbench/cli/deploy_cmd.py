@@ -54,6 +54,12 @@ def _register_export(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def _model_arguments(p: argparse.ArgumentParser, int8_help: str) -> None:
+    """--model DIR and --int8, as enroll and identify take them."""
+    p.add_argument("--model", required=True, metavar="DIR", help="a folder written by `vlr-workbench export`")
+    p.add_argument("--int8", action="store_true", help=int8_help)
+
+
 def _register_enroll(sub) -> None:
     p = sub.add_parser("enroll", help="enrol a gallery of people with an exported model (ONNX Runtime, no torch)",
                        description="SRC is a folder of photos (one sub-folder per person, or file names that start "
@@ -62,9 +68,8 @@ def _register_enroll(sub) -> None:
                                    "images evaluate enrols). Writes GALLERY.npz: names, one mean embedding per "
                                    "person, the source files and the model's id.")
     p.add_argument("src", metavar="SRC", help="folder of photos, or a prepared dataset / split folder")
-    p.add_argument("--model", required=True, metavar="DIR", help="a folder written by `vlr-workbench export`")
+    _model_arguments(p, "embed with gallery.int8.onnx")
     p.add_argument("--out", required=True, metavar="GALLERY.npz", help="the gallery file to write")
-    p.add_argument("--int8", action="store_true", help="embed with gallery.int8.onnx")
     p.add_argument("--per-subject", type=int, metavar="K",
                    help="a prepared split: gallery images per subject (default: the evaluation's)")
     p.set_defaults(func=cmd_enroll)
@@ -77,12 +82,11 @@ def _register_identify(sub) -> None:
                                    "top K people with cosine scores, and 'unknown' when the best is below the "
                                    "threshold (default: the model's).")
     p.add_argument("images", nargs="+", metavar="IMAGE|DIR")
-    p.add_argument("--model", required=True, metavar="DIR", help="a folder written by `vlr-workbench export`")
+    _model_arguments(p, "run probe.int8.onnx")
     p.add_argument("--gallery", required=True, metavar="GALLERY.npz", help="a gallery written by `enroll`")
     p.add_argument("--top", type=int, default=5, metavar="K", help="people listed per probe (default 5)")
     p.add_argument("--threshold", type=float, metavar="T", help="accept the best match at or above this cosine "
                                                                 "(default: the model card's)")
-    p.add_argument("--int8", action="store_true", help="run probe.int8.onnx")
     p.add_argument("--json", action="store_true", help="print a JSON list of {image, top, accepted}")
     p.set_defaults(func=cmd_identify)
 
@@ -93,12 +97,11 @@ def cmd_export(args) -> int:
     from engine.jobs.registry import JobRequest
     from workbench.cli.job_runner import run_in_foreground
 
-    if args.run and not (Path(args.run).expanduser() / "preset.toml").is_file():
-        raise WorkbenchError(f"{args.run} is not a run directory (it has no preset.toml). Give a finished pipeline "
-                             "or evaluate run (`vlr-workbench runs` lists them), or --dsr CKPT --edgeface CKPT.")
+    from engine.deploy.source import run_preset_file
+
     if args.run and args.preset:
         raise WorkbenchError("--preset is for --dsr/--edgeface: a run is exported with its own preset.")
-    preset = P.load(Path(args.run).expanduser() / "preset.toml" if args.run else (args.preset or "cpu-demo"))
+    preset = P.load(run_preset_file(args.run) if args.run else (args.preset or "cpu-demo"))
     for flag, value in (("--parity-images", args.parity_images), ("--calibration-images", args.calibration_images)):
         if value < 0:
             raise WorkbenchError(f"{flag} {value}: give 0 or more images.")
