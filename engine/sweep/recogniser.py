@@ -18,9 +18,7 @@ from pathlib import Path
 from engine.errors import JobStopped, WorkbenchError
 from engine.events import Emit, Log
 from engine.jobs.options import SweepOptions
-from engine.jobs.recogniser import RECOGNISER_KEYS, recogniser_weights
 from engine.jobs.registry import StopFlag
-from engine.losses.combined import LossWeights
 from engine.presets import Preset
 from engine.sweep import controllers
 from engine.sweep.space import SearchSpace
@@ -37,6 +35,8 @@ def needs_recogniser(preset: Preset, space: SearchSpace, job: str) -> bool:
     in the base preset or anywhere the space may take it)."""
     if job != "train-dsr":
         return True
+    from engine.losses.combined import LossWeights   # loads torch (see pin_study_recogniser)
+
     keys = {param.key for param in space.params} | {key for listed in space.listed for key in listed.values}
     return LossWeights.from_config(preset.dsr).needs_recogniser or bool(keys & set(LOSS_KEYS))
 
@@ -47,6 +47,8 @@ def pin_study_recogniser(study, preset: Preset, space: SearchSpace, opts: SweepO
     study's recogniser when the preset names none (see the module doc)."""
     if preset.runtime.edgeface_weights or not needs_recogniser(preset, space, opts.job):
         return preset
+    from engine.jobs.recogniser import RECOGNISER_KEYS   # loads torch: the app imports this module without it
+
     varied = sorted({param.key for param in space.params} & set(RECOGNISER_KEYS))
     if varied:
         emit(Log(JOB, f"the space varies the recogniser's own settings ({', '.join(varied)}): each trial finds or "
@@ -70,6 +72,8 @@ def _make(study, preset: Preset, data, emit: Emit, stop: StopFlag) -> str:
     root = job_data_root(preset, data, emit, JOB)
     emit(Log(JOB, "the preset names no EdgeFace weights: one recogniser for the whole study, found or pre-trained "
                   "now, before the first trial"))
+    from engine.jobs.recogniser import recogniser_weights
+
     path = str(Path(recogniser_weights(preset, root, emit, stop)).resolve())
     study.set_user_attr(ATTR, path)
     return path
