@@ -21,12 +21,16 @@ from optuna.trial import TrialState, create_trial
 from textual.widgets import DataTable, Input, TabbedContent, TextArea
 
 from engine import presets
+from engine.sweep.storage import rdb_url
 from workbench.app.widgets import sweeps_panel
 from workbench.app.widgets.sweep_dialog import SweepDialog
 from workbench.app.widgets.sweeps_panel import SweepsPanel
 from workbench.app.widgets.vram_gauge import VramGauge
 
 from app_helpers import capture_notes, make_app
+from pg_server import PASSWORD
+from test_app_jobs import log_text
+from workbench.cli.main import main
 from waiting import wait_for
 from tiny import tiny_dsr_data, tiny_dsr_preset
 
@@ -47,12 +51,12 @@ def in_tmp(tmp_path, monkeypatch):
     monkeypatch.setattr(sweeps_panel, "POLL_SECONDS", 0.2)
 
 
-def write_study(root: Path, *, running: bool) -> Path:
-    """Study demo-sweep in root/runs: four finished trials (one pruned) and, ``running``, a fifth trial and
-    a live controller (this process)."""
+def write_study(root: Path, *, running: bool, url: str | None = None) -> Path:
+    """Study demo-sweep in root/runs (or in the database at ``url``): four finished trials (one pruned) and,
+    ``running``, a fifth trial and a live controller (this process)."""
     sweeps = root / "runs" / "sweeps"
     (sweeps / "demo-sweep").mkdir(parents=True)
-    storage = JournalStorage(JournalFileBackend(str(sweeps / "demo-sweep.journal")))
+    storage = rdb_url(url) if url else JournalStorage(JournalFileBackend(str(sweeps / "demo-sweep.journal")))
     study = optuna.create_study(study_name="demo-sweep", storage=storage, direction="maximize")
     study.set_user_attr("setup", {"objective": "val.psnr", "job": "train-dsr", "base_preset": "cpu-demo",
                                   "objective2": None, "baselines": False, "folds": None})
@@ -142,10 +146,10 @@ async def test_outside_the_tab_its_keys_say_where_they_act_and_x_a_keep_their_ot
         await wait_for(pilot, lambda: pilot.app.screen.query("#saveas-name"), what="the save-as dialog")
 
 
-def _tiny_app(tmp_path: Path, epochs: int):
+def _tiny_app(tmp_path: Path, epochs: int, storage: str | None = None):
     """The app on a tiny preset (8x8 faces, one thread, ``epochs``) and tiny generated data."""
     data = tiny_dsr_data(tmp_path / "data", identities=8, per_identity=4)
-    return make_app(str(_tiny_preset(tmp_path, epochs)), data=str(data), remember=False)
+    return make_app(str(_tiny_preset(tmp_path, epochs)), data=str(data), remember=False, storage=storage)
 
 
 def _tiny_preset(tmp_path: Path, epochs: int) -> Path:
@@ -154,13 +158,15 @@ def _tiny_preset(tmp_path: Path, epochs: int) -> Path:
     return presets.save(presets.derive(preset, "tiny"), tmp_path / "tiny.toml")
 
 
-async def _start_from_dialog(pilot, trials: int) -> None:
+async def _start_from_dialog(pilot, trials: int, storage: str | None = None) -> None:
     pilot.app.query_one(TabbedContent).active = "tab-sweeps"
     await pilot.pause()
     await pilot.press("n")
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, SweepDialog), what="the sweep dialog")
     dialog = pilot.app.screen
     dialog.query_one("#sweep-trials", Input).value = str(trials)
+    if storage is not None:
+        dialog.query_one("#sweep-storage", Input).value = storage
     dialog.query_one("#sweep-space", TextArea).text = '[params]\n"dsr.learning_rate" = { low = 5e-4, high = 3e-3 }\n'
     await pilot.press("ctrl+s")
     await wait_for(pilot, lambda: not isinstance(pilot.app.screen, SweepDialog), what="the sweep to start")
@@ -195,3 +201,60 @@ async def test_x_stops_a_running_sweep_whose_trial_keeps_its_checkpoint(tmp_path
         trial = panel.snapshot["trials"][0]
         assert trial["state"] == "stopped"               # not "fail": queued again for the resume, with its checkpoint
         assert json.loads((Path(trial["run_dir"]) / "status.json").read_text())["state"] == "stopped"
+
+
+async def test_the_tab_lists_a_postgres_study_beside_the_journals_and_n_starts_a_sweep_on_it(tmp_path, postgres_url):
+    """Issue 36: the app on a PostgreSQL storage (``vlr-workbench --storage URL``) lists the database's studies
+    (its server named, the password never shown), and a sweep started from the tab runs on that database."""
+    sweeps = write_study(tmp_path, running=False, url=postgres_url)
+    (sweeps / "demo-sweep" / "status.json").unlink()             # its controller ran on another machine
+    app = _tiny_app(tmp_path, epochs=1, storage=postgres_url)
+    notes = capture_notes(app)
+    async with app.run_test(size=WIDE) as pilot:
+        panel = await show_sweeps(pilot, 4)
+        assert panel.snapshot["key"].startswith("demo-sweep · 127.0.0.1:") and panel.snapshot["storage"] == postgres_url
+        head = str(panel.query_one("#sweeps-head").render())
+        assert " on 127.0.0.1:" in head and PASSWORD not in head
+        await pilot.press("x")                                   # no controller of it on this host
+        await wait_for(pilot, lambda: any("runs on this host" in n for n in notes), what="x's reason")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, SweepDialog), what="the sweep dialog")
+        shown = pilot.app.screen.query_one("#sweep-storage", Input).value      # the app's storage, password hidden
+        assert shown == postgres_url.replace(PASSWORD, "***") and pilot.app.screen.values()["storage"] == postgres_url
+        await pilot.press("escape")
+        await _start_from_dialog(pilot, trials=1)
+        await wait_for(pilot, lambda: panel.snapshot and panel.snapshot["study"] == "tiny-sweep"
+                       and panel.snapshot["state"] == "finished"
+                       and [t["state"] for t in panel.snapshot["trials"]] == ["complete"],
+                       timeout=120, what="the new study's complete trial")
+        assert [s.name for s in panel.studies][:2] == ["tiny-sweep", "demo-sweep"]   # the database's, newest first
+        await wait_for(pilot, lambda: not pilot.app.jobs.detached_jobs, timeout=30, what="the process to be reaped")
+    assert len(optuna.load_study(study_name="tiny-sweep", storage=rdb_url(postgres_url)).trials) == 1
+    assert not (tmp_path / "runs" / "sweeps" / "tiny-sweep.journal").exists()        # not on the journal
+
+
+async def test_a_storage_that_does_not_answer_is_one_message_on_the_tab_and_in_the_log(tmp_path):
+    url = "postgresql://someone:s3cret@127.0.0.1:1/nothing"          # nothing listens on port 1
+    write_study(tmp_path, running=False)
+    app = _tiny_app(tmp_path, epochs=1)
+    async with app.run_test(size=WIDE) as pilot:
+        panel = await show_sweeps(pilot, 4)                      # the journal study, before any storage
+        await _start_from_dialog(pilot, trials=1, storage=url)  # its process exits 2 before any trial
+        await wait_for(pilot, lambda: "cannot read the studies of" in str(panel.query_one("#sweeps-head").render()),
+                       timeout=60, what="the storage's error on the tab")
+        head = str(panel.query_one("#sweeps-head").render())
+        assert "no server answers" in head and "s3cret" not in head and "someone:***@" in head
+        assert [s.name for s in panel.studies] == ["demo-sweep"]        # the journal studies stay listed
+        await wait_for(pilot, lambda: not pilot.app.jobs.detached_jobs, timeout=60, what="the process to be reaped")
+        text = await log_text(pilot)
+    text = " ".join(text.split())                               # the log wraps long lines
+    assert "exited with code 2: error: cannot open the study's storage" in text and "s3cret" not in text, text
+    assert not list((tmp_path / "runs").glob("*-tiny-*"))      # no trial run
+
+
+def test_an_in_memory_sqlite_storage_is_refused_before_the_app_opens(capsys):
+    assert main(["--storage", "sqlite:///"]) == 2
+    assert "in-memory SQLite database" in capsys.readouterr().err
+    assert main(["--storage", "postgresql://u:pw@127.0.0.1/db", "runs"]) == 2     # the app's flag, not the command's
+    said = capsys.readouterr().err
+    assert "give it after the command" in said and ":pw@" not in said

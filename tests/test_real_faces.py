@@ -308,3 +308,20 @@ def test_pipeline_folds_share_one_gallery_of_distractors_and_dsr_trains_on_the_u
         fold_train = len(_names(at(record["data_root"]), "train"))
         assert last["data"]["images"] == fold_train + 6                     # the 6 unlabelled faces too
     assert galleries[0] == galleries[1] and len(galleries[0]) == 3
+
+
+@pytest.mark.parametrize("unlabelled", [True, False])
+def test_dsr_unlabelled_decides_whether_dsr_trains_on_the_unlabelled_faces(tmp_path, prepared, unlabelled):
+    """``dsr.unlabelled = false`` (a lever of issue 38's protocol matrix): DSR trains on the labelled train split
+    only, on the same dataset, and its log says the unlabelled faces were left out."""
+    tiny = {"runtime.runs_dir": str(tmp_path / "runs"), "runtime.device": "cpu", "dsr.epochs": 1,
+            "dsr.batch_size": 16, "dsr.base_channels": 8, "dsr.residual_blocks": 1, "dsr.lambda_identity": 0.0,
+            "dsr.lambda_feature_match": 0.0, "dsr.lambda_perceptual": 0.0, "dsr.unlabelled": unlabelled}
+    said: list[str] = []
+    request = JobRequest("train-dsr", P.load("cpu-demo").with_changes(tiny), data=str(prepared["root"]))
+    result = run_job(request, lambda event: said.append(getattr(event, "message", "")))
+    assert isinstance(result, Finished), getattr(result, "error", "")
+    last = torch.load(result.run_dir / "last.pt", map_location="cpu", weights_only=True)
+    train = len(_names(prepared["root"], "train"))
+    assert last["data"]["images"] == train + (6 if unlabelled else 0)
+    assert any("unlabelled faces left out" in line for line in said) == (not unlabelled)

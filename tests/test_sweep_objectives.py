@@ -98,6 +98,10 @@ def test_a_pipeline_sweep_with_baselines_and_folds_scores_each_trial_by_its_mean
     (["--job", "pipeline", "--objective", "val.psnr"], "scored by its evaluation"),
     (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open the study's storage"),
     (["--storage", "sqlite:////nonexistent-dir/x.db"], "cannot open the study's storage"),
+    (["--storage", "sqlite:///"], "in-memory SQLite database"),
+    (["--storage", "sqlite://"], "in-memory SQLite database"),
+    (["--storage", "sqlite:///:memory:"], "in-memory SQLite database"),
+    (["--storage", "localhost/sweeps"], "is not a database URL"),
 ])
 def test_an_unknown_metric_or_an_unreachable_storage_is_exit_2_before_anything_runs(tmp_path, capsys, argv,
                                                                                       message):

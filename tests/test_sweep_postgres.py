@@ -187,13 +187,14 @@ def _epochs_once_to(run: Path, last: int) -> bool:
     return epochs == list(range(1, last + 1))
 
 
-def _outage_sweep(tmp_path, tiny_root, url: str, wait: float, prune: bool = False):
-    preset = tiny_dsr_preset(tmp_path / "runs", **{"dsr.epochs": EPOCHS, "dsr.warmup_epochs": 0})
+def _outage_sweep(tmp_path, tiny_root, url: str, wait: float, prune: bool = False, epochs: int = EPOCHS,
+                  extra: tuple[str, ...] = ()):
+    preset = tiny_dsr_preset(tmp_path / "runs", **{"dsr.epochs": epochs, "dsr.warmup_epochs": 0})
     tiny = presets.save(presets.derive(preset, "tiny"), tmp_path / "tiny.toml")
     (tmp_path / "space.toml").write_text(SPACE)
     argv = ["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
             "--trials", "2", "--sampler", "random", "--storage", url, "--storage-wait", str(wait)]
-    argv += [] if prune else ["--no-prune"]        # pruning reports every epoch to the storage; without, the end
+    argv += ([] if prune else ["--no-prune"]) + list(extra)  # pruning reports every epoch to the storage
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     controller = subprocess.Popen([sys.executable, "-m", "workbench.cli.main", *argv], env=env, cwd=tmp_path,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -249,3 +250,36 @@ def test_a_server_down_longer_than_the_wait_stops_the_sweep_and_the_same_command
         assert "its result is recorded now" in said and mine["label"] is None and mine["number"] == 0
         assert len(shown["trials"]) == 2                                   # nothing failed, nothing retried
     assert _epochs_once_to(run, EPOCHS)                           # resumed where it stopped: no epoch twice
+
+
+def test_a_parallel_sweep_whose_server_stays_down_stops_every_trial_with_its_checkpoint_and_goes_on(
+        tiny_root, tmp_path, capsys, postgres, postgres_url):
+    """--parallel 2 and the server down past --storage-wait: the controller stops both running trials (each saves
+    its checkpoint), waits for them and exits 2 saying how to go on; the same command resumes both in their own
+    runs and completes the budget, no epoch twice."""
+    epochs = 150                                 # long enough that neither trial ends before its stop request
+    tiny, argv, controller, _first = _outage_sweep(tmp_path, tiny_root, postgres_url, wait=3, prune=True,
+                                                   epochs=epochs, extra=("--parallel", "2"))
+
+    def both_saved():
+        found = sorted(path.parent for path in (tmp_path / "runs").glob("*-train-dsr*/last.pt"))
+        return found if len(found) == 2 else None
+    runs = _await(both_saved, 240, "both trials' last.pt")
+    postgres.pause()
+    try:
+        out, _ = controller.communicate(timeout=300)
+    finally:
+        postgres.resume()
+    said = " ".join(out.split())
+    assert controller.returncode == 2, out[-3000:]
+    assert all(f"run {run} stopped with its checkpoint" in said for run in runs), said[-2000:]
+    assert "run the same command" in said and "Traceback" not in said and "sweep-secret" not in said
+    assert [json.loads((run / "status.json").read_text())["state"] for run in runs] == ["stopped", "stopped"]
+
+    capsys.readouterr()
+    assert main(argv) == 0, capsys.readouterr().err[-3000:]
+    shown = _show(tiny, postgres_url, capsys)
+    complete = [t for t in shown["trials"] if t["state"] == "complete"]
+    assert sorted(t["run_dir"] for t in complete) == [str(run) for run in runs]     # resumed, not new runs
+    assert all(t["label"].startswith("retry of #") for t in complete)
+    assert all(_epochs_once_to(run, epochs) for run in runs)

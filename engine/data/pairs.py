@@ -139,15 +139,16 @@ def load_split(root: Path | str, split: str, vlr_size: tuple[int, int], hr_size:
 
 
 def load_dsr_train(root: Path | str, vlr_size: tuple[int, int], hr_size: int = 128,
-                   log: Callable[[str], None] | None = None) -> PairedSplit:
-    """DSR's training pairs: the ``train`` split plus the ``unlabelled`` one when the dataset has it.
+                   log: Callable[[str], None] | None = None, unlabelled: bool = True) -> PairedSplit:
+    """DSR's training pairs: the ``train`` split plus the ``unlabelled`` one when the dataset has it (and
+    ``unlabelled``: the preset's ``dsr.unlabelled``).
 
     Super-resolution needs no identity labels, so the unlabelled faces (``prepare --unlabelled``)
     train DSR only; they keep label -1 and are not among ``classes``. Each split keeps its own slot in
     the decoded disk cache; only DSR training ever loads the unlabelled one.
     """
     train = load_split(root, "train", vlr_size, hr_size, log=log)
-    if not has_split(Path(root).expanduser(), UNLABELLED):
+    if not unlabelled or not has_split(Path(root).expanduser(), UNLABELLED):
         return train
     extra = load_split(root, UNLABELLED, vlr_size, hr_size, log=log)
     return replace(train, names=train.names + extra.names, subjects=train.subjects + extra.subjects,

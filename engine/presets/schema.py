@@ -76,6 +76,8 @@ class DSRConfig:
     init_weights: str = spec("", "warm start: a DSR checkpoint (best.pt or last.pt of an earlier train-dsr run "
                                  "of the same sizes) whose weights start training; optimiser, schedule and EMA "
                                  "start fresh; empty = random initialisation")
+    unlabelled: bool = spec(True, "also train DSR on the dataset's unlabelled faces (prepare --unlabelled DIR), when "
+                                  "it has them; false = the train split's labelled faces only")
     base_channels: int = spec(128, "feature channels of the DSR network", min=4, max=1024)
     residual_blocks: int = spec(16, "residual blocks of the DSR network", min=1, max=256)
     rotation_p: float = spec(0.65, "probability of a random rotation of a training pair", **PROB)

@@ -52,7 +52,7 @@ def _cells(doc: dict[str, Any], folds: bool) -> list[str] | None:
     p = comparison.get("mcnemar", {}).get("p")
     return [_rate(rows["dsr"]["rank1"], row_interval(doc, "dsr", "rank1")),
             f"{_rate(rows[best]['rank1'], row_interval(doc, best, 'rank1'))} ({best})",
-            _points(comparison.get("difference"), comparison.get("interval")),
+            points_text(comparison.get("difference"), comparison.get("interval")),
             ("yes" if comparison.get("significant") else "no") + (f", McNemar p = {p_text(p)}" if finite(p) else ""),
             psnr]
 
@@ -62,7 +62,8 @@ def _rate(value: float, interval) -> str:
     return f"{value * 100:.1f}" + (f" {bounds}" if bounds else "")
 
 
-def _points(value, interval) -> str:
+def points_text(value, interval) -> str:
+    """``+4.6 [+1.2, +8.0]``: a rank-1 difference in points with its 95% interval."""
     if not finite(value):
         return "-"
     signed = f" [{interval[0] * 100:+.1f}, {interval[1] * 100:+.1f}]" if interval_text(interval) else ""
@@ -79,6 +80,20 @@ def _spread(stat: dict[str, Any], points: bool = False) -> str:
 
 def _psnr(a, b) -> str:
     return f"{a:.2f} / {b:.2f} dB" if finite(a) and finite(b) else "-"
+
+
+def paired_margin(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """DSR against the best bicubic row of one evaluation (an eval.json, not a fold aggregate): their rank-1, the
+    paired difference with its 95% interval, McNemar p and whether it is significant; None without both rows."""
+    rows = rows_of(doc, False)
+    best = best_bicubic(rows)
+    if best is None or not finite(rows.get("dsr", {}).get("rank1")):
+        return None
+    comparison = doc.get("comparisons", {}).get(f"dsr_vs_{best}", {})
+    return {"best": best, "dsr": rows["dsr"]["rank1"], "bicubic": rows[best]["rank1"],
+            "difference": comparison.get("difference"), "interval": comparison.get("interval"),
+            "p": comparison.get("mcnemar", {}).get("p"), "significant": bool(comparison.get("significant")),
+            "psnr": (rows["dsr"].get("psnr"), rows[best].get("psnr"))}
 
 
 def verdict(doc: dict[str, Any], folds: bool) -> str | None:
@@ -104,7 +119,7 @@ def verdict(doc: dict[str, Any], folds: bool) -> str | None:
     value, p = comparison.get("difference"), comparison.get("mcnemar", {}).get("p")
     if not finite(value):
         return f"verdict: no paired comparison of DSR with {named} (run with intervals: --bootstrap > 0)"
-    figures = f"{_points(value, comparison.get('interval'))} points" + (f", McNemar p = {p_text(p)}" if finite(p) else "")
+    figures = f"{points_text(value, comparison.get('interval'))} points" + (f", McNemar p = {p_text(p)}" if finite(p) else "")
     if comparison.get("significant") and value > 0:
         return f"verdict: DSR beat {named} beyond noise: {figures}"
     if comparison.get("significant"):

@@ -7,24 +7,29 @@ the trial under torchrun), on the CPU ``cores // K`` threads (``runtime.num_thre
 ``OMP_NUM_THREADS``), so K trials do not oversubscribe the cores. It follows every trial from its run
 directory (``RunFollower``): each epoch's val metric goes to the pruner, whose verdict is the run's
 stop request; the run's end is told to the study. A stop (Ctrl-C) asks every running trial to stop
-(each saves its checkpoint) and queues their values for the resume.
+(each saves its checkpoint) and queues their values for the resume. A study storage that stays away longer
+than ``--storage-wait`` (StorageLost) stops every running trial the same way, waits for them to save, and
+ends the sweep with the storage's message: the same command resumes them once the server answers.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.errors import StudyStorageLost as StorageLost
 from engine.events import Emit, Failed, Finished, Log, Metrics
 from engine.jobs.options import SweepOptions
 from engine.jobs.process import DetachedJob, start_detached
 from engine.jobs.registry import StopFlag
 from engine.runs.follow import RunFollower
-from engine.runs.status import request_stop
+from engine.runs.status import request_stop, run_state
 
 POLL_SECONDS = 1.0
+STOP_WAIT_S = 600.0       # how long a lost storage's controller waits for its stopped trials to save and exit
 
 
 @dataclass
@@ -88,8 +93,40 @@ def run_parallel(study, opts: SweepOptions, emit: Emit, stop: StopFlag, start_tr
     """Keep ``opts.parallel`` trials running until the budget is met or a stop; ``start_trial(study, slot)``
     returns a LiveTrial (None: the budget was taken meanwhile), ``finish_trial(study, live)`` tells the study
     its end, ``claimed(study)`` counts the trials finished or running anywhere."""
-    free = machine_slots(opts.parallel, opts.gpus_per_trial)
     running: list[LiveTrial] = []
+    try:
+        _keep_running(running, study, opts, emit, stop, start_trial, finish_trial, claimed)
+    except StorageLost as lost:
+        raise StorageLost(f"{lost}; {_stop_and_wait(running, emit)}") from None
+
+
+def _stop_and_wait(running: list[LiveTrial], emit: Emit) -> str:
+    """Stop every running trial (each saves its checkpoint) and wait for their processes; what became of them."""
+    if not running:
+        return "no trial was running"
+    emit(Log("sweep", f"the study's storage is lost: stopping {len(running)} running trial(s), each saves its "
+                      "checkpoint", "warning"))
+    for live in running:
+        request_stop(live.job.run_dir)
+    deadline = time.monotonic() + STOP_WAIT_S           # one wait for them all
+    for live in running:
+        try:
+            live.job.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:      # said below: "still stopping"
+            pass
+    return "; ".join(f"run {live.job.run_dir} {_became(live)}" for live in running)
+
+
+def _became(live: LiveTrial) -> str:
+    if live.job.proc.poll() is None:
+        return "is still stopping"
+    return {"finished": "ended before its result could be recorded", "stopped": "stopped with its checkpoint"}.get(
+        run_state(live.job.run_dir), f"ended {run_state(live.job.run_dir)} (see its output: {live.job.output})")
+
+
+def _keep_running(running: list[LiveTrial], study, opts: SweepOptions, emit: Emit, stop: StopFlag, start_trial,
+                  finish_trial, claimed) -> None:
+    free = machine_slots(opts.parallel, opts.gpus_per_trial)
     stopping = False
     while True:
         while free and not stop.is_set() and claimed(study) < opts.trials:

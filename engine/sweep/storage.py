@@ -23,8 +23,10 @@ EXTRA = "pip install -c constraints.txt '.[postgres]'"
 
 
 def masked(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for messages and logs)."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """``url`` with its password replaced by ``***`` (for messages and logs): ``USER:PASSWORD@`` (an empty user
+    too) and a ``password=`` query parameter."""
+    hidden = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", hidden, flags=re.IGNORECASE)
 
 
 def rdb_url(url: str) -> str:
@@ -49,8 +51,29 @@ def open_storage(url: str | None, journal: Path, wait_s: float | None = None, no
     return _rdb(url, wait_s, notify)
 
 
+def check_storage_url(url: str | None) -> None:
+    """Refuse, before anything runs, an RDB URL that is not one or that names no lasting database: ``sqlite://``,
+    ``sqlite:///`` and ``sqlite:///:memory:`` are in-memory databases that vanish with the controller."""
+    if not url:
+        return
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme:
+        raise WorkbenchError(f"--storage {masked(url)} is not a database URL: give postgresql://USER:PASSWORD@HOST:"
+                             "PORT/DB (several machines), or leave --storage out for a journal file in "
+                             "runs_dir/sweeps (one host).")
+    database = rest.lstrip("/")
+    if scheme.split("+")[0] == "sqlite" and (database.split("?")[0] in ("", ":memory:")
+                                             or "mode=memory" in database):
+        raise WorkbenchError(f"--storage {masked(url)} is an in-memory SQLite database: the study would vanish when this "
+                             "controller exits, and no other process could join it. Leave --storage out for a "
+                             "journal file in runs_dir/sweeps (one host, safe for parallel controllers), or give "
+                             "postgresql://USER:PASSWORD@HOST:PORT/DB for several machines.")
+
+
 def _rdb(url: str, wait_s: float | None, notify):
     from optuna.storages import RDBStorage
+
+    check_storage_url(url)
 
     from engine.sweep.patient_storage import STORAGE_WAIT_S, PatientStorage
 

@@ -36,7 +36,7 @@ from engine.sweep.recogniser import pin_study_recogniser
 from engine.sweep.places import base_preset_file, control_dir, journal_path, remember_study, sweeps_dir
 from engine.sweep.objective import check_metric_names, check_objective, objective_value
 from engine.sweep.space import SearchSpace, load_space
-from engine.sweep.storage import open_storage, storage_error
+from engine.sweep.storage import check_storage_url, open_storage, storage_error
 
 JOB = "sweep"
 SWEEP_FILE = "sweep.json"
@@ -142,6 +142,7 @@ def check_sweep(preset: Preset, opts: SweepOptions) -> tuple[SearchSpace, str]:
         raise WorkbenchError(f"--baselines and --folds apply to pipeline trials; this sweep's trials run {opts.job}. "
                              "Add --job pipeline (with an eval.* objective), or leave them out.")
     check_metric_names(opts.objective, opts.job)
+    check_storage_url(opts.storage)
     if opts.objective2:
         check_objective(opts.objective2)
     space = load_space(opts.space, preset)
@@ -462,7 +463,10 @@ def _run_parallel(study, base: Preset, space: SearchSpace, data: str | None, opt
     def finish(study, live):
         tell_result(study, live.trial, live.changes, live.job.run_dir, live.ended, live.pruned_at, opts, emit)
 
-    run_parallel(study, opts, emit, stop, start, finish, claimed)
+    try:
+        run_parallel(study, opts, emit, stop, start, finish, claimed)
+    except StorageLost as lost:
+        raise StorageLost(f"{lost}{AGAIN}") from None
 
 
 class _Budget(StopFlag):

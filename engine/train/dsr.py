@@ -30,6 +30,7 @@ from engine.data.augment import PairedAugment
 from engine.data.camera import Camera, camera_from_config, degrade, spec_text
 from engine.data.camera.splits import camera_split
 from engine.data import PairedSplit, load_split, to_float
+from engine.data.layout import UNLABELLED, has_split
 from engine.data.pairs import load_dsr_train
 from engine.data.resolve import job_data_root
 from engine.distributed import Context
@@ -399,10 +400,12 @@ def _load(root: Path, split: str, preset: Preset, log) -> PairedSplit:
         loaded = load_split(root, split, preset.vlr_size, preset.data.hr_size, log=log)
         log(f"{split}: {len(loaded)} images from {root}")
         return loaded
-    loaded = load_dsr_train(root, preset.vlr_size, preset.data.hr_size, log=log)
+    loaded = load_dsr_train(root, preset.vlr_size, preset.data.hr_size, log=log, unlabelled=preset.dsr.unlabelled)
     unlabelled = int((loaded.labels < 0).sum())
+    left_out = "; the dataset's unlabelled faces left out (dsr.unlabelled = false)" \
+        if not preset.dsr.unlabelled and has_split(Path(root).expanduser(), UNLABELLED) else ""
     log(f"train: {len(loaded)} images from {root}" + (f" ({unlabelled} of them unlabelled faces, DSR only)"
-                                                       if unlabelled else ""))
+                                                       if unlabelled else "") + left_out)
     return loaded
 
 

@@ -44,11 +44,11 @@ class WorkbenchApp(App[int]):
 
     def __init__(self, preset: Preset, data: str | None = None, *,
                  probe_factory: Callable[[], GpuProbe] = GpuProbe, cursor_blink: bool = True,
-                 remember: bool = True, detached: bool = True) -> None:
+                 remember: bool = True, detached: bool = True, storage: str | None = None) -> None:
         super().__init__()
         self.saved = preset
         self.preset = preset
-        self.data = data
+        self.data, self.storage = data, storage    # the dataset root; an RDB URL whose studies the Sweeps tab lists
         self.probe_factory = probe_factory
         self.cursor_blink = cursor_blink
         self.remember = remember

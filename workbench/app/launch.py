@@ -12,6 +12,7 @@ from engine.presets import Preset, load
 from workbench.app.app_state import read_last_preset, write_last_preset
 
 FIRST_RUN_PRESET = "cpu-demo"
+STORAGE_ENV = "VLR_WORKBENCH_STORAGE"   # the app's --storage, as `serve` hands it on (kept out of command lines)
 JOBS_ENV = "VLR_WORKBENCH_JOBS"   # "app": t f p run jobs inside the app; else (the default) in their own process
 
 
@@ -38,12 +39,12 @@ def jobs_in_own_process() -> bool:
     return os.environ.get(JOBS_ENV, "").strip().lower() != "app"
 
 
-def launch_app(preset: str | None = None, data: str | None = None) -> int:
+def launch_app(preset: str | None = None, data: str | None = None, storage: str | None = None) -> int:
     """Run the app until it quits; returns the exit code."""
     from workbench.app.app import WorkbenchApp
 
     chosen = initial_preset(preset)
     write_last_preset(chosen.name)
-    app = WorkbenchApp(chosen, data=data, detached=jobs_in_own_process())
+    app = WorkbenchApp(chosen, data=data, detached=jobs_in_own_process(), storage=storage)
     result = app.run()
     return int(result or app.return_code or 0)

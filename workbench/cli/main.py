@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "EdgeFace fine-tuning and rank-1 evaluation. With no command, opens the workbench app.")
     parser.add_argument("--preset", help="preset name or path to open the app on (default: last used, else cpu-demo)")
     parser.add_argument("--data", help="dataset root to open the app on (default: the preset's, else demo faces)")
+    parser.add_argument("--storage", dest="app_storage", metavar="URL",
+                        help="a sweep database (postgresql://USER@HOST:PORT/DB): the app's Sweeps tab lists its studies "
+                             "beside the runs directory's, and new sweeps default to it")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -63,13 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()  # imports torch: Ctrl-C here is common and must not print a traceback
         args = parser.parse_args(argv)
+        if args.command is not None and args.app_storage:
+            raise WorkbenchError(f"--storage before the command {args.command} is the app's (its Sweeps tab): give it "
+                                 f"after the command instead (`vlr-workbench {args.command} ... --storage URL`).")
         if args.command is None:
             from workbench.cli.run_flags import check_data_option
 
             check_data_option(args.data)  # before the app opens (and before Textual is imported)
-            from workbench.app.launch import launch_app
+            from engine.sweep.storage import check_storage_url
+            from workbench.app.launch import STORAGE_ENV, launch_app
 
-            return launch_app(preset=args.preset, data=args.data)
+            storage = args.app_storage or os.environ.get(STORAGE_ENV) or None
+            check_storage_url(storage)
+            return launch_app(preset=args.preset, data=args.data, storage=storage)
         return int(args.func(args) or 0)
     except BrokenPipeError:  # stdout closed by the reader (`| head`): not a disk fault; run() ends quietly
         raise

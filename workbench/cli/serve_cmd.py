@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import shlex
 import socket
 import sys
@@ -33,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "port can then run jobs and read and write files as you")
     p.add_argument("--preset", dest="serve_preset", help="preset the app opens on")
     p.add_argument("--data", dest="serve_data", help="dataset root the app opens on")
+    p.add_argument("--storage", dest="serve_storage", metavar="URL", help="a sweep database the app's Sweeps tab lists")
     p.set_defaults(func=cmd_serve)
 
 
@@ -82,7 +84,14 @@ def public_warning(host: str, port: int) -> str:
 def cmd_serve(args) -> int:
     check_host(args.host, args.port, args.public)
     check_data_option(args.serve_data)
+    from engine.sweep.storage import check_storage_url
     from textual_serve.server import Server
+
+    check_storage_url(args.serve_storage)
+    if args.serve_storage:               # to every tab's app through its environment: textual-serve prints commands
+        from workbench.app.launch import STORAGE_ENV
+
+        os.environ[STORAGE_ENV] = args.serve_storage
 
     if not is_loopback(args.host):
         print(public_warning(args.host, args.port), file=sys.stderr, flush=True)

@@ -241,8 +241,10 @@ class JobController:
         followed = self.handle.process if self.following else None
         for job in ended:
             if job is not followed:      # a followed job's end is told by its run
-                self.say(f"{job.kind} (pid {job.proc.pid}, {job.run_dir.name}) exited with code "
-                         f"{job.proc.returncode}", "dim")
+                code = job.proc.returncode
+                last = job.output_tail().splitlines()[-1:] if code else []
+                self.say(f"{job.kind} (pid {job.proc.pid}, {job.run_dir.name}) exited with code {code}"
+                         + (f": {last[0]} (all of its output: {job.output})" if last else ""), "red" if code else "dim")
         if not self.detached_jobs and self._reap_timer is not None:
             self._reap_timer.stop()
             self._reap_timer = None

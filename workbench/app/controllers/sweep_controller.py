@@ -41,7 +41,8 @@ def start(preset: Preset, data: str | None, values: dict[str, Any]) -> DetachedJ
                              "study name for a new sweep.")
     picked = values.get("space_file") or ""
     opts = SweepOptions(space=picked or str(control / "space.toml"), job=values["job"], trials=values["trials"],
-                        objective=values["objective"], study=study, parallel=values["parallel"])
+                        objective=values["objective"], study=study, parallel=values["parallel"],
+                        storage=values.get("storage") or None)
     if not picked:                      # the edited text is what the engine checks
         atomic.write_text(control / "space.toml", values["space"])
     check_sweep(preset, opts)

@@ -15,6 +15,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static, TextArea
 
+from engine.sweep.storage import masked
+
 DEFAULT_SPACE = """[params]
 "dsr.learning_rate" = { low = 1e-4, high = 1e-3, log = true }
 "dsr.lambda_identity" = { low = 0.0, high = 0.4, step = 0.1 }
@@ -26,8 +28,9 @@ class SweepDialog(ModalScreen[dict | None]):
                 Binding("ctrl+s", "start", "Start", id="sweep.start")]
 
     def __init__(self, study: str, jobs: tuple[str, ...], space: str, start: Callable[[dict[str, Any]], str | None],
-                 cursor_blink: bool = True) -> None:
+                 cursor_blink: bool = True, storage: str = "") -> None:
         super().__init__()
+        self.storage = storage
         self.study, self.jobs, self.space, self.start = study, jobs, space or DEFAULT_SPACE, start
         self.cursor_blink = cursor_blink
         self.loaded: tuple[str, str] | None = None     # (file, text) last loaded into the space editor
@@ -48,6 +51,9 @@ class SweepDialog(ModalScreen[dict | None]):
                              id="sweep-job", compact=True)
                 yield Label("objective")
                 yield self._input("val.psnr", "sweep-objective")
+            with Horizontal(classes="sweep-row"):
+                yield Label("storage")
+                yield self._input(masked(self.storage), "sweep-storage", placeholder="empty: a journal file; or postgresql://USER@HOST/DB")
             with Horizontal(classes="sweep-row"):
                 yield Label("space file")
                 yield self._input("", "sweep-space-file", placeholder="a TOML file (Enter loads it), or edit below")
@@ -108,7 +114,13 @@ class SweepDialog(ModalScreen[dict | None]):
                 "space_file": self.loaded[0] if self.loaded and self.loaded[1] == space else "",
                 "job": self.query_one("#sweep-job", Select).value,
                 "objective": self.query_one("#sweep-objective", Input).value.strip(),
+                "storage": self._storage(),
                 "space": space, **numbers}
+
+    def _storage(self) -> str | None:
+        """The storage field's URL: the app's own (its password) while the field shows it masked."""
+        text = self.query_one("#sweep-storage", Input).value.strip()
+        return self.storage if self.storage and text == masked(self.storage) else text or None
 
     def action_start(self) -> None:
         values = self.values()

@@ -25,7 +25,7 @@ from textual_plotext import PlotextPlot
 
 from engine.errors import WorkbenchError
 from engine.jobs.registry import sweep_trial_jobs
-from engine.sweep.listing import StudyEntry, list_studies, study_snapshot
+from engine.sweep.listing import StudyEntry, list_studies, server_label, study_key, study_snapshot
 from workbench.app import messages as msg
 from workbench.app.controllers import sweep_controller
 from workbench.app.widgets.dialogs import ConfirmDialog, SaveAsDialog
@@ -81,10 +81,12 @@ class SweepsPanel(PollWhileShown, Vertical):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.runs_dir: Path | None = None
+        self.storage: str | None = None            # an RDB URL whose studies are listed too (the app's --storage)
         self.studies: list[StudyEntry] = []
         self.snapshot: dict[str, Any] | None = None
-        self.chosen: str | None = None             # the study shown (None: the most recent)
+        self.chosen: str | None = None             # the key of the study shown (None: the first listed)
         self._reading = False
+        self._problem = ""                          # the storage's error shown under the head ('' when none)
         self._param_keys: list[str] | None = None      # the table's parameter columns
 
     def compose(self) -> ComposeResult:
@@ -97,6 +99,7 @@ class SweepsPanel(PollWhileShown, Vertical):
             yield Static("", id="sweeps-importances")
 
     def on_mount(self) -> None:
+        self.storage = self.storage or getattr(self.app, "storage", None)
         self.start_polling(POLL_SECONDS)
 
     # ----------------------------------------------------------------- data
@@ -107,20 +110,29 @@ class SweepsPanel(PollWhileShown, Vertical):
             if self.is_mounted:
                 self.poll()
 
+    def use_storage(self, url: str | None) -> None:
+        """List the studies of the RDB at ``url`` too (a sweep was started on it)."""
+        if url and url != self.storage:
+            self.storage = url
+            self.poll()
+
     def poll(self) -> None:
         if self.runs_dir is None or self._reading:
             return
         self._reading = True
-        self.run_worker(lambda: self._read(self.runs_dir, self.chosen), thread=True, group="sweeps",
+        self.run_worker(lambda: self._read(self.runs_dir, self.storage, self.chosen), thread=True, group="sweeps",
                         exit_on_error=False)
 
-    def _read(self, runs_dir: Path, chosen: str | None) -> None:
+    def _read(self, runs_dir: Path, storage: str | None, chosen: str | None) -> None:
         studies, snapshot, error = [], None, ""
         try:
-            studies = list_studies(runs_dir)
-            entry = next((s for s in studies if s.name == chosen), studies[0] if studies else None)
+            studies, unreadable = list_studies(runs_dir, storage)
+            if unreadable:
+                error = f"cannot read the studies of {server_label(storage)}: {unreadable}"
+            entry = next((s for s in studies if s.key == chosen), None if unreadable else studies[0] if studies
+                         else None)
             snapshot = study_snapshot(entry) if entry else None
-        except (WorkbenchError, OSError, ValueError, KeyError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any storage or journal failure is shown; the next poll tries again
             error = f"cannot read the study: {exc}"
         self.app.call_from_thread(self._show, runs_dir, studies, snapshot, error)
 
@@ -128,19 +140,25 @@ class SweepsPanel(PollWhileShown, Vertical):
         self._reading = False
         if runs_dir != self.runs_dir:
             return
-        if [s.name for s in studies] != [s.name for s in self.studies]:
+        if [s.key for s in studies] != [s.key for s in self.studies]:
             with self.prevent(Select.Changed):
                 select = self.query_one("#sweeps-study", Select)
-                select.set_options([(s.name, s.name) for s in studies])
+                select.set_options([(s.key, s.key) for s in studies])
                 if snapshot:
-                    select.value = snapshot["study"]
+                    select.value = snapshot["key"]
         self.studies = studies
-        if error:
+        if error and not snapshot:
             self.query_one("#sweeps-head", Static).update(Text(error, style="red"))
             return
         if snapshot != self.snapshot:
             self.snapshot = snapshot
             self._fill()
+        if error or self._problem:               # the storage's problem beside the journal study shown
+            self._problem = error
+            head = self._head_text(self.snapshot)
+            if error:
+                head.append(f"\n{error}", style="red")
+            self.query_one("#sweeps-head", Static).update(head)
 
     @on(Select.Changed, "#sweeps-study")
     def _study_chosen(self, event: Select.Changed) -> None:
@@ -185,6 +203,8 @@ class SweepsPanel(PollWhileShown, Vertical):
         setup = snap["setup"]
         counts = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states)) or "no trials"
         text = Text(f"{snap['study']}", style="bold")
+        if snap.get("storage"):
+            text.append(f" on {server_label(snap['storage'])}")
         text.append(f"  controller {snap['state']}  ·  {setup.get('job', '?')} trials  ·  "
                     f"{setup.get('objective', '?')} ({', '.join(snap['directions'])})  ·  {counts}")
         return text
@@ -237,7 +257,8 @@ class SweepsPanel(PollWhileShown, Vertical):
         """Why a key of this tab cannot act now ('' when it can)."""
         shown = self.snapshot
         if action == "stop" and (not shown or shown["state"] != "running"):
-            why = "no study is shown" if not shown else f"its controller here is {shown['state']}"
+            why = "no study is shown" if not shown else f"its controller here is {shown['state']}" \
+                if shown["state"] != "-" else "no controller of it runs on this host (stop one on another machine there)"
             return f"no sweep to stop: {why}"
         if action == "save_best" and (self.best is None or not self.best["run_dir"]):
             return "no complete trial to save yet"
@@ -253,7 +274,7 @@ class SweepsPanel(PollWhileShown, Vertical):
         space = sweep_controller.study_space(app.preset.runtime.runs_dir, self.snapshot["study"]) \
             if self.snapshot else ""
         app.push_screen(SweepDialog(f"{app.preset.name}-sweep", sweep_trial_jobs(), space, self._start,
-                                    app.cursor_blink))
+                                    app.cursor_blink, storage=self.storage or ""))
 
     def _start(self, values: dict[str, Any]) -> str | None:
         """Start the dialog's sweep; the reason it cannot start, or None once started."""
@@ -264,10 +285,12 @@ class SweepsPanel(PollWhileShown, Vertical):
             return str(exc)
         app.jobs.adopt(job)
         study = values["study"] or f"{app.preset.name}-sweep"
-        self.chosen = study
+        self.chosen = study_key(study, values.get("storage"))
+        self.use_storage(values.get("storage"))
         self.poll()
+        where = f" on {server_label(values['storage'])}" if values.get("storage") else ""
         self.post_message(msg.LogLine(
-            f"▶ sweep {study} started in its own process (pid {job.proc.pid}) with preset {app.preset.name}: "
+            f"▶ sweep {study}{where} started in its own process (pid {job.proc.pid}) with preset {app.preset.name}: "
             f"{values['trials']} {values['job']} trials, {values['objective']}; output {job.output}", "bold"))
         return None
 
