@@ -20,7 +20,7 @@ import tomli_w
 
 from engine.io import atomic
 from engine.errors import PresetError
-from engine.presets.preset import Preset, check_name, quote, safe_name
+from engine.presets.preset import NAME_RULE, Preset, check_name, quote, safe_name
 
 CONFIG_ENV = "VLR_WORKBENCH_CONFIG_DIR"
 _ENGINE_DIR = Path(__file__).resolve().parent.parent
@@ -197,6 +197,21 @@ def _first_duplicate(text: str) -> tuple[str, int, int] | None:
             return quote(name, 120) if len(name) > 120 else name, seen[name], number
         seen[name] = number
     return None
+
+
+def check_save_target(dest: str) -> None:
+    """Refuse a destination that is neither a preset name (the naming rule: it goes to the preset store) nor a file
+    path ending in .toml in a folder that exists (nothing makes folders): ``../../p`` is neither."""
+    if dest.endswith(".toml"):
+        folder = Path(dest).expanduser().parent
+        if not folder.is_dir():
+            raise PresetError(f"{quote(dest)}: the folder {folder} does not exist. Give a preset name, or a .toml path "
+                              "in a folder that exists.")
+        return
+    if is_path(dest):
+        raise PresetError(f"{quote(dest)} is neither a preset name nor a file path ending in .toml: give a name "
+                          f"({NAME_RULE}) for the preset store, or a path like my-preset.toml.")
+    check_name(dest, "the preset name")
 
 
 def save(preset: Preset, dest: str | Path, *, overwrite: bool = False) -> Path:

@@ -19,7 +19,7 @@ from engine.errors import PresetError, WorkbenchError
 from engine.jobs.options import SweepOptions
 from engine.presets import Preset
 from engine.runs.run_dir import runs_root
-from engine.sweep.places import base_preset_file, index_path, journal_path, read_index, sweeps_dir
+from engine.sweep.places import base_preset_file, check_study_name, index_path, journal_path, read_index, sweeps_dir
 
 DEFAULT_PRESET = "cpu-demo"
 
@@ -36,6 +36,7 @@ def find_study(name: str, preset_ref: str | None = None, storage: str | None = N
     """The Optuna study ``name`` with its base preset and runs directory (see the module doc)."""
     from engine.sweep.study import load_study
 
+    check_study_name(name)
     if preset_ref is not None or storage:
         holder = presets.load(preset_ref or DEFAULT_PRESET)
         study = load_study(holder, SweepOptions(study=name, storage=storage), missing_hint)

@@ -9,15 +9,27 @@ directory, so that a command naming only the study finds it whatever the base pr
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-from engine.errors import WorkbenchError
+from engine.errors import PresetError, WorkbenchError
 from engine.io import atomic
+from engine.presets.preset import NAME_RULE, check_name, quote
 from engine.presets.store import config_dir
 from engine.runs.run_dir import runs_root
 
 INDEX_FILE = "studies.json"
 INDEX_LIMIT = 200          # the most recently started studies kept in the index
+
+
+def check_study_name(name: str) -> str:
+    """``name`` when it is a study name (the preset naming rule: it names files under runs_dir/sweeps, so ``..``
+    or ``a/b`` would write elsewhere); else a WorkbenchError."""
+    try:
+        return check_name(name, "the study name")
+    except PresetError:
+        raise WorkbenchError(f"study name {quote(name)}: a study name is {NAME_RULE} (it names the study's files in "
+                             "runs_dir/sweeps). Give --study NAME, e.g. --study lr-search.") from None
 
 
 def sweeps_dir(runs_dir: str | Path) -> Path:
@@ -30,7 +42,10 @@ def journal_path(runs_dir: str | Path, study: str) -> Path:
 
 def control_dir(runs_dir: str | Path, study: str) -> Path:
     """``runs_dir/sweeps/STUDY/``, made if missing."""
-    folder = sweeps_dir(runs_dir) / study
+    folder = sweeps_dir(runs_dir) / check_study_name(study)
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise WorkbenchError(f"{folder} is a file, where study {study}'s control folder (its controller's status and "
+                             "stop request) goes: move that file away, or give another --study.")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -147,6 +147,9 @@ def _param(key: str, spec: Any, preset: Preset, path: Path) -> Param:
         raise SpaceError(f"{where} must be a table with `low` and `high` (optional `log`, `step`) or `choices`, "
                          f"e.g. {{ low = 1e-4, high = 1e-3, log = true }}; it is {spec!r}.")
     info = FIELDS[key]
+    if "choices" in spec and set(spec) & {"low", "high", "log", "step"}:
+        raise SpaceError(f"{where}: `choices` lists the values to try; `low`/`high`/`log`/`step` beside it would be "
+                         "ignored. Keep one of the two forms.")
     if "choices" in spec:
         choices = spec["choices"]
         if not isinstance(choices, list) or not choices:
@@ -161,9 +164,24 @@ def _param(key: str, spec: Any, preset: Preset, path: Path) -> Param:
         raise SpaceError(f"{where}: `low` and `high` must be numbers with low < high (got {low!r}, {high!r}).")
     if log and (low <= 0 or step is not None):
         raise SpaceError(f"{where}: `log = true` needs low > 0 and no `step`.")
+    if info.type == "int" and any(float(v) != int(v) for v in (low, high)):
+        raise SpaceError(f"{where} is a whole-number key: `low` and `high` must be whole numbers (got {low!r}, "
+                         f"{high!r}).")
+    if step is not None:
+        _check_step(where, step, low, high, info.type)
     for value in (low, high):
         _check_value(preset, key, int(value) if info.type == "int" else float(value), where)
     return Param(key, info.type, float(low), float(high), log, float(step) if step is not None else None)
+
+
+def _check_step(where: str, step: Any, low: float, high: float, kind: str) -> None:
+    if not isinstance(step, (int, float)) or isinstance(step, bool) or not step > 0 or step != step:
+        raise SpaceError(f"{where}: `step` must be a number above 0 (got {step!r}).")
+    if step > high - low:
+        raise SpaceError(f"{where}: `step` {step!r} is wider than the range {low!r}..{high!r}: only `low` would be "
+                         "tried. Give a step of at most high - low, or leave `step` out.")
+    if kind == "int" and float(step) != int(step):
+        raise SpaceError(f"{where} is a whole-number key: `step` must be a whole number (got {step!r}).")
 
 
 def _check_value(preset: Preset, key: str, value: Any, where: str) -> None:

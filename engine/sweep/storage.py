@@ -46,6 +46,9 @@ def open_storage(url: str | None, journal: Path, wait_s: float | None = None, no
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
+        from engine.sweep.journal_check import check_journal
+
+        check_journal(journal)                  # a damaged journal is refused before anything reads or writes it
         journal.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(journal)))
     return _rdb(url, wait_s, notify)

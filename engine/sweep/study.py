@@ -33,7 +33,7 @@ from engine.runs.run_dir import RunDir
 from engine.runs.status import FileStop, StatusWriter, run_state
 from engine.sweep import controllers
 from engine.sweep.recogniser import pin_study_recogniser
-from engine.sweep.places import base_preset_file, control_dir, journal_path, remember_study, sweeps_dir
+from engine.sweep.places import base_preset_file, check_study_name, control_dir, journal_path, remember_study, sweeps_dir
 from engine.sweep.objective import check_metric_names, check_objective, objective_value
 from engine.sweep.space import SearchSpace, load_space
 from engine.sweep.storage import check_storage_url, open_storage, storage_error
@@ -58,13 +58,13 @@ def run_sweep(request: JobRequest, emit: Emit, stop: StopFlag) -> Finished:
         emit(Log(JOB, f"the grid has {grid_size} points{listed}: --trials {opts.trials} is capped to "
                       f"{grid_size + len(space.listed)}"))
         opts = replace(opts, trials=grid_size + len(space.listed))
+    control = control_dir(preset.runtime.runs_dir, study)       # before the storage: a file there is refused first
     optuna_study = open_study(preset, opts, space, study, notify=lambda text: emit(Log(JOB, text, "warning")))
     record_setup(optuna_study, preset, opts)
     rank, seed = controllers.register(optuna_study, base_seed(preset, opts), opts.sampler != "grid")
     optuna_study.sampler = make_sampler(opts, space, seed)     # a joining or resuming controller draws new points
     emit(Log(JOB, f"controller {rank + 1} of study {study}: sampler seed {seed}"
                   + (" (the study's own)" if rank == 0 else f" (controller {rank + 1}'s: new points, not the first's)")))
-    control = control_dir(preset.runtime.runs_dir, study)
     save(preset, base_preset_file(preset.runtime.runs_dir, study, preset.name), overwrite=True)   # for save-best
     unindexed = remember_study(study, preset.runtime.runs_dir)
     if unindexed:
@@ -143,12 +143,15 @@ def check_sweep(preset: Preset, opts: SweepOptions) -> tuple[SearchSpace, str]:
                              "Add --job pipeline (with an eval.* objective), or leave them out.")
     check_metric_names(opts.objective, opts.job)
     check_storage_url(opts.storage)
+    if opts.timeout is not None and not (math.isfinite(opts.timeout) and opts.timeout > 0):
+        raise WorkbenchError(f"--timeout {opts.timeout}: a number of seconds above 0 (the wall-time budget after "
+                             "which no trial starts), or leave it out.")
     if opts.objective2:
         check_objective(opts.objective2)
     space = load_space(opts.space, preset)
     if opts.sampler == "grid":
         space.grid()                          # every parameter has a step or choices
-    return space, opts.study or f"{preset.name}-sweep"
+    return space, check_study_name(opts.study or f"{preset.name}-sweep")
 
 
 def storage_for(preset: Preset, opts: SweepOptions, study: str, notify=None):

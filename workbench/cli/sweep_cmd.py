@@ -206,6 +206,7 @@ def sweep_save_best(args) -> int:
     from engine.sweep.finding import find_study
     from engine.sweep.study import trial_preset_as
 
+    presets.check_save_target(args.name)              # before the study is read: nothing written elsewhere
     found = find_study(args.study_name, _named_preset(args), getattr(args, "storage", None))
     study, base = found.study, found.base
     if args.trial is not None:
