@@ -87,8 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def design(args: argparse.Namespace) -> tuple[list[Cell], dict[str, Cell]]:
     """The cells to measure and, per VLR size, the reference cell (each factor's first value)."""
-    factors = {"seed": args.seeds, "weights": args.weights, "unlabelled": [v == "yes" for v in args.unlabelled],
-               "distractors": args.distractors}
+    factors = {"distractors": args.distractors, "unlabelled": [v == "yes" for v in args.unlabelled],   # cheapest
+               "weights": args.weights, "seed": args.seeds}                                      # first
     cells: list[Cell] = []
     references = {}
     for vlr in args.vlr:
@@ -100,7 +100,7 @@ def design(args: argparse.Namespace) -> tuple[list[Cell], dict[str, Cell]]:
             cells.append(reference)
             cells += [replace(reference, **{key: value}) for key, values in factors.items() for value in values[1:]]
     unique = list(dict.fromkeys(cells))
-    return [c for c in unique if not args.only or c.name in args.only], references
+    return [c for c in unique if not args.only or c.name in args.only], references   # one-at-a-time: cheapest first
 
 
 def dataset(args: argparse.Namespace, cell: Cell) -> Path:
@@ -199,9 +199,9 @@ def table(cells: list[Cell], done: dict[str, dict], references: dict[str, Cell])
 
 
 def _differs(cell: Cell, reference: Cell) -> str:
-    shown = {"seed": lambda v: f"split seed {v}", "weights": lambda v: f"EdgeFace {v.upper()}",
+    shown = {"distractors": lambda v: f"{v} distractors",
              "unlabelled": lambda v: "with unlabelled faces" if v else "no unlabelled faces",
-             "distractors": lambda v: f"{v} distractors"}
+             "weights": lambda v: f"EdgeFace {v.upper()}", "seed": lambda v: f"split seed {v}"}
     return ", ".join(shown[key](getattr(cell, key)) for key in shown if getattr(cell, key) != getattr(reference, key))
 
 

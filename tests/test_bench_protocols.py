@@ -76,7 +76,7 @@ def test_the_matrix_measures_each_factor_alone_and_resumes_without_measuring_aga
     assert trained_on(reference) == trained_on(without) + 12 - 3       # the singles not held out as distractors
     table = (out / "matrix.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| 16x16-")]
-    assert len(rows) == 3 and "(reference)" in rows[0] and "no unlabelled faces" in rows[1] and "0 distractors" in rows[2]
+    assert len(rows) == 3 and "(reference)" in rows[0] and "0 distractors" in rows[1] and "no unlabelled faces" in rows[2]
     assert all(line.count("|") == 9 and "not measured" not in line for line in rows)
 
     capsys.readouterr()
