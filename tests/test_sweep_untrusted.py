@@ -142,3 +142,19 @@ def test_one_trials_unreadable_preset_is_skipped_with_a_warning_by_report_and_sa
     assert "Traceback" not in "".join(capsys.readouterr())
     assert (journal.parent / "done-report.md").is_file()
     assert main(["sweep", "--preset", setup["preset"], "save-best", "done", "best.toml"]) == 0   # trial 0, readable
+
+
+def test_an_objective_the_trials_do_not_record_stops_the_sweep_after_the_first_trial(tiny, tiny_root, tmp_path,
+                                                                                     capsys):
+    """summary.KEY cannot be checked before a trial ran: the first finished trial without it ends the sweep with
+    one message, that trial recorded as failed (not left RUNNING), and no second trial trains."""
+    (tmp_path / "space.toml").write_text(SPACE)
+    argv = ["sweep", "--preset", str(tiny), "--data", str(tiny_root), "--space", str(tmp_path / "space.toml"),
+            "--trials", "3", "--objective", "summary.no_such_key"]
+    _refused(argv, capsys, "recorded no finite summary.no_such_key", "The sweep stops here")
+    capsys.readouterr()
+    assert main(["sweep", "--preset", str(tiny), "show", "tiny-sweep", "--json"]) == 0
+    import json
+
+    trials = json.loads(capsys.readouterr().out)["trials"]
+    assert [t["state"] for t in trials] == ["fail"] and "no_such_key" in trials[0]["error"]

@@ -428,8 +428,14 @@ def tell_result(study, trial, changes: dict[str, Any], run_dir: Path, result, pr
         emit(Log(JOB, f"trial {trial.number} stopped: it resumes from its checkpoint when the sweep resumes",
                  "warning"))
     else:
-        values = [objective_value(run_dir, name, direction == "maximize")
-                  for name, direction in ((opts.objective, opts.direction), (opts.objective2, opts.direction2)) if name]
+        try:
+            values = [objective_value(run_dir, name, direction == "maximize") for name, direction in
+                      ((opts.objective, opts.direction), (opts.objective2, opts.direction2)) if name]
+        except WorkbenchError as missing:        # every trial would miss it: stop now, the trial told, not RUNNING
+            trial.set_user_attr("error", str(missing)[:500])
+            tell(study, trial, state=TrialState.FAIL)
+            raise WorkbenchError(f"{missing} The sweep stops here (trial {trial.number} is recorded as failed): start "
+                                 "it again under a new --study with an objective its trials record.") from None
         camera = trial_camera(run_dir)
         if camera:
             trial.set_user_attr("camera", camera)          # the camera protocol the objective was measured on
