@@ -58,8 +58,12 @@ def test_the_app_opens_on_an_existing_data_folder(tmp_path, monkeypatch):
 
     opened = []
     monkeypatch.setattr(launch, "launch_app", lambda **kwargs: opened.append(kwargs) or 0)
+    monkeypatch.delenv(launch.STORAGE_ENV, raising=False)
     assert main(["--data", str(tmp_path)]) == 0
-    assert opened == [{"preset": None, "data": str(tmp_path)}]
+    assert opened == [{"preset": None, "data": str(tmp_path), "storage": None}]
+    monkeypatch.setenv(launch.STORAGE_ENV, "postgresql://u:pw@db.example/optuna")    # as `serve --storage` hands it on
+    assert main(["--data", str(tmp_path)]) == 0
+    assert opened[-1]["storage"] == "postgresql://u:pw@db.example/optuna"
 
 
 @pytest.mark.parametrize("command", [["train-dsr"], ["finetune"], ["pretrain"], ["pipeline", "--preset", "cpu-demo"]])
