@@ -203,6 +203,17 @@ def _outage_sweep(tmp_path, tiny_root, url: str, wait: float, prune: bool = Fals
     return tiny, argv, controller, checkpoint.parent
 
 
+def _down_until_it_ends(postgres, controller) -> str:
+    """Pause the server until the controller exits; its output, whitespace folded."""
+    postgres.pause()
+    try:
+        out, _ = controller.communicate(timeout=300)
+    finally:
+        postgres.resume()
+    assert controller.returncode == 2, out[-3000:]
+    return " ".join(out.split())
+
+
 def test_a_server_restart_mid_trial_is_ridden_out_and_the_budget_completes(tiny_root, tmp_path, capsys,
                                                                              postgres, postgres_url):
     tiny, _argv, controller, run = _outage_sweep(tmp_path, tiny_root, postgres_url, wait=60)
@@ -222,13 +233,7 @@ def test_a_server_down_longer_than_the_wait_stops_the_sweep_and_the_same_command
     recorded. Either way one message says how to go on, and the same command completes the budget, nothing
     run twice."""
     tiny, argv, controller, run = _outage_sweep(tmp_path, tiny_root, postgres_url, wait=3, prune=prune)
-    postgres.pause()
-    try:
-        out, _ = controller.communicate(timeout=300)
-    finally:
-        postgres.resume()
-    said = " ".join(out.split())
-    assert controller.returncode == 2, out[-3000:]
+    said = _down_until_it_ends(postgres, controller)
     assert said.count("does not answer") == 1 and "has not answered for 3 s" in said, said[-2000:]
     ended = "stopped with its checkpoint" if prune else "ended before its result could be recorded"
     assert f"run {run} {ended}" in said and "run the same command" in said, said[-1500:]
@@ -265,13 +270,7 @@ def test_a_parallel_sweep_whose_server_stays_down_stops_every_trial_with_its_che
         found = sorted(path.parent for path in (tmp_path / "runs").glob("*-train-dsr*/last.pt"))
         return found if len(found) == 2 else None
     runs = _await(both_saved, 240, "both trials' last.pt")
-    postgres.pause()
-    try:
-        out, _ = controller.communicate(timeout=300)
-    finally:
-        postgres.resume()
-    said = " ".join(out.split())
-    assert controller.returncode == 2, out[-3000:]
+    said = _down_until_it_ends(postgres, controller)
     assert all(f"run {run} stopped with its checkpoint" in said for run in runs), said[-2000:]
     assert "run the same command" in said and "Traceback" not in said and "sweep-secret" not in said
     assert [json.loads((run / "status.json").read_text())["state"] for run in runs] == ["stopped", "stopped"]

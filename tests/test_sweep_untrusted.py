@@ -3,7 +3,6 @@ exit 2 before anything is written (no traceback, nothing outside runs_dir/sweeps
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import optuna
@@ -124,7 +123,6 @@ def test_fractional_bounds_or_step_on_a_whole_number_key_are_refused(setup, caps
 
 @pytest.mark.parametrize("timeout", ["-5", "0", "nan", "inf"])
 def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_refused(setup, capsys, timeout):
-    assert math.isnan(float("nan"))
     _refused(["sweep", "--preset", setup["preset"], "--space", "space.toml", "--study", "fresh", "--timeout", timeout],
              capsys, f"--timeout {float(timeout)}")
 

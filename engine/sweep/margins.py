@@ -38,23 +38,26 @@ def margin_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def _cells(doc: dict[str, Any], folds: bool) -> list[str] | None:
+    if not folds:
+        margin = paired_margin(doc)
+        if margin is None:
+            return None
+        best, p = margin["best"], margin["p"]
+        return [_rate(margin["dsr"], row_interval(doc, "dsr", "rank1")),
+                f"{_rate(margin['bicubic'], row_interval(doc, best, 'rank1'))} ({best})",
+                points_text(margin["difference"], margin["interval"]),
+                ("yes" if margin["significant"] else "no") + (f", McNemar p = {p_text(p)}" if finite(p) else ""),
+                _psnr(*margin["psnr"])]
     rows = rows_of(doc, folds)
     best = best_bicubic(rows)
     if best is None or not finite(rows.get("dsr", {}).get("rank1")):
         return None
     comparison = doc.get("comparisons", {}).get(f"dsr_vs_{best}", {})
-    psnr = _psnr(rows["dsr"].get("psnr"), rows[best].get("psnr"))
-    if folds:
-        spread = {row: doc["rows"][row]["rank1"] for row in ("dsr", best)}
-        difference = comparison.get("difference", {})
-        return [_spread(spread["dsr"]), f"{_spread(spread[best])} ({best})", _spread(difference, points=True),
-                f"{comparison.get('significant_folds', '?')} of {difference.get('n', '?')} folds", psnr]
-    p = comparison.get("mcnemar", {}).get("p")
-    return [_rate(rows["dsr"]["rank1"], row_interval(doc, "dsr", "rank1")),
-            f"{_rate(rows[best]['rank1'], row_interval(doc, best, 'rank1'))} ({best})",
-            points_text(comparison.get("difference"), comparison.get("interval")),
-            ("yes" if comparison.get("significant") else "no") + (f", McNemar p = {p_text(p)}" if finite(p) else ""),
-            psnr]
+    spread = {row: doc["rows"][row]["rank1"] for row in ("dsr", best)}
+    difference = comparison.get("difference", {})
+    return [_spread(spread["dsr"]), f"{_spread(spread[best])} ({best})", _spread(difference, points=True),
+            f"{comparison.get('significant_folds', '?')} of {difference.get('n', '?')} folds",
+            _psnr(rows["dsr"].get("psnr"), rows[best].get("psnr"))]
 
 
 def _rate(value: float, interval) -> str:
@@ -116,13 +119,14 @@ def verdict(doc: dict[str, Any], folds: bool) -> str | None:
         worse = finite(difference.get("max")) and difference["max"] < 0
         return (f"verdict: DSR did not beat {named} beyond noise in every fold: {'below it in every fold, ' if worse else ''}"
                 f"significant (McNemar p < 0.05) in {significant} of {n} folds ({margin} points)")
-    value, p = comparison.get("difference"), comparison.get("mcnemar", {}).get("p")
+    margin = paired_margin(doc)
+    value, p = margin["difference"], margin["p"]
     if not finite(value):
         return f"verdict: no paired comparison of DSR with {named} (run with intervals: --bootstrap > 0)"
-    figures = f"{points_text(value, comparison.get('interval'))} points" + (f", McNemar p = {p_text(p)}" if finite(p) else "")
-    if comparison.get("significant") and value > 0:
+    figures = f"{points_text(value, margin['interval'])} points" + (f", McNemar p = {p_text(p)}" if finite(p) else "")
+    if margin["significant"] and value > 0:
         return f"verdict: DSR beat {named} beyond noise: {figures}"
-    if comparison.get("significant"):
+    if margin["significant"]:
         return f"verdict: DSR is below {named} beyond noise: {figures}"
     return f"verdict: DSR did not beat {named} beyond noise: {figures}"
 

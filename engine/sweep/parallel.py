@@ -120,8 +120,9 @@ def _stop_and_wait(running: list[LiveTrial], emit: Emit) -> str:
 def _became(live: LiveTrial) -> str:
     if live.job.proc.poll() is None:
         return "is still stopping"
+    state = run_state(live.job.run_dir)
     return {"finished": "ended before its result could be recorded", "stopped": "stopped with its checkpoint"}.get(
-        run_state(live.job.run_dir), f"ended {run_state(live.job.run_dir)} (see its output: {live.job.output})")
+        state, f"ended {state} (see its output: {live.job.output})")
 
 
 def _keep_running(running: list[LiveTrial], study, opts: SweepOptions, emit: Emit, stop: StopFlag, start_trial,
