@@ -11,6 +11,7 @@ import pytest
 from rich.console import Console
 from textual.widgets import DataTable, Select, TabbedContent
 
+from engine.presets import list_presets
 from workbench.app.widgets.charts import MetricChart
 from workbench.app.widgets.dialogs import RunDiffDialog
 from workbench.app.widgets.eval_table import EvalTable
@@ -147,7 +148,7 @@ async def test_results_tab_shows_the_latest_evaluation_after_a_restart(runs):
         table = app.query_one(EvalTable)
         assert table.cell("rank1", "dsr") == "62.5%" and table.cell("rank1", "hr") == "95.0%"
         assert runs["evaluate"].name in str(table.query_one("#eval-source").render())
-        await pilot.press("5")                                      # vlr-32x32 (the 5th) has no evaluation
+        await pilot.press(str([e.name for e in list_presets()].index("vlr-32x32") + 1))   # no evaluation of it
         await wait_for(pilot, lambda: app.preset.name == "vlr-32x32", what="the preset switch")
         assert "no evaluation of vlr-32x32 yet" in str(table.query_one("#eval-source").render())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -110,8 +111,11 @@ def test_diff_lists_the_summary_table_and_vlr_size(capsys):
 def test_list_and_show(capsys):
     code, out, _ = cli(capsys, "presets", "list")
     assert code == 0
-    for name in ("cpu-camera", "cpu-demo", "cpu-real", "vlr-14x16", "vlr-32x32"):
+    for name in ("cpu-camera", "cpu-demo", "cpu-real", "cpu-real-labelled", "vlr-14x16", "vlr-32x32"):
         assert name in out
+    # the app's number keys follow this order: by name ("cpu-real.toml" sorts after "cpu-real-labelled.toml")
+    assert [e.name for e in P.list_presets() if e.builtin] == P.builtin_names()
+    assert out.index("cpu-real ") < out.index("cpu-real-labelled")
     code, out, _ = cli(capsys, "presets", "show", "vlr-32x32", "--toml")
     doc = tomllib.loads(out)
     assert doc["dsr"]["learning_rate"] == 1.3e-4 and doc["dsr"]["lambda_identity"] == 0.6
@@ -233,7 +237,7 @@ def test_builtins_found_from_a_wheel_install(tmp_path):
                              "print(builtin_names(), store.builtin_dir())"],
                             cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
                             capture_output=True, text=True, check=True)
-    assert "['cpu-camera', 'cpu-demo', 'cpu-real', 'vlr-14x16', 'vlr-32x32']" in result.stdout
+    assert "['cpu-camera', 'cpu-demo', 'cpu-real', 'cpu-real-labelled', 'vlr-14x16', 'vlr-32x32']" in result.stdout
     assert str(target) in result.stdout
 
 
@@ -262,6 +266,17 @@ def test_cpu_real_is_cpu_demo_sized_for_real_faces_with_required_weights(capsys)
     assert Path(real.runtime.edgeface_weights).name == "edgeface_xxs_q.pt"
     assert real.runtime.edgeface_variant == "edgeface_xxs" and real.eval.distractors == 0
     code, out, _ = cli(capsys, "presets", "validate", str(ROOT / "presets" / "cpu-real.toml"))
+    assert code == 0 and "valid" in out
+
+
+def test_cpu_real_labelled_is_cpu_real_with_dsr_steps_for_labelled_pairs_only(capsys):
+    # issue 38: on a dataset without unlabelled faces DSR sees 2,112 pairs, not 5,181: 8 epochs, not 3
+    labelled, real = P.load("cpu-real-labelled"), P.load("cpu-real")
+    assert labelled.derived_from == "cpu-real"
+    assert P.diff(real, labelled) == [("dsr.epochs", 3, 8)]                   # nothing else moved
+    steps = lambda preset, pairs: preset.dsr.epochs * math.ceil(pairs / preset.dsr.batch_size)
+    assert steps(labelled, 2112) >= steps(real, 5181)          # lfw-dev: at least cpu-real's DSR steps (1,056 >= 972)
+    code, out, _ = cli(capsys, "presets", "validate", str(ROOT / "presets" / "cpu-real-labelled.toml"))
     assert code == 0 and "valid" in out
 
 

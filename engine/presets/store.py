@@ -58,11 +58,13 @@ def builtin_names() -> list[str]:
 
 
 def list_presets() -> list[PresetEntry]:
-    """Built-ins first, then the user's presets (a user file never shadows a built-in name)."""
-    entries = [PresetEntry(p.stem, p, True) for p in sorted(builtin_dir().glob("*.toml"))]
+    """Built-ins first, then the user's presets (a user file never shadows a built-in name); each group in
+    the order of its names (cpu-real before cpu-real-labelled, as :func:`builtin_names`), not of file names."""
+    entries = [PresetEntry(p.stem, p, True) for p in sorted(builtin_dir().glob("*.toml"), key=lambda p: p.stem)]
     taken = {e.name for e in entries}
     if user_dir().is_dir():
-        entries += [PresetEntry(p.stem, p, False) for p in sorted(user_dir().glob("*.toml")) if p.stem not in taken]
+        entries += [PresetEntry(p.stem, p, False) for p in sorted(user_dir().glob("*.toml"), key=lambda p: p.stem)
+                    if p.stem not in taken]
     return entries
 
 
