@@ -460,4 +460,4 @@ def test_a_study_is_looked_for_in_every_known_presets_runs_dir_and_an_unknown_on
         assert "nostudy'no-such-study'found:lookedin" in err and "Traceback" not in err, argv
         for place in (index_path(), tmp_path / "far-runs" / "sweeps", tmp_path / "runs" / "sweeps"):
             assert "".join(str(place).split()) in err, (argv, place)
-        assert "(runs_dirofcpu-camera,cpu-demo," in err and "(runs_diroffar-best,far)" in err, argv
+        assert "(runs_dirofcpu-camera,cpu-demo," in err and "(runs_diroffar,far-best)" in err, argv   # presets in name order
